@@ -1,0 +1,26 @@
+"""orpo: single-stage preference fine-tuning of causal LMs with ORPO (arXiv:2403.07691).
+
+    from orpo import ORPOConfig, ORPOTrainer   # drop-in for trl.experimental.orpo
+"""
+
+from typing import TYPE_CHECKING
+
+__all__ = ["ORPOConfig", "ORPOTrainer"]
+__version__ = "0.1.0"
+
+if TYPE_CHECKING:
+    from orpo.config import ORPOConfig
+    from orpo.trainer import ORPOTrainer
+
+
+def __getattr__(name: str):
+    # Lazy: `import orpo.losses` should not pay for importing transformers' Trainer.
+    if name == "ORPOConfig":
+        from orpo.config import ORPOConfig
+
+        return ORPOConfig
+    if name == "ORPOTrainer":
+        from orpo.trainer import ORPOTrainer
+
+        return ORPOTrainer
+    raise AttributeError(f"module 'orpo' has no attribute {name!r}")

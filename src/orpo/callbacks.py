@@ -1,0 +1,67 @@
+"""Trainer callbacks of the CLI: metrics as JSON lines, and a progress bar with loss and throughput."""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from pathlib import Path
+
+from tqdm.auto import tqdm
+from transformers import TrainerCallback
+
+
+class MetricsJsonlCallback(TrainerCallback):
+    """Appends every log (train and eval) to ``path`` as one JSON object per line, with the step."""
+
+    def __init__(self, path: str | Path):
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+
+    def on_log(self, args, state, control, logs=None, **kwargs):
+        if not state.is_world_process_zero or not logs:
+            return
+        record = {"step": state.global_step, "epoch": state.epoch}
+        for key, value in logs.items():
+            if isinstance(value, (int, float)) and math.isfinite(value):
+                record[key] = value
+        with self.path.open("a") as fh:
+            fh.write(json.dumps(record) + "\n")
+
+
+class ProgressBarCallback(TrainerCallback):
+    """One tqdm bar over optimizer steps; shows the last logged loss, accuracy and pairs per second."""
+
+    def __init__(self):
+        self.bar = None
+        self.start = 0.0
+        self.pairs = 0
+
+    def on_train_begin(self, args, state, control, **kwargs):
+        if state.is_world_process_zero:
+            self.bar = tqdm(
+                total=state.max_steps, initial=state.global_step, desc="train", dynamic_ncols=True
+            )
+            self.start = time.perf_counter()
+            self.pairs = 0
+
+    def on_step_end(self, args, state, control, **kwargs):
+        if self.bar is not None:
+            self.pairs += (
+                args.per_device_train_batch_size * args.gradient_accumulation_steps * args.world_size
+            )
+            self.bar.update(state.global_step - self.bar.n)
+
+    def on_log(self, args, state, control, logs=None, **kwargs):
+        if self.bar is None or not logs or "loss" not in logs:
+            return
+        elapsed = max(time.perf_counter() - self.start, 1e-9)
+        postfix = {"loss": f"{logs['loss']:.4f}", "pairs/s": f"{self.pairs / elapsed:.2f}"}
+        if "rewards/accuracies" in logs:
+            postfix["acc"] = f"{logs['rewards/accuracies']:.2f}"
+        self.bar.set_postfix(postfix, refresh=True)
+
+    def on_train_end(self, args, state, control, **kwargs):
+        if self.bar is not None:
+            self.bar.close()
+            self.bar = None

@@ -1,0 +1,66 @@
+"""`orpo train [CONFIG.yaml] [key=value ...]`: train from a YAML run config."""
+
+from __future__ import annotations
+
+import argparse
+
+HELP = """\
+Train a model with ORPO from a YAML config (see `orpo train --help-config` for every field).
+Without CONFIG, runs the embedded default: a tiny model on the builtin code-review task (CPU, minutes).
+
+Overrides take section.field=value, or field=value for training fields:
+  orpo train my.yaml beta=0.2 max_steps=100 model.name=Qwen/Qwen2.5-0.5B adapter.r=8
+  orpo train my.yaml resume_from_checkpoint=true     # continue from the last checkpoint
+
+The run folder (training.output_dir) receives config.yaml, metrics.jsonl, the model or adapter
+(safetensors) with its tokenizer, data_report.json, summary.json, plots/ and report.html.
+"""
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "train",
+        help="train from a YAML config",
+        description=HELP,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("config", nargs="?", help="YAML run config (default: the embedded default)")
+    p.add_argument("overrides", nargs="*", help="key=value overrides")
+    p.add_argument("--help-config", action="store_true", help="print every config field with its meaning")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from orpo.recipe import describe_fields, load_recipe
+
+    if args.help_config:
+        print(describe_fields())
+        return 0
+    config, overrides = args.config, list(args.overrides)
+    if config is not None and "=" in config and not config.endswith((".yaml", ".yml")):
+        config, overrides = None, [config, *overrides]
+    recipe = load_recipe(config, overrides)
+    from orpo.run import train_from_recipe
+
+    result = train_from_recipe(recipe, progress=not args.no_progress)
+    print(format_summary(result))
+    return 0
+
+
+def format_summary(result) -> str:
+    lines = [f"run folder: {result.output_dir}"]
+    if result.train_loss_first is not None:
+        lines.append(
+            f"train loss: {result.train_loss_first:.4f} (first log) -> {result.train_loss_last:.4f} (last log)"
+        )
+    if result.before and result.after:
+        for key, label in (
+            ("eval_loss", "eval loss"),
+            ("eval_rewards/accuracies", "preference accuracy"),
+            ("eval_nll_loss", "eval NLL"),
+            ("eval_rewards/margins", "reward margin"),
+        ):
+            if key in result.before and key in result.after:
+                lines.append(f"{label}: {result.before[key]:.4f} (before) -> {result.after[key]:.4f} (after)")
+    return "\n".join(lines)

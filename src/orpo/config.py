@@ -1,0 +1,261 @@
+"""`ORPOConfig`: every knob of an ORPO run, as a `transformers.TrainingArguments` subclass.
+
+Each field is documented once, here, in its ``metadata["help"]``; the CLI help and the YAML
+reference are generated from these strings. Defaults equal TRL's experimental ``ORPOConfig``
+(learning_rate 1e-6, logging_steps 10, gradient checkpointing on, bf16 on unless fp16) so a TRL
+script behaves the same after changing its import.
+
+Old names that tutorials still use are accepted with a one-line notice (see ``LEGACY_NAMES``).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import warnings
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from transformers import TrainingArguments
+
+logger = logging.getLogger("orpo")
+
+ENGINES = ("auto", "packed", "reference")
+METHODS = ("orpo", "sft", "simpo", "cpo")
+TEMPLATE_MODES = ("auto", "always", "never")
+TRUNCATION_SIDES = ("left", "right")
+
+
+def notice(message: str) -> None:
+    """One-line user-facing notice (not a warning with a stack)."""
+    logger.warning("orpo: %s", message)
+
+
+@dataclass
+class ORPOConfig(TrainingArguments):
+    """Configuration of an ORPO run: `TrainingArguments` plus the fields below."""
+
+    # ---- TrainingArguments fields whose defaults follow TRL's ORPOConfig ----
+    learning_rate: float = field(
+        default=1e-6, metadata={"help": "Peak learning rate of AdamW (TRL default 1e-6)."}
+    )
+    logging_steps: float = field(default=10, metadata={"help": "Log metrics every N optimizer steps."})
+    bf16: bool | None = field(
+        default=None,
+        metadata={
+            "help": "bf16 mixed precision (autocast). Defaults to True unless fp16 is set; works on CPU."
+        },
+    )
+
+    # ---- ORPO objective ----
+    beta: float = field(
+        default=0.1,
+        metadata={
+            "help": "Weight of the odds-ratio term: L = L_NLL + beta * L_OR. The paper's lambda "
+            "(aliases: orpo_alpha, lambda_)."
+        },
+    )
+    nll_on_prompt: bool = field(
+        default=True,
+        metadata={
+            "help": "NLL term covers prompt + chosen response (paper's code, TRL) when true; the chosen "
+            "response only (paper's equation, LLaMA-Factory) when false."
+        },
+    )
+    method: str = field(
+        default="orpo",
+        metadata={"help": f"Objective on the same engine, for comparisons: one of {', '.join(METHODS)}."},
+    )
+    simpo_gamma: float = field(
+        default=0.5, metadata={"help": "SimPO target reward margin gamma (method=simpo only)."}
+    )
+    # ---- Sequence lengths ----
+    max_length: int | None = field(
+        default=1024,
+        metadata={"help": "Maximum tokens of prompt + response (per sequence). Longer pairs are truncated."},
+    )
+    max_prompt_length: int | None = field(
+        default=None,
+        metadata={
+            "help": "Maximum prompt tokens; longer prompts lose tokens from the side set by "
+            "prompt_truncation_side (default: keep the end). None: only max_length applies."
+        },
+    )
+    max_completion_length: int | None = field(
+        default=None,
+        metadata={"help": "Maximum response tokens (chosen and rejected each); None: no own limit."},
+    )
+    prompt_truncation_side: str = field(
+        default="left",
+        metadata={
+            "help": "'left' drops the start of long prompts (keeps the question); 'right' keeps the start."
+        },
+    )
+    min_response_tokens: int = field(
+        default=1,
+        metadata={
+            "help": "A pair whose chosen or rejected response keeps fewer tokens than this after truncation "
+            "is dropped and counted (never trained on an emptied response)."
+        },
+    )
+    # ---- Data ----
+    chat_template_mode: str = field(
+        default="auto",
+        metadata={
+            "help": "How string rows are rendered: 'auto' wraps them as a user turn when the tokenizer has a "
+            "chat template, 'always' requires a template, 'never' uses the raw text. Conversational rows "
+            "always use the template."
+        },
+    )
+    dataset_num_proc: int | None = field(
+        default=None, metadata={"help": "Processes for dataset preprocessing (None: in-process)."}
+    )
+    # ---- Engine ----
+    engine: str = field(
+        default="auto",
+        metadata={
+            "help": "'packed': prompt computed once, pairs packed without padding, output head only where the "
+            "loss needs it. 'reference': chosen and rejected padded in one batch, full logits (slow, simple). "
+            "'auto': packed when the model supports it, else reference with a logged reason."
+        },
+    )
+    max_tokens_per_batch: int | None = field(
+        default=None,
+        metadata={
+            "help": "Packed engine: pack pairs into rows of at most this many tokens. None: one pair per "
+            "row (per_device_train_batch_size counts pairs)."
+        },
+    )
+    logit_chunk_size: int = field(
+        default=1024,
+        metadata={
+            "help": "Packed engine: positions per chunk of the output head (bounds [chunk x vocab] memory)."
+        },
+    )
+    # ---- Model ----
+    disable_dropout: bool = field(default=True, metadata={"help": "Set every dropout probability to 0."})
+    model_init_kwargs: dict[str, Any] | str | None = field(
+        default=None,
+        metadata={"help": "Keyword arguments for AutoModelForCausalLM.from_pretrained when model is a name."},
+    )
+    trust_remote_code: bool = field(
+        default=False, metadata={"help": "Allow models and tokenizers that ship custom code."}
+    )
+    padding_value: int | None = field(
+        default=None, metadata={"help": "Pad token id (None: the tokenizer's, else its EOS)."}
+    )
+    generate_during_eval: bool = field(
+        default=False, metadata={"help": "Accepted for TRL compatibility; use `orpo generate` instead."}
+    )
+    is_encoder_decoder: bool | None = field(
+        default=None,
+        metadata={"help": "Accepted for TRL compatibility; only decoder-only models are supported."},
+    )
+
+    # ---- Old names (tutorials); mapped in __post_init__ with a notice ----
+    evaluation_strategy: str | None = field(default=None, metadata={"help": "Old name of eval_strategy."})
+    warmup_ratio: float | None = field(
+        default=None, metadata={"help": "Old name: warmup as a fraction of steps (now warmup_steps < 1)."}
+    )
+    orpo_alpha: float | None = field(default=None, metadata={"help": "Alias of beta (the paper's code)."})
+    lambda_: float | None = field(default=None, metadata={"help": "Alias of beta (the paper's lambda)."})
+    overwrite_output_dir: bool | None = field(
+        default=None, metadata={"help": "Removed in transformers 5; accepted and ignored."}
+    )
+    logging_dir: str | None = field(
+        default=None, metadata={"help": "Removed in transformers 5; accepted and ignored."}
+    )
+
+    _VALID_DICT_FIELDS = TrainingArguments._VALID_DICT_FIELDS + ["model_init_kwargs"]
+
+    def __post_init__(self) -> None:
+        self._map_legacy_names()
+        self._check_orpo_fields()
+        # TRL's default: bf16 unless fp16.
+        if self.bf16 is None:
+            self.bf16 = not self.fp16
+        # TRL's default: gradient checkpointing on. transformers 5 renamed it activation_checkpointing;
+        # set the new name only when the user set neither, so an explicit False is kept.
+        if self.activation_checkpointing is None and self.gradient_checkpointing is None:
+            self.activation_checkpointing = True
+        self._check_device_options()
+        super().__post_init__()
+
+    def _map_legacy_names(self) -> None:
+        if self.evaluation_strategy is not None:
+            notice(
+                f"`evaluation_strategy` is the old name of `eval_strategy`; using eval_strategy={self.evaluation_strategy!r}"
+            )
+            self.eval_strategy = self.evaluation_strategy
+            self.evaluation_strategy = None
+        if self.warmup_ratio is not None:
+            if not 0 <= self.warmup_ratio < 1:
+                raise ValueError(f"warmup_ratio={self.warmup_ratio} must be in [0, 1)")
+            notice(
+                f"`warmup_ratio` is the old name of a fractional `warmup_steps`; using warmup_steps={self.warmup_ratio}"
+            )
+            if self.warmup_ratio > 0:
+                self.warmup_steps = self.warmup_ratio
+            self.warmup_ratio = None
+        for alias in ("orpo_alpha", "lambda_"):
+            value = getattr(self, alias)
+            if value is not None:
+                notice(f"`{alias}` is another name of `beta`; using beta={value}")
+                self.beta = value
+                setattr(self, alias, None)
+        for removed in ("overwrite_output_dir", "logging_dir"):
+            if getattr(self, removed) is not None:
+                notice(f"`{removed}` was removed in transformers 5 and is ignored")
+                setattr(self, removed, None)
+
+    def _check_orpo_fields(self) -> None:
+        if not math.isfinite(self.beta) or self.beta < 0:
+            raise ValueError(f"beta={self.beta} must be a finite number >= 0 (the paper uses 0.1 to 0.5)")
+        if self.method not in METHODS:
+            raise ValueError(f"method={self.method!r} is not one of {METHODS}")
+        if self.engine not in ENGINES:
+            raise ValueError(f"engine={self.engine!r} is not one of {ENGINES}")
+        if self.chat_template_mode not in TEMPLATE_MODES:
+            raise ValueError(f"chat_template_mode={self.chat_template_mode!r} is not one of {TEMPLATE_MODES}")
+        if self.prompt_truncation_side not in TRUNCATION_SIDES:
+            raise ValueError(
+                f"prompt_truncation_side={self.prompt_truncation_side!r} is not 'left' or 'right'"
+            )
+        for name in ("max_length", "max_prompt_length", "max_completion_length", "max_tokens_per_batch"):
+            value = getattr(self, name)
+            if value is not None and (not isinstance(value, int) or value < 1):
+                raise ValueError(f"{name}={value!r} must be a positive integer or None")
+        if self.min_response_tokens < 1:
+            raise ValueError(
+                f"min_response_tokens={self.min_response_tokens} must be >= 1 (an empty response has no log-prob)"
+            )
+        if self.max_length is not None and self.max_prompt_length is not None:
+            if self.max_prompt_length + self.min_response_tokens > self.max_length:
+                raise ValueError(
+                    f"max_prompt_length={self.max_prompt_length} leaves no room for a response within "
+                    f"max_length={self.max_length}; lower max_prompt_length or raise max_length"
+                )
+        if self.logit_chunk_size < 1:
+            raise ValueError(f"logit_chunk_size={self.logit_chunk_size} must be >= 1")
+        if self.is_encoder_decoder:
+            raise ValueError("is_encoder_decoder=True: orpo trains decoder-only causal LMs only")
+
+    def _check_device_options(self) -> None:
+        has_cuda = torch.cuda.is_available()
+        if self.fp16 and not has_cuda:
+            raise ValueError("fp16=True needs a CUDA GPU; on CPU use bf16=True (autocast) or bf16=False")
+        if not has_cuda and not self.use_cpu:
+            # transformers refuses bf16 without a GPU unless use_cpu is set; on a CPU-only machine the
+            # CPU is the device anyway, and bf16 autocast works there.
+            self.use_cpu = True
+        if not has_cuda and isinstance(self.optim, str) and ("paged" in self.optim or "8bit" in self.optim):
+            notice(f"optim={self.optim!r} needs a CUDA GPU; using adamw_torch on this CPU machine")
+            self.optim = "adamw_torch"
+        if not has_cuda and self.tf32:
+            raise ValueError("tf32=True needs an Ampere or newer NVIDIA GPU; remove it on CPU")
+
+
+def warn_once_filter() -> None:
+    """Silence the FutureWarning transformers emits for the gradient_checkpointing alias."""
+    warnings.filterwarnings("ignore", message=".*gradient_checkpointing.*deprecated.*")

@@ -1,0 +1,99 @@
+"""From any preference data to the engine's token columns: normalise -> render -> tokenise -> filter.
+
+``prepare_dataset`` is the one entry point the trainer, the CLI and ``orpo data inspect`` use, so
+all three see exactly the same tokens. Each stage is a ``datasets.map`` (cached by fingerprint,
+parallel with ``num_proc``); rows that cannot train are dropped and counted by reason.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import asdict, dataclass, field
+
+from datasets import Dataset
+
+from orpo.data.template import render_pair, resolve_chat_template
+from orpo.data.tokenize import Limits, PairTokenizer
+from orpo.engine.types import PAIR_COLUMNS
+
+FLAG_COLUMNS = ("prompt_truncated", "chosen_truncated", "rejected_truncated", "boundary_retokenised")
+MAX_EXAMPLE_ROWS = 5
+
+
+@dataclass
+class DataReport:
+    """What preparation did to one dataset; printed by the CLI and ``orpo data inspect``."""
+
+    source: str
+    format: str
+    rows: int
+    kept: int = 0
+    dropped: dict[str, int] = field(default_factory=dict)
+    first_dropped: dict[str, list[int]] = field(default_factory=dict)
+    duplicates: int = 0
+    truncated: dict[str, int] = field(default_factory=dict)
+    boundary_retokenised: int = 0
+
+    def summary(self) -> str:
+        drops = ", ".join(f"{k}={v}" for k, v in sorted(self.dropped.items())) or "none"
+        return f"{self.source}: format {self.format}, {self.rows} rows, {self.kept} kept, dropped: {drops}"
+
+
+def is_tokenised(data) -> bool:
+    return isinstance(data, Dataset) and all(c in data.column_names for c in PAIR_COLUMNS)
+
+
+def prepare_dataset(
+    data,
+    tokenizer,
+    config,
+    source_name: str = "train",
+    columns=None,
+    fmt: str | None = None,
+) -> tuple[Dataset, DataReport]:
+    """Normalise, render, tokenise and filter ``data`` (Dataset, list of dicts, ...) for training.
+
+    ``config`` supplies the limits (``max_length`` ...), ``chat_template_mode`` and ``dataset_num_proc``.
+    A dataset that already holds the token columns passes through untouched.
+    """
+    if is_tokenised(data):
+        return data, DataReport(source_name, "tokenised", len(data), kept=len(data))
+    from orpo.data.formats import normalise
+
+    num_proc = config.dataset_num_proc
+    norm = normalise(data, columns=columns, fmt=fmt, source_name=source_name, num_proc=num_proc)
+    report = DataReport(
+        source_name,
+        norm.format,
+        norm.total,
+        dropped=dict(norm.dropped),
+        first_dropped={k: list(v) for k, v in norm.first_dropped.items()},
+        duplicates=norm.duplicates,
+    )
+    wrap = resolve_chat_template(tokenizer, None, config.chat_template_mode)
+    pair_tokenizer = PairTokenizer(tokenizer, Limits.from_config(config))
+
+    def tokenise(row: dict, index: int) -> dict:
+        try:
+            return asdict(pair_tokenizer(render_pair(row, tokenizer, wrap)))
+        except ValueError as err:
+            raise ValueError(f"{source_name} row {index}: {err}") from None
+
+    tokenised = norm.rows.map(
+        tokenise,
+        with_indices=True,
+        remove_columns=norm.rows.column_names,
+        num_proc=num_proc,
+        desc=f"Tokenising {source_name}",
+    )
+    reasons = tokenised["drop_reason"]
+    for reason, count in Counter(r for r in reasons if r).items():
+        report.dropped[reason] = report.dropped.get(reason, 0) + count
+        report.first_dropped[reason] = [i for i, r in enumerate(reasons) if r == reason][:MAX_EXAMPLE_ROWS]
+    kept = tokenised.filter(lambda r: not r, input_columns="drop_reason", num_proc=num_proc)
+    report.kept = len(kept)
+    report.truncated = {c.removesuffix("_truncated"): sum(kept[c]) for c in FLAG_COLUMNS[:3]}
+    report.boundary_retokenised = sum(kept["boundary_retokenised"])
+    if report.kept == 0:
+        raise ValueError(f"{source_name}: no usable rows after tokenisation ({report.summary()})")
+    return kept.select_columns(list(PAIR_COLUMNS)), report

@@ -1,0 +1,64 @@
+"""Engines: turn collated batches of pairs into ``SequenceStats``.
+
+- ``reference``: padded chosen/rejected rows, full logits. Simple; the oracle in tests.
+- ``packed``: prompt once per pair, pairs packed without padding, the output head applied in
+  chunks only where the loss needs it. The default when the model supports it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+
+from orpo.engine.reference import PaddedPairCollator, reference_forward
+from orpo.engine.types import IGNORE_INDEX, PAIR_COLUMNS, SequenceStats
+
+__all__ = ["IGNORE_INDEX", "PAIR_COLUMNS", "Engine", "SequenceStats", "build_engine"]
+
+
+@dataclass(frozen=True)
+class Engine:
+    """One engine: its collator, its forward, and how to count a batch's loss denominators."""
+
+    name: str
+    collator: Callable[[list[dict]], dict[str, torch.Tensor]]
+    forward: Callable[..., SequenceStats]
+    count_items: Callable[[dict[str, torch.Tensor], bool], tuple[torch.Tensor, torch.Tensor]]
+
+
+def _reference_counts(
+    batch: dict[str, torch.Tensor], nll_on_prompt: bool
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """(NLL tokens, pairs) of a padded reference batch."""
+    n = batch["prompt_lengths"].shape[0]
+    if nll_on_prompt:
+        nll = batch["attention_mask"][:n, 1:].sum()
+    else:
+        nll = (batch["labels"][:n, 1:] != IGNORE_INDEX).sum()
+    return nll, torch.tensor(n)
+
+
+def build_engine(name: str, model: torch.nn.Module, pad_token_id: int, args) -> tuple[Engine, str | None]:
+    """The engine to use and, when 'auto' had to fall back to the reference path, the reason why."""
+    reason = None
+    if name in ("auto", "packed"):
+        try:
+            from orpo.engine import packed
+        except ImportError:  # the packed engine lands in its own change
+            packed = None
+        if packed is None or not hasattr(packed, "make_engine"):
+            reason = "packed engine unavailable"
+        else:
+            reason = packed.fast_path_support(model)
+        if reason is None:
+            return packed.make_engine(pad_token_id, args), None
+        if name == "packed":
+            raise ValueError(f"engine='packed' cannot run this model: {reason}; use engine='reference'")
+    aux = bool(getattr(getattr(model, "config", None), "output_router_logits", False))
+
+    def forward(model, batch, nll_on_prompt):
+        return reference_forward(model, batch, nll_on_prompt, aux_loss=aux)
+
+    return Engine("reference", PaddedPairCollator(pad_token_id), forward, _reference_counts), reason

@@ -1,0 +1,235 @@
+"""`ORPOTrainer`: a thin `transformers.Trainer` that wires data, engine and loss together.
+
+Drop-in for ``trl.experimental.orpo.ORPOTrainer``: same constructor arguments (plus the old
+``tokenizer=``), same logged metric names. What it overrides and why:
+- ``compute_loss``: engine forward -> per-sequence stats -> objective (``orpo.losses``).
+- ``_get_num_items_in_batch``: counts NLL tokens and pairs over all micro-batches of an optimizer
+  step (and all processes), so the loss is exact under gradient accumulation: the step's NLL is
+  the token mean over the whole step, the odds-ratio term the pair mean. (TRL averages per
+  micro-batch means, which changes the loss with the accumulation split.)
+- ``prediction_step`` / ``log``: evaluation returns the same metrics with the ``eval_`` prefix.
+Metrics are means over each micro-batch, averaged over the micro-batches since the last log, as
+TRL does, so values line up with TRL's in side-by-side runs.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Callable
+from typing import Any
+
+import torch
+from datasets import Dataset, DatasetDict
+from transformers import PreTrainedModel, Trainer, TrainingArguments
+
+from orpo.config import ORPOConfig, notice
+from orpo.data.pipeline import DataReport, prepare_dataset
+from orpo.engine import PAIR_COLUMNS, SequenceStats, build_engine
+from orpo.losses import NLL_WEIGHT, pair_losses
+from orpo.modeling import ensure_pad_token, load_model, load_tokenizer, prepare_model
+
+
+class ORPOTrainer(Trainer):
+    """Train a causal LM with ORPO (or SFT / SimPO / CPO on the same engine, see ``ORPOConfig.method``)."""
+
+    # compute_loss divides by the step's total counts itself (see module docstring).
+    loss_is_scaled_for_ga = True
+
+    def __init__(
+        self,
+        model: PreTrainedModel | torch.nn.Module | str | None = None,
+        args: ORPOConfig | None = None,
+        data_collator: Callable | None = None,
+        train_dataset: Dataset | list | None = None,
+        eval_dataset: Dataset | dict | list | None = None,
+        processing_class=None,
+        model_init: Callable[[], PreTrainedModel] | None = None,
+        callbacks: list | None = None,
+        optimizers: tuple = (None, None),
+        preprocess_logits_for_metrics: Callable | None = None,
+        peft_config=None,
+        compute_metrics: Callable | None = None,
+        tokenizer=None,
+        data_columns: dict[str, str] | None = None,
+        data_format: str | None = None,
+        **trainer_kwargs: Any,
+    ):
+        args = self._resolve_args(args)
+        if tokenizer is not None:
+            if processing_class is not None:
+                raise ValueError(
+                    "pass the tokenizer once: `processing_class=` (new name) or `tokenizer=` (old name)"
+                )
+            notice("`tokenizer=` is the old name of `processing_class=`; accepted")
+            processing_class = tokenizer
+        if model is None and model_init is None:
+            raise ValueError("pass a model (a name, a path or a module) or a model_init")
+        if isinstance(model, str):
+            model = load_model(model, args.model_init_kwargs, args.trust_remote_code)
+        elif args.model_init_kwargs:
+            raise ValueError("model_init_kwargs are for a model given by name; this model is already loaded")
+        if model is None:
+            model = model_init()
+        if getattr(model.config, "is_encoder_decoder", False):
+            raise ValueError("encoder-decoder models are not supported; orpo trains decoder-only causal LMs")
+        if processing_class is None:
+            processing_class = load_tokenizer(model.config._name_or_path, args.trust_remote_code)
+        ensure_pad_token(processing_class, model)
+        model = prepare_model(model, args, peft_config)
+
+        pad_id = args.padding_value if args.padding_value is not None else processing_class.pad_token_id
+        self.engine, fallback = build_engine(args.engine, model, pad_id, args)
+        if fallback:
+            notice(f"using the reference engine: {fallback}")
+        self.beta = args.beta
+        self.aux_loss_coef = float(getattr(model.config, "router_aux_loss_coef", 0.0) or 0.0)
+        self._stored_metrics: dict[str, dict[str, list[float]]] = defaultdict(lambda: defaultdict(list))
+        self.data_reports: list[DataReport] = []
+        self._data_columns, self._data_format = data_columns, data_format
+
+        train_dataset = self._prepare(train_dataset, processing_class, args, "train")
+        if isinstance(eval_dataset, (dict, DatasetDict)):
+            eval_dataset = {
+                k: self._prepare(v, processing_class, args, f"eval[{k}]") for k, v in eval_dataset.items()
+            }
+        else:
+            eval_dataset = self._prepare(eval_dataset, processing_class, args, "eval")
+
+        super().__init__(
+            model=model,
+            args=args,
+            data_collator=data_collator or self.engine.collator,
+            train_dataset=train_dataset,
+            eval_dataset=eval_dataset,
+            processing_class=processing_class,
+            model_init=model_init,
+            compute_metrics=compute_metrics,
+            callbacks=callbacks,
+            optimizers=optimizers,
+            preprocess_logits_for_metrics=preprocess_logits_for_metrics,
+            **trainer_kwargs,
+        )
+
+    # ---- construction helpers ----
+
+    @staticmethod
+    def _resolve_args(args: TrainingArguments | None) -> ORPOConfig:
+        if args is None:
+            return ORPOConfig(output_dir="orpo_output")
+        if isinstance(args, ORPOConfig):
+            return args
+        if isinstance(args, TrainingArguments):
+            notice("args is a TrainingArguments; converting to ORPOConfig with ORPO defaults for the rest")
+            fields = {k: v for k, v in args.to_dict().items() if k in ORPOConfig.__dataclass_fields__}
+            fields = {
+                k: v for k, v in fields.items() if not k.endswith("_token") and k != "push_to_hub_token"
+            }
+            return ORPOConfig(**fields)
+        raise ValueError(f"args must be an ORPOConfig, got {type(args).__name__}")
+
+    def _prepare(self, data, tokenizer, args: ORPOConfig, name: str):
+        if data is None:
+            return None
+        prepared, report = prepare_dataset(
+            data, tokenizer, args, source_name=name, columns=self._data_columns, fmt=self._data_format
+        )
+        self.data_reports.append(report)
+        if report.dropped:
+            notice(report.summary())
+        return prepared
+
+    def _set_signature_columns_if_needed(self) -> None:
+        # The model never sees dataset columns directly; keep only the token columns.
+        if self._signature_columns is None:
+            self._signature_columns = list(PAIR_COLUMNS)
+
+    # ---- loss ----
+
+    def _get_num_items_in_batch(self, batch_samples: list, device: torch.device) -> torch.Tensor | None:
+        """(2,) = [NLL tokens, pairs] over all micro-batches of this step and all processes."""
+        if not batch_samples:
+            return None
+        counts = torch.zeros(2, dtype=torch.long)
+        for batch in batch_samples:
+            nll, pairs = self.engine.count_items(batch, self.args.nll_on_prompt)
+            counts += torch.stack([torch.as_tensor(nll).cpu(), torch.as_tensor(pairs).cpu()])
+        counts = counts.to(device)
+        if self.args.world_size > 1:
+            counts = self.accelerator.gather(counts.unsqueeze(0)).sum(0)
+        return counts
+
+    def _objective(
+        self, stats: SequenceStats, totals: torch.Tensor | None
+    ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """Loss to minimise for this micro-batch and the per-pair / batch quantities to log.
+
+        ``totals`` = [NLL tokens, pairs] of the whole optimizer step (training) or None (this batch).
+        Reduction happens here and only here: sums divided by the step's counts.
+        """
+        args = self.args
+        pair_loss, pair_metrics = pair_losses(
+            args.method,
+            stats.chosen_sum_logps,
+            stats.rejected_sum_logps,
+            stats.chosen_lengths,
+            stats.rejected_lengths,
+            args.beta,
+            args.simpo_gamma,
+        )
+        n_pairs = stats.chosen_lengths.shape[0]
+        if totals is None:
+            nll_den, pair_den, scale = stats.nll_tokens.clamp(min=1), n_pairs, 1.0
+        else:
+            nll_den, pair_den = totals[0].clamp(min=1), totals[1].clamp(min=1)
+            # DDP averages gradients over processes; the totals are global, so undo that average.
+            scale = float(self.accelerator.num_processes)
+        nll_term = NLL_WEIGHT[args.method] * stats.nll_sum / nll_den
+        loss = nll_term + pair_loss.sum() / pair_den
+        if stats.aux_loss is not None and self.aux_loss_coef:
+            loss = loss + self.aux_loss_coef * stats.aux_loss * (n_pairs / pair_den)
+        chosen_logps, rejected_logps = stats.chosen_mean_logps.detach(), stats.rejected_mean_logps.detach()
+        chosen_rewards, rejected_rewards = self.beta * chosen_logps, self.beta * rejected_logps
+        metrics = {
+            "rewards/chosen": chosen_rewards,
+            "rewards/rejected": rejected_rewards,
+            "rewards/accuracies": (chosen_rewards > rejected_rewards).float(),
+            "rewards/margins": chosen_rewards - rejected_rewards,
+            "logps/chosen": chosen_logps,
+            "logps/rejected": rejected_logps,
+            "logits/chosen": (stats.chosen_logits_sum / stats.chosen_lengths.sum()).detach(),
+            "logits/rejected": (stats.rejected_logits_sum / stats.rejected_lengths.sum()).detach(),
+            "nll_loss": (stats.nll_sum / stats.nll_tokens.clamp(min=1)).detach(),
+            **pair_metrics,
+        }
+        return loss * scale, metrics
+
+    def _store(self, metrics: dict[str, torch.Tensor], split: str) -> None:
+        prefix = "eval_" if split == "eval" else ""
+        for name, value in metrics.items():
+            value = self.accelerator.gather_for_metrics(
+                value.reshape(-1) if value.dim() else value.reshape(1)
+            )
+            self._stored_metrics[split][prefix + name].append(value.float().mean().item())
+
+    def compute_loss(self, model, inputs, return_outputs: bool = False, num_items_in_batch=None):
+        stats = self.engine.forward(model, inputs, self.args.nll_on_prompt)
+        loss, metrics = self._objective(stats, num_items_in_batch)
+        self._store(metrics, "train" if model.training else "eval")
+        return (loss, metrics) if return_outputs else loss
+
+    def prediction_step(self, model, inputs, prediction_loss_only: bool, ignore_keys=None):
+        inputs = self._prepare_inputs(inputs)
+        with torch.no_grad(), self.compute_loss_context_manager():
+            stats = self.engine.forward(model, inputs, self.args.nll_on_prompt)
+            loss, metrics = self._objective(stats, None)
+        self._store(metrics, "eval")
+        if prediction_loss_only:
+            return loss.detach(), None, None
+        logits = torch.stack([metrics["logits/chosen"], metrics["logits/rejected"]]).to(self.args.device)
+        return loss.detach(), logits, torch.zeros(2, device=self.args.device)
+
+    def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
+        split = "train" if "loss" in logs else "eval"
+        for name, values in self._stored_metrics.pop(split, {}).items():
+            logs[name] = sum(values) / len(values)
+        super().log(logs, start_time)
