@@ -1,0 +1,1 @@
+"""Offline demo: a tiny, learnable code-review task (generator, rulebook, rule-based judge)."""
