@@ -12,7 +12,7 @@ from dataclasses import asdict, dataclass, field
 
 from datasets import Dataset
 
-from orpo.data.template import render_pair, resolve_chat_template
+from orpo.data.template import render_pair, resolve_chat_template, template_markers
 from orpo.data.tokenize import Limits, PairTokenizer
 from orpo.engine.types import PAIR_COLUMNS
 
@@ -71,13 +71,16 @@ def prepare_dataset(
         duplicates=norm.duplicates,
     )
     wrap = resolve_chat_template(tokenizer, None, config.chat_template_mode)
+    markers = template_markers(tokenizer) if wrap else ()
     pair_tokenizer = PairTokenizer(tokenizer, Limits.from_config(config))
+
+    source_rows = norm.source_index  # normalised position -> the user's row number
 
     def tokenise(row: dict, index: int) -> dict:
         try:
-            return asdict(pair_tokenizer(render_pair(row, tokenizer, wrap)))
+            return asdict(pair_tokenizer(render_pair(row, tokenizer, wrap, markers)))
         except ValueError as err:
-            raise ValueError(f"{source_name} row {index}: {err}") from None
+            raise ValueError(f"{source_name} row {source_rows[index]}: {err}") from None
 
     tokenised = norm.rows.map(
         tokenise,
@@ -89,7 +92,8 @@ def prepare_dataset(
     reasons = tokenised["drop_reason"]
     for reason, count in Counter(r for r in reasons if r).items():
         report.dropped[reason] = report.dropped.get(reason, 0) + count
-        report.first_dropped[reason] = [i for i, r in enumerate(reasons) if r == reason][:MAX_EXAMPLE_ROWS]
+        rows = [source_rows[i] for i, r in enumerate(reasons) if r == reason]
+        report.first_dropped[reason] = rows[:MAX_EXAMPLE_ROWS]
     kept = tokenised.filter(lambda r: not r, input_columns="drop_reason", num_proc=num_proc)
     report.kept = len(kept)
     report.truncated = {c.removesuffix("_truncated"): sum(kept[c]) for c in FLAG_COLUMNS[:3]}

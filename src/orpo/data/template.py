@@ -11,7 +11,9 @@ Rules:
 - String rows follow ``chat_template_mode``: 'auto' wraps them as a user turn (plus system) when the
   tokenizer has a template and uses the raw text otherwise; 'always' requires a template; 'never'
   uses the raw text: ``[system + "\\n\\n"] + text_prompt`` then the response appended directly
-  (TRL's behaviour for string rows).
+  (TRL's behaviour for string rows). In 'auto', a string prompt that already contains the
+  template's special markers (the tutorials' ``apply_chat_template(..., tokenize=False)`` rows) is
+  used raw, never templated twice.
 - A tokenizer with no template that meets conversational rows gets ``DEFAULT_CHAT_TEMPLATE`` (ChatML),
   unless the user gives a template string or file (``resolve_chat_template``).
 """
@@ -74,10 +76,21 @@ def _response_suffix(tokenizer, messages: list[dict], prompt_text: str, response
     return full[len(prompt_text) :]
 
 
-def render_pair(row: dict, tokenizer, wrap_strings: bool) -> RenderedPair:
-    """Render one canonical row; ``wrap_strings`` comes from ``resolve_chat_template``."""
+def template_markers(tokenizer) -> tuple[str, ...]:
+    """Special tokens the chat template writes into a rendered prompt (e.g. ``<|im_start|>``)."""
+    if not getattr(tokenizer, "chat_template", None):
+        return ()
+    rendered = _template(tokenizer, [{"role": "user", "content": "x"}], True)
+    return tuple(t for t in tokenizer.all_special_tokens if t and t in rendered)
+
+
+def render_pair(row: dict, tokenizer, wrap_strings: bool, markers: tuple[str, ...] = ()) -> RenderedPair:
+    """Render one canonical row; ``wrap_strings`` comes from ``resolve_chat_template`` and
+    ``markers`` from ``template_markers`` (string prompts containing one are already templated)."""
     messages: list[dict] = row["prompt"]
-    if row.get("text_prompt") is not None and not wrap_strings:
+    text_prompt = row.get("text_prompt")
+    pre_templated = text_prompt is not None and any(m in text_prompt for m in markers)
+    if text_prompt is not None and (not wrap_strings or pre_templated):
         system = next((m["content"] for m in messages if m["role"] == "system"), None)
         prompt = f"{system}\n\n{row['text_prompt']}" if system else row["text_prompt"]
         return RenderedPair(prompt, row["chosen"], row["rejected"])

@@ -1,0 +1,602 @@
+"""Detect which preference-data layout a dataset uses and normalise every row to one canonical pair.
+
+Accepted layouts (format names in quotes; SPEC "Data formats to accept"):
+
+1-2. "prompt_strings": ``prompt``, ``chosen``, ``rejected`` strings, optional ``system``
+     (TRL's standard layout; jondurbin/truthy-dpo-v0.1). ``chosen``/``rejected`` may also be one
+     assistant message (a dict, or a list holding one).
+3.   "instruction": optional ``system``, then ``instruction`` (+ optional ``input``, joined by a blank
+     line, Alpaca-style), or ``input``, or ``question``; ``chosen``, ``rejected`` strings
+     (argilla/distilabel-intel-orca-dpo-pairs).
+4.   "chat_explicit": ``prompt`` is a list of messages, ``chosen``/``rejected`` one assistant message.
+5.   "chat_implicit": ``chosen``/``rejected`` are whole conversations; the prompt is their longest
+     shared run of messages (HuggingFaceH4/ultrafeedback_binarized).
+6.   "transcript": ``chosen``/``rejected`` are ``"\\n\\nHuman: ...\\n\\nAssistant: ..."`` strings; the
+     prompt is their shared text cut back to just after the last shared ``"\\n\\nAssistant:"``
+     (Anthropic/hh-rlhf).
+7.   "sharegpt": ``conversations`` (``from``/``value`` or ``role``/``content`` messages) plus
+     ``chosen``/``rejected`` assistant messages.
+
+Canonical row (the contract ``orpo.data.template`` consumes), one per pair::
+
+    prompt:      list[{"role", "content"}]  optional system first, then user/assistant turns, ending with user
+    chosen:      str                        the chosen response
+    rejected:    str                        the rejected response
+    text_prompt: str | None                 the raw prompt string of string layouts (1-3, 6), without the
+                                            system text, so a no-template mode reproduces the original
+                                            text; None for conversational layouts (4, 5, 7)
+
+Rows that cannot train are dropped, never fixed silently, and counted by reason (``DROP_REASONS``).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+from collections import Counter
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+
+import pyarrow as pa
+from datasets import Dataset, Features, List, Value
+
+PROMPT_STRINGS = "prompt_strings"
+INSTRUCTION = "instruction"
+CHAT_EXPLICIT = "chat_explicit"
+CHAT_IMPLICIT = "chat_implicit"
+TRANSCRIPT = "transcript"
+SHAREGPT = "sharegpt"
+FORMATS = (PROMPT_STRINGS, INSTRUCTION, CHAT_EXPLICIT, CHAT_IMPLICIT, TRANSCRIPT, SHAREGPT)
+
+# Drop reasons: user-visible names in counts, keep them stable.
+MISSING_FIELD = "missing_field"  # the field is absent or null (Arrow cannot tell the two apart)
+NOT_TEXT = "not_text"  # a number, a list, a message without string content ...
+EMPTY_PROMPT = "empty_prompt"
+EMPTY_RESPONSE = "empty_response"
+IDENTICAL_RESPONSES = "identical_responses"  # equal after stripping whitespace: no preference signal
+NO_SHARED_PREFIX = "no_shared_prefix"  # implicit layouts (5, 6) whose chosen/rejected share no prompt
+MULTI_TURN_RESPONSE = "multi_turn_response"  # a response that is more than one assistant message
+BAD_TURN_ORDER = "bad_turn_order"  # unknown role, or turns not [system] user (assistant user)*
+DROP_REASONS = (
+    MISSING_FIELD,
+    NOT_TEXT,
+    EMPTY_PROMPT,
+    EMPTY_RESPONSE,
+    IDENTICAL_RESPONSES,
+    NO_SHARED_PREFIX,
+    MULTI_TURN_RESPONSE,
+    BAD_TURN_ORDER,
+)
+
+MAX_REPORTED_ROWS = 5  # row numbers kept per drop reason for messages
+DETECTION_SAMPLE = 20  # rows looked at to tell string fields from message lists
+
+CANONICAL_FEATURES = Features(
+    {
+        "prompt": List({"role": Value("string"), "content": Value("string")}),
+        "chosen": Value("string"),
+        "rejected": Value("string"),
+        "text_prompt": Value("string"),
+    }
+)
+# The map also writes why a row is dropped and a hash of the pair; both columns are removed again.
+_WORK_FEATURES = Features(
+    {**CANONICAL_FEATURES, "_drop": Value("string"), "_detail": Value("string"), "_key": Value("string")}
+)
+
+# datasets fingerprints a library function by its import path, not its code, so a cached map would
+# survive a change to the parsers below; passing a hash of this file to the map invalidates it.
+_CODE_HASH = hashlib.blake2b(Path(__file__).read_bytes(), digest_size=8).hexdigest()
+
+_INSTRUCTION_FIELDS = ("instruction", "input", "question")
+_ROLES = {
+    "system": "system",
+    "user": "user",
+    "human": "user",
+    "assistant": "assistant",
+    "gpt": "assistant",
+    "model": "assistant",
+}
+_HUMAN_MARK = "\n\nHuman:"
+_ASSISTANT_MARK = "\n\nAssistant:"
+# Turn markers of a transcript; the first turn may open without the blank line.
+_TRANSCRIPT_TURN = re.compile(r"(?:\A|\n\n)(Human|Assistant):")
+
+LAYOUTS_HELP = (
+    "prompt/chosen/rejected strings (+system); system + instruction|input|question + chosen/rejected; "
+    "prompt messages + chosen/rejected; chosen/rejected conversations; chosen/rejected "
+    "'\\n\\nHuman: ... \\n\\nAssistant: ...' transcripts; conversations + chosen/rejected messages"
+)
+
+
+@dataclass(frozen=True)
+class ColumnMap:
+    """Which source column holds each canonical field; None means the field's own name.
+
+    Given to ``normalise``, the mapped columns are read under the canonical names before the format is
+    detected, so ``ColumnMap(prompt="input")`` makes an instruction dataset a prompt-strings one.
+    """
+
+    prompt: str | None = None
+    chosen: str | None = None
+    rejected: str | None = None
+    system: str | None = None
+    conversations: str | None = None
+
+    @classmethod
+    def from_dict(cls, mapping: dict[str, str]) -> ColumnMap:
+        """Build from a config mapping such as ``{"prompt": "input", "system": "system"}``."""
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(mapping) - known)
+        if unknown:
+            raise ValueError(
+                f"columns: unknown key(s) {unknown}; the keys are the canonical fields {sorted(known)} "
+                "and the values are your dataset's column names"
+            )
+        return cls(**mapping)
+
+    def as_dict(self) -> dict[str, str]:
+        """Canonical field -> source column, for the mapped fields only."""
+        return {f.name: getattr(self, f.name) for f in fields(self) if getattr(self, f.name) is not None}
+
+
+@dataclass(frozen=True)
+class Drop:
+    """A row that cannot train: ``reason`` is one of ``DROP_REASONS``, ``detail`` says which field and why."""
+
+    reason: str
+    detail: str
+
+
+@dataclass
+class NormaliseResult:
+    """The canonical rows of one source and what normalisation dropped.
+
+    ``rows`` has exactly the ``CANONICAL_FEATURES`` columns (after ``load_mixture``'s limit/fraction it
+    is the selected subset, so ``len(rows) <= kept``). Row numbers are 0-based positions in the source.
+    """
+
+    rows: Dataset
+    format: str
+    total: int
+    kept: int
+    dropped: dict[str, int]
+    first_dropped: dict[str, list[int]]  # reason -> first MAX_REPORTED_ROWS source row numbers
+    duplicates: int  # kept rows that repeat an earlier kept row exactly (reported, not removed)
+    source_name: str = "<data>"
+    drop_examples: dict[str, str] = field(default_factory=dict)  # reason -> "row N: <detail>"
+    source_index: list[int] = field(default_factory=list)  # source row number of each kept row
+
+
+class _Dropped(Exception):
+    """Raised by the field readers below; ``normalise_row`` turns it into a ``Drop``."""
+
+    def __init__(self, reason: str, detail: str):
+        super().__init__(detail)
+        self.drop = Drop(reason, detail)
+
+
+class _Fields:
+    """A source row read under canonical field names, with the user's column names for messages."""
+
+    def __init__(self, row: dict, names: dict[str, str]):
+        self.row = row
+        self.names = names
+
+    def name(self, key: str) -> str:
+        return self.names.get(key, key)
+
+    def has(self, key: str) -> bool:
+        return self.name(key) in self.row
+
+    def get(self, key: str):
+        return self.row.get(self.name(key))
+
+
+# ---------------------------------------------------------------------------------------------
+# Reading single fields
+
+
+def _show(value) -> str:
+    text = repr(value)
+    text = text if len(text) <= 40 else text[:37] + "..."
+    return f"{text} ({type(value).__name__})"
+
+
+def _required(fields_: _Fields, key: str):
+    value = fields_.get(key)
+    if value is None:
+        raise _Dropped(MISSING_FIELD, f"`{fields_.name(key)}` is missing or null")
+    return value
+
+
+def _required_text(fields_: _Fields, key: str) -> str:
+    value = _required(fields_, key)
+    if not isinstance(value, str):
+        raise _Dropped(NOT_TEXT, f"`{fields_.name(key)}` is {_show(value)}, not text")
+    return value
+
+
+def _optional_text(fields_: _Fields, key: str) -> str:
+    # Optional columns (system, input) are often null in CSV/Arrow when empty.
+    value = fields_.get(key)
+    if value is None:
+        return ""
+    if not isinstance(value, str):
+        raise _Dropped(NOT_TEXT, f"`{fields_.name(key)}` is {_show(value)}, not text")
+    return value
+
+
+def _message(value, where: str) -> dict[str, str]:
+    """One message as {"role", "content"}; accepts ``role``/``content`` and ShareGPT ``from``/``value``."""
+    if not isinstance(value, dict):
+        raise _Dropped(NOT_TEXT, f"{where} is {_show(value)}, not a message")
+    # Arrow structs carry every key of the column, absent ones as None, so fall back on None.
+    role = value.get("role") if value.get("role") is not None else value.get("from")
+    content = value.get("content") if value.get("content") is not None else value.get("value")
+    if not isinstance(content, str):
+        raise _Dropped(NOT_TEXT, f"{where} has content {_show(content)}, not text")
+    canonical = _ROLES.get(role.lower()) if isinstance(role, str) else None
+    if canonical is None:
+        raise _Dropped(BAD_TURN_ORDER, f"{where} has role {role!r}; known roles are {sorted(_ROLES)}")
+    return {"role": canonical, "content": content}
+
+
+def _messages(fields_: _Fields, key: str) -> list[dict[str, str]]:
+    value = _required(fields_, key)
+    if not isinstance(value, list):
+        raise _Dropped(NOT_TEXT, f"`{fields_.name(key)}` is {_show(value)}, not a list of messages")
+    return [_message(m, f"`{fields_.name(key)}` message {i}") for i, m in enumerate(value)]
+
+
+def _response(fields_: _Fields, key: str) -> str:
+    """A response given as a string, a message, or a list of exactly one message."""
+    value = _required(fields_, key)
+    if isinstance(value, str):
+        return value
+    name = fields_.name(key)
+    if not isinstance(value, (list, dict)):
+        raise _Dropped(NOT_TEXT, f"`{name}` is {_show(value)}, not text")
+    if isinstance(value, list):
+        if not value:
+            raise _Dropped(EMPTY_RESPONSE, f"`{name}` is an empty list")
+        if len(value) > 1:
+            raise _Dropped(MULTI_TURN_RESPONSE, f"`{name}` holds {len(value)} messages, not one response")
+        value = value[0]
+    return _response_message(_message(value, f"`{name}`"), name)
+
+
+def _response_message(message: dict[str, str], name: str) -> str:
+    if message["role"] != "assistant":
+        raise _Dropped(BAD_TURN_ORDER, f"`{name}` is a {message['role']} message, not an assistant one")
+    return message["content"]
+
+
+def _with_system(messages: list[dict[str, str]], fields_: _Fields) -> list[dict[str, str]]:
+    """Prepend the ``system`` column's text unless the conversation already opens with a system turn."""
+    system = _optional_text(fields_, "system")
+    if not system.strip() or (messages and messages[0]["role"] == "system"):
+        return messages
+    return [{"role": "system", "content": system}, *messages]
+
+
+# ---------------------------------------------------------------------------------------------
+# One parser per layout: source fields -> (prompt messages, chosen, rejected, text_prompt)
+
+Parsed = tuple[list[dict[str, str]], str, str, str | None]
+
+
+def _parse_prompt_strings(f: _Fields) -> Parsed:
+    prompt = _required_text(f, "prompt")
+    messages = _with_system([{"role": "user", "content": prompt}], f)
+    return messages, _response(f, "chosen"), _response(f, "rejected"), prompt
+
+
+def _instruction_text(f: _Fields) -> str:
+    # A mapped `prompt` column is the user's explicit choice; otherwise Alpaca's instruction + input,
+    # then orca's `input`, then `question`.
+    if f.has("prompt"):
+        return _required_text(f, "prompt")
+    if f.has("instruction"):
+        parts = [_required_text(f, "instruction"), _optional_text(f, "input")]
+        return "\n\n".join(p for p in parts if p.strip())
+    if f.has("input"):
+        return _required_text(f, "input")
+    return _required_text(f, "question")
+
+
+def _parse_instruction(f: _Fields) -> Parsed:
+    prompt = _instruction_text(f)
+    messages = _with_system([{"role": "user", "content": prompt}], f)
+    return messages, _response(f, "chosen"), _response(f, "rejected"), prompt
+
+
+def _parse_chat_explicit(f: _Fields) -> Parsed:
+    messages = _with_system(_messages(f, "prompt"), f)
+    return messages, _response(f, "chosen"), _response(f, "rejected"), None
+
+
+def _parse_sharegpt(f: _Fields) -> Parsed:
+    messages = _with_system(_messages(f, "conversations"), f)
+    return messages, _response(f, "chosen"), _response(f, "rejected"), None
+
+
+def _parse_chat_implicit(f: _Fields) -> Parsed:
+    chosen, rejected = _messages(f, "chosen"), _messages(f, "rejected")
+    names = f.name("chosen"), f.name("rejected")
+    if chosen == rejected:
+        raise _Dropped(IDENTICAL_RESPONSES, f"`{names[0]}` and `{names[1]}` are the same conversation")
+    shared = 0
+    while shared < min(len(chosen), len(rejected)) and chosen[shared] == rejected[shared]:
+        shared += 1
+    prompt = chosen[:shared]
+    if not any(m["role"] == "user" for m in prompt):
+        raise _Dropped(NO_SHARED_PREFIX, f"`{names[0]}` and `{names[1]}` share no user turn")
+    responses = []
+    for name, rest in zip(names, (chosen[shared:], rejected[shared:])):
+        if len(rest) > 1:
+            raise _Dropped(
+                MULTI_TURN_RESPONSE, f"`{name}` continues for {len(rest)} messages after the shared prompt"
+            )
+        responses.append(_response_message(rest[0], name) if rest else "")
+    return _with_system(prompt, f), responses[0], responses[1], None
+
+
+def _parse_transcript(f: _Fields) -> Parsed:
+    chosen, rejected = _required_text(f, "chosen"), _required_text(f, "rejected")
+    shared = os.path.commonprefix([chosen, rejected])
+    cut = shared.rfind(_ASSISTANT_MARK)
+    if cut < 0:
+        raise _Dropped(
+            NO_SHARED_PREFIX,
+            f"`{f.name('chosen')}` and `{f.name('rejected')}` share no text up to an '\\n\\nAssistant:' turn",
+        )
+    end = cut + len(_ASSISTANT_MARK)
+    text_prompt = chosen[:end]
+    responses = []
+    for key, text in (("chosen", chosen), ("rejected", rejected)):
+        response = text[end:].lstrip()
+        if _HUMAN_MARK in response:
+            raise _Dropped(MULTI_TURN_RESPONSE, f"`{f.name(key)}` goes on to another Human turn")
+        responses.append(response)
+    return _transcript_messages(text_prompt), responses[0], responses[1], text_prompt
+
+
+def _transcript_messages(text: str) -> list[dict[str, str]]:
+    """'\\n\\nHuman: q\\n\\nAssistant: a\\n\\nHuman: q2\\n\\nAssistant:' -> user/assistant/user messages."""
+    pieces = _TRANSCRIPT_TURN.split(text)
+    # pieces = [before the first turn, "Human", text, "Assistant", text, ..., "Assistant", ""]
+    if pieces[0].strip():
+        raise _Dropped(
+            BAD_TURN_ORDER, f"transcript starts with {_show(pieces[0])} before the first Human turn"
+        )
+    roles = {"Human": "user", "Assistant": "assistant"}
+    turns = [{"role": roles[who], "content": said.strip()} for who, said in zip(pieces[1::2], pieces[2::2])]
+    return turns[:-1]  # the prompt ends with the empty "Assistant:" the response follows
+
+
+_PARSERS = {
+    PROMPT_STRINGS: _parse_prompt_strings,
+    INSTRUCTION: _parse_instruction,
+    CHAT_EXPLICIT: _parse_chat_explicit,
+    CHAT_IMPLICIT: _parse_chat_implicit,
+    TRANSCRIPT: _parse_transcript,
+    SHAREGPT: _parse_sharegpt,
+}
+
+
+def _check_prompt(messages: list[dict[str, str]]) -> None:
+    turns = messages[1:] if messages and messages[0]["role"] == "system" else messages
+    if not turns:
+        raise _Dropped(EMPTY_PROMPT, "the prompt has no user turn")
+    for i, message in enumerate(turns):
+        expected = "user" if i % 2 == 0 else "assistant"
+        if message["role"] != expected:
+            order = ", ".join(m["role"] for m in messages)
+            raise _Dropped(
+                BAD_TURN_ORDER, f"prompt turns are [{order}]; expected [system,] user, assistant, ..."
+            )
+    if turns[-1]["role"] != "user":
+        raise _Dropped(BAD_TURN_ORDER, "the prompt ends with an assistant turn; it must end with a user turn")
+    if not turns[-1]["content"].strip():
+        raise _Dropped(EMPTY_PROMPT, "the prompt's last user turn is empty")
+
+
+def _check_responses(f: _Fields, chosen: str, rejected: str) -> None:
+    for key, text in (("chosen", chosen), ("rejected", rejected)):
+        if not text.strip():
+            raise _Dropped(EMPTY_RESPONSE, f"`{f.name(key)}` is empty")
+    if chosen.strip() == rejected.strip():
+        raise _Dropped(IDENTICAL_RESPONSES, f"`{f.name('chosen')}` equals `{f.name('rejected')}`")
+
+
+def normalise_row(row: dict, fmt: str, columns: ColumnMap | None = None) -> dict | Drop:
+    """One source row -> a canonical row, or a ``Drop`` saying why it cannot train."""
+    f = _Fields(row, columns.as_dict() if columns else {})
+    try:
+        prompt, chosen, rejected, text_prompt = _PARSERS[fmt](f)
+        _check_prompt(prompt)
+        _check_responses(f, chosen, rejected)
+    except _Dropped as dropped:
+        return dropped.drop
+    return {"prompt": prompt, "chosen": chosen, "rejected": rejected, "text_prompt": text_prompt}
+
+
+# ---------------------------------------------------------------------------------------------
+# Detection
+
+
+def _first_value(rows: list[dict], key: str):
+    return next((row[key] for row in rows if row.get(key) is not None), None)
+
+
+def _is_conversation(value) -> bool:
+    """A list of messages that is more than a single assistant reply."""
+    if not isinstance(value, list) or not value:
+        return False
+    if len(value) > 1:
+        return True
+    first = value[0]
+    role = (first.get("role") or first.get("from")) if isinstance(first, dict) else None
+    return _ROLES.get(str(role).lower()) != "assistant"
+
+
+def detect_format(column_names: list[str], sample_rows: list[dict], source_name: str = "<data>") -> str:
+    """The layout of a dataset from its column names and a few rows (read under canonical names)."""
+    columns = set(column_names)
+    if {"chosen", "rejected"} <= columns:
+        chosen = _first_value(sample_rows, "chosen")
+        if "conversations" in columns:
+            return SHAREGPT
+        if "prompt" in columns:
+            if isinstance(_first_value(sample_rows, "prompt"), list):
+                return CHAT_EXPLICIT
+            # ultrafeedback_binarized carries a prompt string next to whole conversations.
+            return CHAT_IMPLICIT if _is_conversation(chosen) else PROMPT_STRINGS
+        if columns & set(_INSTRUCTION_FIELDS):
+            return INSTRUCTION
+        if isinstance(chosen, list):
+            return CHAT_IMPLICIT
+        if isinstance(chosen, str) and _ASSISTANT_MARK in chosen:
+            return TRANSCRIPT
+    raise ValueError(
+        f"`{source_name}`: cannot tell the data format from columns {sorted(column_names)}; accepted layouts: "
+        f"{LAYOUTS_HELP}. Map your columns with `columns: {{prompt: ..., chosen: ..., rejected: ...}}` "
+        f"or set the format to one of {list(FORMATS)}"
+    )
+
+
+# ---------------------------------------------------------------------------------------------
+# Whole datasets
+
+
+def as_dataset(rows: Dataset | list[dict], source_name: str = "<data>") -> Dataset:
+    """A ``Dataset`` from a list of dicts (a ``Dataset`` passes through).
+
+    Keys missing from some rows become null. A column whose values Arrow cannot hold in one type (a
+    number among strings) is stored as JSON, so normalisation can drop those rows with a reason
+    instead of the whole load failing. (``Dataset.from_list`` would instead keep only the first row's
+    keys, and ``on_mixed_types`` would turn a string such as "42" into a number.)
+    """
+    if isinstance(rows, Dataset):
+        return rows
+    if not isinstance(rows, list):
+        raise ValueError(f"`{source_name}`: expected a Dataset or a list of dicts, got {type(rows).__name__}")
+    names: dict[str, None] = {}
+    for i, row in enumerate(rows):
+        if not isinstance(row, dict):
+            raise ValueError(f"`{source_name}` row {i}: expected a dict, got {_show(row)}")
+        names.update(dict.fromkeys(row))
+    arrays = {}
+    for name in names:
+        values = [row.get(name) for row in rows]
+        try:
+            arrays[name] = pa.array(values)
+        except (pa.ArrowInvalid, pa.ArrowTypeError):
+            encoded = [None if v is None else json.dumps(v, ensure_ascii=False) for v in values]
+            arrays[name] = pa.array(encoded, type=pa.json_())
+    return Dataset(pa.table(arrays))
+
+
+def _normalise_example(row: dict, fmt: str, names: dict[str, str], code_hash: str) -> dict:
+    """``Dataset.map`` body: canonical columns plus the drop reason/detail and a pair hash.
+
+    ``code_hash`` is unused here; it is in the map's fingerprint (see ``_CODE_HASH``).
+    """
+    result = normalise_row(row, fmt, ColumnMap(**names))
+    if isinstance(result, Drop):
+        empty: dict = {"prompt": [], "chosen": "", "rejected": "", "text_prompt": None}
+        return {**empty, "_drop": result.reason, "_detail": result.detail, "_key": ""}
+    text = json.dumps(
+        [result["prompt"], result["chosen"], result["rejected"], result["text_prompt"]], ensure_ascii=False
+    )
+    key = hashlib.blake2b(text.encode(), digest_size=16).hexdigest()
+    return {**result, "_drop": "", "_detail": "", "_key": key}
+
+
+def _keep_batch(reasons: list[str]) -> list[bool]:
+    return [not reason for reason in reasons]
+
+
+def normalise(
+    dataset_or_rows: Dataset | list[dict],
+    columns: ColumnMap | dict[str, str] | None = None,
+    fmt: str | None = None,
+    source_name: str = "<data>",
+    num_proc: int | None = None,
+) -> NormaliseResult:
+    """Detect the layout (unless ``fmt`` is given) and turn every row into a canonical pair.
+
+    Runs as ``Dataset.map``/``filter`` so results are cached by fingerprint and ``num_proc`` parallelises.
+    Raises ValueError when the layout is unknown, a mapped column does not exist, or no row is usable.
+    """
+    ds = as_dataset(dataset_or_rows, source_name)
+    if isinstance(columns, dict):
+        columns = ColumnMap.from_dict(columns)
+    names = columns.as_dict() if columns else {}
+    absent = {key: col for key, col in names.items() if col not in ds.column_names}
+    if absent:
+        raise ValueError(
+            f"`{source_name}`: columns mapping {absent} names column(s) that do not exist; "
+            f"the columns are {ds.column_names}"
+        )
+    if len(ds) == 0:
+        raise ValueError(f"`{source_name}`: the source has no rows")
+    if fmt is None:
+        visible = [*ds.column_names, *names]
+        sample = [
+            {**row, **{key: row[col] for key, col in names.items()}}
+            for row in ds.select(range(min(len(ds), DETECTION_SAMPLE)))
+        ]
+        fmt = detect_format(visible, sample, source_name)
+    elif fmt not in FORMATS:
+        raise ValueError(
+            f"`{source_name}`: unknown format {fmt!r}; use one of {list(FORMATS)} or leave it unset"
+        )
+
+    mapped = ds.map(
+        _normalise_example,
+        fn_kwargs={"fmt": fmt, "names": names, "code_hash": _CODE_HASH},
+        remove_columns=ds.column_names,
+        features=_WORK_FEATURES,
+        num_proc=num_proc,
+        desc=f"Normalising {source_name}",
+    )
+    # map keeps order and length, so a position in `mapped` is the source row number.
+    reasons = mapped.with_format("arrow")["_drop"].to_pylist()
+    dropped: Counter[str] = Counter(r for r in reasons if r)
+    first_dropped: dict[str, list[int]] = {}
+    for i, reason in enumerate(reasons):
+        if reason and len(first_dropped.setdefault(reason, [])) < MAX_REPORTED_ROWS:
+            first_dropped[reason].append(i)
+    order = {reason: i for i, reason in enumerate(DROP_REASONS)}
+    dropped_sorted = dict(sorted(dropped.items(), key=lambda kv: order[kv[0]]))
+    examples = {r: f"row {rows[0]}: {mapped[rows[0]]['_detail']}" for r, rows in first_dropped.items()}
+    source_index = [i for i, reason in enumerate(reasons) if not reason]
+
+    if not source_index:
+        counts = ", ".join(f"{r}={n}" for r, n in dropped_sorted.items())
+        first = f"; first: {examples[reasons[0]]}" if reasons else ""
+        raise ValueError(
+            f"`{source_name}`: no usable rows ({len(reasons)} dropped: {counts}){first}; "
+            "fix or remove those rows, or map the columns with `columns:`"
+        )
+    kept = mapped
+    if dropped:
+        kept = mapped.filter(_keep_batch, input_columns="_drop", batched=True, num_proc=num_proc)
+    keys = mapped.with_format("arrow")["_key"].to_pylist()
+    duplicates = len(source_index) - len({keys[i] for i in source_index})
+    return NormaliseResult(
+        rows=kept.remove_columns(["_drop", "_detail", "_key"]),
+        format=fmt,
+        total=len(reasons),
+        kept=len(source_index),
+        dropped=dropped_sorted,
+        first_dropped=first_dropped,
+        duplicates=duplicates,
+        source_name=source_name,
+        drop_examples=examples,
+        source_index=source_index,
+    )
