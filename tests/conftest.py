@@ -3,6 +3,7 @@
 import os
 
 import pytest
+
 from helpers import toy_rows
 
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")

@@ -2,8 +2,8 @@
 
 import pytest
 import torch
-from helpers import tiny_args, toy_rows
 
+from helpers import tiny_args, toy_rows
 from orpo import ORPOTrainer
 from orpo.tiny import build_model
 

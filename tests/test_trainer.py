@@ -5,9 +5,9 @@ import copy
 import pytest
 import torch
 
+from helpers import tiny_args, toy_rows
 from orpo import ORPOConfig, ORPOTrainer
 from orpo.tiny import build_model
-from helpers import tiny_args, toy_rows
 
 
 def _trainer(tmp_path, tokenizer, rows, arch="llama", peft_config=None, **overrides):

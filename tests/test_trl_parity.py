@@ -9,8 +9,8 @@ import copy
 
 import pytest
 from datasets import Dataset
-from helpers import toy_rows
 
+from helpers import toy_rows
 from orpo import ORPOConfig, ORPOTrainer
 from orpo.tiny import build_model, build_tokenizer
 
