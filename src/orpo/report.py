@@ -1,0 +1,138 @@
+"""Plots and a self-contained ``report.html`` for a run folder, from its ``metrics.jsonl``.
+
+Curves (train and eval where logged): loss and NLL, chosen vs rejected log-probs, preference
+accuracy and reward margin, log-odds ratio. The HTML embeds the PNGs (base64), the summary
+(before / after) and the data report, so it can be mailed or attached to an issue as one file.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import json
+from pathlib import Path
+
+PANELS = (
+    (
+        "loss",
+        "Loss",
+        (
+            ("loss", "train loss"),
+            ("nll_loss", "train NLL"),
+            ("eval_loss", "eval loss"),
+            ("eval_nll_loss", "eval NLL"),
+        ),
+    ),
+    (
+        "logps",
+        "Mean log-prob of responses",
+        (
+            ("logps/chosen", "train chosen"),
+            ("logps/rejected", "train rejected"),
+            ("eval_logps/chosen", "eval chosen"),
+            ("eval_logps/rejected", "eval rejected"),
+        ),
+    ),
+    (
+        "preference",
+        "Preference accuracy and margin",
+        (
+            ("rewards/accuracies", "train accuracy"),
+            ("eval_rewards/accuracies", "eval accuracy"),
+            ("rewards/margins", "train margin"),
+            ("eval_rewards/margins", "eval margin"),
+        ),
+    ),
+    (
+        "log_odds",
+        "Log-odds ratio (log sigmoid)",
+        (("log_odds_ratio", "train"), ("eval_log_odds_ratio", "eval")),
+    ),
+)
+
+
+def read_metrics(run_dir: Path) -> list[dict]:
+    path = run_dir / "metrics.jsonl"
+    if not path.is_file():
+        return []
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+def plot_run(run_dir: Path) -> list[Path]:
+    """Write ``plots/<panel>.png`` for every panel with data; return the paths."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    records = read_metrics(run_dir)
+    out_dir = run_dir / "plots"
+    out_dir.mkdir(exist_ok=True)
+    written = []
+    for name, title, series in PANELS:
+        fig, ax = plt.subplots(figsize=(6, 3.6))
+        drawn = 0
+        for key, label in series:
+            points = [(r["step"], r[key]) for r in records if key in r]
+            if points:
+                xs, ys = zip(*points)
+                ax.plot(xs, ys, marker="o" if len(points) < 20 else None, markersize=3, label=label)
+                drawn += 1
+        if drawn:
+            ax.set_title(title)
+            ax.set_xlabel("optimizer step")
+            ax.grid(alpha=0.3)
+            ax.legend(fontsize=8)
+            fig.tight_layout()
+            path = out_dir / f"{name}.png"
+            fig.savefig(path, dpi=110)
+            written.append(path)
+        plt.close(fig)
+    return written
+
+
+def _table(rows: list[tuple[str, str, str]]) -> str:
+    body = "".join(f"<tr><td>{html.escape(a)}</td><td>{b}</td><td>{c}</td></tr>" for a, b, c in rows)
+    return f"<table><tr><th>metric</th><th>before</th><th>after</th></tr>{body}</table>"
+
+
+def write_report(run_dir: str | Path) -> Path:
+    """Plots plus ``report.html`` in ``run_dir``; returns the HTML path."""
+    run_dir = Path(run_dir)
+    images = plot_run(run_dir)
+    summary = (
+        json.loads((run_dir / "summary.json").read_text()) if (run_dir / "summary.json").is_file() else {}
+    )
+    before, after = summary.get("before", {}), summary.get("after", {})
+    keys = [
+        k
+        for k in after
+        if k.startswith("eval_")
+        and isinstance(after[k], float)
+        and "runtime" not in k
+        and "per_second" not in k
+    ]
+    rows = [(k, f"{before.get(k, float('nan')):.4f}", f"{after[k]:.4f}") for k in keys]
+    data_report = (
+        (run_dir / "data_report.json").read_text() if (run_dir / "data_report.json").is_file() else "[]"
+    )
+    config = (run_dir / "config.yaml").read_text() if (run_dir / "config.yaml").is_file() else ""
+    figures = "".join(
+        f'<img alt="{p.stem}" src="data:image/png;base64,{base64.b64encode(p.read_bytes()).decode()}">'
+        for p in images
+    )
+    page = f"""<!doctype html><html><head><meta charset="utf-8"><title>orpo run: {html.escape(run_dir.name)}</title>
+<style>body{{font-family:system-ui,sans-serif;margin:2em;max-width:1300px}}img{{max-width:620px;margin:4px}}
+table{{border-collapse:collapse}}td,th{{border:1px solid #ccc;padding:3px 8px;text-align:right}}
+td:first-child{{text-align:left}}pre{{background:#f6f6f6;padding:1em;overflow:auto}}</style></head><body>
+<h1>orpo run: {html.escape(str(run_dir))}</h1>
+<p>Steps: {summary.get("steps", "?")}. Train loss {summary.get("train_loss_first", "?")} (first log)
+&rarr; {summary.get("train_loss_last", "?")} (last log).</p>
+<h2>Evaluation before and after training</h2>{_table(rows) if rows else "<p>No evaluation set.</p>"}
+<h2>Curves</h2>{figures}
+<h2>Data</h2><pre>{html.escape(data_report)}</pre>
+<h2>Config</h2><pre>{html.escape(config)}</pre>
+</body></html>"""
+    path = run_dir / "report.html"
+    path.write_text(page)
+    return path
