@@ -1,0 +1,89 @@
+"""`orpo train`: a YAML run end to end, overrides, the run folder, and one-line errors."""
+
+import json
+
+import pytest
+
+from orpo.cli.main import SUBCOMMANDS, build_parser, main
+from orpo.recipe import load_recipe
+
+FIXTURE = "tests/fixtures/data/prompt_strings.jsonl"
+
+TINY_YAML = """
+model: {{name: "tiny:llama", tiny: {{hidden_size: 32, num_layers: 1, num_heads: 2, num_kv_heads: 1, vocab_size: 200}}}}
+adapter: {adapter}
+data: {{train: {train}, eval_fraction: 0.0}}
+training: {{output_dir: {out}, max_steps: 2, per_device_train_batch_size: 2, learning_rate: 1.0e-3,
+           gradient_checkpointing: false, bf16: false, report_to: none, save_strategy: "no", logging_steps: 1}}
+"""
+
+
+def _write(tmp_path, adapter="null", train=FIXTURE):
+    path = tmp_path / "run.yaml"
+    path.write_text(TINY_YAML.format(adapter=adapter, train=train, out=tmp_path / "run"))
+    return path
+
+
+@pytest.mark.parametrize("adapter", ["null", "{type: lora, r: 4, alpha: 8}"])
+def test_train_writes_the_run_folder(tmp_path, adapter):
+    assert main(["train", str(_write(tmp_path, adapter)), "--no-progress"]) == 0
+    run = tmp_path / "run"
+    weights = "adapter_model.safetensors" if "lora" in adapter else "model.safetensors"
+    for name in (
+        weights,
+        "tokenizer.json",
+        "chat_template.jinja",
+        "config.yaml",
+        "metrics.jsonl",
+        "summary.json",
+        "report.html",
+        "data_report.json",
+    ):
+        assert (run / name).is_file(), name
+    records = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in records if "loss" in r] == [1, 2]
+    assert "rewards/accuracies" in records[0]
+
+
+def test_overrides_reach_the_right_section(tmp_path):
+    recipe = load_recipe(
+        _write(tmp_path), ["beta=0.3", "model.tiny.hidden_size=48", "adapter.r=2", "data.eval_fraction=0.1"]
+    )
+    assert recipe.training["beta"] == 0.3
+    assert recipe.model.tiny["hidden_size"] == 48
+    assert recipe.adapter.r == 2 and recipe.adapter.type == "lora"
+    assert recipe.data.eval_fraction == 0.1
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        ("model: [unclosed", "not valid YAML"),
+        ("training: {betta: 0.1}", "unknown training field(s) ['betta']"),
+        ("adapter: {type: ia3}", "adapter.type='ia3' must be 'lora' or 'dora'"),
+        ("optimizer: {}", "unknown section(s) ['optimizer']"),
+    ],
+)
+def test_bad_config_is_a_one_line_error(tmp_path, capsys, content, message):
+    path = tmp_path / "bad.yaml"
+    path.write_text(content)
+    assert main(["train", str(path)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("orpo: error:") and message in err and "\n" not in err
+
+
+def test_missing_data_file_is_a_one_line_error(tmp_path, capsys):
+    assert main(["train", str(_write(tmp_path, train=str(tmp_path / "nope.jsonl")))]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "nope.jsonl" in err and "\n" not in err
+
+
+def test_every_subcommand_has_help(capsys):
+    parser = build_parser()
+    commands = parser._subparsers._group_actions[0].choices
+    assert {"train"} <= set(commands) <= set(SUBCOMMANDS)
+    for name in commands:
+        with pytest.raises(SystemExit) as info:
+            main([name, "--help"])
+        assert info.value.code == 0
+        assert "usage: orpo" in capsys.readouterr().out
