@@ -191,3 +191,15 @@ def test_bf16_autocast_trains_on_cpu(tmp_path, tokenizer, rows):
     trainer = _trainer(tmp_path, tokenizer, rows, bf16=True, max_steps=3)
     trainer.train()
     assert all(torch.isfinite(torch.tensor(h["loss"])) for h in trainer.state.log_history if "loss" in h)
+
+
+def test_group_by_length_uses_the_pair_length_column(tmp_path, tokenizer):
+    from transformers.trainer_pt_utils import LengthGroupedSampler
+
+    trainer = _trainer(tmp_path, tokenizer, toy_rows(32), group_by_length=True, max_steps=2)
+    row = trainer.train_dataset[0]
+    assert row["length"] == sum(
+        len(row[c]) for c in ("prompt_input_ids", "chosen_input_ids", "rejected_input_ids")
+    )
+    assert isinstance(trainer._get_train_sampler(), LengthGroupedSampler)
+    trainer.train()

@@ -166,6 +166,9 @@ class ORPOConfig(TrainingArguments):
     logging_dir: str | None = field(
         default=None, metadata={"help": "Removed in transformers 5; accepted and ignored."}
     )
+    group_by_length: bool | None = field(
+        default=None, metadata={"help": "Old name: true means train_sampling_strategy='group_by_length'."}
+    )
 
     _VALID_DICT_FIELDS = TrainingArguments._VALID_DICT_FIELDS + ["model_init_kwargs"]
 
@@ -204,6 +207,13 @@ class ORPOConfig(TrainingArguments):
                 notice(f"`{alias}` is another name of `beta`; using beta={value}")
                 self.beta = value
                 setattr(self, alias, None)
+        if self.group_by_length is not None:
+            if self.group_by_length:
+                notice(
+                    "`group_by_length` is the old name of train_sampling_strategy='group_by_length'; accepted"
+                )
+                self.train_sampling_strategy = "group_by_length"
+            self.group_by_length = None
         for removed in ("overwrite_output_dir", "logging_dir"):
             if getattr(self, removed) is not None:
                 notice(f"`{removed}` was removed in transformers 5 and is ignored")

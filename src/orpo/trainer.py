@@ -23,7 +23,7 @@ from datasets import Dataset, DatasetDict
 from transformers import PreTrainedModel, Trainer, TrainingArguments
 
 from orpo.config import ORPOConfig, notice
-from orpo.data.pipeline import DataReport, prepare_dataset
+from orpo.data.pipeline import LENGTH_COLUMN, DataReport, prepare_dataset
 from orpo.engine import PAIR_COLUMNS, SequenceStats, build_engine
 from orpo.losses import NLL_WEIGHT, pair_losses
 from orpo.modeling import ensure_pad_token, load_model, load_tokenizer, prepare_model
@@ -139,9 +139,10 @@ class ORPOTrainer(Trainer):
         return prepared
 
     def _set_signature_columns_if_needed(self) -> None:
-        # The model never sees dataset columns directly; keep only the token columns.
+        # The model never sees dataset columns directly; keep the token columns and the pair length
+        # (which `group_by_length` uses to batch similar lengths together).
         if self._signature_columns is None:
-            self._signature_columns = list(PAIR_COLUMNS)
+            self._signature_columns = [*PAIR_COLUMNS, LENGTH_COLUMN]
 
     # ---- loss ----
 

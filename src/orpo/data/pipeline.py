@@ -18,6 +18,13 @@ from orpo.engine.types import PAIR_COLUMNS
 
 FLAG_COLUMNS = ("prompt_truncated", "chosen_truncated", "rejected_truncated", "boundary_retokenised")
 MAX_EXAMPLE_ROWS = 5
+# Tokens of a pair in the packed layout (prompt once): what `group_by_length` sorts on.
+LENGTH_COLUMN = "length"
+
+
+def _with_length(row: dict) -> dict:
+    row[LENGTH_COLUMN] = sum(len(row[c]) for c in PAIR_COLUMNS)
+    return row
 
 
 @dataclass
@@ -57,6 +64,8 @@ def prepare_dataset(
     A dataset that already holds the token columns passes through untouched.
     """
     if is_tokenised(data):
+        if LENGTH_COLUMN not in data.column_names:
+            data = data.map(_with_length, desc=f"Measuring {source_name}")
         return data, DataReport(source_name, "tokenised", len(data), kept=len(data))
     from orpo.data.formats import normalise
 
@@ -78,7 +87,7 @@ def prepare_dataset(
 
     def tokenise(row: dict, index: int) -> dict:
         try:
-            return asdict(pair_tokenizer(render_pair(row, tokenizer, wrap, markers)))
+            return _with_length(asdict(pair_tokenizer(render_pair(row, tokenizer, wrap, markers))))
         except ValueError as err:
             raise ValueError(f"{source_name} row {source_rows[index]}: {err}") from None
 
@@ -100,4 +109,4 @@ def prepare_dataset(
     report.boundary_retokenised = sum(kept["boundary_retokenised"])
     if report.kept == 0:
         raise ValueError(f"{source_name}: no usable rows after tokenisation ({report.summary()})")
-    return kept.select_columns(list(PAIR_COLUMNS)), report
+    return kept.select_columns([*PAIR_COLUMNS, LENGTH_COLUMN]), report

@@ -40,20 +40,27 @@ def _reference_counts(
     return nll, torch.tensor(n)
 
 
+def _packed_counts(batch: dict[str, torch.Tensor], nll_on_prompt: bool) -> tuple[torch.Tensor, torch.Tensor]:
+    """(NLL tokens, pairs) of a packed batch: chosen response tokens, plus prompt tokens 1.. if asked."""
+    nll = batch["chosen_index"].shape[0] + (batch["prompt_nll_index"].shape[0] if nll_on_prompt else 0)
+    return torch.tensor(nll), torch.tensor(batch["pair_index"].shape[0])
+
+
 def build_engine(name: str, model: torch.nn.Module, pad_token_id: int, args) -> tuple[Engine, str | None]:
     """The engine to use and, when 'auto' had to fall back to the reference path, the reason why."""
+    from orpo.engine import packed
+
     reason = None
     if name in ("auto", "packed"):
-        try:
-            from orpo.engine import packed
-        except ImportError:  # the packed engine lands in its own change
-            packed = None
-        if packed is None or not hasattr(packed, "make_engine"):
-            reason = "packed engine unavailable"
-        else:
-            reason = packed.fast_path_support(model)
+        reason = packed.fast_path_support(model)
         if reason is None:
-            return packed.make_engine(pad_token_id, args), None
+            chunk = args.logit_chunk_size
+
+            def packed_forward(model, batch, nll_on_prompt):
+                return packed.packed_forward(model, batch, nll_on_prompt, chunk)
+
+            collator = packed.PackedPairCollator(pad_token_id, args.max_tokens_per_batch)
+            return Engine("packed", collator, packed_forward, _packed_counts), None
         if name == "packed":
             raise ValueError(f"engine='packed' cannot run this model: {reason}; use engine='reference'")
     aux = bool(getattr(getattr(model, "config", None), "output_router_logits", False))

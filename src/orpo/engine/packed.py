@@ -1,0 +1,408 @@
+"""The fast engine (``engine="packed"``): prefix sharing, padding-free packing, completion-only head.
+
+Layout. Each pair (x, y_w, y_l) becomes ONE segment ``[x | y_w | y_l]`` of P + C + R tokens, so the
+prompt is encoded once instead of twice (the reference path runs it in both rows):
+
+    tokens     x_0 .. x_{P-1}   w_0 .. w_{C-1}    l_0 .. l_{R-1}
+    positions  0   .. P-1       P   .. P+C-1      P   .. P+R-1      (rejected restarts after the prompt)
+    attends    causal prompt    prompt + w_<j     prompt + l_<j     (never the chosen tokens)
+
+With these position ids and this mask, every rejected token sees exactly the keys, at exactly the
+rotary positions, it would see in the separate sequence ``x + y_l``; so the hidden states, and
+everything computed from them, equal the reference path's. Several segments may share a row
+(``max_tokens_per_row``); the mask keeps them apart, so packing removes padding without changing
+any result. Only padding of the last few slots of each row remains.
+
+Scored positions (position t predicts token t+1 of its own sequence):
+    chosen  w_j  <- the position before it: x_{P-1} for j = 0, else w_{j-1}
+    rejected l_j <- x_{P-1} for j = 0 (the LAST PROMPT position, not w_{C-1}), else l_{j-1}
+    prompt NLL x_i (i >= 1) <- x_{i-1}; used only when ``nll_on_prompt``
+Only these positions' hidden states reach the output head (``orpo.engine.head``), chunked, so no
+(tokens, V) logits tensor ever exists. The chosen response rows serve both the chosen log-probs and
+the NLL. x_{P-1} is scored twice (for w_0 and for l_0): one extra row per pair, kept for simplicity.
+
+The mask. The collator emits compact per-token descriptions (segment id, role, position) and the
+forward builds the (R, 1, L, L) mask on the model's device: built in the collator it would be L times
+larger than the batch itself, pinned in host memory and copied to the device every step. Its form
+depends on the attention implementation, since transformers hands a 4D mask to the kernel as is:
+    sdpa  -> boolean, True = attend (1 byte per entry; SDPA reads bool masks natively);
+    eager -> additive float in the compute dtype (autocast's, else the model's): 0 or dtype-min,
+             because eager attention ADDS the mask to the scores (a bool mask would be wrong there).
+Padding attends only to itself so no softmax row is fully masked (which would give NaN).
+Sliding-window layers (Mistral, Qwen2, Gemma-2) get the window applied on position ids, which within a
+segment equal distances in the original sequence; models with mixed layer types get one mask per type.
+
+Symbols: B pairs, R rows, L row length, H hidden size, V vocabulary, N scored positions.
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+from orpo.engine.head import token_logps
+from orpo.engine.types import SequenceStats
+
+# Token roles in the packed layout (``token_roles`` in the batch).
+PROMPT, CHOSEN, REJECTED, PAD = 0, 1, 2, 3
+
+_MASKED_ATTENTION = ("sdpa", "eager")  # implementations that take a custom 4D mask
+_LAYER_TYPES = ("full_attention", "sliding_attention")  # layer types whose mask we can build
+
+
+@dataclass
+class _Segment:
+    """One pair laid out as ``[prompt | chosen | rejected]``; indices are offsets into the segment."""
+
+    tokens: list[int]
+    positions: list[int]
+    roles: list[int]
+    chosen_predictors: list[int]
+    rejected_predictors: list[int]
+    prompt_predictors: list[int]
+    chosen: list[int]
+    rejected: list[int]
+    prompt_targets: list[int]
+
+
+def _segment(row: dict, pair: int) -> _Segment:
+    prompt, chosen, rejected = (
+        list(row[k]) for k in ("prompt_input_ids", "chosen_input_ids", "rejected_input_ids")
+    )
+    for name, ids in (("prompt", prompt), ("chosen", chosen), ("rejected", rejected)):
+        if not ids:
+            raise ValueError(
+                f"pair {pair} of the batch has an empty {name}_input_ids; every pair needs a prompt and both "
+                "responses of at least one token (the data pipeline drops such rows; check a custom collator or dataset)"
+            )
+    p, c, r = len(prompt), len(chosen), len(rejected)
+    return _Segment(
+        tokens=prompt + chosen + rejected,
+        positions=list(range(p + c)) + list(range(p, p + r)),
+        roles=[PROMPT] * p + [CHOSEN] * c + [REJECTED] * r,
+        chosen_predictors=list(range(p - 1, p + c - 1)),
+        # l_0 is predicted by the last prompt token, which sits before the chosen block.
+        rejected_predictors=[p - 1] + list(range(p + c, p + c + r - 1)),
+        prompt_predictors=list(range(p - 1)),
+        chosen=chosen,
+        rejected=rejected,
+        prompt_targets=prompt[1:],
+    )
+
+
+@dataclass
+class PackedPairCollator:
+    """Collates tokenised pairs into packed rows of ``[prompt | chosen | rejected]`` segments.
+
+    Args:
+        pad_token_id: token id written into padding slots (never scored, never attended to).
+        max_tokens_per_row: token budget of one row; segments are placed first-fit by decreasing
+            length, and a segment longer than the budget gets a row of its own. None: one pair per
+            row, rows right-padded to the longest.
+
+    Output keys (all tensors; "flat" indices address the (R*L) grid of ``input_ids.view(-1)``):
+        pair_index (B,): 0..B-1, first so transformers' batch-size detection sees B.
+        input_ids, position_ids (R, L).
+        segment_ids (R, L): pair id of each token, -1 on padding. token_roles (R, L): PROMPT, CHOSEN,
+            REJECTED or PAD. Together with position_ids these describe the attention mask.
+        chosen_index, chosen_labels, chosen_pair (Nc,): flat predictor position, target token and pair
+            id of every chosen response token, EOS included. rejected_* (Nr,): same for rejected.
+        prompt_nll_index, prompt_nll_labels (Np,): prompt tokens 1.. and their predictors, for the NLL
+            when it covers the prompt.
+    """
+
+    pad_token_id: int
+    max_tokens_per_row: int | None = None
+
+    def __post_init__(self) -> None:
+        if self.max_tokens_per_row is not None and self.max_tokens_per_row < 1:
+            raise ValueError(
+                f"max_tokens_per_row must be a positive int or None, got {self.max_tokens_per_row}"
+            )
+
+    def __call__(self, rows: list[dict]) -> dict[str, torch.Tensor]:
+        segments = [_segment(row, i) for i, row in enumerate(rows)]
+        packs = self._assign_rows([len(s.tokens) for s in segments])
+        width = max(sum(len(segments[i].tokens) for i in pack) for pack in packs)
+        shape = (len(packs), width)
+        input_ids = torch.full(shape, self.pad_token_id, dtype=torch.long)
+        position_ids = torch.zeros(shape, dtype=torch.long)
+        segment_ids = torch.full(shape, -1, dtype=torch.long)
+        token_roles = torch.full(shape, PAD, dtype=torch.long)
+        # Flat predictor positions, target tokens and pair ids, in row order (not pair order).
+        index: dict[str, list[int]] = {k: [] for k in ("chosen", "rejected", "prompt_nll")}
+        labels: dict[str, list[int]] = {k: [] for k in ("chosen", "rejected", "prompt_nll")}
+        pair_of: dict[str, list[int]] = {"chosen": [], "rejected": []}
+        for r, pack in enumerate(packs):
+            col = 0
+            for i in pack:
+                seg = segments[i]
+                span = slice(col, col + len(seg.tokens))
+                input_ids[r, span] = torch.tensor(seg.tokens)
+                position_ids[r, span] = torch.tensor(seg.positions)
+                segment_ids[r, span] = i
+                token_roles[r, span] = torch.tensor(seg.roles)
+                start = r * width + col
+                index["chosen"] += [start + o for o in seg.chosen_predictors]
+                index["rejected"] += [start + o for o in seg.rejected_predictors]
+                index["prompt_nll"] += [start + o for o in seg.prompt_predictors]
+                labels["chosen"] += seg.chosen
+                labels["rejected"] += seg.rejected
+                labels["prompt_nll"] += seg.prompt_targets
+                pair_of["chosen"] += [i] * len(seg.chosen)
+                pair_of["rejected"] += [i] * len(seg.rejected)
+                col += len(seg.tokens)
+
+        def longs(values: list[int]) -> torch.Tensor:
+            return torch.tensor(values, dtype=torch.long)
+
+        return {
+            "pair_index": torch.arange(len(rows)),
+            "input_ids": input_ids,
+            "position_ids": position_ids,
+            "segment_ids": segment_ids,
+            "token_roles": token_roles,
+            "chosen_index": longs(index["chosen"]),
+            "chosen_labels": longs(labels["chosen"]),
+            "chosen_pair": longs(pair_of["chosen"]),
+            "rejected_index": longs(index["rejected"]),
+            "rejected_labels": longs(labels["rejected"]),
+            "rejected_pair": longs(pair_of["rejected"]),
+            "prompt_nll_index": longs(index["prompt_nll"]),
+            "prompt_nll_labels": longs(labels["prompt_nll"]),
+        }
+
+    def _assign_rows(self, lengths: list[int]) -> list[list[int]]:
+        """Pair ids per row: one per row without a budget, else first-fit decreasing."""
+        if self.max_tokens_per_row is None:
+            return [[i] for i in range(len(lengths))]
+        packs: list[list[int]] = []
+        free: list[int] = []
+        for i in sorted(range(len(lengths)), key=lambda i: -lengths[i]):
+            row = next((r for r, room in enumerate(free) if room >= lengths[i]), None)
+            if row is None:
+                packs.append([i])
+                free.append(self.max_tokens_per_row - lengths[i])
+            else:
+                packs[row].append(i)
+                free[row] -= lengths[i]
+        return packs
+
+
+def build_attention_mask(
+    segment_ids: torch.Tensor,
+    token_roles: torch.Tensor,
+    position_ids: torch.Tensor,
+    sliding_window: int | None = None,
+    additive_dtype: torch.dtype | None = None,
+) -> torch.Tensor:
+    """(R, 1, L, L) mask of the packed layout (query x key): bool (True = attend), or additive float.
+
+    A query attends to a key of the same segment at or before it, except rejected -> chosen, and
+    within ``sliding_window`` positions when set (key kept iff q_pos - k_pos < window, as transformers'
+    sliding-window layers). Padding attends only to itself. ``additive_dtype`` set: 0 where allowed,
+    ``finfo(additive_dtype).min`` elsewhere, for attention kernels that add the mask to the scores.
+    """
+    length = segment_ids.shape[1]
+    device = segment_ids.device
+    same_segment = segment_ids[:, :, None] == segment_ids[:, None, :]  # (R, L, L)
+    causal = torch.ones(length, length, dtype=torch.bool, device=device).tril()  # (L, L)
+    rejected_to_chosen = (token_roles[:, :, None] == REJECTED) & (
+        token_roles[:, None, :] == CHOSEN
+    )  # (R, L, L)
+    allowed = same_segment & causal & ~rejected_to_chosen & (token_roles != PAD)[:, None, :]  # (R, L, L)
+    if sliding_window is not None:
+        allowed &= (position_ids[:, :, None] - position_ids[:, None, :]) < sliding_window
+    allowed |= torch.eye(length, dtype=torch.bool, device=device)  # padding rows: themselves only
+    allowed = allowed[:, None]  # (R, 1, L, L): one mask shared by all heads
+    if additive_dtype is None:
+        return allowed
+    mask = torch.zeros(allowed.shape, dtype=additive_dtype, device=device)
+    return mask.masked_fill_(~allowed, torch.finfo(additive_dtype).min)
+
+
+def _causal_lm(model: torch.nn.Module) -> Any:
+    """The transformers ``*ForCausalLM`` inside DDP / PEFT wrappers (LoRA layers stay injected in it).
+
+    Typed ``Any``: everything after this is duck-typed against transformers' model API, which
+    ``fast_path_support`` checks at run time.
+    """
+    while isinstance(getattr(model, "module", None), torch.nn.Module):  # DDP, DeepSpeed engine
+        model = model.module
+    get_base_model = getattr(model, "get_base_model", None)
+    return get_base_model() if get_base_model is not None else model
+
+
+def fast_path_support(model: torch.nn.Module) -> str | None:
+    """None if ``model`` can take the packed path, else a one-line reason it cannot."""
+    peft_config = getattr(model, "active_peft_config", None)
+    if peft_config is not None and peft_config.is_prompt_learning:
+        return f"PEFT {peft_config.peft_type} adds virtual tokens in the PeftModel forward, which the packed path bypasses"
+    lm = _causal_lm(model)
+    config = getattr(lm, "config", None)
+    if config is None:
+        return f"{type(lm).__name__} is not a transformers model (no config)"
+    name = type(lm).__name__
+    if getattr(config, "is_encoder_decoder", False):
+        return f"{name} is an encoder-decoder model; the packed path needs a decoder-only causal LM"
+    if (
+        getattr(config, "vision_config", None) is not None
+        or getattr(config, "audio_config", None) is not None
+    ):
+        return f"{name} is multimodal; the packed path runs text-only decoder bodies"
+    attn = getattr(config, "_attn_implementation", None)
+    if attn not in _MASKED_ATTENTION:
+        return (
+            f"attention implementation {attn!r} takes no custom 4D attention mask; load the model with "
+            "attn_implementation='sdpa' (or 'eager'), or use engine='reference'"
+        )
+    layer_types = set(getattr(config, "layer_types", None) or ())
+    if not layer_types <= set(_LAYER_TYPES):
+        return (
+            f"layer types {sorted(layer_types - set(_LAYER_TYPES))} need masks the packed path cannot build"
+        )
+    if getattr(config, "output_router_logits", False):
+        return "mixture-of-experts router auxiliary loss needs router logits over unpacked rows; use engine='reference'"
+    for scale in ("logit_scale", "logits_scaling"):
+        if getattr(config, scale, None) not in (None, 1, 1.0):
+            return f"config.{scale} rescales the logits in the model's forward, which the packed head does not apply"
+    body = lm.get_decoder() if hasattr(lm, "get_decoder") else None
+    if body is None or body is lm:
+        return f"{name} has no separate decoder body to run without its output head"
+    if "position_ids" not in inspect.signature(body.forward).parameters:
+        return f"{type(body).__name__}.forward takes no position_ids, which packing needs"
+    head = lm.get_output_embeddings()
+    if not isinstance(head, torch.nn.Linear):
+        return (
+            f"the output head is a {type(head).__name__}, not a plain Linear (e.g. LoRA on lm_head or "
+            "modules_to_save); the chunked head reads its weight directly"
+        )
+    weight = head.weight
+    if not weight.is_floating_point() or tuple(weight.shape) != (head.out_features, head.in_features):
+        return f"the output head weight is {weight.dtype} {tuple(weight.shape)} (quantised or sharded); it must be a dense float matrix"
+    return None
+
+
+def _attention_masks(
+    lm: Any, batch: dict[str, torch.Tensor], device: torch.device
+) -> torch.Tensor | dict[str, torch.Tensor]:
+    """The mask argument for the decoder body: one tensor, or {layer type: mask} for mixed layer types."""
+    config = lm.config
+    if config._attn_implementation == "eager":
+        if torch.is_autocast_enabled(device.type):
+            additive = torch.get_autocast_dtype(device.type)
+        else:
+            additive = lm.get_input_embeddings().weight.dtype
+    else:
+        additive = None
+
+    def build(window: int | None) -> torch.Tensor:
+        return build_attention_mask(
+            batch["segment_ids"].to(device),
+            batch["token_roles"].to(device),
+            batch["position_ids"].to(device),
+            sliding_window=window,
+            additive_dtype=additive,
+        )
+
+    window = getattr(config, "sliding_window", None)
+    layer_types = set(getattr(config, "layer_types", None) or ())
+    if layer_types == {"full_attention", "sliding_attention"}:
+        return {"full_attention": build(None), "sliding_attention": build(window)}
+    if layer_types == {"full_attention"}:
+        return build(None)
+    # No layer types (Mistral, Phi-3 style): every layer uses config.sliding_window when it is set.
+    return build(window)
+
+
+@contextmanager
+def _head_returns_hidden(lm: Any) -> Iterator[None]:
+    """Within the block, the model's forward returns final hidden states in place of logits.
+
+    The forward must go through the outermost module (DDP, FSDP and DeepSpeed hook it to sync and
+    gather parameters), yet must not run the output head on every position. So the head's forward
+    is shadowed by the identity, and a final-logit softcap (Gemma-2) is lifted: our chunked head
+    applies both itself.
+    """
+    head = lm.get_output_embeddings()
+    softcap = getattr(lm.config, "final_logit_softcapping", None)
+    head.forward = _identity  # instance attribute shadows the class method
+    if softcap is not None:
+        lm.config.final_logit_softcapping = None
+    try:
+        yield
+    finally:
+        del head.forward
+        if softcap is not None:
+            lm.config.final_logit_softcapping = softcap
+
+
+def _identity(hidden: torch.Tensor) -> torch.Tensor:
+    return hidden
+
+
+def packed_forward(
+    model: torch.nn.Module,
+    batch: dict[str, torch.Tensor],
+    nll_on_prompt: bool,
+    chunk_size: int,
+    aux_loss: bool = False,
+) -> SequenceStats:
+    """Run the decoder body over the packed rows and score only the needed positions; see the module docstring.
+
+    Args:
+        model: a transformers causal LM, or a PEFT model wrapping one; see ``fast_path_support``.
+        batch: output of ``PackedPairCollator``, on the model's device.
+        nll_on_prompt: whether the NLL also covers prompt tokens 1.. of the chosen sequence.
+        chunk_size: positions per chunk in the output head (``orpo.engine.head.token_logps``).
+        aux_loss: MoE router auxiliary loss; not available on this path (raises).
+    """
+    reason = "router auxiliary loss requested" if aux_loss else fast_path_support(model)
+    if reason is not None:
+        raise ValueError(f"engine='packed' cannot run this model: {reason}")
+    lm = _causal_lm(model)
+    device = batch["input_ids"].device
+    softcap = getattr(lm.config, "final_logit_softcapping", None)
+    with _head_returns_hidden(lm):
+        hidden = model(
+            input_ids=batch["input_ids"],
+            attention_mask=_attention_masks(lm, batch, device),
+            position_ids=batch["position_ids"],
+            use_cache=False,
+        ).logits  # (R, L, H): final hidden states, after the final norm
+    hidden = hidden.reshape(-1, hidden.shape[-1])  # (R*L, H): flat indices address this grid
+    parts = ["chosen", "rejected"] + (["prompt_nll"] if nll_on_prompt else [])
+    sizes = [batch[f"{p}_index"].shape[0] for p in parts]
+    head = lm.get_output_embeddings()
+    out = token_logps(
+        hidden.index_select(0, torch.cat([batch[f"{p}_index"] for p in parts])),  # (N, H)
+        head.weight,
+        head.bias,
+        torch.cat([batch[f"{p}_labels"] for p in parts]),  # (N,)
+        chunk_size,
+        softcap=softcap,
+    )
+    logps = out.logps.split(sizes)  # chosen (Nc,), rejected (Nr,)[, prompt (Np,)]
+    means = out.vocab_mean_logits.split(sizes)
+    n_pairs = batch["pair_index"].shape[0]
+
+    def per_pair(values: torch.Tensor, pair: torch.Tensor) -> torch.Tensor:
+        return torch.zeros(n_pairs, dtype=values.dtype, device=device).index_add(0, pair, values)  # (B,)
+
+    return SequenceStats(
+        chosen_sum_logps=per_pair(logps[0], batch["chosen_pair"]),
+        rejected_sum_logps=per_pair(logps[1], batch["rejected_pair"]),
+        chosen_lengths=torch.bincount(batch["chosen_pair"], minlength=n_pairs),
+        rejected_lengths=torch.bincount(batch["rejected_pair"], minlength=n_pairs),
+        # The chosen response rows serve both chosen_sum_logps and the NLL: computed once, used twice.
+        nll_sum=-torch.cat([logps[0], *logps[2:]]).sum(),
+        nll_tokens=torch.tensor(sizes[0] + sum(sizes[2:]), dtype=torch.long, device=device),
+        chosen_logits_sum=means[0].sum(),
+        rejected_logits_sum=means[1].sum(),
+        aux_loss=None,
+    )
