@@ -191,7 +191,13 @@ def load_recipe(path: str | Path | None = None, overrides: list[str] = ()) -> Re
         raise ValueError(
             f"{source}: unknown section(s) {unknown}; expected model, adapter, quantization, data, training"
         )
-    training = raw.get("training") or {}
+    training = dict(raw.get("training") or {})
+    # YAML 1.1 reads a bare `no` as False; the strategy fields mean the string "no".
+    for key in ("eval_strategy", "evaluation_strategy", "save_strategy", "logging_strategy"):
+        if training.get(key) is False:
+            training[key] = "no"
+    if training.get("report_to") is False:
+        training["report_to"] = "none"
     bad = sorted(set(training) - set(ORPOConfig.__dataclass_fields__))
     if bad:
         raise ValueError(f"{source}: unknown training field(s) {bad}; see `orpo train --help-config`")

@@ -53,6 +53,8 @@ def test_overrides_reach_the_right_section(tmp_path):
     assert recipe.model.tiny["hidden_size"] == 48
     assert recipe.adapter.r == 2 and recipe.adapter.type == "lora"
     assert recipe.data.eval_fraction == 0.1
+    # YAML reads a bare `no` as False; strategy fields must still get the string.
+    assert load_recipe(_write(tmp_path), ["eval_strategy=no"]).training_args().eval_strategy == "no"
 
 
 @pytest.mark.parametrize(
