@@ -34,6 +34,11 @@ def _quiet_libraries() -> None:
     os.environ.setdefault("HF_DATASETS_DISABLE_PROGRESS_BARS", "1")
     warnings.filterwarnings("ignore")
     logging.basicConfig(level=logging.WARNING, format="%(message)s")
+    # The datasets JSON builder logs an ERROR (twice: its handler and the root one) before raising the
+    # error orpo rewords; it does not belong in a one-line CLI failure.
+    from datasets.utils import logging as datasets_logging
+
+    datasets_logging.set_verbosity(logging.CRITICAL)
     from transformers.utils import logging as hf_logging
 
     hf_logging.set_verbosity_error()
@@ -58,6 +63,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
+    # bitsandbytes warns on import (transformers -> peft, reached from some subcommand modules while the
+    # parser is built) that an optional CPU kernel is missing: noise on every command.
+    logging.getLogger("bitsandbytes").setLevel(logging.ERROR)
     # --debug is accepted anywhere on the line, before or after the subcommand.
     debug_flag = "--debug" in argv
     argv = [a for a in argv if a != "--debug"]

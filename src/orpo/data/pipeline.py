@@ -8,7 +8,7 @@ parallel with ``num_proc``); rows that cannot train are dropped and counted by r
 from __future__ import annotations
 
 from collections import Counter
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field, fields
 
 from datasets import Dataset
 
@@ -87,7 +87,9 @@ def prepare_dataset(
 
     def tokenise(row: dict, index: int) -> dict:
         try:
-            return _with_length(asdict(pair_tokenizer(render_pair(row, tokenizer, wrap, markers))))
+            pair = pair_tokenizer(render_pair(row, tokenizer, wrap, markers))
+            # A shallow field copy: `asdict` would deep-copy every token list.
+            return _with_length({f.name: getattr(pair, f.name) for f in fields(pair)})
         except ValueError as err:
             raise ValueError(f"{source_name} row {source_rows[index]}: {err}") from None
 

@@ -85,6 +85,13 @@ class PairTokenizer:
         full = self._encode(prompt_text + response)
         if full[: len(prompt_ids)] == prompt_ids:
             return full[len(prompt_ids) :], False
+        # The tokenizer merged across the boundary. Encoded on its own, a SentencePiece-style tokenizer
+        # would give the response a word-initial "▁" (decode: "ab c", not "abc"); after a special
+        # token, which is never merged, the response is tokenised as a continuation instead.
+        if self.eos_id is not None:
+            anchored = self._encode(self.tokenizer.eos_token + response)
+            if anchored[:1] == [self.eos_id]:
+                return anchored[1:], True
         return self._encode(response), True
 
     def _end_with_eos(self, ids: list[int]) -> list[int]:

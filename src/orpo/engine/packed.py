@@ -331,7 +331,14 @@ def _head_returns_hidden(lm: Any) -> Iterator[None]:
     """
     head = lm.get_output_embeddings()
     softcap = getattr(lm.config, "final_logit_softcapping", None)
-    head.forward = _identity  # instance attribute shadows the class method
+
+    def hidden_through(hidden: torch.Tensor) -> torch.Tensor:
+        # `+ 0 * weight.sum()` keeps the head weight reachable from the forward's output: DDP with
+        # find_unused_parameters would otherwise mark it unused, then see its gradient arrive from
+        # the chunked head and fail with "mark a variable ready only once".
+        return hidden + 0.0 * head.weight.sum().to(hidden.dtype)
+
+    head.forward = hidden_through  # instance attribute shadows the class method
     if softcap is not None:
         lm.config.final_logit_softcapping = None
     try:
@@ -340,10 +347,6 @@ def _head_returns_hidden(lm: Any) -> Iterator[None]:
         del head.forward
         if softcap is not None:
             lm.config.final_logit_softcapping = softcap
-
-
-def _identity(hidden: torch.Tensor) -> torch.Tensor:
-    return hidden
 
 
 def packed_forward(

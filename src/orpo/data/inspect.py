@@ -1,0 +1,323 @@
+"""See, before training, exactly what the model will learn from: the library side of ``orpo data inspect``.
+
+``inspect_source`` runs the training pipeline (``orpo.data.pipeline.prepare_dataset``) on a source and
+reports what it did, plus what only inspection needs:
+
+- the detected format, rows kept and dropped by reason (first row numbers and one example line each),
+  exact-duplicate pairs;
+- token-length percentiles of prompt / chosen / rejected BEFORE truncation, and how many kept pairs
+  the configured ``max_prompt_length`` / ``max_completion_length`` / ``max_length`` truncate (pairs
+  left with no room for a response are in ``dropped`` as ``no_room_for_response``);
+- BOS / EOS checks on the training tokens (both counts should be 0) and how many pairs needed the
+  response re-tokenised on its own because the tokenizer merged across the prompt/response boundary;
+- the first rows as the model sees them: decoded token ids, and per token whether it is a target of
+  the NLL, of the log-probs of the odds ratio, of both, or of nothing (``MARKS``).
+
+Lengths before truncation come from the same ``PairTokenizer`` with the limits switched off (run only
+on the pairs the limits changed); the example tokens are the rows ``prepare_dataset`` returns, so
+nothing here re-implements tokenisation.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import numpy as np
+from datasets import Dataset
+
+from orpo.data.builtin import is_builtin, load_builtin
+from orpo.data.formats import ColumnMap, normalise
+from orpo.data.load import Source, load_source, source_label
+from orpo.data.pipeline import prepare_dataset
+from orpo.data.template import render_pair, resolve_chat_template, template_markers
+from orpo.data.tokenize import DROP_NO_ROOM, DROP_TOO_SHORT, Limits, PairTokenizer
+from orpo.losses import NLL_WEIGHT
+
+if TYPE_CHECKING:
+    from orpo.config import ORPOConfig
+
+SEGMENTS = ("prompt", "chosen", "rejected")
+PERCENTILES = (50, 90, 99)
+
+# What each token of an example is trained on (``TokenView.mark``).
+MASKED = "masked"  # a target of nothing: the first token, and the prompt unless nll_on_prompt
+NLL = "nll"  # prompt token counted in the NLL only (nll_on_prompt: true); never in the log-probs
+NLL_AND_LOGP = "nll+logp"  # chosen response token: the NLL and the chosen log-prob of the odds ratio
+LOGP = "logp"  # rejected response token (or chosen when the method has no NLL): log-prob only
+MARKS = (MASKED, NLL, NLL_AND_LOGP, LOGP)
+
+
+@dataclass
+class TokenView:
+    """One token of an example: its id, its text (``decode([id])``) and what it is trained on."""
+
+    id: int
+    text: str
+    mark: str
+
+
+@dataclass
+class Example:
+    """One kept pair exactly as the model sees it (after templating and truncation).
+
+    ``prompt`` / ``chosen`` / ``rejected`` are the decoded training ids (special tokens included);
+    the ``*_tokens`` lists hold the same ids one by one. Prompt marks are those of the chosen
+    sequence; in the rejected sequence every prompt token is masked.
+    """
+
+    source_row: int
+    prompt: str
+    chosen: str
+    rejected: str
+    prompt_tokens: list[TokenView]
+    chosen_tokens: list[TokenView]
+    rejected_tokens: list[TokenView]
+    truncated: dict[str, bool]
+
+
+@dataclass
+class InspectReport:
+    """Everything ``orpo data inspect`` shows; ``to_dict`` is its ``--json`` output.
+
+    Counts: ``rows`` in the source, ``kept`` after every filter and truncation, ``dropped`` reason ->
+    count, ``first_dropped`` reason -> first source row numbers (0-based), ``drop_examples`` reason ->
+    "row N: why". ``lengths`` segment -> {p50, p90, p99, max} tokens before truncation, over the rows
+    that passed the format checks; ``truncated`` segment -> kept pairs cut by the limits.
+    ``prompts_with_repeated_bos`` and ``responses_without_final_eos`` count training rows that break
+    the BOS-once / EOS-once-at-the-end rules (a truncated response has no EOS by design and is not
+    counted); both should be 0.
+    """
+
+    source: str
+    format: str
+    rows: int
+    kept: int
+    dropped: dict[str, int]
+    first_dropped: dict[str, list[int]]
+    drop_examples: dict[str, str]
+    duplicates: int
+    tokenizer: str
+    chat_template_mode: str
+    strings_templated: bool
+    nll_on_prompt: bool
+    limits: dict[str, int | str | None]
+    lengths: dict[str, dict[str, int]]
+    truncated: dict[str, int]
+    no_room_for_response: int
+    boundary_retokenised: int
+    prompts_with_repeated_bos: int
+    responses_without_final_eos: int
+    examples: list[Example]
+    # Every row's lengths before truncation, for the histogram; too long for the JSON output.
+    token_lengths: dict[str, list[int]] = field(default_factory=dict, repr=False)
+
+    def to_dict(self) -> dict:
+        out = asdict(self)
+        del out["token_lengths"]
+        return out
+
+
+def load_rows(source: Source, split: str = "train") -> Dataset | list[dict]:
+    """The raw rows of anything ``load_source`` reads, or of a ``builtin:NAME`` dataset."""
+    if is_builtin(source):
+        return load_builtin(source, split)
+    return load_source(source, split=split)
+
+
+def percentiles(values: list[int]) -> dict[str, int]:
+    """p50 / p90 / p99 / max as actual values of ``values`` (nearest rank), 0 when empty."""
+    if not values:
+        return {**{f"p{q}": 0 for q in PERCENTILES}, "max": 0}
+    ranked = np.percentile(values, PERCENTILES, method="inverted_cdf")
+    return {**{f"p{q}": int(v) for q, v in zip(PERCENTILES, ranked)}, "max": int(max(values))}
+
+
+def _leading(ids: list[int], token: int | None) -> int:
+    count = 0
+    while token is not None and count < len(ids) and ids[count] == token:
+        count += 1
+    return count
+
+
+def _token_views(tokenizer, ids: list[int], marks: list[str]) -> list[TokenView]:
+    return [TokenView(i, tokenizer.decode([i]), m) for i, m in zip(ids, marks)]
+
+
+def _example(tokenizer, row: dict, source_row: int, truncated: dict[str, bool], config) -> Example:
+    prompt, chosen, rejected = (row[f"{s}_input_ids"] for s in SEGMENTS)
+    has_nll = NLL_WEIGHT.get(config.method, 1.0) > 0
+    # Nothing predicts the first token of a sequence, so it is never a target.
+    prompt_mark = NLL if has_nll and config.nll_on_prompt else MASKED
+    prompt_marks = [MASKED] + [prompt_mark] * (len(prompt) - 1)
+    return Example(
+        source_row=source_row,
+        prompt=tokenizer.decode(prompt),
+        chosen=tokenizer.decode(chosen),
+        rejected=tokenizer.decode(rejected),
+        prompt_tokens=_token_views(tokenizer, prompt, prompt_marks),
+        chosen_tokens=_token_views(tokenizer, chosen, [NLL_AND_LOGP if has_nll else LOGP] * len(chosen)),
+        rejected_tokens=_token_views(tokenizer, rejected, [LOGP] * len(rejected)),
+        truncated=truncated,
+    )
+
+
+def _drop_example(reason: str, source_row: int, measured: dict, limits: Limits) -> str:
+    """The "row N: why" line of a pair dropped at tokenisation."""
+    if reason == DROP_NO_ROOM:
+        return (
+            f"row {source_row}: the prompt keeps {measured['kept_prompt']} tokens and "
+            f"max_length={limits.max_length} / max_completion_length={limits.max_completion_length} leave "
+            f"fewer than min_response_tokens={limits.min_response_tokens} for a response; raise max_length "
+            "or lower max_prompt_length"
+        )
+    if reason == DROP_TOO_SHORT:
+        return (
+            f"row {source_row}: a response has {min(measured['chosen'], measured['rejected'])} tokens, fewer "
+            f"than min_response_tokens={limits.min_response_tokens}"
+        )
+    return f"row {source_row}: {reason}"
+
+
+def inspect_source(
+    source: Source,
+    tokenizer,
+    config: ORPOConfig,
+    columns: ColumnMap | dict[str, str] | None = None,
+    fmt: str | None = None,
+    split: str = "train",
+    n_examples: int = 3,
+    source_name: str | None = None,
+    tokenizer_name: str | None = None,
+) -> InspectReport:
+    """Inspect ``source`` as training with ``tokenizer`` and ``config`` (an ``ORPOConfig``) would see it.
+
+    ``source`` is anything ``load_source`` reads, ``builtin:NAME``, or rows already loaded. Raises
+    ValueError as training would (unreadable source, unknown layout, no usable rows).
+    """
+    name = source_label(source, source_name)
+    raw = load_rows(source, split)
+    num_proc = config.dataset_num_proc
+    # What training gets: the kept token ids and the counts.
+    trained, report = prepare_dataset(raw, tokenizer, config, source_name=name, columns=columns, fmt=fmt)
+    # Per-row detail the pipeline does not keep: lengths before truncation, flags, drop reasons.
+    # normalise() is cached by fingerprint, so this second call reads the first one's result.
+    norm = normalise(raw, columns=columns, fmt=fmt, source_name=name, num_proc=num_proc)
+    wrap = resolve_chat_template(tokenizer, None, config.chat_template_mode)
+    markers = template_markers(tokenizer) if wrap else ()
+    limits = Limits.from_config(config)
+    limited = PairTokenizer(tokenizer, limits)
+    unlimited = PairTokenizer(
+        tokenizer, replace(limits, max_length=None, max_prompt_length=None, max_completion_length=None)
+    )
+    bos_id, eos_id = tokenizer.bos_token_id, limited.eos_id
+
+    def measure(row: dict) -> dict:
+        rendered = render_pair(row, tokenizer, wrap, markers)
+        cut = limited(rendered)
+        # The limits only ever shorten, so a pair they left alone is its own untruncated form.
+        shortened = cut.prompt_truncated or cut.chosen_truncated or cut.rejected_truncated
+        full = unlimited(rendered) if shortened or cut.drop_reason == DROP_NO_ROOM else cut
+        bad_eos = 0
+        for side in ("chosen", "rejected"):
+            ids = getattr(cut, f"{side}_input_ids")
+            complete = not getattr(cut, f"{side}_truncated")
+            if eos_id is not None and complete and (ids[-1:] != [eos_id] or ids.count(eos_id) != 1):
+                bad_eos += 1
+        return {
+            "prompt": len(full.prompt_input_ids),
+            "chosen": len(full.chosen_input_ids),
+            "rejected": len(full.rejected_input_ids),
+            "kept_prompt": len(cut.prompt_input_ids),
+            "drop_reason": cut.drop_reason,
+            "truncated": [cut.prompt_truncated, cut.chosen_truncated, cut.rejected_truncated],
+            "repeated_bos": _leading(cut.prompt_input_ids, bos_id) > 1,
+            "bad_eos": bad_eos,
+        }
+
+    measured = norm.rows.map(
+        measure, remove_columns=norm.rows.column_names, num_proc=num_proc, desc=f"Inspecting {name}"
+    )
+    reasons = measured["drop_reason"]
+    kept_positions = [i for i, reason in enumerate(reasons) if not reason]
+    # Internal invariant: this pass and the pipeline keep the same pairs.
+    assert len(kept_positions) == len(trained), (len(kept_positions), len(trained))
+
+    drop_examples = dict(norm.drop_examples)
+    for reason in report.dropped:
+        if reason not in drop_examples:
+            position = reasons.index(reason)
+            drop_examples[reason] = _drop_example(
+                reason, norm.source_index[position], measured[position], limits
+            )
+    kept_measured = measured.select(kept_positions)
+    examples = [
+        _example(
+            tokenizer,
+            trained[k],
+            norm.source_index[position],
+            dict(zip(SEGMENTS, kept_measured[k]["truncated"])),
+            config,
+        )
+        for k, position in enumerate(kept_positions[:n_examples])
+    ]
+    token_lengths = {s: measured[s] for s in SEGMENTS}
+    return InspectReport(
+        source=name,
+        format=report.format,
+        rows=report.rows,
+        kept=report.kept,
+        dropped=dict(report.dropped),
+        first_dropped=dict(report.first_dropped),
+        drop_examples=drop_examples,
+        duplicates=report.duplicates,
+        tokenizer=tokenizer_name or getattr(tokenizer, "name_or_path", "") or type(tokenizer).__name__,
+        chat_template_mode=config.chat_template_mode,
+        strings_templated=wrap,
+        nll_on_prompt=config.nll_on_prompt,
+        limits={
+            "max_length": limits.max_length,
+            "max_prompt_length": limits.max_prompt_length,
+            "max_completion_length": limits.max_completion_length,
+            "prompt_truncation_side": limits.prompt_truncation_side,
+            "min_response_tokens": limits.min_response_tokens,
+        },
+        lengths={s: percentiles(values) for s, values in token_lengths.items()},
+        truncated=dict(report.truncated),
+        no_room_for_response=report.dropped.get(DROP_NO_ROOM, 0),
+        boundary_retokenised=report.boundary_retokenised,
+        prompts_with_repeated_bos=sum(kept_measured["repeated_bos"]),
+        responses_without_final_eos=sum(kept_measured["bad_eos"]),
+        examples=examples,
+        token_lengths=token_lengths,
+    )
+
+
+def plot_lengths(report: InspectReport, path: str | Path) -> Path:
+    """Histogram PNG of prompt / chosen / rejected lengths before truncation, limits as vertical lines."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    path = Path(path)
+    fig, ax = plt.subplots(figsize=(8, 4.5))
+    longest = max((max(v) for v in report.token_lengths.values() if v), default=1)
+    bins = np.linspace(0, longest + 1, min(60, longest + 2))
+    for segment, values in report.token_lengths.items():
+        ax.hist(values, bins=bins, histtype="step", linewidth=1.5, label=f"{segment} ({len(values)} rows)")
+    styles = {"max_prompt_length": ":", "max_completion_length": "-.", "max_length": "--"}
+    for name, style in styles.items():
+        value = report.limits.get(name)
+        if value is not None:
+            ax.axvline(value, color="black", linestyle=style, linewidth=1, label=f"{name}={value}")
+    ax.set_xlabel("tokens (before truncation)")
+    ax.set_ylabel("rows")
+    ax.set_title(f"{report.source}: token lengths ({report.tokenizer})")
+    ax.legend(fontsize="small")
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path
