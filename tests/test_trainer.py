@@ -203,3 +203,14 @@ def test_group_by_length_uses_the_pair_length_column(tmp_path, tokenizer):
     )
     assert isinstance(trainer._get_train_sampler(), LengthGroupedSampler)
     trainer.train()
+
+
+def test_eval_metrics_do_not_depend_on_eval_batch_size(tmp_path, tokenizer):
+    """10 pairs in batches of 3 (last batch 1) or one batch of 10: per-pair metrics are exact means."""
+    rows = toy_rows(10, seed=7)
+    results = [
+        _trainer(tmp_path / str(bs), tokenizer, rows[:2], per_device_eval_batch_size=bs).evaluate(rows)
+        for bs in (3, 10)
+    ]
+    for key in ("eval_rewards/accuracies", "eval_logps/chosen", "eval_logps/rejected", "eval_log_odds_ratio"):
+        assert results[0][key] == pytest.approx(results[1][key], abs=1e-6), key

@@ -8,8 +8,8 @@ Drop-in for ``trl.experimental.orpo.ORPOTrainer``: same constructor arguments (p
   the token mean over the whole step, the odds-ratio term the pair mean. (TRL averages per
   micro-batch means, which changes the loss with the accumulation split.)
 - ``prediction_step`` / ``log``: evaluation returns the same metrics with the ``eval_`` prefix.
-Metrics are means over each micro-batch, averaged over the micro-batches since the last log, as
-TRL does, so values line up with TRL's in side-by-side runs.
+Logged metrics are exact means over every pair (token, for ``nll_loss`` and ``logits/*``) since
+the last log; with equal batch sizes they equal TRL's means of per-batch means.
 """
 
 from __future__ import annotations
@@ -83,7 +83,10 @@ class ORPOTrainer(Trainer):
             notice(f"using the reference engine: {fallback}")
         self.beta = args.beta
         self.aux_loss_coef = float(getattr(model.config, "router_aux_loss_coef", 0.0) or 0.0)
-        self._stored_metrics: dict[str, dict[str, list[float]]] = defaultdict(lambda: defaultdict(list))
+        # split -> metric -> [sum, count] since the last log
+        self._stored_metrics: dict[str, dict[str, list[float]]] = defaultdict(
+            lambda: defaultdict(lambda: [0.0, 0.0])
+        )
         self.data_reports: list[DataReport] = []
         self._data_columns, self._data_format = data_columns, data_format
 
@@ -190,27 +193,38 @@ class ORPOTrainer(Trainer):
             loss = loss + self.aux_loss_coef * stats.aux_loss * (n_pairs / pair_den)
         chosen_logps, rejected_logps = stats.chosen_mean_logps.detach(), stats.rejected_mean_logps.detach()
         chosen_rewards, rejected_rewards = self.beta * chosen_logps, self.beta * rejected_logps
-        metrics = {
+        per_pair = {
             "rewards/chosen": chosen_rewards,
             "rewards/rejected": rejected_rewards,
             "rewards/accuracies": (chosen_rewards > rejected_rewards).float(),
             "rewards/margins": chosen_rewards - rejected_rewards,
             "logps/chosen": chosen_logps,
             "logps/rejected": rejected_logps,
-            "logits/chosen": (stats.chosen_logits_sum / stats.chosen_lengths.sum()).detach(),
-            "logits/rejected": (stats.rejected_logits_sum / stats.rejected_lengths.sum()).detach(),
-            "nll_loss": (stats.nll_sum / stats.nll_tokens.clamp(min=1)).detach(),
             **pair_metrics,
         }
+        # Every metric as (sum, count): logged values are exact means over all pairs (or tokens)
+        # since the last log, whatever the batch sizes. (TRL averages per-batch means, which only
+        # agrees when every batch has the same size.)
+        metrics = {name: (v.sum(), v.numel()) for name, v in per_pair.items()}
+        metrics["logits/chosen"] = (stats.chosen_logits_sum.detach(), stats.chosen_lengths.sum())
+        metrics["logits/rejected"] = (stats.rejected_logits_sum.detach(), stats.rejected_lengths.sum())
+        # The batch's token-mean NLL weighted by its pairs, as transformers weights eval_loss, so
+        # that eval_loss = eval_nll_loss + beta * L_OR holds over a whole evaluation.
+        batch_nll = stats.nll_sum.detach() / stats.nll_tokens.clamp(min=1)
+        metrics["nll_loss"] = (batch_nll * n_pairs, n_pairs)
         return loss * scale, metrics
 
-    def _store(self, metrics: dict[str, torch.Tensor], split: str) -> None:
+    def _store(self, metrics: dict[str, tuple], split: str) -> None:
+        """Add this batch's (sum, count) of every metric, summed over processes, to the running totals."""
+        names = list(metrics)
+        totals = torch.tensor([[float(s), float(c)] for s, c in metrics.values()], dtype=torch.float64)
+        if self.accelerator.num_processes > 1:
+            totals = self.accelerator.gather(totals.to(self.args.device)[None]).sum(0).cpu()
         prefix = "eval_" if split == "eval" else ""
-        for name, value in metrics.items():
-            value = self.accelerator.gather_for_metrics(
-                value.reshape(-1) if value.dim() else value.reshape(1)
-            )
-            self._stored_metrics[split][prefix + name].append(value.float().mean().item())
+        for name, (value, count) in zip(names, totals.tolist()):
+            running = self._stored_metrics[split][prefix + name]
+            running[0] += value
+            running[1] += count
 
     def compute_loss(self, model, inputs, return_outputs: bool = False, num_items_in_batch=None):
         stats = self.engine.forward(model, inputs, self.args.nll_on_prompt)
@@ -226,11 +240,29 @@ class ORPOTrainer(Trainer):
         self._store(metrics, "eval")
         if prediction_loss_only:
             return loss.detach(), None, None
-        logits = torch.stack([metrics["logits/chosen"], metrics["logits/rejected"]]).to(self.args.device)
+        logits = torch.tensor(
+            [
+                float(s) / max(float(c), 1.0)
+                for s, c in (metrics["logits/chosen"], metrics["logits/rejected"])
+            ],
+            device=self.args.device,
+        )
         return loss.detach(), logits, torch.zeros(2, device=self.args.device)
+
+    def evaluate(self, eval_dataset=None, ignore_keys=None, metric_key_prefix: str = "eval"):
+        """``Trainer.evaluate``; an ``eval_dataset`` given here may be raw rows, like the constructor's."""
+        if eval_dataset is not None and not isinstance(eval_dataset, str):
+            if isinstance(eval_dataset, (dict, DatasetDict)):
+                eval_dataset = {k: self._prepare_eval(v, f"eval[{k}]") for k, v in eval_dataset.items()}
+            else:
+                eval_dataset = self._prepare_eval(eval_dataset, "eval")
+        return super().evaluate(eval_dataset, ignore_keys, metric_key_prefix)
+
+    def _prepare_eval(self, data, name: str):
+        return self._prepare(data, self.processing_class, self.args, name)
 
     def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
         split = "train" if "loss" in logs else "eval"
-        for name, values in self._stored_metrics.pop(split, {}).items():
-            logs[name] = sum(values) / len(values)
+        for name, (value, count) in self._stored_metrics.pop(split, {}).items():
+            logs[name] = value / count if count else float("nan")
         super().log(logs, start_time)

@@ -83,7 +83,7 @@ def test_missing_data_file_is_a_one_line_error(tmp_path, capsys):
 def test_every_subcommand_has_help(capsys):
     parser = build_parser()
     commands = parser._subparsers._group_actions[0].choices
-    assert {"train", "data"} <= set(commands) <= set(SUBCOMMANDS)
+    assert {"train", "data", "demo"} <= set(commands) <= set(SUBCOMMANDS)
     for name in commands:
         with pytest.raises(SystemExit) as info:
             main([name, "--help"])

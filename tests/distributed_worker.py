@@ -1,0 +1,39 @@
+"""Worker for tests/test_distributed.py: trains 2 SGD steps and saves rank 0's weights.
+
+Usage: python distributed_worker.py OUT_DIR PAIRS_PER_DEVICE ENGINE  (under torchrun or alone)
+"""
+
+import os
+import sys
+from pathlib import Path
+
+import torch
+
+from helpers import tiny_args, toy_rows
+from orpo import ORPOTrainer
+from orpo.tiny import build_model, build_tokenizer
+
+
+def main() -> None:
+    out, pairs, engine = Path(sys.argv[1]), int(sys.argv[2]), sys.argv[3]
+    corpus = [f"{r['prompt']} {r['chosen']} {r['rejected']}" for r in toy_rows(200)]
+    tok = build_tokenizer(corpus, vocab_size=120)
+    model = build_model(tok, "llama", hidden_size=32, num_layers=2, seed=0)
+    args = tiny_args(
+        out,
+        per_device_train_batch_size=pairs,
+        max_steps=2,
+        optim="sgd",
+        learning_rate=1.0,
+        max_grad_norm=0.0,
+        engine=engine,
+        train_sampling_strategy="sequential",
+    )
+    trainer = ORPOTrainer(model=model, args=args, train_dataset=toy_rows(16, seed=5), processing_class=tok)
+    trainer.train()
+    if int(os.environ.get("RANK", "0")) == 0:
+        torch.save({k: v.detach().clone() for k, v in trainer.model.state_dict().items()}, out / "weights.pt")
+
+
+if __name__ == "__main__":
+    main()
