@@ -1,6 +1,6 @@
 """orpo: single-stage preference fine-tuning of causal LMs with ORPO (arXiv:2403.07691).
 
-    from orpo import ORPOConfig, ORPOTrainer   # drop-in for trl.experimental.orpo
+Drop-in for ``trl.experimental.orpo``: ``from orpo import ORPOConfig, ORPOTrainer``.
 """
 
 from typing import TYPE_CHECKING
