@@ -4,6 +4,7 @@ The run folder (``training.output_dir``) holds, at the end:
   config.yaml              the resolved recipe (written first, so a crashed run still has it)
   metrics.jsonl            every train / eval log line
   model or adapter         safetensors, with the tokenizer and its chat template
+  base_model/              for an adapter on a tiny:ARCH model: the base it adapts (built in memory)
   data_report.json         rows kept and dropped by reason, per source
   summary.json             loss and preference accuracy before / after on the eval set
   plots/*.png, report.html curves and the summary (``orpo.report``)
@@ -23,6 +24,7 @@ from orpo.callbacks import MetricsJsonlCallback, ProgressBarCallback
 from orpo.config import ORPOConfig
 from orpo.data.builtin import is_builtin, load_builtin
 from orpo.recipe import AdapterSection, ModelSection, QuantSection, Recipe
+from orpo.runs import BASE_MODEL_DIR
 
 TINY_PREFIX = "tiny:"
 
@@ -164,6 +166,11 @@ def train_from_recipe(recipe: Recipe, progress: bool = True) -> RunResult:
 
     train_rows, eval_rows = load_data(recipe, args.seed)
     tok, model = build_tokenizer_and_model(recipe.model, recipe.quantization, corpus_of(train_rows))
+    tiny_base = recipe.adapter is not None and recipe.model.name.startswith(TINY_PREFIX)
+    if tiny_base:
+        # A tiny model exists only in memory: save the base (frozen by LoRA) so the adapter can be
+        # reloaded (`orpo eval/generate/merge`, ``orpo.runs.load_run``).
+        model.save_pretrained(out / BASE_MODEL_DIR)
     if recipe.model.chat_template:
         from orpo.data.template import resolve_chat_template
 
@@ -191,6 +198,11 @@ def train_from_recipe(recipe: Recipe, progress: bool = True) -> RunResult:
     trainer.train(resume_from_checkpoint=resume if resume not in (None, False, "false") else None)
     after = trainer.evaluate() if eval_rows is not None else {}
     trainer.save_model(str(out))
+    if tiny_base:
+        adapter_config = out / "adapter_config.json"
+        saved = json.loads(adapter_config.read_text())
+        saved["base_model_name_or_path"] = str((out / BASE_MODEL_DIR).resolve())
+        adapter_config.write_text(json.dumps(saved, indent=2))
     trainer.save_state()
     losses = [h["loss"] for h in trainer.state.log_history if "loss" in h]
     result = RunResult(out, before, after, losses[0] if losses else None, losses[-1] if losses else None)

@@ -89,3 +89,23 @@ def test_every_subcommand_has_help(capsys):
             main([name, "--help"])
         assert info.value.code == 0
         assert "usage: orpo" in capsys.readouterr().out
+
+
+LAYOUT_FIXTURES = [
+    "prompt_strings.jsonl",
+    "truthy_system.jsonl",
+    "orca_instruction.jsonl",
+    "alpaca_instruction.csv",
+    "chat_explicit.jsonl",
+    "ultrafeedback.jsonl",
+    "hh_rlhf.jsonl",
+    "sharegpt.json",
+]
+
+
+@pytest.mark.parametrize("fixture", LAYOUT_FIXTURES)
+def test_every_layout_trains_without_user_code(tmp_path, fixture):
+    path = _write(tmp_path, train=f"tests/fixtures/data/{fixture}")
+    assert main(["train", str(path), "max_steps=1", "--no-progress"]) == 0
+    report = json.loads((tmp_path / "run" / "data_report.json").read_text())
+    assert report[0]["kept"] >= 2

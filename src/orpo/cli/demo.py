@@ -120,6 +120,13 @@ def format_report(results: dict) -> str:
         ]
         gap = f"{cells[2]} -> {cells[3]}"
         lines.append(f"{method.upper():<10}{cells[0]:>18}{cells[1]:>18}{gap:>20}")
+    losses = [
+        f"{m.upper()} {r['train_loss_first']:.3f} -> {r['train_loss_last']:.3f}"
+        for m, r in methods.items()
+        if r.get("train_loss_first") is not None
+    ]
+    if losses:
+        lines += ["", "Train loss, first log -> last log (ORPO's includes beta * L_OR): " + ", ".join(losses)]
     wall = results["wall_time_s"]
     lines += [
         "",

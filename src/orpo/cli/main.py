@@ -25,6 +25,10 @@ beta times an odds-ratio penalty that pushes the rejected response down. No refe
   orpo demo                      train SFT vs ORPO on the builtin task and compare (CPU, offline)
   orpo train CONFIG.yaml k=v     train from a YAML config (no config: the embedded default)
   orpo data inspect SOURCE       see formats, drops, lengths and the exact tokens trained on
+  orpo eval RUN --data SOURCE    preference metrics of a trained run on a dataset
+  orpo generate RUN --prompt T   generate with a trained run (chat template applied)
+  orpo compare CONFIG.yaml       train ORPO, SFT, SimPO, CPO on one recipe and compare
+  orpo merge RUN --output DIR    merge a LoRA/DoRA adapter into its base for export
   orpo bench                     speed and memory side by side with TRL
 """
 
@@ -42,6 +46,7 @@ def _quiet_libraries() -> None:
     from transformers.utils import logging as hf_logging
 
     hf_logging.set_verbosity_error()
+    hf_logging.disable_progress_bar()
 
 
 def build_parser() -> argparse.ArgumentParser:

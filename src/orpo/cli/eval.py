@@ -1,0 +1,81 @@
+"""`orpo eval RUN_DIR --data SOURCE`: preference metrics of a trained run's model on a dataset."""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+HELP = """\
+Evaluate a run folder's model on a preference dataset with the run's own training config (method,
+beta, lengths, chat template mode): loss, NLL of the chosen responses, preference accuracy (how often
+the chosen response scores above the rejected one), reward margin and mean log-probs.
+Nothing is written to the run folder.
+
+  orpo eval runs/x --data builtin:codereview --split test
+  orpo eval runs/x --data heldout.jsonl --json
+"""
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "eval",
+        help="preference metrics of a trained run on a dataset",
+        description=HELP,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("run_dir", metavar="RUN_DIR", help="run folder written by `orpo train`")
+    p.add_argument("--data", required=True, help="file, folder, glob, hub name or builtin:NAME")
+    p.add_argument(
+        "--split", default="train", help="split of the source (builtin:codereview: train/val/test)"
+    )
+    p.add_argument("--json", action="store_true", help="print one JSON object of metrics")
+    p.set_defaults(func=run)
+
+
+def evaluate_run(run_dir: str, source: str, split: str) -> dict[str, float]:
+    """``ORPOTrainer.evaluate`` of the run's model on ``source``; Trainer output goes to a temp dir."""
+    import tempfile
+
+    from orpo.config import ORPOConfig
+    from orpo.data.inspect import load_rows
+    from orpo.runs import load_run, run_recipe
+    from orpo.trainer import ORPOTrainer
+
+    recipe = run_recipe(run_dir)
+    model, tok = load_run(run_dir)
+    rows = load_rows(source, split)
+    with tempfile.TemporaryDirectory(prefix="orpo-eval-") as tmp:
+        training = {
+            **recipe.training,
+            "output_dir": tmp,
+            "report_to": "none",
+            "gradient_checkpointing": False,
+        }
+        trainer = ORPOTrainer(
+            model=model,
+            args=ORPOConfig(**training),
+            eval_dataset=rows,
+            processing_class=tok,
+            data_columns=recipe.data.columns,
+            data_format=recipe.data.format,
+        )
+        from transformers.trainer_callback import PrinterCallback, ProgressCallback
+
+        # Both print the metrics dict (or a bar) to stdout, which must hold only our output.
+        trainer.remove_callback(PrinterCallback)
+        trainer.remove_callback(ProgressCallback)
+        return trainer.evaluate()
+
+
+def run(args: argparse.Namespace) -> int:
+    from orpo.runs import METRICS
+
+    metrics = evaluate_run(args.run_dir, args.data, args.split)
+    if args.json:
+        print(json.dumps(metrics))
+        return 0
+    print(f"{args.run_dir} on {args.data} ({args.split})")
+    for key, label in METRICS:
+        if key in metrics:
+            print(f"  {label:<24} {metrics[key]:.4f}")
+    return 0
