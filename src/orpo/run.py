@@ -22,7 +22,6 @@ import yaml
 
 from orpo.callbacks import MetricsJsonlCallback, ProgressBarCallback
 from orpo.config import ORPOConfig
-from orpo.data.builtin import is_builtin, load_builtin
 from orpo.recipe import AdapterSection, ModelSection, QuantSection, Recipe
 from orpo.runs import BASE_MODEL_DIR
 
@@ -124,8 +123,6 @@ def _load(source, split: str | None, columns, fmt, name: str):
     """Raw rows of one data entry (builtin, path, hub name or list of source specs)."""
     from orpo.data.load import SourceSpec, load_mixture, load_source
 
-    if is_builtin(source):
-        return load_builtin(source, split or "train")
     if isinstance(source, list):
         specs = [SourceSpec(**s) if isinstance(s, dict) else SourceSpec(path=s) for s in source]
         rows, _ = load_mixture(specs, seed=0)

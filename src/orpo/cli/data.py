@@ -125,7 +125,8 @@ def _tokenizer(model, raw, config):
 
 
 def run_inspect(args: argparse.Namespace) -> int:
-    from orpo.data.inspect import inspect_source, load_rows, plot_lengths
+    from orpo.data.inspect import inspect_source, plot_lengths
+    from orpo.data.load import load_source
     from orpo.recipe import load_recipe
 
     if args.rows < 0:
@@ -134,7 +135,7 @@ def run_inspect(args: argparse.Namespace) -> int:
     model = recipe.model if args.model is None else replace(recipe.model, name=args.model)
     config = _training_config(recipe, args)
     split = args.split or recipe.data.split or "train"
-    raw = load_rows(args.source, split)
+    raw = load_source(args.source, split=split)
     tokenizer, label = _tokenizer(model, raw, config)
     report = inspect_source(
         raw,

@@ -37,13 +37,13 @@ def evaluate_run(run_dir: str, source: str, split: str) -> dict[str, float]:
     import tempfile
 
     from orpo.config import ORPOConfig
-    from orpo.data.inspect import load_rows
+    from orpo.data.load import load_source
     from orpo.runs import load_run, run_recipe
     from orpo.trainer import ORPOTrainer
 
     recipe = run_recipe(run_dir)
     model, tok = load_run(run_dir)
-    rows = load_rows(source, split)
+    rows = load_source(source, split=split)
     with tempfile.TemporaryDirectory(prefix="orpo-eval-") as tmp:
         training = {
             **recipe.training,

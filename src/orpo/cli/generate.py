@@ -43,10 +43,10 @@ def canonical_rows(args: argparse.Namespace, recipe) -> list[dict]:
     if args.rows < 1:
         raise ValueError(f"--rows {args.rows} must be >= 1")
     from orpo.data.formats import normalise
-    from orpo.data.inspect import load_rows
+    from orpo.data.load import load_source
 
     rows = normalise(
-        load_rows(args.data, args.split), recipe.data.columns, recipe.data.format, args.data
+        load_source(args.data, split=args.split), recipe.data.columns, recipe.data.format, args.data
     ).rows
     return [rows[i] for i in range(min(args.rows, len(rows)))]
 

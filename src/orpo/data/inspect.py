@@ -25,9 +25,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
-from datasets import Dataset
 
-from orpo.data.builtin import is_builtin, load_builtin
 from orpo.data.formats import ColumnMap, normalise
 from orpo.data.load import Source, load_source, source_label
 from orpo.data.pipeline import prepare_dataset
@@ -119,13 +117,6 @@ class InspectReport:
         return out
 
 
-def load_rows(source: Source, split: str = "train") -> Dataset | list[dict]:
-    """The raw rows of anything ``load_source`` reads, or of a ``builtin:NAME`` dataset."""
-    if is_builtin(source):
-        return load_builtin(source, split)
-    return load_source(source, split=split)
-
-
 def percentiles(values: list[int]) -> dict[str, int]:
     """p50 / p90 / p99 / max as actual values of ``values`` (nearest rank), 0 when empty."""
     if not values:
@@ -197,7 +188,7 @@ def inspect_source(
     ValueError as training would (unreadable source, unknown layout, no usable rows).
     """
     name = source_label(source, source_name)
-    raw = load_rows(source, split)
+    raw = load_source(source, split=split)
     num_proc = config.dataset_num_proc
     # What training gets: the kept token ids and the counts.
     trained, report = prepare_dataset(raw, tokenizer, config, source_name=name, columns=columns, fmt=fmt)

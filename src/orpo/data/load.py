@@ -23,6 +23,7 @@ import datasets
 import numpy as np
 from datasets import Dataset, DatasetDict, Features, Json, Value, concatenate_datasets
 
+from orpo.data.builtin import is_builtin, load_builtin
 from orpo.data.formats import FORMATS, ColumnMap, NormaliseResult, as_dataset, normalise
 
 # file suffix -> datasets builder
@@ -62,7 +63,10 @@ def load_source(
     """Load one source as a ``Dataset`` (or a ``DatasetDict`` of every split when ``split`` is None).
 
     ``subset`` is the Hub configuration name; ``name_hint`` names in-memory sources in messages.
+    ``builtin:NAME`` is a dataset shipped with the package (``orpo.data.builtin``).
     """
+    if is_builtin(source):
+        return as_dataset(load_builtin(str(source), split or "train"), str(source))
     label = source_label(source, name_hint)
     if isinstance(source, Dataset):
         return source
