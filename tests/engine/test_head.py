@@ -120,3 +120,30 @@ def test_bad_chunk_size_is_a_value_error():
     hidden, weight, bias, targets, _ = _inputs(N, False, True)
     with pytest.raises(ValueError, match="chunk_size must be >= 1, got 0"):
         token_logps(hidden, weight, bias, targets, 0)
+
+
+@pytest.mark.parametrize("softcap", [None, 5.0])
+@pytest.mark.parametrize("chunk", [1, 7, 64])
+def test_summed_token_logps_matches_autograd(chunk, softcap):
+    """sum_n log_softmax(h W^T + b)[y_n], with its gradients formed in the forward, against autograd."""
+    from orpo.engine.head import summed_token_logps
+
+    gen = torch.Generator().manual_seed(3)
+    hidden = torch.randn(13, 8, generator=gen, requires_grad=True)
+    weight = torch.randn(29, 8, generator=gen, requires_grad=True)
+    bias = torch.randn(29, generator=gen, requires_grad=True)
+    targets = torch.randint(0, 29, (13,), generator=gen)
+
+    logits = hidden @ weight.T + bias
+    if softcap is not None:
+        logits = torch.tanh(logits / softcap) * softcap
+    expected = torch.log_softmax(logits, -1).gather(1, targets[:, None]).sum()
+    expected_grads = torch.autograd.grad(2.5 * expected, (hidden, weight, bias))
+
+    got = summed_token_logps(hidden, weight, bias, targets, chunk, softcap)
+    got_grads = torch.autograd.grad(2.5 * got, (hidden, weight, bias))
+    torch.testing.assert_close(got, expected, atol=1e-5, rtol=1e-5)
+    for g, e in zip(got_grads, expected_grads):
+        torch.testing.assert_close(g, e, atol=1e-5, rtol=1e-5)
+    with torch.no_grad():
+        torch.testing.assert_close(summed_token_logps(hidden, weight, bias, targets, chunk, softcap), expected)

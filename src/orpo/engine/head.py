@@ -28,6 +28,12 @@ dL/dW = sum_n g_n (...) cannot without keeping (N, V). Hence two modes, chosen a
     and the backward returns g_n * u_n (2 matmuls in all, no recomputation). When no gradient is
     needed (evaluation), only the forward matmul runs.
 
+Summed positions. Where only the SUM of the log-probs enters the loss, linearly (the NLL over prompt
+tokens, which dominates when prompts are long), g_n is one scalar shared by every position, so
+``summed_token_logps`` forms d(sum)/dh, d(sum)/dW and d(sum)/db in the forward, chunk by chunk, and
+the backward only scales them: 3 matmuls and one pass of exp over (N, V) instead of 4 and two. The
+price is holding dW (V, H) in float32 between forward and backward when the head is trainable.
+
 Dtypes: under autocast the matmuls run in the autocast dtype (as ``nn.Linear`` would), everything
 after them in float32; gradients are accumulated in float32 and returned in the inputs' dtypes.
 
@@ -74,8 +80,29 @@ def token_logps(
     """
     if chunk_size < 1:
         raise ValueError(f"chunk_size must be >= 1, got {chunk_size}")
-    logps, means = _ChunkedTokenLogps.apply(hidden, weight, bias, targets, chunk_size, softcap)
+    # Grad mode is always off inside a Function's forward, so whether gradients will be needed is
+    # decided here, outside it.
+    logps, means = _ChunkedTokenLogps.apply(
+        hidden, weight, bias, targets, chunk_size, softcap, torch.is_grad_enabled()
+    )
     return HeadOutput(logps=logps, vocab_mean_logits=means)
+
+
+def summed_token_logps(
+    hidden: torch.Tensor,
+    weight: torch.Tensor,
+    bias: torch.Tensor | None,
+    targets: torch.Tensor,
+    chunk_size: int,
+    softcap: float | None = None,
+) -> torch.Tensor:
+    """sum_n log_softmax(hidden @ weight^T + bias)[n, targets[n]], a () float32 tensor, with its
+    gradients formed in the forward (see "Summed positions" in the module docstring)."""
+    if chunk_size < 1:
+        raise ValueError(f"chunk_size must be >= 1, got {chunk_size}")
+    return _SummedTokenLogps.apply(
+        hidden, weight, bias, targets, chunk_size, softcap, torch.is_grad_enabled()
+    )
 
 
 def _compute_dtype(hidden: torch.Tensor, weight: torch.Tensor) -> torch.dtype:
@@ -127,7 +154,7 @@ class _ChunkedTokenLogps(torch.autograd.Function):
     """The autograd Function behind ``token_logps``; see the module docstring for the two backward modes."""
 
     @staticmethod
-    def forward(ctx, hidden, weight, bias, targets, chunk_size, softcap):
+    def forward(ctx, hidden, weight, bias, targets, chunk_size, softcap, grad_enabled):
         device_type = hidden.device.type
         dtype = _compute_dtype(hidden, weight)
         # Later ops run in float32 by design; autocast must not second-guess them.
@@ -136,7 +163,7 @@ class _ChunkedTokenLogps(torch.autograd.Function):
             b = bias.to(dtype) if bias is not None else None
             n = hidden.shape[0]
             head_trainable = weight.requires_grad or (bias is not None and bias.requires_grad)
-            precompute = torch.is_grad_enabled() and hidden.requires_grad and not head_trainable
+            precompute = grad_enabled and hidden.requires_grad and not head_trainable
             lse = torch.empty(n, dtype=torch.float32, device=hidden.device)
             logps = torch.empty_like(lse)
             means = torch.empty_like(lse)
@@ -169,7 +196,7 @@ class _ChunkedTokenLogps(torch.autograd.Function):
         need_h, need_w, need_b = ctx.needs_input_grad[:3]
         grad_logps = grad_logps.float()
         if unit_grad is not None:  # frozen head: dL/dh_n = g_n * d logp_n / d h_n, formed in the forward
-            return (grad_logps[:, None] * unit_grad).to(ctx.hidden_dtype), None, None, None, None, None
+            return (grad_logps[:, None] * unit_grad).to(ctx.hidden_dtype), None, None, None, None, None, None
         dtype = ctx.dtype
         grad_h = torch.zeros(hidden.shape, dtype=torch.float32, device=hidden.device) if need_h else None
         grad_w = torch.zeros(weight.shape, dtype=torch.float32, device=weight.device) if need_w else None
@@ -192,6 +219,67 @@ class _ChunkedTokenLogps(torch.autograd.Function):
             grad_h.to(hidden.dtype) if need_h else None,
             grad_w.to(weight.dtype) if need_w else None,
             grad_b.to(bias.dtype) if need_b else None,
+            None,
+            None,
+            None,
+            None,
+        )
+
+
+class _SummedTokenLogps(torch.autograd.Function):
+    """The autograd Function behind ``summed_token_logps``: gradients of the sum in the forward."""
+
+    @staticmethod
+    def forward(ctx, hidden, weight, bias, targets, chunk_size, softcap, grad_enabled):
+        dtype = _compute_dtype(hidden, weight)
+        need_h = grad_enabled and hidden.requires_grad
+        need_w = grad_enabled and weight.requires_grad
+        need_b = grad_enabled and bias is not None and bias.requires_grad
+        total = torch.zeros((), dtype=torch.float32, device=hidden.device)
+        grad_h = torch.empty(hidden.shape, dtype=torch.float32, device=hidden.device) if need_h else None
+        grad_w = torch.zeros(weight.shape, dtype=torch.float32, device=weight.device) if need_w else None
+        grad_b = torch.zeros(bias.shape, dtype=torch.float32, device=bias.device) if need_b else None
+        with torch.autocast(hidden.device.type, enabled=False):
+            h, w = hidden.to(dtype), weight.to(dtype)
+            b = bias.to(dtype) if bias is not None else None
+            for start in range(0, hidden.shape[0], chunk_size):
+                rows = slice(start, start + chunk_size)
+                logits = _chunk_logits(h[rows], w, b, softcap)  # (n_c, V) float32
+                picked = logits.gather(1, targets[rows, None]).squeeze(1)  # (n_c,)
+                if not (need_h or need_w or need_b):
+                    total += (picked - torch.logsumexp(logits, dim=-1)).sum()
+                    continue
+                # One exp pass serves both lse and the softmax (logsumexp would take its own).
+                cap_grad = 1.0 - (logits / softcap).square() if softcap is not None else None
+                peak = logits.amax(dim=-1, keepdim=True)  # (n_c, 1)
+                probs = logits.sub_(peak).exp_()  # (n_c, V) unnormalised, overwrites logits
+                norm = probs.sum(dim=-1)  # (n_c,)
+                total += (picked - peak.squeeze(1) - norm.log()).sum()
+                grad_z = probs.div_(norm[:, None]).neg_()  # (n_c, V): -softmax
+                grad_z[torch.arange(grad_z.shape[0], device=grad_z.device), targets[rows]] += 1.0
+                if cap_grad is not None:
+                    grad_z.mul_(cap_grad)
+                if need_b:
+                    grad_b += grad_z.sum(0)
+                grad_z = grad_z.to(dtype)
+                if need_h:
+                    grad_h[rows] = grad_z @ w  # (n_c, H)
+                if need_w:
+                    grad_w += grad_z.T @ h[rows]  # (V, H)
+        ctx.dtypes = (hidden.dtype, weight.dtype, bias.dtype if bias is not None else None)
+        ctx.save_for_backward(grad_h, grad_w, grad_b)
+        return total
+
+    @staticmethod
+    def backward(ctx, grad_total):
+        grad_h, grad_w, grad_b = ctx.saved_tensors
+        g = grad_total.float()
+        h_dtype, w_dtype, b_dtype = ctx.dtypes
+        return (
+            (g * grad_h).to(h_dtype) if grad_h is not None else None,
+            (g * grad_w).to(w_dtype) if grad_w is not None else None,
+            (g * grad_b).to(b_dtype) if grad_b is not None else None,
+            None,
             None,
             None,
             None,

@@ -45,7 +45,7 @@ from typing import Any
 
 import torch
 
-from orpo.engine.head import token_logps
+from orpo.engine.head import summed_token_logps, token_logps
 from orpo.engine.types import SequenceStats
 
 # Token roles in the packed layout (``token_roles`` in the batch).
@@ -379,19 +379,33 @@ def packed_forward(
             use_cache=False,
         ).logits  # (R, L, H): final hidden states, after the final norm
     hidden = hidden.reshape(-1, hidden.shape[-1])  # (R*L, H): flat indices address this grid
-    parts = ["chosen", "rejected"] + (["prompt_nll"] if nll_on_prompt else [])
-    sizes = [batch[f"{p}_index"].shape[0] for p in parts]
     head = lm.get_output_embeddings()
+    parts = ("chosen", "rejected")
+    sizes = [batch[f"{p}_index"].shape[0] for p in parts]
     out = token_logps(
-        hidden.index_select(0, torch.cat([batch[f"{p}_index"] for p in parts])),  # (N, H)
+        hidden.index_select(0, torch.cat([batch[f"{p}_index"] for p in parts])),  # (Nc + Nr, H)
         head.weight,
         head.bias,
-        torch.cat([batch[f"{p}_labels"] for p in parts]),  # (N,)
+        torch.cat([batch[f"{p}_labels"] for p in parts]),  # (Nc + Nr,)
         chunk_size,
         softcap=softcap,
     )
-    logps = out.logps.split(sizes)  # chosen (Nc,), rejected (Nr,)[, prompt (Np,)]
+    logps = out.logps.split(sizes)  # chosen (Nc,), rejected (Nr,)
     means = out.vocab_mean_logits.split(sizes)
+    # The chosen response rows serve both chosen_sum_logps and the NLL: computed once, used twice.
+    nll_sum = -logps[0].sum()
+    nll_tokens = sizes[0]
+    if nll_on_prompt:
+        # Prompt positions only enter the NLL, as a sum: gradients formed in the forward.
+        nll_sum = nll_sum - summed_token_logps(
+            hidden.index_select(0, batch["prompt_nll_index"]),  # (Np, H)
+            head.weight,
+            head.bias,
+            batch["prompt_nll_labels"],
+            chunk_size,
+            softcap=softcap,
+        )
+        nll_tokens += batch["prompt_nll_index"].shape[0]
     n_pairs = batch["pair_index"].shape[0]
 
     def per_pair(values: torch.Tensor, pair: torch.Tensor) -> torch.Tensor:
@@ -402,9 +416,8 @@ def packed_forward(
         rejected_sum_logps=per_pair(logps[1], batch["rejected_pair"]),
         chosen_lengths=torch.bincount(batch["chosen_pair"], minlength=n_pairs),
         rejected_lengths=torch.bincount(batch["rejected_pair"], minlength=n_pairs),
-        # The chosen response rows serve both chosen_sum_logps and the NLL: computed once, used twice.
-        nll_sum=-torch.cat([logps[0], *logps[2:]]).sum(),
-        nll_tokens=torch.tensor(sizes[0] + sum(sizes[2:]), dtype=torch.long, device=device),
+        nll_sum=nll_sum,
+        nll_tokens=torch.tensor(nll_tokens, dtype=torch.long, device=device),
         chosen_logits_sum=means[0].sum(),
         rejected_logits_sum=means[1].sum(),
         aux_loss=None,
