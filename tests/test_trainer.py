@@ -214,3 +214,53 @@ def test_eval_metrics_do_not_depend_on_eval_batch_size(tmp_path, tokenizer):
     ]
     for key in ("eval_rewards/accuracies", "eval_logps/chosen", "eval_logps/rejected", "eval_log_odds_ratio"):
         assert results[0][key] == pytest.approx(results[1][key], abs=1e-6), key
+
+
+def test_model_given_by_path_loads_model_and_tokenizer(tmp_path, tokenizer):
+    model = build_model(tokenizer, "qwen2", hidden_size=32, num_layers=1)
+    model.save_pretrained(tmp_path / "m")
+    tokenizer.save_pretrained(tmp_path / "m")
+    trainer = ORPOTrainer(
+        model=str(tmp_path / "m"),
+        args=tiny_args(tmp_path, max_steps=1, model_init_kwargs={"dtype": "float32"}),
+        train_dataset=toy_rows(8),
+    )
+    assert trainer.processing_class.chat_template == tokenizer.chat_template
+    trainer.train()
+
+
+def test_dora_adapters_train(tmp_path, tokenizer):
+    from peft import LoraConfig
+
+    dora = LoraConfig(
+        r=4, lora_alpha=8, target_modules=["q_proj", "v_proj"], use_dora=True, task_type="CAUSAL_LM"
+    )
+    trainer = _trainer(tmp_path, tokenizer, toy_rows(16), peft_config=dora, max_steps=2, learning_rate=1e-2)
+    magnitudes = {k: v.clone() for k, v in trainer.model.state_dict().items() if "lora_magnitude" in k}
+    trainer.train()
+    assert magnitudes and any(
+        not torch.equal(trainer.model.state_dict()[k], v) for k, v in magnitudes.items()
+    )
+
+
+def test_moe_router_aux_loss_is_added(tmp_path, tokenizer):
+    """With output_router_logits the packed path declines (one logged reason) and the reference
+    path adds router_aux_loss_coef * aux_loss: loss - (nll + beta * L_OR) equals that term."""
+    model = build_model(
+        tokenizer,
+        "qwen2_moe",
+        hidden_size=32,
+        num_layers=1,
+        output_router_logits=True,
+        router_aux_loss_coef=0.5,
+    )
+    trainer = ORPOTrainer(
+        model=model, args=tiny_args(tmp_path, beta=0.0), train_dataset=toy_rows(8), processing_class=tokenizer
+    )
+    assert trainer.engine.name == "reference"
+    batch = trainer._prepare_inputs(trainer.data_collator([trainer.train_dataset[i] for i in range(4)]))
+    stats = trainer.engine.forward(trainer.model, batch, True)
+    assert stats.aux_loss is not None and stats.aux_loss.item() > 0
+    loss = trainer.compute_loss(trainer.model, batch)
+    expected = stats.nll_sum / stats.nll_tokens + 0.5 * stats.aux_loss
+    torch.testing.assert_close(loss, expected, atol=1e-5, rtol=1e-5)

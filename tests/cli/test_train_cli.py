@@ -109,3 +109,17 @@ def test_every_layout_trains_without_user_code(tmp_path, fixture):
     assert main(["train", str(path), "max_steps=1", "--no-progress"]) == 0
     report = json.loads((tmp_path / "run" / "data_report.json").read_text())
     assert report[0]["kept"] >= 2
+
+
+def test_a_mixture_of_sources_with_their_own_mappings_trains(tmp_path):
+    """Two sources in one config: an Alpaca CSV and hh-rlhf transcripts, each with a row limit."""
+    mixture = (
+        "[{path: tests/fixtures/data/alpaca_instruction.csv, limit: 2},"
+        " {path: tests/fixtures/data/hh_rlhf.jsonl, fraction: 1.0}]"
+    )
+    path = _write(tmp_path, train=mixture)
+    assert (
+        main(["train", str(path), "max_steps=1", "training.chat_template_mode=never", "--no-progress"]) == 0
+    )
+    report = json.loads((tmp_path / "run" / "data_report.json").read_text())
+    assert report[0]["format"] == "canonical" and report[0]["kept"] == 2 + 3

@@ -146,4 +146,6 @@ def test_summed_token_logps_matches_autograd(chunk, softcap):
     for g, e in zip(got_grads, expected_grads):
         torch.testing.assert_close(g, e, atol=1e-5, rtol=1e-5)
     with torch.no_grad():
-        torch.testing.assert_close(summed_token_logps(hidden, weight, bias, targets, chunk, softcap), expected)
+        torch.testing.assert_close(
+            summed_token_logps(hidden, weight, bias, targets, chunk, softcap), expected
+        )

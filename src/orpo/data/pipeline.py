@@ -67,10 +67,15 @@ def prepare_dataset(
         if LENGTH_COLUMN not in data.column_names:
             data = data.map(_with_length, desc=f"Measuring {source_name}")
         return data, DataReport(source_name, "tokenised", len(data), kept=len(data))
-    from orpo.data.formats import normalise
+    from orpo.data.formats import CANONICAL_FEATURES, NormaliseResult, normalise
 
     num_proc = config.dataset_num_proc
-    norm = normalise(data, columns=columns, fmt=fmt, source_name=source_name, num_proc=num_proc)
+    if isinstance(data, Dataset) and set(data.column_names) == set(CANONICAL_FEATURES):
+        # Already normalised (``load_mixture`` output): normalising again would lose text_prompt.
+        n = len(data)
+        norm = NormaliseResult(data, "canonical", n, n, {}, {}, 0, source_name, source_index=list(range(n)))
+    else:
+        norm = normalise(data, columns=columns, fmt=fmt, source_name=source_name, num_proc=num_proc)
     report = DataReport(
         source_name,
         norm.format,
