@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import logging
 import math
-import warnings
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -264,8 +263,3 @@ class ORPOConfig(TrainingArguments):
             self.optim = "adamw_torch"
         if not has_cuda and self.tf32:
             raise ValueError("tf32=True needs an Ampere or newer NVIDIA GPU; remove it on CPU")
-
-
-def warn_once_filter() -> None:
-    """Silence the FutureWarning transformers emits for the gradient_checkpointing alias."""
-    warnings.filterwarnings("ignore", message=".*gradient_checkpointing.*deprecated.*")

@@ -119,13 +119,14 @@ def peft_config_of(adapter: AdapterSection | None):
     )
 
 
-def _load(source, split: str | None, columns, fmt, name: str):
-    """Raw rows of one data entry (builtin, path, hub name or list of source specs)."""
+def _load(source, split: str | None, seed: int):
+    """Raw rows of one data entry (builtin, path, hub name), or the canonical rows of a list of
+    source specs mixed with their own mappings, limits and fractions."""
     from orpo.data.load import SourceSpec, load_mixture, load_source
 
     if isinstance(source, list):
         specs = [SourceSpec(**s) if isinstance(s, dict) else SourceSpec(path=s) for s in source]
-        rows, _ = load_mixture(specs, seed=0)
+        rows, _ = load_mixture(specs, seed=seed)
         return rows
     return load_source(source, split=split or "train")
 
@@ -135,21 +136,16 @@ def load_data(recipe: Recipe, seed: int):
     from orpo.data.load import train_eval_split
 
     data = recipe.data
-    train = _load(data.train, data.split, data.columns, data.format, "train")
+    train = _load(data.train, data.split, seed)
     if data.eval is not None:
-        return train, _load(data.eval, data.eval_split, data.columns, data.format, "eval")
+        return train, _load(data.eval, data.eval_split, seed)
     if data.eval_split is not None:
-        return train, _load(data.train, data.eval_split, data.columns, data.format, "eval")
+        return train, _load(data.train, data.eval_split, seed)
     if data.eval_fraction and data.eval_fraction > 0:
         from orpo.data.formats import as_dataset
 
         return train_eval_split(as_dataset(train), eval_fraction=data.eval_fraction, seed=seed)
     return train, None
-
-
-def _last(history: list[dict], key: str) -> dict[str, float]:
-    logs = [h for h in history if key in h]
-    return logs[-1] if logs else {}
 
 
 def train_from_recipe(recipe: Recipe, progress: bool = True) -> RunResult:

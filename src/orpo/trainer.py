@@ -30,7 +30,12 @@ from orpo.modeling import ensure_pad_token, load_model, load_tokenizer, prepare_
 
 
 class ORPOTrainer(Trainer):
-    """Train a causal LM with ORPO (or SFT / SimPO / CPO on the same engine, see ``ORPOConfig.method``)."""
+    """Train a causal LM with ORPO (or SFT / SimPO / CPO on the same engine, see ``ORPOConfig.method``).
+
+    Datasets may be raw rows in any supported layout (they are normalised, rendered and tokenised
+    here) or already hold the token columns. A custom ``data_collator`` must emit the batch layout
+    of the engine in use (``orpo.engine``), since the loss reads it directly.
+    """
 
     # compute_loss divides by the step's total counts itself (see module docstring).
     loss_is_scaled_for_ga = True
@@ -123,9 +128,11 @@ class ORPOTrainer(Trainer):
             return args
         if isinstance(args, TrainingArguments):
             notice("args is a TrainingArguments; converting to ORPOConfig with ORPO defaults for the rest")
-            fields = {k: v for k, v in args.to_dict().items() if k in ORPOConfig.__dataclass_fields__}
+            # to_dict() masks secrets (hub_token -> "<HUB_TOKEN>"); leave those unset.
             fields = {
-                k: v for k, v in fields.items() if not k.endswith("_token") and k != "push_to_hub_token"
+                k: v
+                for k, v in args.to_dict().items()
+                if k in ORPOConfig.__dataclass_fields__ and not k.endswith("_token")
             }
             return ORPOConfig(**fields)
         raise ValueError(f"args must be an ORPOConfig, got {type(args).__name__}")
