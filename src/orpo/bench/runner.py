@@ -23,7 +23,6 @@ from orpo.bench.profiles import DEFAULT_PROFILES, PROFILES, materialise
 from orpo.bench.worker import DTYPES, IMPLS, matmul_peak_flops
 
 TRL_MISSING = "TRL not installed: pip install 'orpo[bench]'"
-MIB = 1024**2
 
 
 @dataclass
