@@ -224,9 +224,18 @@ class ORPOTrainer(Trainer):
     def _store(self, metrics: dict[str, tuple], split: str) -> None:
         """Add this batch's (sum, count) of every metric, summed over processes, to the running totals."""
         names = list(metrics)
-        totals = torch.tensor([[float(s), float(c)] for s, c in metrics.values()], dtype=torch.float64)
+        device = self.args.device
+
+        def column(values) -> torch.Tensor:
+            return torch.stack([torch.as_tensor(v, dtype=torch.float64, device=device) for v in values])
+
+        # (M, 2) on the device, one transfer to the host: no per-metric synchronisation.
+        totals = torch.stack(
+            [column(s for s, _ in metrics.values()), column(c for _, c in metrics.values())], 1
+        )
         if self.accelerator.num_processes > 1:
-            totals = self.accelerator.gather(totals.to(self.args.device)[None]).sum(0).cpu()
+            totals = self.accelerator.gather(totals[None]).sum(0)
+        totals = totals.cpu()
         prefix = "eval_" if split == "eval" else ""
         for name, (value, count) in zip(names, totals.tolist()):
             running = self._stored_metrics[split][prefix + name]
@@ -260,13 +269,13 @@ class ORPOTrainer(Trainer):
         """``Trainer.evaluate``; an ``eval_dataset`` given here may be raw rows, like the constructor's."""
         if eval_dataset is not None and not isinstance(eval_dataset, str):
             if isinstance(eval_dataset, (dict, DatasetDict)):
-                eval_dataset = {k: self._prepare_eval(v, f"eval[{k}]") for k, v in eval_dataset.items()}
+                eval_dataset = {
+                    k: self._prepare(v, self.processing_class, self.args, f"eval[{k}]")
+                    for k, v in eval_dataset.items()
+                }
             else:
-                eval_dataset = self._prepare_eval(eval_dataset, "eval")
+                eval_dataset = self._prepare(eval_dataset, self.processing_class, self.args, "eval")
         return super().evaluate(eval_dataset, ignore_keys, metric_key_prefix)
-
-    def _prepare_eval(self, data, name: str):
-        return self._prepare(data, self.processing_class, self.args, name)
 
     def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
         split = "train" if "loss" in logs else "eval"
