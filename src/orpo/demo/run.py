@@ -456,7 +456,7 @@ def run_demo(
 
 
 def _run(budget: DemoSize, size: str, seed: int, out: Path, progress: bool) -> DemoResult:
-    from orpo.run import corpus_of
+    from orpo.build import corpus_of
     from orpo.tiny import build_model, build_tokenizer
 
     out.mkdir(parents=True, exist_ok=True)
