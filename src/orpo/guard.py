@@ -42,7 +42,7 @@ def _rows(rows: list[int] | None) -> str:
     return f" (batch: train rows {shown})"
 
 
-ADVICE = "lower learning_rate, set max_grad_norm (e.g. 1.0), check the data rows, or set on_nonfinite=skip"
+ADVICE = "Lower learning_rate, set max_grad_norm (e.g. 1.0), check the data rows, or set on_nonfinite=skip"
 
 
 class NonFiniteGuard:

@@ -338,8 +338,13 @@ class _Origins:
         return self.source
 
 
+# Fields whose YAML values are wider than their declared type: `resume_from_checkpoint: true` means
+# "the newest complete checkpoint" (a path is the other form).
+WIDER_TYPES = {"resume_from_checkpoint": bool | str | None}
+
+
 def _convert_section(prefix: str, cls, values: dict, origins: _Origins) -> dict:
-    hints = typing.get_type_hints(cls)
+    hints = {**typing.get_type_hints(cls), **(WIDER_TYPES if cls is ORPOConfig else {})}
     out = {}
     for key, value in values.items():
         try:
