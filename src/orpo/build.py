@@ -17,7 +17,7 @@ import yaml
 
 from orpo import run_folder
 from orpo.callbacks import MetricsJsonlCallback, ProgressBarCallback
-from orpo.config import ORPOConfig
+from orpo.config import ORPOConfig, notice
 from orpo.guard import NonFiniteError, assert_finite
 from orpo.recipe import AdapterSection, ModelSection, QuantSection, Recipe
 from orpo.run_folder import BASE_MODEL_DIR
@@ -39,6 +39,7 @@ class RunResult:
     data_reports: list[dict] = field(default_factory=list)
     nonfinite_skipped: int = 0
     moved_aside: Path | None = None
+    data_warnings: dict[str, int] = field(default_factory=dict)
 
 
 def _strings(value: Any):
@@ -193,6 +194,38 @@ def build_trainer(recipe: Recipe, train_rows, eval_rows, out: Path, callbacks: l
     return trainer, tiny_base
 
 
+WARNING_LABELS = {
+    "identical_after_truncation": "identical after truncation (no preference signal left)",
+    "inner_eos": "with an EOS inside a response (the model learns to stop early)",
+}
+
+
+def data_warnings(dataset, eos_id: int | None) -> dict[str, list[int]]:
+    """Source rows of the tokenised pairs that train but probably should not, by kind:
+
+    - ``identical_after_truncation``: chosen and rejected tokens are equal (the limits cut away
+      where they differed): the odds-ratio term is exactly 0 for the pair;
+    - ``inner_eos``: a response holds EOS before its end (e.g. a chat template closing a turn
+      inside the text), so the model learns to stop early.
+    """
+    from orpo.data.pipeline import SOURCE_ROW_COLUMN
+
+    found: dict[str, list[int]] = {"identical_after_truncation": [], "inner_eos": []}
+    if dataset is None or "chosen_input_ids" not in dataset.column_names:
+        return found
+    has_rows = SOURCE_ROW_COLUMN in dataset.column_names
+    columns = ["chosen_input_ids", "rejected_input_ids", *([SOURCE_ROW_COLUMN] if has_rows else [])]
+    for start, batch in zip(range(0, len(dataset), 1000), dataset.select_columns(columns).iter(1000)):
+        chosen_ids, rejected_ids = batch["chosen_input_ids"], batch["rejected_input_ids"]
+        rows = batch[SOURCE_ROW_COLUMN] if has_rows else range(start, start + len(chosen_ids))
+        for row, chosen, rejected in zip(rows, chosen_ids, rejected_ids):
+            if list(chosen) == list(rejected):
+                found["identical_after_truncation"].append(row)
+            if eos_id is not None and (eos_id in list(chosen)[:-1] or eos_id in list(rejected)[:-1]):
+                found["inner_eos"].append(row)
+    return found
+
+
 def _is_resume(value) -> bool:
     return value not in (None, False) and not (
         isinstance(value, str) and value.lower() in ("", "false", "no")
@@ -209,6 +242,7 @@ def train_from_recipe(recipe: Recipe, progress: bool = True) -> RunResult:
         )
         result = _train_locked(recipe, args, out, progress)
     result.moved_aside = moved
+    result.data_warnings = run_folder.read_summary(out).get("data_warnings", {})
     return result
 
 
@@ -229,6 +263,14 @@ def _train_locked(recipe: Recipe, args: ORPOConfig, out: Path, progress: bool) -
     data_reports = [asdict(r) for r in trainer.data_reports]
     run_folder.write_text_atomic(out / run_folder.DATA_REPORT_FILE, json.dumps(data_reports, indent=2))
     summary["data"] = data_reports
+    warnings = data_warnings(trainer.train_dataset, trainer.processing_class.eos_token_id)
+    summary["data_warnings"] = {k: len(v) for k, v in warnings.items()}
+    for kind, rows in warnings.items():
+        if rows:
+            shown = ", ".join(str(r) for r in rows[:5]) + (" ..." if len(rows) > 5 else "")
+            notice(
+                f"train: {len(rows)} pair(s) {WARNING_LABELS[kind]} (rows {shown}); see `orpo data inspect`"
+            )
 
     # On resume the "before" numbers are the first run's (the model is no longer the starting one).
     before = previous.get("before") or (trainer.evaluate() if eval_rows is not None else {})

@@ -300,3 +300,22 @@ def test_eval_size_exists_and_a_too_small_eval_fraction_says_so(tmp_path, capsys
         == 0
     )
     assert json.loads((tmp_path / "b" / "summary.json").read_text())["after"]["eval_loss"] > 0
+
+
+def test_train_warns_about_pairs_that_train_badly_and_prints_the_report_path(tmp_path, capsys, caplog):
+    data = tmp_path / "warn.jsonl"
+    rows = [
+        {"prompt": "hello there", "chosen": "same start then A", "rejected": "same start then B"},
+        {"prompt": "hi", "chosen": "<|im_end|>ok", "rejected": "no"},
+        {"prompt": "hey", "chosen": "yes", "rejected": "no"},
+    ]
+    data.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    path = _write(tmp_path, steps=1, train=data)
+    assert main(["train", str(path), "max_completion_length=3", "--no-progress"]) == 0
+    out = capsys.readouterr().out
+    assert "identical after truncation (no preference signal left) (rows 0)" in caplog.text
+    assert "with an EOS inside a response" in caplog.text and "(rows 1)" in caplog.text
+    assert f"report: {tmp_path / 'run' / 'report.html'}" in out
+    assert "truncated pairs: chosen" in out and "data warnings (train pairs)" in out
+    summary = json.loads((tmp_path / "run" / "summary.json").read_text())
+    assert summary["data_warnings"] == {"identical_after_truncation": 1, "inner_eos": 1}

@@ -91,6 +91,9 @@ def format_summary(result) -> str:
         lines.append(f"non-finite steps skipped: {result.nonfinite_skipped}")
     for report in result.data_reports:
         lines.append(f"data {_data_line(report)}")
+    warned = ", ".join(f"{k.replace('_', ' ')} {v}" for k, v in result.data_warnings.items() if v)
+    if warned:
+        lines.append(f"data warnings (train pairs): {warned}")
     if result.report is not None:
         lines.append(f"report: {result.report}")
     return "\n".join(lines)
