@@ -319,3 +319,37 @@ def test_train_warns_about_pairs_that_train_badly_and_prints_the_report_path(tmp
     assert "truncated pairs: chosen" in out and "data warnings (train pairs)" in out
     summary = json.loads((tmp_path / "run" / "summary.json").read_text())
     assert summary["data_warnings"] == {"identical_after_truncation": 1, "inner_eos": 1}
+
+
+def test_sigterm_to_orpo_train_saves_a_checkpoint_and_says_how_to_resume(tmp_path):
+    import time
+
+    config = _write(tmp_path, steps=100000, lr="1e-3")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "orpo.cli.main", "train", str(config), "--no-progress"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=_env(),
+        cwd=REPO,
+    )
+    metrics = tmp_path / "run" / "metrics.jsonl"
+    deadline = time.monotonic() + 300
+    while not (metrics.is_file() and metrics.read_text().strip()):  # training has started
+        assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()
+        time.sleep(0.2)
+    proc.send_signal(signal.SIGTERM)
+    out, err = proc.communicate(timeout=300)
+    assert proc.returncode == 128 + signal.SIGTERM, err
+    assert "interrupted by SIGTERM at step" in err and "resume_from_checkpoint=true" in err
+    summary = json.loads((tmp_path / "run" / "summary.json").read_text())
+    assert summary["status"] == "interrupted" and summary["signal"] == "SIGTERM"
+    from orpo.run_folder import latest_checkpoint
+
+    checkpoint, skipped = latest_checkpoint(tmp_path / "run")
+    assert checkpoint is not None and not skipped and checkpoint.name == f"checkpoint-{summary['steps']}"
+    assert all(torch.isfinite(t).all() for _, t in _saved_tensors(checkpoint))
+    # ...and the run continues from it.
+    resumed = _train_subprocess(config, f"max_steps={summary['steps'] + 1}", "resume_from_checkpoint=true")
+    assert resumed.returncode == 0, resumed.stderr
+    assert json.loads((tmp_path / "run" / "summary.json").read_text())["steps"] == summary["steps"] + 1
