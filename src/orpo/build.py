@@ -247,7 +247,8 @@ def train_from_recipe(recipe: Recipe, progress: bool = True) -> RunResult:
 
 
 def _train_locked(recipe: Recipe, args: ORPOConfig, out: Path, progress: bool) -> RunResult:
-    resume = args.resume_from_checkpoint if _is_resume(args.resume_from_checkpoint) else None
+    # The checkpoint to resume from is found (or refused) before anything is written.
+    resume = run_folder.resolve_resume(out, args.resume_from_checkpoint)
     previous = run_folder.read_summary(out) if resume is not None else {}
     run_folder.write_text_atomic(
         out / run_folder.CONFIG_FILE, yaml.safe_dump(recipe.to_dict(), sort_keys=False)
@@ -280,6 +281,14 @@ def _train_locked(recipe: Recipe, args: ORPOConfig, out: Path, progress: bool) -
     except NonFiniteError as err:
         summary.update(status="failed", error=str(err), steps=err.step)
         _finish(trainer, out, summary)
+        raise
+    except BaseException as err:  # out of memory, a second Ctrl-C, a bug: the folder says so
+        first_line = (str(err).strip().splitlines() or [""])[0]
+        status = "interrupted" if isinstance(err, KeyboardInterrupt) else "failed"
+        summary.update(
+            status=status, error=f"{type(err).__name__}: {first_line}", steps=trainer.state.global_step
+        )
+        run_folder.write_summary(out, _finite(summary))
         raise
     summary["steps"] = trainer.state.global_step
     summary["nonfinite_skipped"] = trainer.guard.skipped

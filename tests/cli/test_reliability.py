@@ -321,7 +321,7 @@ def test_train_warns_about_pairs_that_train_badly_and_prints_the_report_path(tmp
     assert summary["data_warnings"] == {"identical_after_truncation": 1, "inner_eos": 1}
 
 
-def test_sigterm_to_orpo_train_saves_a_checkpoint_and_says_how_to_resume(tmp_path):
+def test_sigterm_to_orpo_train_saves_a_checkpoint_and_says_how_to_resume(tmp_path, capsys):
     import time
 
     config = _write(tmp_path, steps=100000, lr="1e-3")
@@ -338,6 +338,9 @@ def test_sigterm_to_orpo_train_saves_a_checkpoint_and_says_how_to_resume(tmp_pat
     while not (metrics.is_file() and metrics.read_text().strip()):  # training has started
         assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()
         time.sleep(0.2)
+    # A second run into the folder while the first one trains is kept out by the lock.
+    assert main(["train", str(config), "--no-progress"]) == 2
+    assert f"in use by another orpo process (pid {proc.pid})" in _one_line_error(capsys)
     proc.send_signal(signal.SIGTERM)
     out, err = proc.communicate(timeout=300)
     assert proc.returncode == 128 + signal.SIGTERM, err
