@@ -250,17 +250,18 @@ def _train_locked(recipe: Recipe, args: ORPOConfig, out: Path, progress: bool) -
     # The checkpoint to resume from is found (or refused) before anything is written.
     resume = run_folder.resolve_resume(out, args.resume_from_checkpoint)
     previous = run_folder.read_summary(out) if resume is not None else {}
-    run_folder.write_text_atomic(
-        out / run_folder.CONFIG_FILE, yaml.safe_dump(recipe.to_dict(), sort_keys=False)
-    )
-    summary: dict[str, Any] = {"status": "running", "steps": 0}
-    run_folder.write_summary(out, summary)
-
+    # Data and model next: a wrong path or model name fails here and leaves no run behind (the
+    # folder then holds at most base_model/, which is not a run), so fixing it and rerunning works.
     train_rows, eval_rows = load_data(recipe, args.seed)
     callbacks = [MetricsJsonlCallback(out / run_folder.METRICS_FILE)]
     trainer, tiny_base = build_trainer(
         recipe, train_rows, eval_rows, out, callbacks + ([ProgressBarCallback()] if progress else [])
     )
+    run_folder.write_text_atomic(
+        out / run_folder.CONFIG_FILE, yaml.safe_dump(recipe.to_dict(), sort_keys=False)
+    )
+    summary: dict[str, Any] = {"status": "running", "steps": 0}
+    run_folder.write_summary(out, summary)
     data_reports = [asdict(r) for r in trainer.data_reports]
     run_folder.write_text_atomic(out / run_folder.DATA_REPORT_FILE, json.dumps(data_reports, indent=2))
     summary["data"] = data_reports

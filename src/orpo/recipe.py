@@ -367,6 +367,8 @@ def _section(name: str, cls, value, origins: _Origins):
 
 
 def _training(values: dict, origins: _Origins) -> dict[str, Any]:
+    if not isinstance(values, dict):
+        raise ValueError(f"{origins.of('training')}: `training` must be a mapping of fields, got {values!r}")
     training = dict(values)
     # YAML 1.1 reads a bare `no` as False; the strategy fields mean the string "no".
     for key in ("eval_strategy", "evaluation_strategy", "save_strategy", "logging_strategy"):

@@ -278,7 +278,9 @@ def test_data_errors_name_the_file_and_the_fix(tmp_path, capsys):
     assert main(["train", str(_write(tmp_path, train=latin))]) == 2
     err = _one_line_error(capsys)
     assert f"{latin} line 2" in err and "0xe9" in err and "data.encoding" in err
-    assert not (tmp_path / "run" / "config.yaml").exists() or True  # data is read after the folder is claimed
+    # Nothing of a run was written: fixing the encoding and rerunning into the same folder works.
+    assert not (tmp_path / "run" / "config.yaml").exists()
+    assert main(["train", str(_write(tmp_path, train=latin)), "data.encoding=latin-1", "--no-progress"]) == 0
 
     empty = tmp_path / "empty.jsonl"
     empty.write_text("")
