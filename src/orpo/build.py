@@ -7,7 +7,9 @@ files; a failure is recorded in ``summary.json`` before it is raised.
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
 import signal
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -155,7 +157,7 @@ def load_data(recipe: Recipe, seed: int):
     return train, None
 
 
-def build_trainer(recipe: Recipe, train_rows, eval_rows, out: Path, callbacks: list):
+def build_trainer(recipe: Recipe, train_rows, eval_rows, out: Path, callbacks: list, main: bool = True):
     """(trainer, tiny_base): the recipe's tokenizer and model with its trainer on these rows.
 
     ``tiny_base``: the model is a tiny:ARCH built in memory under an adapter; its base is saved to
@@ -168,7 +170,7 @@ def build_trainer(recipe: Recipe, train_rows, eval_rows, out: Path, callbacks: l
     args: ORPOConfig = recipe.training_args()
     tok, model = build_tokenizer_and_model(recipe.model, recipe.quantization, corpus_of(train_rows))
     tiny_base = recipe.adapter is not None and recipe.model.name.startswith(TINY_PREFIX)
-    if tiny_base:
+    if tiny_base and main:
         # Saved now: get_peft_model (in the trainer) changes the module in place.
         assert_finite(model, 0, "the base model")
         staged = run_folder.staging_dir(out / BASE_MODEL_DIR)
@@ -236,17 +238,25 @@ def train_from_recipe(recipe: Recipe, progress: bool = True) -> RunResult:
     """Run ``recipe`` end to end and write the run folder (``orpo.run_folder``)."""
     args: ORPOConfig = recipe.training_args()
     out = Path(args.output_dir)
-    with run_folder.run_lock(out):
-        moved = run_folder.claim_output_dir(
-            out, _is_resume(args.resume_from_checkpoint), bool(args.overwrite_output_dir)
-        )
-        result = _train_locked(recipe, args, out, progress)
+    # Under torchrun every process runs this; the first one owns the folder (lock, claim, files).
+    main = is_main_process()
+    with run_folder.run_lock(out) if main else contextlib.nullcontext():
+        moved = None
+        if main:
+            resume, overwrite = _is_resume(args.resume_from_checkpoint), bool(args.overwrite_output_dir)
+            moved = run_folder.claim_output_dir(out, resume, overwrite)
+        result = _train_locked(recipe, args, out, progress, main)
     result.moved_aside = moved
     result.data_warnings = run_folder.read_summary(out).get("data_warnings", {})
     return result
 
 
-def _train_locked(recipe: Recipe, args: ORPOConfig, out: Path, progress: bool) -> RunResult:
+def is_main_process() -> bool:
+    """Whether this is the first process of a (torchrun) launch, or the only one."""
+    return int(os.environ.get("RANK", "0")) == 0
+
+
+def _train_locked(recipe: Recipe, args: ORPOConfig, out: Path, progress: bool, main: bool) -> RunResult:
     # The checkpoint to resume from is found (or refused) before anything is written.
     resume = run_folder.resolve_resume(out, args.resume_from_checkpoint)
     previous = run_folder.read_summary(out) if resume is not None else {}
@@ -255,15 +265,15 @@ def _train_locked(recipe: Recipe, args: ORPOConfig, out: Path, progress: bool) -
     train_rows, eval_rows = load_data(recipe, args.seed)
     callbacks = [MetricsJsonlCallback(out / run_folder.METRICS_FILE)]
     trainer, tiny_base = build_trainer(
-        recipe, train_rows, eval_rows, out, callbacks + ([ProgressBarCallback()] if progress else [])
-    )
-    run_folder.write_text_atomic(
-        out / run_folder.CONFIG_FILE, yaml.safe_dump(recipe.to_dict(), sort_keys=False)
+        recipe, train_rows, eval_rows, out, callbacks + ([ProgressBarCallback()] if progress else []), main
     )
     summary: dict[str, Any] = {"status": "running", "steps": 0}
-    run_folder.write_summary(out, summary)
     data_reports = [asdict(r) for r in trainer.data_reports]
-    run_folder.write_text_atomic(out / run_folder.DATA_REPORT_FILE, json.dumps(data_reports, indent=2))
+    if main:
+        config = yaml.safe_dump(recipe.to_dict(), sort_keys=False)
+        run_folder.write_text_atomic(out / run_folder.CONFIG_FILE, config)
+        run_folder.write_summary(out, summary)
+        run_folder.write_text_atomic(out / run_folder.DATA_REPORT_FILE, json.dumps(data_reports, indent=2))
     summary["data"] = data_reports
     warnings = data_warnings(trainer.train_dataset, trainer.processing_class.eos_token_id)
     summary["data_warnings"] = {k: len(v) for k, v in warnings.items()}
@@ -281,7 +291,7 @@ def _train_locked(recipe: Recipe, args: ORPOConfig, out: Path, progress: bool) -
         trainer.train(resume_from_checkpoint=resume)
     except NonFiniteError as err:
         summary.update(status="failed", error=str(err), steps=err.step)
-        _finish(trainer, out, summary)
+        _finish(out, summary, main)
         raise
     except BaseException as err:  # out of memory, a second Ctrl-C, a bug: the folder says so
         first_line = (str(err).strip().splitlines() or [""])[0]
@@ -289,14 +299,15 @@ def _train_locked(recipe: Recipe, args: ORPOConfig, out: Path, progress: bool) -
         summary.update(
             status=status, error=f"{type(err).__name__}: {first_line}", steps=trainer.state.global_step
         )
-        run_folder.write_summary(out, _finite(summary))
+        if main:
+            run_folder.write_summary(out, _finite(summary))
         raise
     summary["steps"] = trainer.state.global_step
     summary["nonfinite_skipped"] = trainer.guard.skipped
     received = trainer.stop_on_signal.received
     if received is not None:
         summary.update(status="interrupted", signal=signal.Signals(received).name)
-        report = _finish(trainer, out, summary)
+        report = _finish(out, summary, main)
         return RunResult(
             out,
             before,
@@ -313,16 +324,17 @@ def _train_locked(recipe: Recipe, args: ORPOConfig, out: Path, progress: bool) -
     after = trainer.evaluate() if eval_rows is not None else {}
     staged = run_folder.staging_dir(out / "model")
     trainer.save_model(str(staged))
-    if tiny_base:
+    if tiny_base and main:
         adapter_config = staged / "adapter_config.json"
         saved = json.loads(adapter_config.read_text())
         saved["base_model_name_or_path"] = str((out / BASE_MODEL_DIR).resolve())
         adapter_config.write_text(json.dumps(saved, indent=2))
-    run_folder.publish_files(staged, out)
     trainer.save_state()
     first, last = _first_last(trainer)
     summary.update(status="finished", after=after, train_loss_first=first, train_loss_last=last)
-    report = _finish(trainer, out, summary)
+    if main:
+        run_folder.publish_files(staged, out)
+    report = _finish(out, summary, main)
     return RunResult(
         out,
         before,
@@ -343,8 +355,10 @@ def _first_last(trainer) -> tuple[float | None, float | None]:
     return (losses[0], losses[-1]) if losses else (None, None)
 
 
-def _finish(trainer, out: Path, summary: dict) -> Path | None:
+def _finish(out: Path, summary: dict, main: bool = True) -> Path | None:
     """Write summary.json (non-finite numbers as null) and the report; return the report's path."""
+    if not main:
+        return None
     run_folder.write_summary(out, _finite(summary))
     try:
         from orpo.report import write_report

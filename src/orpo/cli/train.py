@@ -45,7 +45,7 @@ def run(args: argparse.Namespace) -> int:
     if config is not None and "=" in config and not config.endswith((".yaml", ".yml")):
         config, overrides = None, [config, *overrides]
     recipe = load_recipe(config, overrides)  # every field checked before anything is written
-    from orpo.build import train_from_recipe
+    from orpo.build import is_main_process, train_from_recipe
     from orpo.guard import NonFiniteError
 
     try:
@@ -54,7 +54,8 @@ def run(args: argparse.Namespace) -> int:
         out = recipe.training.get("output_dir")
         print(f"orpo: error: {err} (recorded in {out}/summary.json)", file=sys.stderr)
         return EXIT_NONFINITE
-    print(format_summary(result))
+    if is_main_process():  # under torchrun, one summary
+        print(format_summary(result))
     if result.status == "interrupted":
         again = " ".join(["orpo train", *([config] if config else []), *overrides])
         print(
