@@ -8,6 +8,11 @@ Drop-in for ``trl.experimental.orpo.ORPOTrainer``: same constructor arguments (p
   the token mean over the whole step, the odds-ratio term the pair mean. (TRL averages per
   micro-batch means, which changes the loss with the accumulation split.)
 - ``prediction_step`` / ``log``: evaluation returns the same metrics with the ``eval_`` prefix.
+- ``training_step`` / ``_get_grad_norm`` / ``_save`` / ``_save_checkpoint`` / ``train``: the
+  reliability hooks (logic in ``orpo.guard`` and ``orpo.run_folder``): a non-finite loss or gradient
+  norm stops the run before the optimizer step, no save writes NaN weights, checkpoints are written
+  to a staging folder and renamed when complete, ``resume_from_checkpoint=True`` takes the newest
+  complete one, SIGINT / SIGTERM save a checkpoint and stop.
 Logged metrics are exact means over every pair (token, for ``nll_loss`` and ``logits/*``) since
 the last log; with equal batch sizes they equal TRL's means of per-batch means.
 """
