@@ -10,21 +10,41 @@ from pathlib import Path
 from tqdm.auto import tqdm
 from transformers import TrainerCallback
 
+NONFINITE_KEY = "nonfinite"
+
 
 class MetricsJsonlCallback(TrainerCallback):
-    """Appends every log (train and eval) to ``path`` as one JSON object per line, with the step."""
+    """Appends every log (train and eval) to ``path`` as one JSON object per line, with the step.
+
+    A NaN or inf value is written as ``null`` and its name listed under ``"nonfinite"`` (JSON has
+    no NaN; dropping the value would hide a divergence from the plots). On resume, the lines logged
+    after the checkpoint are dropped first, so that every step appears once.
+    """
 
     def __init__(self, path: str | Path):
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
 
+    def on_train_begin(self, args, state, control, **kwargs):
+        if state.is_world_process_zero and state.global_step > 0:
+            from orpo.run_folder import truncate_metrics
+
+            truncate_metrics(self.path.parent, state.global_step, self.path.name)
+
     def on_log(self, args, state, control, logs=None, **kwargs):
         if not state.is_world_process_zero or not logs:
             return
         record = {"step": state.global_step, "epoch": state.epoch}
+        bad = []
         for key, value in logs.items():
-            if isinstance(value, (int, float)) and math.isfinite(value):
-                record[key] = value
+            if isinstance(value, (int, float)):
+                if math.isfinite(value):
+                    record[key] = value
+                else:
+                    record[key] = None
+                    bad.append(key)
+        if bad:
+            record[NONFINITE_KEY] = bad
         with self.path.open("a") as fh:
             fh.write(json.dumps(record) + "\n")
 

@@ -24,6 +24,7 @@ ENGINES = ("auto", "packed", "reference")
 METHODS = ("orpo", "sft", "simpo", "cpo")
 TEMPLATE_MODES = ("auto", "always", "never")
 TRUNCATION_SIDES = ("left", "right")
+NONFINITE_ACTIONS = ("stop", "skip")
 
 
 def notice(message: str) -> None:
@@ -152,6 +153,19 @@ class ORPOConfig(TrainingArguments):
         metadata={"help": "Accepted for TRL compatibility; only decoder-only models are supported."},
     )
 
+    # ---- Reliability (orpo.guard) ----
+    on_nonfinite: str = field(
+        default="stop",
+        metadata={
+            "help": "A non-finite loss or gradient norm: 'stop' ends the run with an error naming the step "
+            "and the batch's rows, before the weights change; 'skip' drops that optimizer step, counts it, "
+            "and stops after max_nonfinite_steps in a row."
+        },
+    )
+    max_nonfinite_steps: int = field(
+        default=3, metadata={"help": "on_nonfinite='skip': stop after this many non-finite steps in a row."}
+    )
+
     # ---- Old names (tutorials); mapped in __post_init__ with a notice ----
     evaluation_strategy: str | None = field(default=None, metadata={"help": "Old name of eval_strategy."})
     warmup_ratio: float | None = field(
@@ -160,7 +174,11 @@ class ORPOConfig(TrainingArguments):
     orpo_alpha: float | None = field(default=None, metadata={"help": "Alias of beta (the paper's code)."})
     lambda_: float | None = field(default=None, metadata={"help": "Alias of beta (the paper's lambda)."})
     overwrite_output_dir: bool | None = field(
-        default=None, metadata={"help": "Removed in transformers 5; accepted and ignored."}
+        default=None,
+        metadata={
+            "help": "`orpo train` into an output_dir that holds another run: true moves the old run aside "
+            "(renamed to <output_dir>.old-<time>, never deleted); otherwise the run is refused."
+        },
     )
     logging_dir: str | None = field(
         default=None, metadata={"help": "Removed in transformers 5; accepted and ignored."}
@@ -213,7 +231,7 @@ class ORPOConfig(TrainingArguments):
                 )
                 self.train_sampling_strategy = "group_by_length"
             self.group_by_length = None
-        for removed in ("overwrite_output_dir", "logging_dir"):
+        for removed in ("logging_dir",):
             if getattr(self, removed) is not None:
                 notice(f"`{removed}` was removed in transformers 5 and is ignored")
                 setattr(self, removed, None)
@@ -247,6 +265,10 @@ class ORPOConfig(TrainingArguments):
                 )
         if self.logit_chunk_size < 1:
             raise ValueError(f"logit_chunk_size={self.logit_chunk_size} must be >= 1")
+        if self.on_nonfinite not in NONFINITE_ACTIONS:
+            raise ValueError(f"on_nonfinite={self.on_nonfinite!r} is not one of {NONFINITE_ACTIONS}")
+        if self.max_nonfinite_steps < 1:
+            raise ValueError(f"max_nonfinite_steps={self.max_nonfinite_steps} must be >= 1")
         if self.is_encoder_decoder:
             raise ValueError("is_encoder_decoder=True: orpo trains decoder-only causal LMs only")
 

@@ -23,9 +23,13 @@ CUDA_ONLY_ATTENTION = ("flash_attention_2", "flash_attention_3")
 def _resolve_dtype(value: Any) -> Any:
     if value is None or value == "auto" or isinstance(value, torch.dtype):
         return value
-    if isinstance(value, str) and isinstance(getattr(torch, value, None), torch.dtype):
-        return getattr(torch, value)
-    raise ValueError(f"dtype={value!r} is not a torch dtype name (float32, bfloat16, float16) or 'auto'")
+    dtype = getattr(torch, value, None) if isinstance(value, str) else None
+    if isinstance(dtype, torch.dtype) and dtype.is_floating_point:
+        return dtype
+    raise ValueError(
+        f"dtype={value!r} is not a floating-point torch dtype name (float32, bfloat16, float16, float64) "
+        "or 'auto'"
+    )
 
 
 def load_model(

@@ -14,17 +14,36 @@ training field) and validates every section with messages that name the offendin
 
 from __future__ import annotations
 
+import codecs
 import copy
+import difflib
+import enum
+import math
+import typing
 from dataclasses import MISSING, asdict, dataclass, field, fields
 from importlib import resources
 from pathlib import Path
-from typing import Any
+from types import UnionType
+from typing import Any, Union
 
 import yaml
 
 from orpo.config import ORPOConfig
 
 DEFAULT_RECIPE = "default.yaml"
+DTYPES = ("auto", "float32", "bfloat16", "float16", "float64")
+TRAINING_FIELDS = frozenset(ORPOConfig.__dataclass_fields__)
+# field -> smallest valid value: ranges TrainingArguments does not check itself.
+TRAINING_MINIMUMS = {
+    "learning_rate": 0.0,
+    "num_train_epochs": 0.0,
+    "per_device_train_batch_size": 1,
+    "per_device_eval_batch_size": 1,
+    "gradient_accumulation_steps": 1,
+    "max_grad_norm": 0.0,
+    "weight_decay": 0.0,
+    "warmup_steps": 0.0,
+}
 
 
 @dataclass
@@ -36,7 +55,9 @@ class ModelSection:
             "(llama, qwen2, mistral, gemma, phi3) with a tokenizer trained on the training data."
         },
     )
-    dtype: str = field(default="auto", metadata={"help": "Weights dtype: auto, float32, bfloat16, float16."})
+    dtype: str = field(
+        default="auto", metadata={"help": "Weights dtype: auto, float32, bfloat16, float16, float64."}
+    )
     attn_implementation: str | None = field(
         default=None,
         metadata={"help": "sdpa, eager, flash_attention_2 (CUDA only; falls back to sdpa on CPU)."},
@@ -52,6 +73,10 @@ class ModelSection:
             "help": "For tiny:ARCH: hidden_size, num_layers, num_heads, num_kv_heads, vocab_size, family."
         },
     )
+
+    def __post_init__(self):
+        if self.dtype not in DTYPES:
+            raise ValueError(f"model.dtype={self.dtype!r} is not one of {', '.join(DTYPES)}")
 
 
 @dataclass
@@ -69,6 +94,10 @@ class AdapterSection:
             raise ValueError(f"adapter.type={self.type!r} must be 'lora' or 'dora' (or set adapter: null)")
         if self.r < 1:
             raise ValueError(f"adapter.r={self.r} must be >= 1")
+        if self.alpha <= 0:
+            raise ValueError(f"adapter.alpha={self.alpha} must be > 0")
+        if not 0 <= self.dropout < 1:
+            raise ValueError(f"adapter.dropout={self.dropout} must be in [0, 1)")
 
 
 @dataclass
@@ -99,14 +128,33 @@ class DataSection:
     eval_split: str | None = field(
         default=None, metadata={"help": "Split of the eval source (or of train's source)."}
     )
-    eval_fraction: float = field(
-        default=0.05, metadata={"help": "Held-out fraction when no eval source is given."}
+    eval_fraction: float | None = field(
+        default=0.05,
+        metadata={"help": "Held-out fraction when no eval source is given (0: no eval set)."},
+    )
+    eval_size: int | None = field(
+        default=None,
+        metadata={"help": "Held-out rows when no eval source is given; replaces eval_fraction when set."},
+    )
+    encoding: str = field(
+        default="utf-8",
+        metadata={"help": "Text encoding of local .jsonl/.json/.csv files (e.g. latin-1, cp1252)."},
     )
     columns: dict[str, str] | None = field(
         default=None,
         metadata={"help": "Column mapping overriding detection, e.g. {prompt: input, system: system}."},
     )
     format: str | None = field(default=None, metadata={"help": "Force a layout instead of detecting it."})
+
+    def __post_init__(self):
+        if self.eval_fraction is not None and not 0 <= self.eval_fraction < 1:
+            raise ValueError(f"data.eval_fraction={self.eval_fraction} must be in [0, 1)")
+        if self.eval_size is not None and self.eval_size < 1:
+            raise ValueError(f"data.eval_size={self.eval_size} must be >= 1 (or null to use eval_fraction)")
+        try:
+            codecs.lookup(self.encoding)
+        except LookupError:
+            raise ValueError(f"data.encoding={self.encoding!r} is not a known text encoding") from None
 
 
 SECTIONS = {
@@ -138,29 +186,210 @@ class Recipe:
 
 
 def _parse_override(text: str) -> tuple[list[str], Any]:
+    """``key=value`` -> (path, value); a one-field key is a training field when ORPOConfig has it."""
     if "=" not in text:
         raise ValueError(f"override {text!r} is not key=value (e.g. training.beta=0.2)")
     key, raw = text.split("=", 1)
     path = key.strip().split(".")
-    if len(path) == 1:
-        path = ["training", *path] if path[0] in ORPOConfig.__dataclass_fields__ else path
-    return path, yaml.safe_load(raw) if raw.strip() else None
+    if len(path) == 1 and path[0] not in SECTIONS and path[0] != "training":
+        path = ["training", *path]
+    _check_path(path, f"override {text!r}")
+    if not raw.strip():
+        return path, None
+    try:
+        return path, yaml.safe_load(raw)
+    except yaml.YAMLError as err:
+        reason = str(err).splitlines()[0]
+        raise ValueError(f"override {text!r}: the value is not valid YAML ({reason})") from None
 
 
-def _section(name: str, cls, value):
+def _suggest(name: str, known) -> str:
+    close = difflib.get_close_matches(name, sorted(known), n=1, cutoff=0.6)
+    return f"; did you mean {close[0]}?" if close else ""
+
+
+def _check_path(path: list[str], origin: str) -> None:
+    """Refuse a section or field that does not exist, naming where it came from and the nearest name."""
+    section = path[0]
+    if section not in SECTIONS and section != "training":
+        known = [*SECTIONS, "training", *TRAINING_FIELDS]
+        raise ValueError(
+            f"{origin}: unknown key {section!r}{_suggest(section, known)} "
+            f"(sections: {', '.join([*SECTIONS, 'training'])}; see `orpo train --help-config`)"
+        )
+    if len(path) < 2:
+        return
+    known = TRAINING_FIELDS if section == "training" else {f.name for f in fields(SECTIONS[section])}
+    if path[1] not in known:
+        raise ValueError(
+            f"{origin}: unknown {section} field {path[1]!r}{_suggest(path[1], known)} "
+            "(see `orpo train --help-config`)"
+        )
+
+
+# ---- typed conversion: YAML gives strings for `5e-6`; fields are converted to their declared types
+
+
+def _describe(hint) -> str:
+    names = {float: "a number", int: "an integer", bool: "true or false", str: "a string"}
+    args = typing.get_args(hint) if typing.get_origin(hint) in (Union, UnionType) else (hint,)
+    parts = []
+    for arg in args:
+        if arg is type(None):
+            parts.append("null")
+        elif arg in names:
+            parts.append(names[arg])
+        elif typing.get_origin(arg) is dict or arg is dict:
+            parts.append("a mapping")
+        elif typing.get_origin(arg) is list or arg is list:
+            parts.append("a list")
+        else:
+            parts.append(getattr(arg, "__name__", str(arg)))
+    return " or ".join(dict.fromkeys(parts))
+
+
+def _number(value: Any) -> float | None:
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, (int, float)):
+        return float(value)
+    if isinstance(value, str):
+        try:
+            return float(value.strip())
+        except ValueError:
+            return None
+    return None
+
+
+def _convert_one(value: Any, hint) -> tuple[bool, Any]:
+    """(converted?, value) of ``value`` as the single type ``hint``."""
+    if hint is Any:
+        return True, value
+    if hint is type(None):
+        return value is None, None
+    if hint is bool:
+        if isinstance(value, bool):
+            return True, value
+        if isinstance(value, str) and value.strip().lower() in ("true", "false"):
+            return True, value.strip().lower() == "true"
+        return False, None
+    if hint is float:
+        number = _number(value)
+        return number is not None, number
+    if hint is int:
+        number = _number(value)
+        if number is None or not math.isfinite(number) or number != int(number):
+            return False, None
+        return True, int(number)
+    if hint is str:
+        if isinstance(value, str):
+            return True, value
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return True, str(value)
+        return False, None
+    origin = typing.get_origin(hint) or hint
+    if origin is typing.Literal:
+        return value in typing.get_args(hint), value
+    if isinstance(origin, type):
+        if isinstance(value, origin):
+            return True, value
+        if issubclass(origin, enum.Enum) and isinstance(value, str):
+            return True, value
+        return False, None
+    return True, value  # a typing construct we do not check: leave it to the field's own validation
+
+
+def convert_field(name: str, value: Any, hint) -> Any:
+    """``value`` as the declared type ``hint`` of field ``name``; ValueError naming what is expected."""
+    options = typing.get_args(hint) if typing.get_origin(hint) in (Union, UnionType) else (hint,)
+    if value is None and type(None) in options:
+        return None
+    # Exact type first (so `1` stays an int for `int | float`), then conversions in declared order.
+    for option in options:
+        if option in (bool, int, float, str) and type(value) is option:
+            return value
+    for option in options:
+        if option is str and len(options) > 1:
+            continue  # only turn numbers into strings when a string is the one choice
+        ok, converted = _convert_one(value, option)
+        if ok:
+            return converted
+    if str in options and isinstance(value, str):
+        return value
+    raise ValueError(f"{name}={value!r} is not {_describe(hint)}")
+
+
+class _Origins:
+    """Where each value came from (the file or an override), for error messages."""
+
+    def __init__(self, source: str):
+        self.source = source
+        self.by_key: dict[tuple[str, ...], str] = {}
+
+    def section(self, name: str) -> str:
+        """The last override of any field of section ``name``, else the file."""
+        hits = [origin for key, origin in self.by_key.items() if key[0] == name]
+        return hits[-1] if hits else self.source
+
+    def of(self, *key: str) -> str:
+        for n in range(len(key), 0, -1):
+            if key[:n] in self.by_key:
+                return self.by_key[key[:n]]
+        return self.source
+
+
+# Fields whose YAML values are wider than their declared type: `resume_from_checkpoint: true` means
+# "the newest complete checkpoint" (a path is the other form).
+WIDER_TYPES = {"resume_from_checkpoint": bool | str | None}
+
+
+def _convert_section(prefix: str, cls, values: dict, origins: _Origins) -> dict:
+    hints = {**typing.get_type_hints(cls), **(WIDER_TYPES if cls is ORPOConfig else {})}
+    out = {}
+    for key, value in values.items():
+        try:
+            out[key] = convert_field(f"{prefix}.{key}", value, hints[key])
+        except ValueError as err:
+            raise ValueError(f"{origins.of(prefix, key)}: {err}") from None
+    return out
+
+
+def _section(name: str, cls, value, origins: _Origins):
     if value is None:
         return None
     if not isinstance(value, dict):
-        raise ValueError(f"`{name}` must be a mapping of fields, got {value!r}")
-    known = {f.name for f in fields(cls)}
-    unknown = sorted(set(value) - known)
-    if unknown:
-        raise ValueError(f"`{name}` has unknown field(s) {unknown}; known: {sorted(known)}")
-    return cls(**value)
+        raise ValueError(f"{origins.of(name)}: `{name}` must be a mapping of fields, got {value!r}")
+    converted = _convert_section(name, cls, value, origins)
+    try:
+        return cls(**converted)
+    except ValueError as err:
+        raise ValueError(f"{origins.section(name)}: {err}") from None
+
+
+def _training(values: dict, origins: _Origins) -> dict[str, Any]:
+    if not isinstance(values, dict):
+        raise ValueError(f"{origins.of('training')}: `training` must be a mapping of fields, got {values!r}")
+    training = dict(values)
+    # YAML 1.1 reads a bare `no` as False; the strategy fields mean the string "no".
+    for key in ("eval_strategy", "evaluation_strategy", "save_strategy", "logging_strategy"):
+        if training.get(key) is False:
+            training[key] = "no"
+    if training.get("report_to") is False:
+        training["report_to"] = "none"
+    training = _convert_section("training", ORPOConfig, training, origins)
+    for key, low in TRAINING_MINIMUMS.items():
+        value = training.get(key)
+        if value is not None and value < low:
+            raise ValueError(f"{origins.of('training', key)}: training.{key}={value!r} must be >= {low}")
+    return training
 
 
 def load_recipe(path: str | Path | None = None, overrides: list[str] = ()) -> Recipe:
-    """Read a YAML run config (None: the embedded default) and apply ``key=value`` overrides."""
+    """Read a YAML run config (None: the embedded default) and apply ``key=value`` overrides.
+
+    Every value is converted to its field's declared type and checked (``ORPOConfig`` included)
+    here, before anything is written: a bad config fails with one line and leaves no run folder.
+    """
     if path is None:
         text = resources.files("orpo.resources").joinpath(DEFAULT_RECIPE).read_text()
         source = "<embedded default>"
@@ -178,6 +407,12 @@ def load_recipe(path: str | Path | None = None, overrides: list[str] = ()) -> Re
             f"{source}: the top level must be a mapping with model/adapter/quantization/data/training"
         )
     raw = copy.deepcopy(raw)
+    for key, value in raw.items():
+        _check_path([key], source)
+        if isinstance(value, dict):
+            for name in value:
+                _check_path([key, str(name)], source)
+    origins = _Origins(source)
     for item in overrides:
         keys, value = _parse_override(item)
         node = raw
@@ -186,28 +421,19 @@ def load_recipe(path: str | Path | None = None, overrides: list[str] = ()) -> Re
                 node[key] = {}
             node = node[key]
         node[keys[-1]] = value
-    unknown = sorted(set(raw) - set(SECTIONS) - {"training"})
-    if unknown:
-        raise ValueError(
-            f"{source}: unknown section(s) {unknown}; expected model, adapter, quantization, data, training"
-        )
-    training = dict(raw.get("training") or {})
-    # YAML 1.1 reads a bare `no` as False; the strategy fields mean the string "no".
-    for key in ("eval_strategy", "evaluation_strategy", "save_strategy", "logging_strategy"):
-        if training.get(key) is False:
-            training[key] = "no"
-    if training.get("report_to") is False:
-        training["report_to"] = "none"
-    bad = sorted(set(training) - set(ORPOConfig.__dataclass_fields__))
-    if bad:
-        raise ValueError(f"{source}: unknown training field(s) {bad}; see `orpo train --help-config`")
-    return Recipe(
-        model=_section("model", ModelSection, raw.get("model", {})) or ModelSection(),
-        adapter=_section("adapter", AdapterSection, raw.get("adapter")),
-        quantization=_section("quantization", QuantSection, raw.get("quantization")),
-        data=_section("data", DataSection, raw.get("data", {})) or DataSection(),
-        training=training,
+        origins.by_key[tuple(keys[:2])] = f"override {item!r}"
+    recipe = Recipe(
+        model=_section("model", ModelSection, raw.get("model", {}), origins) or ModelSection(),
+        adapter=_section("adapter", AdapterSection, raw.get("adapter"), origins),
+        quantization=_section("quantization", QuantSection, raw.get("quantization"), origins),
+        data=_section("data", DataSection, raw.get("data", {}), origins) or DataSection(),
+        training=_training(raw.get("training") or {}, origins),
     )
+    try:
+        recipe.training_args()
+    except (TypeError, ValueError) as err:
+        raise ValueError(f"{origins.section('training')}: {str(err).strip().splitlines()[0]}") from None
+    return recipe
 
 
 def describe_fields() -> str:

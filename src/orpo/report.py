@@ -1,6 +1,7 @@
 """Plots and a self-contained ``report.html`` for a run folder, from its ``metrics.jsonl``.
 
-Curves (train and eval where logged): loss and NLL, chosen vs rejected log-probs, preference
+A failed or interrupted run says so at the top; non-finite values (logged as null) are gaps in the
+curves with a red line at their step. Curves (train and eval where logged): loss and NLL, chosen vs rejected log-probs, preference
 accuracy and reward margin, log-odds ratio. The HTML embeds the PNGs (base64), the summary
 (before / after) and the data report, so it can be mailed or attached to an issue as one file.
 """
@@ -11,6 +12,8 @@ import base64
 import html
 import json
 from pathlib import Path
+
+from orpo.callbacks import NONFINITE_KEY
 
 PANELS = (
     (
@@ -73,11 +76,14 @@ def plot_run(run_dir: Path) -> list[Path]:
         fig, ax = plt.subplots(figsize=(6, 3.6))
         drawn = 0
         for key, label in series:
-            points = [(r["step"], r[key]) for r in records if key in r]
+            # A non-finite value is logged as null: a gap in the curve plus a red mark at its step.
+            points = [(r["step"], float("nan") if r[key] is None else r[key]) for r in records if key in r]
             if points:
                 xs, ys = zip(*points)
                 ax.plot(xs, ys, marker="o" if len(points) < 20 else None, markersize=3, label=label)
                 drawn += 1
+                for step in (r["step"] for r in records if key in r.get(NONFINITE_KEY, ())):
+                    ax.axvline(step, color="red", alpha=0.5, linewidth=1)
         if drawn:
             ax.set_title(title)
             ax.set_xlabel("optimizer step")
@@ -94,6 +100,15 @@ def plot_run(run_dir: Path) -> list[Path]:
 def _table(rows: list[tuple[str, str, str]]) -> str:
     body = "".join(f"<tr><td>{html.escape(a)}</td><td>{b}</td><td>{c}</td></tr>" for a, b, c in rows)
     return f"<table><tr><th>metric</th><th>before</th><th>after</th></tr>{body}</table>"
+
+
+def _status(summary: dict) -> str:
+    """The run's status line: a failed or interrupted run says so at the top, with its error."""
+    status = summary.get("status")
+    if status in (None, "finished"):
+        return ""
+    error = f": {html.escape(summary['error'])}" if summary.get("error") else ""
+    return f'<p style="color:#b00"><b>Run {html.escape(status)}</b>{error}</p>'
 
 
 def write_report(run_dir: str | Path) -> Path:
@@ -126,7 +141,7 @@ def write_report(run_dir: str | Path) -> Path:
 table{{border-collapse:collapse}}td,th{{border:1px solid #ccc;padding:3px 8px;text-align:right}}
 td:first-child{{text-align:left}}pre{{background:#f6f6f6;padding:1em;overflow:auto}}</style></head><body>
 <h1>orpo run: {html.escape(str(run_dir))}</h1>
-<p>Steps: {summary.get("steps", "?")}. Train loss {summary.get("train_loss_first", "?")} (first log)
+{_status(summary)}<p>Steps: {summary.get("steps", "?")}. Train loss {summary.get("train_loss_first", "?")} (first log)
 &rarr; {summary.get("train_loss_last", "?")} (last log).</p>
 <h2>Evaluation before and after training</h2>{_table(rows) if rows else "<p>No evaluation set.</p>"}
 <h2>Curves</h2>{figures}

@@ -8,23 +8,33 @@ Drop-in for ``trl.experimental.orpo.ORPOTrainer``: same constructor arguments (p
   the token mean over the whole step, the odds-ratio term the pair mean. (TRL averages per
   micro-batch means, which changes the loss with the accumulation split.)
 - ``prediction_step`` / ``log``: evaluation returns the same metrics with the ``eval_`` prefix.
+- ``training_step`` / ``_get_grad_norm`` / ``_save`` / ``_save_checkpoint`` / ``train``: the
+  reliability hooks (logic in ``orpo.guard`` and ``orpo.run_folder``): a non-finite loss or gradient
+  norm stops the run before the optimizer step, no save writes NaN weights, checkpoints are written
+  to a staging folder and renamed when complete, ``resume_from_checkpoint=True`` takes the newest
+  complete one, SIGINT / SIGTERM save a checkpoint and stop.
 Logged metrics are exact means over every pair (token, for ``nll_loss`` and ``logits/*``) since
 the last log; with equal batch sizes they equal TRL's means of per-batch means.
 """
 
 from __future__ import annotations
 
+import shutil
 from collections import defaultdict
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import torch
 from datasets import Dataset, DatasetDict
 from transformers import PreTrainedModel, Trainer, TrainingArguments
+from transformers.trainer_utils import rotate_checkpoints
 
+from orpo import run_folder
 from orpo.config import ORPOConfig, notice
-from orpo.data.pipeline import LENGTH_COLUMN, DataReport, prepare_dataset
+from orpo.data.pipeline import LENGTH_COLUMN, SOURCE_ROW_COLUMN, DataReport, prepare_dataset
 from orpo.engine import PAIR_COLUMNS, SequenceStats, build_engine
+from orpo.guard import NonFiniteGuard, StopOnSignal, assert_finite
 from orpo.losses import NLL_WEIGHT, pair_losses
 from orpo.modeling import ensure_pad_token, load_model, load_tokenizer, prepare_model
 
@@ -106,7 +116,7 @@ class ORPOTrainer(Trainer):
         super().__init__(
             model=model,
             args=args,
-            data_collator=data_collator or self.engine.collator,
+            data_collator=data_collator or WithSourceRows(self.engine.collator),
             train_dataset=train_dataset,
             eval_dataset=eval_dataset,
             processing_class=processing_class,
@@ -117,6 +127,11 @@ class ORPOTrainer(Trainer):
             preprocess_logits_for_metrics=preprocess_logits_for_metrics,
             **trainer_kwargs,
         )
+        # Reliability (orpo.guard, orpo.run_folder): non-finite checks, signals, atomic checkpoints.
+        self.guard = NonFiniteGuard(args.on_nonfinite, args.max_nonfinite_steps)
+        self.stop_on_signal = StopOnSignal()
+        self.add_callback(self.stop_on_signal)
+        self._staging_root: Path | None = None
 
     # ---- construction helpers ----
 
@@ -152,7 +167,7 @@ class ORPOTrainer(Trainer):
         # The model never sees dataset columns directly; keep the token columns and the pair length
         # (which `group_by_length` uses to batch similar lengths together).
         if self._signature_columns is None:
-            self._signature_columns = [*PAIR_COLUMNS, LENGTH_COLUMN]
+            self._signature_columns = [*PAIR_COLUMNS, LENGTH_COLUMN, SOURCE_ROW_COLUMN]
 
     # ---- loss ----
 
@@ -242,6 +257,67 @@ class ORPOTrainer(Trainer):
             running[0] += value
             running[1] += count
 
+    # ---- reliability hooks (logic in orpo.guard and orpo.run_folder) ----
+
+    def train(self, resume_from_checkpoint=None, trial=None, ignore_keys_for_eval=None, **kwargs):
+        """``Trainer.train``; ``resume_from_checkpoint=True`` takes the newest complete checkpoint, and
+        SIGINT / SIGTERM save a checkpoint and stop (``self.stop_on_signal.received`` says which)."""
+        resume = run_folder.resolve_resume(Path(self.args.output_dir), resume_from_checkpoint)
+        with self.stop_on_signal.installed():
+            return super().train(resume, trial, ignore_keys_for_eval, **kwargs)
+
+    def training_step(self, model, inputs, num_items_in_batch=None):
+        rows = inputs.pop(SOURCE_ROWS_KEY, None)
+        loss = super().training_step(model, inputs, num_items_in_batch)
+        self.guard.check_loss(loss, self.state.global_step + 1, None if rows is None else rows.tolist())
+        return loss
+
+    def _get_grad_norm(self, model, grad_norm=None):
+        grad_norm = super()._get_grad_norm(model, grad_norm=grad_norm)
+        self.guard.check_grad_norm(grad_norm, self.state.global_step + 1, model)
+        return grad_norm
+
+    def _get_output_dir(self, trial) -> str:
+        # During a checkpoint save, Trainer writes under the staging folder (see _save_checkpoint).
+        return str(self._staging_root) if self._staging_root is not None else super()._get_output_dir(trial)
+
+    def _save_checkpoint(self, model, trial) -> None:
+        """Trainer's checkpoint, written to ``.tmp-checkpoint-N/`` and renamed when complete."""
+        assert_finite(self.model, self.state.global_step, "a checkpoint")
+        run_dir = Path(super()._get_output_dir(trial))
+        final = run_dir / f"{run_folder.CHECKPOINT_PREFIX}{self.state.global_step}"
+        staged_root = run_folder.staging_dir(final)
+        if self.args.should_save:
+            shutil.rmtree(staged_root, ignore_errors=True)
+        self.accelerator.wait_for_everyone()
+        self._staging_root = staged_root
+        try:
+            super()._save_checkpoint(model, trial)
+        finally:
+            self._staging_root = None
+        self.accelerator.wait_for_everyone()  # every process has written its RNG state
+        if not self.args.should_save:
+            return
+        staged = staged_root / final.name
+        best = self.state.best_model_checkpoint
+        if best is not None and best.startswith(str(staged_root)):
+            self.state.best_model_checkpoint = str(run_dir / Path(best).name)
+            self.state.save_to_json(str(staged / "trainer_state.json"))
+        run_folder.die_here_if_testing(self.state.global_step)
+        run_folder.publish(staged, final)
+        staged_root.rmdir()
+        rotate_checkpoints(
+            output_dir=str(run_dir),
+            save_total_limit=self.args.save_total_limit,
+            best_model_checkpoint=self.state.best_model_checkpoint,
+            use_mtime=True,
+        )
+
+    def _save(self, output_dir: str | None = None, state_dict=None) -> None:
+        # Every save (final model and checkpoints) refuses weights holding NaN or inf.
+        assert_finite(self.model, self.state.global_step, f"the model to {output_dir}")
+        super()._save(output_dir, state_dict)
+
     def compute_loss(self, model, inputs, return_outputs: bool = False, num_items_in_batch=None):
         stats = self.engine.forward(model, inputs, self.args.nll_on_prompt)
         loss, metrics = self._objective(stats, num_items_in_batch)
@@ -249,6 +325,7 @@ class ORPOTrainer(Trainer):
         return (loss, metrics) if return_outputs else loss
 
     def prediction_step(self, model, inputs, prediction_loss_only: bool, ignore_keys=None):
+        inputs.pop(SOURCE_ROWS_KEY, None)
         inputs = self._prepare_inputs(inputs)
         with torch.no_grad(), self.compute_loss_context_manager():
             stats = self.engine.forward(model, inputs, self.args.nll_on_prompt)
@@ -282,3 +359,21 @@ class ORPOTrainer(Trainer):
         for name, (value, count) in self._stored_metrics.pop(split, {}).items():
             logs[name] = value / count if count else float("nan")
         super().log(logs, start_time)
+
+
+SOURCE_ROWS_KEY = "source_rows"
+
+
+class WithSourceRows:
+    """The engine's collator, plus ``batch["source_rows"]``: the source row number of each pair (when
+    the data carries them), so a failing step can name its rows. ``training_step`` removes it."""
+
+    def __init__(self, collator: Callable):
+        self.collator = collator
+
+    def __call__(self, rows: list[dict]) -> dict[str, torch.Tensor]:
+        source_rows = [row.pop(SOURCE_ROW_COLUMN, None) for row in rows]
+        batch = self.collator(rows)
+        if all(r is not None for r in source_rows):
+            batch[SOURCE_ROWS_KEY] = torch.tensor(source_rows, dtype=torch.long)
+        return batch

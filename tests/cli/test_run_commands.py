@@ -1,4 +1,4 @@
-"""`orpo eval / generate / merge / compare` on one tiny LoRA run, and `orpo.runs.load_run`."""
+"""`orpo eval / generate / merge / compare` on one tiny LoRA run, and `orpo.run_folder.load_run`."""
 
 import json
 
@@ -61,7 +61,7 @@ def test_generate_prints_a_response(run_dir, capsys):
 def test_merge_gives_the_adapter_models_logits(run_dir, tmp_path, capsys):
     from transformers import AutoModelForCausalLM
 
-    from orpo.runs import load_run
+    from orpo.run_folder import load_run
 
     out = tmp_path / "merged"
     assert main(["merge", str(run_dir), "--output", str(out)]) == 0

@@ -61,9 +61,9 @@ def test_overrides_reach_the_right_section(tmp_path):
     ("content", "message"),
     [
         ("model: [unclosed", "not valid YAML"),
-        ("training: {betta: 0.1}", "unknown training field(s) ['betta']"),
+        ("training: {betta: 0.1}", "unknown training field 'betta'; did you mean beta?"),
         ("adapter: {type: ia3}", "adapter.type='ia3' must be 'lora' or 'dora'"),
-        ("optimizer: {}", "unknown section(s) ['optimizer']"),
+        ("optimizer: {}", "unknown key 'optimizer'; did you mean optim?"),
     ],
 )
 def test_bad_config_is_a_one_line_error(tmp_path, capsys, content, message):

@@ -95,7 +95,7 @@ def run(args: argparse.Namespace) -> int:
             "compare needs an eval set; set data.eval, data.eval_split or data.eval_fraction > 0"
         )
     root = Path(recipe.training_args().output_dir)
-    from orpo.run import train_from_recipe
+    from orpo.build import train_from_recipe
 
     rows: dict[str, dict[str, float]] = {}
     for method in methods:

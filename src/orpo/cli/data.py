@@ -107,8 +107,8 @@ def _training_config(recipe, args: argparse.Namespace):
 
 def _tokenizer(model, raw, config):
     """The tokenizer training would use: tiny:ARCH trained on the source text, else a pretrained one."""
+    from orpo.build import TINY_PREFIX, build_tokenizer_and_model, corpus_of
     from orpo.data.template import resolve_chat_template
-    from orpo.run import TINY_PREFIX, build_tokenizer_and_model, corpus_of
 
     if model.name.startswith(TINY_PREFIX):
         tokenizer, _ = build_tokenizer_and_model(model, None, corpus_of(raw))

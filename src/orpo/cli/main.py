@@ -87,6 +87,11 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("orpo: interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:
+        # The reader of our output has gone (`orpo train --help-config | head`): stop quietly, and
+        # point stdout at /dev/null so that the interpreter's final flush does not complain either.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
     except (ValueError, FileNotFoundError, NotImplementedError, ImportError, OSError) as err:
         if debug:
             raise

@@ -31,7 +31,7 @@ def run(args: argparse.Namespace) -> int:
     out = Path(args.output)
     if out.exists() and (not out.is_dir() or any(out.iterdir())) and not args.force:
         raise ValueError(f"--output {out} exists and is not empty; choose a new folder or pass --force")
-    from orpo.runs import is_adapter_run, load_run
+    from orpo.run_folder import is_adapter_run, load_run
 
     model, tok = load_run(args.run_dir)
     adapter = is_adapter_run(args.run_dir)

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import argparse
+import signal
+import sys
 
 HELP = """\
 Train a model with ORPO from a YAML config (see `orpo train --help-config` for every field).
@@ -14,6 +16,8 @@ Overrides take section.field=value, or field=value for training fields:
 
 The run folder (training.output_dir) receives config.yaml, metrics.jsonl, the model or adapter
 (safetensors) with its tokenizer, data_report.json, summary.json, plots/ and report.html.
+A folder holding another run is refused (resume it, or overwrite_output_dir=true moves it aside);
+a NaN/inf loss or gradient stops the run (exit 3); Ctrl-C / SIGTERM saves a checkpoint and exits.
 """
 
 
@@ -40,16 +44,37 @@ def run(args: argparse.Namespace) -> int:
     config, overrides = args.config, list(args.overrides)
     if config is not None and "=" in config and not config.endswith((".yaml", ".yml")):
         config, overrides = None, [config, *overrides]
-    recipe = load_recipe(config, overrides)
-    from orpo.run import train_from_recipe
+    recipe = load_recipe(config, overrides)  # every field checked before anything is written
+    from orpo.build import is_main_process, train_from_recipe
+    from orpo.guard import NonFiniteError
 
-    result = train_from_recipe(recipe, progress=not args.no_progress)
-    print(format_summary(result))
+    try:
+        result = train_from_recipe(recipe, progress=not args.no_progress)
+    except NonFiniteError as err:
+        out = recipe.training.get("output_dir")
+        print(f"orpo: error: {err} (recorded in {out}/summary.json)", file=sys.stderr)
+        return EXIT_NONFINITE
+    if is_main_process():  # under torchrun, one summary
+        print(format_summary(result))
+    if result.status == "interrupted":
+        again = " ".join(["orpo train", *([config] if config else []), *overrides])
+        print(
+            f"interrupted by {signal.Signals(result.signal).name} at step {result.steps}; a checkpoint is "
+            f"saved in {result.output_dir}. Resume with: {again} resume_from_checkpoint=true",
+            file=sys.stderr,
+        )
+        return 128 + result.signal
     return 0
+
+
+# Exit code of a run stopped by the non-finite guard (2 is a user error in the config or data).
+EXIT_NONFINITE = 3
 
 
 def format_summary(result) -> str:
     lines = [f"run folder: {result.output_dir}"]
+    if result.moved_aside is not None:
+        lines.append(f"previous run moved to: {result.moved_aside}")
     if result.train_loss_first is not None:
         lines.append(
             f"train loss: {result.train_loss_first:.4f} (first log) -> {result.train_loss_last:.4f} (last log)"
@@ -63,4 +88,23 @@ def format_summary(result) -> str:
         ):
             if key in result.before and key in result.after:
                 lines.append(f"{label}: {result.before[key]:.4f} (before) -> {result.after[key]:.4f} (after)")
+    if result.nonfinite_skipped:
+        lines.append(f"non-finite steps skipped: {result.nonfinite_skipped}")
+    for report in result.data_reports:
+        lines.append(f"data {_data_line(report)}")
+    warned = ", ".join(f"{k.replace('_', ' ')} {v}" for k, v in result.data_warnings.items() if v)
+    if warned:
+        lines.append(f"data warnings (train pairs): {warned}")
+    if result.report is not None:
+        lines.append(f"report: {result.report}")
     return "\n".join(lines)
+
+
+def _data_line(report: dict) -> str:
+    """One line per data source: rows kept, dropped by reason, pairs truncated by segment."""
+    dropped = ", ".join(f"{k} {v}" for k, v in sorted(report.get("dropped", {}).items()) if v) or "none"
+    truncated = ", ".join(f"{k} {v}" for k, v in sorted(report.get("truncated", {}).items()) if v) or "none"
+    return (
+        f"{report['source']}: {report['kept']} of {report['rows']} rows kept; dropped: {dropped}; "
+        f"truncated pairs: {truncated}"
+    )

@@ -9,6 +9,7 @@ cannot be parsed we find the file and line ourselves, because the builders' erro
 
 from __future__ import annotations
 
+import codecs
 import csv
 import glob
 import gzip
@@ -58,12 +59,17 @@ def source_label(source: Source, name_hint: str | None = None) -> str:
 
 
 def load_source(
-    source: Source, split: str | None = "train", subset: str | None = None, name_hint: str | None = None
+    source: Source,
+    split: str | None = "train",
+    subset: str | None = None,
+    name_hint: str | None = None,
+    encoding: str = "utf-8",
 ) -> Dataset | DatasetDict:
     """Load one source as a ``Dataset`` (or a ``DatasetDict`` of every split when ``split`` is None).
 
     ``subset`` is the Hub configuration name; ``name_hint`` names in-memory sources in messages.
-    ``builtin:NAME`` is a dataset shipped with the package (``orpo.data.builtin``).
+    ``builtin:NAME`` is a dataset shipped with the package (``orpo.data.builtin``). ``encoding`` is
+    the text encoding of local JSON / CSV files.
     """
     if is_builtin(source):
         return as_dataset(load_builtin(str(source), split or "train"), str(source))
@@ -82,18 +88,19 @@ def load_source(
     if path.is_dir():
         if (path / "dataset_info.json").is_file() or (path / "dataset_dict.json").is_file():
             return _pick_split(datasets.load_from_disk(str(path)), split, label)
-        return _load_files(sorted(p for p in path.rglob("*") if p.is_file() and _builder(p)), split, label)
+        files = sorted(p for p in path.rglob("*") if p.is_file() and _builder(p))
+        return _load_files(files, split, label, encoding)
     if path.is_file():
         if not _builder(path):
             raise ValueError(
                 f"{label}: unsupported file type; use one of {sorted(BUILDERS)} (or .gz of the text ones)"
             )
-        return _load_files([path], split, label)
+        return _load_files([path], split, label, encoding)
     if glob.has_magic(str(source)):
         files = sorted(Path(p) for p in glob.glob(str(source), recursive=True) if _builder(Path(p)))
         if not files:
             raise ValueError(f"no data files match {label} (looked for {sorted(BUILDERS)})")
-        return _load_files(files, split, label)
+        return _load_files(files, split, label, encoding)
     if _HUB_NAME.match(str(source)) and not _builder(path):
         return _load_hub(str(source), split, subset)
     raise ValueError(f"no such file or folder: {label}")
@@ -132,7 +139,9 @@ def _split_of(path: Path) -> str | None:
     return SPLIT_NAMES.get(re.split(r"[-_ ]", stem)[0])
 
 
-def _load_files(files: list[Path], split: str | None, label: str) -> Dataset | DatasetDict:
+def _load_files(
+    files: list[Path], split: str | None, label: str, encoding: str = "utf-8"
+) -> Dataset | DatasetDict:
     if not files:
         raise ValueError(f"{label}: no data files inside (looked for {sorted(BUILDERS)})")
     kinds = {kind for f in files if (kind := _builder(f))}
@@ -149,33 +158,50 @@ def _load_files(files: list[Path], split: str | None, label: str) -> Dataset | D
                 f"{label} has no files for split {split!r}; the splits found are {sorted(by_split)}"
             )
         by_split = {split: by_split[split]}
-    loaded = DatasetDict({name: _load_split(paths, builder) for name, paths in by_split.items()})
+    loaded = DatasetDict({name: _load_split(paths, builder, encoding) for name, paths in by_split.items()})
     return loaded if split is None else loaded[split]
 
 
-def _load_split(files: list[Path], builder: str) -> Dataset:
+def _load_split(files: list[Path], builder: str, encoding: str = "utf-8") -> Dataset:
     kwargs = {}
+    for f in files:
+        if builder != "parquet":
+            _check_text(f, encoding)
+        elif f.stat().st_size == 0:
+            raise ValueError(f"{f} is empty (0 bytes): it holds no rows")
+    if builder != "parquet":
+        kwargs["encoding"] = encoding
     if builder == "csv":
         # Read every CSV column as text: pandas would make a column of "56", "12" answers integers.
-        kwargs["features"] = Features(dict.fromkeys(_csv_header(files[0]), Value("string")))
+        kwargs["features"] = Features(dict.fromkeys(_csv_header(files[0], encoding), Value("string")))
     try:
         ds = datasets.load_dataset(builder, data_files=[str(f) for f in files], split="train", **kwargs)
     except Exception as err:
-        raise _parse_error(files, builder, err) from err
+        raise _parse_error(files, builder, err, encoding) from err
     if builder == "json" and _holds_json(ds.features):
         # datasets stores a column of mixed types (a number among strings) as Json, and while doing so
         # turns strings that look like JSON ("42", "true") into numbers and booleans. Re-read the
         # records ourselves so such strings stay text and only the truly non-text rows get dropped.
         try:
-            return as_dataset([record for f in files for record in _read_json_records(f)])
+            return as_dataset([record for f in files for record in _read_json_records(f, encoding)])
         except ValueError:  # not a list of records (e.g. a dict of columns): keep what datasets read
             return ds
     return ds
 
 
-def _csv_header(path: Path) -> list[str]:
-    with gzip.open(path, "rt", newline="") if path.suffix == ".gz" else open(path, newline="") as fh:
+def _csv_header(path: Path, encoding: str = "utf-8") -> list[str]:
+    opened = (
+        gzip.open(path, "rt", newline="", encoding=encoding)
+        if path.suffix == ".gz"
+        else open(path, newline="", encoding=encoding)
+    )
+    with opened as fh:
         return next(csv.reader(fh), [])
+
+
+def _read_bytes(path: Path) -> bytes:
+    with gzip.open(path, "rb") if path.suffix == ".gz" else open(path, "rb") as fh:
+        return fh.read()
 
 
 def _holds_json(feature) -> bool:
@@ -186,6 +212,48 @@ def _holds_json(feature) -> bool:
         return any(_holds_json(f) for f in feature.values())
     inner = getattr(feature, "feature", None)  # List / LargeList
     return inner is not None and _holds_json(inner)
+
+
+def _decoding_error(path: Path, raw: bytes, start: int, reason: str, encoding: str, lines_before: int = 0):
+    line_start = raw.rfind(b"\n", 0, start) + 1
+    line_number = lines_before + raw[:start].count(b"\n") + 1
+    byte = raw[start : start + 1].hex()
+    return ValueError(
+        f"{path} line {line_number}, column {start - line_start + 1}: byte 0x{byte} is not valid "
+        f"{encoding} ({reason}); if the file uses another encoding, set data.encoding "
+        "(e.g. data.encoding=latin-1 or cp1252)"
+    )
+
+
+def _decode(path: Path, raw: bytes, encoding: str) -> str:
+    """``raw`` decoded; a ValueError naming the file, line and byte, and the ``data.encoding`` option."""
+    try:
+        return raw.decode(encoding)
+    except UnicodeDecodeError as err:
+        raise _decoding_error(path, raw, err.start, err.reason, encoding) from None
+
+
+def _check_text(path: Path, encoding: str) -> None:
+    """Refuse an empty or undecodable text file with a message naming it (the builders' do not).
+
+    Streams the file in chunks: only one chunk is in memory, whatever the file's size.
+    """
+    decoder = codecs.getincrementaldecoder(encoding)()
+    lines_before, has_text = 0, False
+    with gzip.open(path, "rb") if path.suffix == ".gz" else open(path, "rb") as fh:
+        while chunk := fh.read(1 << 22):
+            try:
+                has_text = has_text or bool(decoder.decode(chunk).strip())
+            except UnicodeDecodeError as err:
+                start = max(err.start - (len(err.object) - len(chunk)), 0)  # bytes held from the last chunk
+                raise _decoding_error(path, chunk, start, err.reason, encoding, lines_before) from None
+            lines_before += chunk.count(b"\n")
+        try:
+            has_text = has_text or bool(decoder.decode(b"", final=True).strip())
+        except UnicodeDecodeError as err:
+            raise ValueError(f"{path}: ends inside a {encoding} character ({err.reason})") from None
+    if not has_text:
+        raise ValueError(f"{path} is empty: it holds no rows")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -199,15 +267,9 @@ def _root_message(err: BaseException) -> str:
     return str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
 
 
-def _read_json_records(path: Path) -> list[dict]:
+def _read_json_records(path: Path, encoding: str = "utf-8") -> list[dict]:
     """The records of a JSON array or JSON Lines file; ValueError naming the first line that is wrong."""
-    with gzip.open(path, "rb") if path.suffix == ".gz" else open(path, "rb") as fh:
-        raw = fh.read()
-    try:
-        text = raw.decode("utf-8")
-    except UnicodeDecodeError as err:
-        line_number = raw[: err.start].count(b"\n") + 1
-        raise ValueError(f"{path} line {line_number}: not valid UTF-8 ({err.reason})") from None
+    text = _decode(path, _read_bytes(path), encoding)
     if not path.name.lower().removesuffix(".gz").endswith(".jsonl"):
         try:
             records = json.loads(text)
@@ -240,12 +302,12 @@ def _read_json_records(path: Path) -> list[dict]:
     return records
 
 
-def _parse_error(files: list[Path], builder: str, err: Exception) -> ValueError:
+def _parse_error(files: list[Path], builder: str, err: Exception, encoding: str = "utf-8") -> ValueError:
     """The most precise message we can give for files the ``datasets`` builder could not read."""
     for f in files:
         if builder == "json":
             try:
-                _read_json_records(f)
+                _read_json_records(f, encoding)
             except ValueError as bad_line:
                 return bad_line
         elif len(files) > 1:  # CSV/Parquet messages carry the line; load each alone to find the file
@@ -323,7 +385,7 @@ def _subsample(rows: Dataset, spec: SourceSpec, seed: int, label: str) -> Datase
 
 
 def load_mixture(
-    specs: list[SourceSpec], seed: int, num_proc: int | None = None
+    specs: list[SourceSpec], seed: int, num_proc: int | None = None, encoding: str = "utf-8"
 ) -> tuple[Dataset, list[NormaliseResult]]:
     """Load and normalise each source with its own mapping, subsample it, and concatenate the rows.
 
@@ -337,7 +399,7 @@ def load_mixture(
         label = source_label(spec.path)
         if isinstance(spec.path, (str, Path)) and spec.split != "train":
             label = f"{label}[{spec.split}]"
-        raw = load_source(spec.path, split=spec.split, subset=spec.subset, name_hint=label)
+        raw = load_source(spec.path, split=spec.split, subset=spec.subset, name_hint=label, encoding=encoding)
         result = normalise(raw, columns=spec.columns, fmt=spec.format, source_name=label, num_proc=num_proc)
         result.rows = _subsample(result.rows, spec, seed, label)
         parts.append(result.rows)
@@ -357,7 +419,8 @@ def train_eval_split(
     if not 1 <= size < len(ds):
         raise ValueError(
             f"an eval set of {size} rows out of {len(ds)} leaves an empty train or eval set; "
-            f"set eval_size between 1 and {len(ds) - 1} (eval_fraction={eval_fraction})"
+            f"set data.eval_size (rows) between 1 and {len(ds) - 1}, or data.eval_fraction=0 for no "
+            f"eval set (eval_fraction={eval_fraction})"
         )
     parts = ds.train_test_split(test_size=size, seed=seed, shuffle=True)
     return parts["train"], parts["test"]

@@ -20,6 +20,8 @@ FLAG_COLUMNS = ("prompt_truncated", "chosen_truncated", "rejected_truncated", "b
 MAX_EXAMPLE_ROWS = 5
 # Tokens of a pair in the packed layout (prompt once): what `group_by_length` sorts on.
 LENGTH_COLUMN = "length"
+# The user's row number of each pair (0-based, in the source): lets training name a failing batch's rows.
+SOURCE_ROW_COLUMN = "source_row"
 
 
 def _with_length(row: dict) -> dict:
@@ -94,7 +96,9 @@ def prepare_dataset(
         try:
             pair = pair_tokenizer(render_pair(row, tokenizer, wrap, markers))
             # A shallow field copy: `asdict` would deep-copy every token list.
-            return _with_length({f.name: getattr(pair, f.name) for f in fields(pair)})
+            out = _with_length({f.name: getattr(pair, f.name) for f in fields(pair)})
+            out[SOURCE_ROW_COLUMN] = source_rows[index]
+            return out
         except ValueError as err:
             raise ValueError(f"{source_name} row {source_rows[index]}: {err}") from None
 
@@ -116,4 +120,4 @@ def prepare_dataset(
     report.boundary_retokenised = sum(kept["boundary_retokenised"])
     if report.kept == 0:
         raise ValueError(f"{source_name}: no usable rows after tokenisation ({report.summary()})")
-    return kept.select_columns([*PAIR_COLUMNS, LENGTH_COLUMN]), report
+    return kept.select_columns([*PAIR_COLUMNS, LENGTH_COLUMN, SOURCE_ROW_COLUMN]), report

@@ -456,24 +456,26 @@ def run_demo(
 
 
 def _run(budget: DemoSize, size: str, seed: int, out: Path, progress: bool) -> DemoResult:
-    from orpo.run import corpus_of
-    from orpo.tiny import build_model, build_tokenizer
+    from orpo.build import TINY_PREFIX, build_tokenizer_and_model, corpus_of
+    from orpo.recipe import ModelSection
 
     out.mkdir(parents=True, exist_ok=True)
     clock = _Clock(progress)
 
     with clock.phase("setup", "generating the splits, training the tokenizer, building the model"):
         splits = make_splits(budget.n_train, budget.n_val, budget.n_test, seed)
-        tok = build_tokenizer(corpus_of(to_rows(splits["train"])), vocab_size=budget.vocab_size)
-        initial_model = build_model(
-            tok,
-            ARCH,
-            hidden_size=budget.hidden_size,
-            num_layers=budget.num_layers,
-            num_heads=budget.num_heads,
-            num_kv_heads=budget.num_kv_heads,
-            seed=seed,
+        spec = ModelSection(
+            name=TINY_PREFIX + ARCH,
+            tiny={
+                "vocab_size": budget.vocab_size,
+                "hidden_size": budget.hidden_size,
+                "num_layers": budget.num_layers,
+                "num_heads": budget.num_heads,
+                "num_kv_heads": budget.num_kv_heads,
+                "seed": seed,
+            },
         )
+        tok, initial_model = build_tokenizer_and_model(spec, None, corpus_of(to_rows(splits["train"])))
         data = _prepare_data(splits, tok, _config("orpo", budget, seed, out, eval_steps=None))
     with clock.phase("baseline", "scoring the untrained starting model"):
         baseline, engine = _baseline(initial_model, tok, data, seed, budget, out)

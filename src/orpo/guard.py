@@ -1,0 +1,151 @@
+"""Stop a run that has stopped learning anything true: non-finite losses and gradients, and signals.
+
+``NonFiniteGuard`` is consulted by ``ORPOTrainer`` twice per optimizer step: after each micro-batch's
+loss (``check_loss``) and after the gradient norm is computed, before the optimizer steps
+(``check_grad_norm``). Why our own check: ``Trainer``'s ``logging_nan_inf_filter`` replaces a NaN
+loss by the running mean, so a diverged run logs plausible losses, saves NaN weights and exits 0.
+
+- ``on_nonfinite='stop'`` raises ``NonFiniteError`` before ``optimizer.step()``: the weights never
+  hold the non-finite update, so nothing non-finite is saved.
+- ``'skip'`` drops the gradients (``grad = None``: torch optimizers leave such parameters, and
+  their moments, untouched), counts the step, and raises after ``max_nonfinite_steps`` in a row.
+
+``assert_finite`` refuses to save a model holding a NaN or inf parameter (the final save and every
+checkpoint). ``StopOnSignal`` turns SIGINT / SIGTERM into "save a checkpoint, then stop".
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import signal
+import threading
+
+import torch
+from transformers import TrainerCallback
+
+MAX_ROWS_SHOWN = 8
+
+
+class NonFiniteError(ValueError):
+    """Training produced a NaN or inf loss or gradient norm (or weights); the run cannot continue."""
+
+    def __init__(self, message: str, step: int):
+        super().__init__(message)
+        self.step = step
+
+
+def _rows(rows: list[int] | None) -> str:
+    if not rows:
+        return ""
+    shown = ", ".join(str(r) for r in rows[:MAX_ROWS_SHOWN]) + (" ..." if len(rows) > MAX_ROWS_SHOWN else "")
+    return f" (batch: train rows {shown})"
+
+
+ADVICE = "Lower learning_rate, set max_grad_norm (e.g. 1.0), check the data rows, or set on_nonfinite=skip"
+
+
+class NonFiniteGuard:
+    """Per-run state of the non-finite checks; see the module docstring."""
+
+    def __init__(self, action: str = "stop", max_in_a_row: int = 3):
+        self.action = action
+        self.max_in_a_row = max_in_a_row
+        self.skipped = 0  # steps dropped in total
+        self.in_a_row = 0
+        self._bad_loss: tuple[float, list[int]] | None = None  # first bad micro-batch of this step
+        self._step_rows: list[int] = []
+
+    def check_loss(self, loss: torch.Tensor, step: int, rows: list[int] | None) -> None:
+        """After a micro-batch's backward; ``step`` is the optimizer step being computed (1-based)."""
+        self._step_rows.extend(rows or [])
+        value = float(loss.detach().float().item())
+        if math.isfinite(value):
+            return
+        if self.action == "stop":
+            raise NonFiniteError(
+                f"step {step}: the loss is {value}{_rows(rows)}; stopped before the weights changed. {ADVICE}",
+                step,
+            )
+        if self._bad_loss is None:
+            self._bad_loss = (value, list(rows or []))
+
+    def check_grad_norm(
+        self, grad_norm: float | torch.Tensor | None, step: int, model: torch.nn.Module
+    ) -> bool:
+        """Before ``optimizer.step()``. Returns True when the step must be dropped (``skip``)."""
+        norm = float(grad_norm) if grad_norm is not None else 0.0
+        rows, self._step_rows = self._step_rows, []
+        bad_loss, self._bad_loss = self._bad_loss, None
+        if math.isfinite(norm) and bad_loss is None:
+            self.in_a_row = 0
+            return False
+        what = f"the loss is {bad_loss[0]}" if bad_loss is not None else f"the gradient norm is {norm}"
+        if self.action == "stop":
+            raise NonFiniteError(
+                f"step {step}: {what}{_rows(rows)}; stopped before the weights changed. {ADVICE}", step
+            )
+        self.skipped += 1
+        self.in_a_row += 1
+        for param in model.parameters():
+            param.grad = None
+        if self.in_a_row >= self.max_in_a_row:
+            raise NonFiniteError(
+                f"step {step}: {self.in_a_row} non-finite steps in a row (last: {what}{_rows(rows)}); "
+                f"stopped (max_nonfinite_steps={self.max_in_a_row}). {ADVICE}",
+                step,
+            )
+        return True
+
+
+def nonfinite_parameters(model: torch.nn.Module) -> list[str]:
+    """Names of the parameters holding a NaN or inf."""
+    return [name for name, p in model.named_parameters() if not torch.isfinite(p.detach()).all()]
+
+
+def assert_finite(model: torch.nn.Module, step: int, where: str) -> None:
+    bad = nonfinite_parameters(model)
+    if bad:
+        shown = ", ".join(bad[:3]) + (f" and {len(bad) - 3} more" if len(bad) > 3 else "")
+        raise NonFiniteError(
+            f"step {step}: refusing to save {where}: parameter(s) {shown} hold NaN or inf. {ADVICE}", step
+        )
+
+
+class StopOnSignal(TrainerCallback):
+    """SIGINT / SIGTERM during ``train()``: finish the current step, save a checkpoint, stop.
+
+    A second signal of the same kind interrupts at once (the previous handler runs).
+    """
+
+    def __init__(self):
+        self.received: int | None = None
+
+    @contextlib.contextmanager
+    def installed(self):
+        if threading.current_thread() is not threading.main_thread():
+            yield  # signal handlers can only be set from the main thread
+            return
+        previous = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
+
+        def handler(signum, frame):
+            if self.received is not None:
+                prior = previous[signum]
+                if callable(prior):
+                    prior(signum, frame)
+                raise KeyboardInterrupt
+            self.received = signum
+
+        for sig in previous:
+            signal.signal(sig, handler)
+        try:
+            yield
+        finally:
+            for sig, prior in previous.items():
+                signal.signal(sig, prior)
+
+    def on_step_end(self, args, state, control, **kwargs):
+        if self.received is not None:
+            control.should_save = True
+            control.should_training_stop = True
+        return control

@@ -1,0 +1,388 @@
+"""The run folder of ``orpo train``: what it holds, who may write it, and reading it back.
+
+A run folder (``training.output_dir``) holds, at the end of a run:
+  config.yaml              the resolved recipe (written first, so a crashed run still has it)
+  orpo.lock                while a process writes the folder: its pid and host (removed at exit)
+  metrics.jsonl            every train / eval log line, each step once (resume drops the lines
+                           logged after the checkpoint it continues from)
+  model or adapter         safetensors, with the tokenizer and its chat template
+  base_model/              for an adapter on a tiny:ARCH model: the base it adapts (built in memory)
+  data_report.json         rows kept, dropped and truncated by reason, per source
+  summary.json             status (running / finished / failed / interrupted), the error if any,
+                           loss and preference accuracy before / after on the eval set
+  plots/*.png, report.html curves and the summary (``orpo.report``)
+  checkpoint-N/            written to ``.tmp-checkpoint-N/`` and renamed when complete; its
+                           ``COMPLETE.json`` lists every file with its size
+
+Guarantees (README "Reliability"): a folder that holds a run is never written by a second run unless
+it resumes it or moves it aside (``overwrite_output_dir``); two processes never share a folder (the
+lock); a checkpoint folder with its final name is complete, and resume uses the newest complete one.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import shutil
+import signal
+import socket
+import time
+from pathlib import Path
+
+from orpo.config import notice
+from orpo.recipe import Recipe, load_recipe
+
+CONFIG_FILE = "config.yaml"
+METRICS_FILE = "metrics.jsonl"
+SUMMARY_FILE = "summary.json"
+DATA_REPORT_FILE = "data_report.json"
+LOCK_FILE = "orpo.lock"
+BASE_MODEL_DIR = "base_model"
+CHECKPOINT_PREFIX = "checkpoint-"
+COMPLETE_MARKER = "COMPLETE.json"
+STAGING_PREFIX = ".tmp-"
+# Files whose presence means a folder already holds a run (ours or a transformers Trainer's).
+RUN_MARKERS = (
+    CONFIG_FILE,
+    METRICS_FILE,
+    SUMMARY_FILE,
+    "model.safetensors",
+    "adapter_model.safetensors",
+    "trainer_state.json",
+)
+
+# (key of ORPOTrainer.evaluate, label): what `orpo eval` and `orpo compare` report.
+METRICS = (
+    ("eval_loss", "loss (method objective)"),
+    ("eval_nll_loss", "NLL of chosen"),
+    ("eval_rewards/accuracies", "preference accuracy"),
+    ("eval_rewards/margins", "reward margin"),
+    ("eval_rewards/chosen", "reward chosen"),
+    ("eval_rewards/rejected", "reward rejected"),
+    ("eval_logps/chosen", "log-prob chosen"),
+    ("eval_logps/rejected", "log-prob rejected"),
+)
+
+
+# ---------------------------------------------------------------------------------------------
+# Starting a run: refuse a folder holding another run, lock it
+
+
+def existing_run(out: Path) -> list[str]:
+    """The names in ``out`` that show it already holds a run (empty: a fresh folder)."""
+    if not out.is_dir():
+        return []
+    found = [name for name in RUN_MARKERS if (out / name).exists()]
+    found += sorted(p.name for p in out.glob(f"{CHECKPOINT_PREFIX}*") if p.is_dir())
+    return found
+
+
+def claim_output_dir(out: Path, resume: bool, overwrite: bool) -> Path | None:
+    """Make ``out`` ready for a new run (call it holding the lock); return where an old run went.
+
+    A folder holding a run is refused unless the run resumes it (``resume``) or moves it aside
+    (``overwrite``: renamed to ``<out>.old-<time>``, never deleted).
+    """
+    found = existing_run(out)
+    if not found or resume:
+        return None
+    if not overwrite:
+        shown = ", ".join(found[:4]) + (" ..." if len(found) > 4 else "")
+        raise ValueError(
+            f"{out} already holds a run ({shown}); pick another training.output_dir, continue it with "
+            "resume_from_checkpoint=true, or move it aside with overwrite_output_dir=true"
+        )
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    aside, n = out.with_name(f"{out.name}.old-{stamp}"), 1
+    while aside.exists():
+        n += 1
+        aside = out.with_name(f"{out.name}.old-{stamp}-{n}")
+    aside.mkdir()
+    for path in out.iterdir():  # everything but our own lock
+        if path.name != LOCK_FILE:
+            path.rename(aside / path.name)
+    notice(f"overwrite_output_dir: moved the previous run in {out} to {aside}")
+    return aside
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # exists, owned by someone else
+        return True
+    return True
+
+
+@contextlib.contextmanager
+def run_lock(out: Path):
+    """Hold ``out/orpo.lock`` (pid and host) for the block; refuse a folder another process holds.
+
+    A lock left by a dead process on this host (``kill -9``, power loss) is reported and replaced;
+    a lock from another host cannot be checked, so the message says how to clear it.
+    """
+    out.mkdir(parents=True, exist_ok=True)
+    path = out / LOCK_FILE
+    me = {"pid": os.getpid(), "host": socket.gethostname()}
+    for _ in range(2):
+        try:
+            fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+        except FileExistsError:
+            try:
+                holder = json.loads(path.read_text())
+                pid, host = int(holder["pid"]), str(holder["host"])
+            except (OSError, ValueError, KeyError, TypeError):
+                raise ValueError(
+                    f"{path} exists but is unreadable; if no orpo process uses {out}, delete it"
+                ) from None
+            if host != me["host"]:
+                raise ValueError(
+                    f"{out} is locked by pid {pid} on host {host}; if that run has ended, delete {path}"
+                ) from None
+            if _pid_alive(pid):
+                raise ValueError(
+                    f"{out} is in use by another orpo process (pid {pid}); wait for it to end or pick "
+                    "another training.output_dir"
+                ) from None
+            notice(f"removing a stale lock of pid {pid} (no longer running) from {path}")
+            path.unlink(missing_ok=True)
+            continue
+        with os.fdopen(fd, "w") as fh:
+            json.dump(me, fh)
+        break
+    else:  # pragma: no cover - another process took the lock between our unlink and create
+        raise ValueError(f"{out} is in use by another orpo process; try again")
+    try:
+        yield path
+    finally:
+        with contextlib.suppress(OSError, ValueError):
+            if json.loads(path.read_text()).get("pid") == me["pid"]:
+                path.unlink()
+
+
+# ---------------------------------------------------------------------------------------------
+# Atomic writes: a temporary name beside the target, then one rename
+
+
+def write_text_atomic(path: Path, text: str) -> None:
+    tmp = path.with_name(f"{STAGING_PREFIX}{path.name}")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
+def write_summary(out: Path, summary: dict) -> None:
+    write_text_atomic(out / SUMMARY_FILE, json.dumps(summary, indent=2, allow_nan=False, default=str))
+
+
+def read_summary(out: Path) -> dict:
+    path = out / SUMMARY_FILE
+    return json.loads(path.read_text()) if path.is_file() else {}
+
+
+def staging_dir(final: Path) -> Path:
+    """Where a checkpoint or model is written before it is renamed to ``final``."""
+    return final.with_name(f"{STAGING_PREFIX}{final.name}")
+
+
+def mark_complete(folder: Path) -> None:
+    """Write ``COMPLETE.json``: every file of ``folder`` (recursively) with its size in bytes."""
+    sizes = {
+        str(p.relative_to(folder)): p.stat().st_size
+        for p in sorted(folder.rglob("*"))
+        if p.is_file() and p.name != COMPLETE_MARKER
+    }
+    for name in sizes:  # flush file contents before the marker says they are there
+        with open(folder / name, "rb") as fh:
+            os.fsync(fh.fileno())
+    write_text_atomic(folder / COMPLETE_MARKER, json.dumps({"files": sizes}, indent=1))
+
+
+def is_complete(folder: Path) -> bool:
+    """Whether ``folder`` has its completeness marker and every file listed there has its size."""
+    try:
+        sizes = json.loads((folder / COMPLETE_MARKER).read_text())["files"]
+    except (OSError, ValueError, KeyError):
+        return False
+    return all(
+        (folder / name).is_file() and (folder / name).stat().st_size == size for name, size in sizes.items()
+    )
+
+
+# Tests only: kill this process (SIGKILL, no clean-up) inside the save of checkpoint N, after its files
+# are written and before it is published, as a crash or `kill -9` would.
+KILL_IN_SAVE_ENV = "ORPO_TEST_KILL_IN_CHECKPOINT_SAVE"
+
+
+def die_here_if_testing(step: int) -> None:
+    if os.environ.get(KILL_IN_SAVE_ENV) == str(step):
+        os.kill(os.getpid(), signal.SIGKILL)
+
+
+def publish(staged: Path, final: Path) -> None:
+    """Mark ``staged`` complete and rename it to ``final`` (an older ``final`` is replaced)."""
+    mark_complete(staged)
+    if final.exists():
+        old = final.with_name(f"{STAGING_PREFIX}old-{final.name}")
+        shutil.rmtree(old, ignore_errors=True)
+        final.rename(old)
+        staged.rename(final)
+        shutil.rmtree(old, ignore_errors=True)
+    else:
+        staged.rename(final)
+
+
+def publish_files(staged: Path, out: Path) -> None:
+    """Move the files of a complete ``staged`` save into ``out`` (the final model beside the run's
+    other files), the completeness marker last, and remove ``staged``."""
+    mark_complete(staged)
+    for path in sorted(staged.iterdir(), key=lambda p: p.name == COMPLETE_MARKER):
+        target = out / path.name
+        if path.is_dir():
+            shutil.rmtree(target, ignore_errors=True)
+        os.replace(path, target)
+    staged.rmdir()
+
+
+def _step_of(path: Path) -> int:
+    try:
+        return int(path.name.removeprefix(CHECKPOINT_PREFIX))
+    except ValueError:
+        return -1
+
+
+def latest_checkpoint(out: Path) -> tuple[Path | None, list[Path]]:
+    """(newest complete ``checkpoint-N`` of ``out`` or None, incomplete ones newer than it, skipped).
+
+    Leftover staging folders (a save that was killed) count as incomplete.
+    """
+    candidates = [
+        p
+        for p in Path(out).glob(f"*{CHECKPOINT_PREFIX}*")
+        if p.is_dir() and (p.name.startswith(CHECKPOINT_PREFIX) or p.name.startswith(STAGING_PREFIX))
+    ]
+    skipped: list[Path] = []
+    for path in sorted(
+        candidates, key=lambda p: _step_of(Path(p.name.removeprefix(STAGING_PREFIX))), reverse=True
+    ):
+        if path.name.startswith(CHECKPOINT_PREFIX) and is_complete(path):
+            return path, skipped
+        skipped.append(path)
+    return None, skipped
+
+
+def resolve_resume(out: Path, resume) -> str | None:
+    """The checkpoint ``resume_from_checkpoint`` means: a path as given, or (True) the newest complete one."""
+    if resume in (None, False) or (isinstance(resume, str) and resume.lower() in ("", "false", "no")):
+        return None
+    if isinstance(resume, str) and resume.lower() not in ("true", "yes"):
+        path = Path(resume)
+        if not is_complete(path):
+            if not path.is_dir():
+                raise ValueError(f"resume_from_checkpoint={resume!r}: no such checkpoint folder")
+            notice(f"{path} has no {COMPLETE_MARKER} (written by an older version or another tool); using it")
+        return str(path)
+    found, skipped = latest_checkpoint(out)
+    if skipped:
+        notice(
+            "skipping incomplete checkpoint(s) (a save was interrupted): "
+            + ", ".join(p.name for p in skipped)
+        )
+    for path in skipped:  # a staging folder is never used again; a checkpoint-N without marker is kept
+        if path.name.startswith(STAGING_PREFIX):
+            shutil.rmtree(path, ignore_errors=True)
+    if found is None:
+        raise ValueError(
+            f"resume_from_checkpoint=true: {out} has no complete checkpoint-N folder"
+            + (f" (incomplete: {', '.join(p.name for p in skipped)})" if skipped else "")
+            + "; set save_strategy/save_steps so the run saves checkpoints, or start a new run"
+        )
+    return str(found)
+
+
+def truncate_metrics(out: Path, step: int, name: str = METRICS_FILE) -> int:
+    """Drop the ``metrics.jsonl`` lines logged after ``step`` (resume repeats them); return how many."""
+    path = Path(out) / name
+    if not path.is_file():
+        return 0
+    lines = [line for line in path.read_text().splitlines() if line.strip()]
+    kept = [line for line in lines if json.loads(line).get("step", 0) <= step]
+    if len(kept) != len(lines):
+        write_text_atomic(path, "".join(line + "\n" for line in kept))
+    return len(lines) - len(kept)
+
+
+# ---------------------------------------------------------------------------------------------
+# Reading a finished run back (orpo eval / generate / merge / compare)
+
+
+def _not_a_run(path: Path, why: str) -> ValueError:
+    return ValueError(
+        f"{path} is not an orpo run folder ({why}); pass the training.output_dir of an `orpo train` run"
+    )
+
+
+def run_recipe(run_dir: str | Path) -> Recipe:
+    """The resolved recipe the run was trained with (``RUN/config.yaml``)."""
+    path = Path(run_dir)
+    if not path.is_dir():
+        raise _not_a_run(path, "no such folder")
+    if not (path / CONFIG_FILE).is_file():
+        raise _not_a_run(path, f"no {CONFIG_FILE}")
+    return load_recipe(path / CONFIG_FILE)
+
+
+def is_adapter_run(run_dir: str | Path) -> bool:
+    return (Path(run_dir) / "adapter_config.json").is_file()
+
+
+def _has_weights(path: Path) -> bool:
+    return (path / "config.json").is_file() and any(
+        any(path.glob(pattern)) for pattern in ("*.safetensors", "pytorch_model*.bin")
+    )
+
+
+def adapter_base(run_dir: str | Path) -> str:
+    """Where the base model of an adapter run is loaded from."""
+    from orpo.build import TINY_PREFIX
+
+    path = Path(run_dir)
+    saved = path / BASE_MODEL_DIR
+    if _has_weights(saved):
+        return str(saved)
+    base = json.loads((path / "adapter_config.json").read_text()).get("base_model_name_or_path") or ""
+    if not base or base.startswith(TINY_PREFIX):
+        raise ValueError(
+            f"{path}: the adapter's base model ({base or 'unnamed'}, a tiny model built in memory) was not "
+            f"saved with the run; retrain with a current `orpo train`, which saves it to {BASE_MODEL_DIR}/"
+        )
+    return base
+
+
+def load_run(run_dir: str | Path):
+    """(model, tokenizer) of a run folder: the full model, or the base model with the adapter applied.
+
+    The model is in eval mode; an adapter stays unmerged (``orpo merge`` merges it).
+    """
+    from orpo.modeling import load_model, load_tokenizer
+
+    path = Path(run_dir)
+    recipe = run_recipe(path)
+    spec = recipe.model
+    init = {"dtype": spec.dtype, **({"revision": spec.revision} if spec.revision else {})}
+    if is_adapter_run(path):
+        from peft import PeftModel
+
+        base = adapter_base(path)
+        if base == str(path / BASE_MODEL_DIR):
+            init.pop("revision", None)
+        model = PeftModel.from_pretrained(load_model(base, init, spec.trust_remote_code), str(path))
+    elif _has_weights(path):
+        init.pop("revision", None)
+        model = load_model(str(path), init, spec.trust_remote_code)
+    else:
+        raise _not_a_run(path, "no model (config.json + *.safetensors) and no adapter_config.json")
+    tokenizer = load_tokenizer(str(path), spec.trust_remote_code)
+    model.eval()
+    return model, tokenizer

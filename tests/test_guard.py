@@ -1,0 +1,114 @@
+"""The non-finite guard through the Python API (``ORPOTrainer`` used directly, no CLI)."""
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from helpers import tiny_args
+from orpo import ORPOTrainer
+from orpo.guard import NonFiniteError
+from orpo.tiny import build_model
+
+
+def _model(tokenizer):
+    return build_model(tokenizer, "llama", hidden_size=32, num_layers=1, num_heads=2, num_kv_heads=1)
+
+
+def _trainer(tmp_path, tokenizer, rows, model=None, **overrides):
+    return ORPOTrainer(
+        model=model or _model(tokenizer),
+        args=tiny_args(tmp_path, **overrides),
+        train_dataset=rows,
+        processing_class=tokenizer,
+    )
+
+
+def test_a_nan_weight_stops_at_step_1_naming_the_rows_and_saves_nothing(tmp_path, tokenizer, rows):
+    model = _model(tokenizer)
+    with torch.no_grad():
+        model.model.layers[0].mlp.up_proj.weight[0, 0] = float("nan")
+    trainer = _trainer(
+        tmp_path, tokenizer, rows, model=model, max_steps=3, save_strategy="steps", save_steps=1
+    )
+    with pytest.raises(NonFiniteError) as info:
+        trainer.train()
+    message = str(info.value)
+    assert message.startswith("step 1: the loss is nan (batch: train rows ")
+    # The rows named are the first batch's source rows (the sampler shuffles with the seed).
+    named = [int(r) for r in message.split("train rows ")[1].split(")")[0].split(", ")]
+    assert len(named) == 4 and all(0 <= r < len(rows) for r in named)
+    assert "\n" not in message and info.value.step == 1
+    assert not list(Path(tmp_path / "out").glob("checkpoint-*"))
+    # The final save refuses the NaN weights too.
+    with pytest.raises(NonFiniteError, match="refusing to save"):
+        trainer.save_model(str(tmp_path / "final"))
+    assert not (tmp_path / "final" / "model.safetensors").exists()
+
+
+def test_a_bad_step_is_stopped_before_the_optimizer_changes_anything(tmp_path, tokenizer, rows):
+    """A NaN loss at step 3 only: 'stop' raises there, the weights are those after step 2."""
+    trainer = _trainer(tmp_path, tokenizer, rows, max_steps=5, save_strategy="steps", save_steps=2)
+    compute_loss = trainer.compute_loss
+
+    def poisoned(model, inputs, return_outputs=False, num_items_in_batch=None):
+        loss = compute_loss(model, inputs, return_outputs, num_items_in_batch)
+        return loss * float("nan") if trainer.state.global_step == 2 else loss
+
+    trainer.compute_loss = poisoned
+    with pytest.raises(NonFiniteError, match=r"^step 3: the loss is nan"):
+        trainer.train()
+    saved = load_file(tmp_path / "out" / "checkpoint-2" / "model.safetensors")
+    for name, param in trainer.model.named_parameters():
+        if name in saved:
+            torch.testing.assert_close(param.detach(), saved[name], rtol=0, atol=0)
+
+
+def test_skip_drops_the_bad_step_and_stops_after_n_in_a_row(tmp_path, tokenizer, rows):
+    trainer = _trainer(tmp_path, tokenizer, rows, max_steps=4, on_nonfinite="skip", max_nonfinite_steps=2)
+    compute_loss = trainer.compute_loss
+    bad_steps = {1}
+    snapshots = {}
+
+    def poisoned(model, inputs, return_outputs=False, num_items_in_batch=None):
+        step = trainer.state.global_step
+        snapshots.setdefault(step, {n: p.detach().clone() for n, p in model.named_parameters()})
+        loss = compute_loss(model, inputs, return_outputs, num_items_in_batch)
+        return loss * float("nan") if step in bad_steps else loss
+
+    trainer.compute_loss = poisoned
+    trainer.train()
+    assert trainer.guard.skipped == 1 and trainer.state.global_step == 4
+    # Step 2 (global_step 1 -> 2) was dropped: the weights did not move.
+    for name, before in snapshots[1].items():
+        torch.testing.assert_close(snapshots[2][name], before, rtol=0, atol=0)
+    # ...while good steps do move them.
+    assert any(not torch.equal(snapshots[1][n], snapshots[0][n]) for n in snapshots[0])
+    # The non-finite values are in the log history as NaN, not replaced by plausible numbers.
+    logged = [h for h in trainer.state.log_history if h.get("grad_norm") is not None]
+    assert any(h["grad_norm"] != h["grad_norm"] for h in logged)
+
+    bad_steps.update({0, 1, 2, 3})
+    trainer = _trainer(tmp_path, tokenizer, rows, max_steps=4, on_nonfinite="skip", max_nonfinite_steps=2)
+    compute_loss = trainer.compute_loss
+    trainer.compute_loss = poisoned
+    with pytest.raises(NonFiniteError, match="2 non-finite steps in a row"):
+        trainer.train()
+
+
+def test_resume_true_skips_an_incomplete_checkpoint(tmp_path, tokenizer, rows, caplog):
+    """A checkpoint-N folder without its completeness marker (a partial save by an older version or
+    another tool) is named and skipped; the newest complete one is used."""
+    trainer = _trainer(tmp_path, tokenizer, rows, max_steps=2, save_strategy="steps", save_steps=2)
+    trainer.train()
+    out = tmp_path / "out"
+    partial = out / "checkpoint-3"
+    partial.mkdir()
+    (partial / "model.safetensors").write_bytes(b"truncated")
+    (partial / "trainer_state.json").write_text(json.dumps({"global_step": 3}))
+    trainer = _trainer(tmp_path, tokenizer, rows, max_steps=3, save_strategy="no")
+    trainer.train(resume_from_checkpoint=True)
+    assert trainer.state.global_step == 3
+    assert "skipping incomplete checkpoint(s)" in caplog.text and "checkpoint-3" in caplog.text
