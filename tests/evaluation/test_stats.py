@@ -86,6 +86,7 @@ def _alpaca_glm():
         import pkg_resources  # noqa: F401
     except ImportError:
         from importlib.metadata import version
+
         from packaging.version import parse
 
         shim = types.ModuleType("pkg_resources")
@@ -95,7 +96,9 @@ def _alpaca_glm():
     try:
         from alpaca_eval.metrics import glm_winrate
     except Exception as err:  # not installed, or its imports fail offline
-        pytest.skip(f"alpaca_eval is not importable here ({type(err).__name__}: {err}); install the dev extra")
+        pytest.skip(
+            f"alpaca_eval is not importable here ({type(err).__name__}: {err}); install the dev extra"
+        )
     return glm_winrate
 
 
@@ -125,11 +128,16 @@ def test_lc_equals_alpaca_evals_length_controlled_minimal(seed, tmp_path, monkey
         }
     )
     theirs = glm.get_length_controlled_winrate(
-        annotations, glm_name="length_controlled_minimal", save_weights_dir=None, is_warn_extreme_changes=False
+        annotations,
+        glm_name="length_controlled_minimal",
+        save_weights_dir=None,
+        is_warn_extreme_changes=False,
     )
     ours = summarise(verdicts, len_a.tolist(), len_b.tolist())
     assert ours.win_rate == pytest.approx(theirs["win_rate"], abs=1e-6)
-    print(f"seed {seed}: ours {ours.lc_win_rate:.4f} alpaca_eval {theirs['length_controlled_winrate']:.4f} raw {ours.win_rate:.2f}")
+    print(
+        f"seed {seed}: ours {ours.lc_win_rate:.4f} alpaca_eval {theirs['length_controlled_winrate']:.4f} raw {ours.win_rate:.2f}"
+    )
     assert ours.lc_win_rate == pytest.approx(theirs["length_controlled_winrate"], abs=0.5)
     # The length term must matter here, else the comparison proves little.
     assert abs(ours.lc_win_rate - ours.win_rate) > 2.0

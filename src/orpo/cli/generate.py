@@ -41,7 +41,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--split", default="train", help="split of --prompts (default: train)")
     p.add_argument("--limit", "--rows", dest="limit", type=int, default=None, help="first N prompts only")
-    p.add_argument("--out", metavar="FILE.jsonl", help="write JSON lines here (resumable) instead of printing")
+    p.add_argument(
+        "--out", metavar="FILE.jsonl", help="write JSON lines here (resumable) instead of printing"
+    )
     p.add_argument("--max-new-tokens", type=int, default=256, help="completion length cap (default: 256)")
     p.add_argument("--temperature", type=float, default=0.0, help="0 = greedy (default); > 0 samples")
     p.add_argument("--top-p", type=float, default=1.0, help="nucleus sampling mass (default: 1.0)")

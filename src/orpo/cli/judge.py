@@ -44,7 +44,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("a", metavar="A.jsonl", help="baseline generations (e.g. the base model)")
     p.add_argument("b", metavar="B.jsonl", help="candidate generations (e.g. the tuned model)")
-    p.add_argument("--judge", required=True, metavar="KIND", help="rules:FILE.py, reward:MODEL, openai or human")
+    p.add_argument(
+        "--judge", required=True, metavar="KIND", help="rules:FILE.py, reward:MODEL, openai or human"
+    )
     p.add_argument("--out", required=True, metavar="DIR", help="where verdicts.jsonl and summary.json go")
     p.add_argument("--seed", type=int, default=0, help="bootstrap (and human page order) seed (default: 0)")
     p.add_argument("--json", action="store_true", help="print summary.json instead of the table")
@@ -56,7 +58,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     llm.add_argument("--base-url", help="e.g. https://api.openai.com/v1 or http://localhost:8000/v1")
     llm.add_argument("--model", help="the judge model's name at that endpoint")
     llm.add_argument("--api-key-env", help="environment variable holding the key (default: OPENAI_API_KEY)")
-    llm.add_argument("--template", help="prompt template file ({question}, {answer_a}, {answer_b}, {reference})")
+    llm.add_argument(
+        "--template", help="prompt template file ({question}, {answer_a}, {answer_b}, {reference})"
+    )
     llm.add_argument("--verdict-pattern", help=r"regex whose group 1 is A, B or C (default: \[\[(A|B|C)\]\])")
     llm.add_argument("--concurrency", type=int, default=4, help="requests in flight (default: 4)")
     llm.add_argument("--max-retries", type=int, default=5, help="retries on 429/5xx/timeouts (default: 5)")
@@ -65,7 +69,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     llm.add_argument("--cache-dir", help="reply cache (default: DIR/cache)")
     human = p.add_argument_group("human")
     human.add_argument("--export-html", metavar="PAGE.html", help="write the blinded page for raters")
-    human.add_argument("--import", dest="import_choices", metavar="CHOICES.json", help="the page's exported choices")
+    human.add_argument(
+        "--import", dest="import_choices", metavar="CHOICES.json", help="the page's exported choices"
+    )
     p.set_defaults(func=run)
 
 
@@ -110,7 +116,9 @@ def run(args: argparse.Namespace) -> int:
     items = pair_items(read_generations(args.a), read_generations(args.b), args.a, args.b)
     is_human = args.judge == "human"
     if is_human and bool(args.export_html) == bool(args.import_choices):
-        raise ValueError("--judge human needs one of --export-html PAGE.html (for raters) or --import CHOICES.json")
+        raise ValueError(
+            "--judge human needs one of --export-html PAGE.html (for raters) or --import CHOICES.json"
+        )
     if not is_human and (args.export_html or args.import_choices):
         raise ValueError("--export-html and --import go with --judge human")
     judge = build_judge(args.judge, args)
@@ -127,7 +135,9 @@ def run(args: argparse.Namespace) -> int:
     verdicts = judge.judge(items) if not is_human else judge.judge(items, args.import_choices)
     by_id = {i.id: i for i in items}
     judged = [by_id[v.id] for v in verdicts]
-    summary = summarise([v.winner for v in verdicts], [len(i.a) for i in judged], [len(i.b) for i in judged], args.seed)
+    summary = summarise(
+        [v.winner for v in verdicts], [len(i.a) for i in judged], [len(i.b) for i in judged], args.seed
+    )
     report = {
         **summary.to_dict(),
         "units": "percent; B against A; lengths in characters",

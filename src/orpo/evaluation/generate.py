@@ -117,7 +117,11 @@ def _prompt_of_row(row: dict, number: int, label: str) -> tuple[list[dict], str 
                 messages = messages[:-1]
             if not messages or messages[-1]["role"] not in ("user", "human"):
                 raise ValueError(f"{label} row {number}: `{key}` must end with a user turn")
-            return [{**m, "role": "user" if m["role"] == "human" else m["role"]} for m in messages], None, reference
+            return (
+                [{**m, "role": "user" if m["role"] == "human" else m["role"]} for m in messages],
+                None,
+                reference,
+            )
     for key in PROMPT_TEXT_FIELDS:
         value = row.get(key)
         if isinstance(value, str) and value.strip():
@@ -177,12 +181,12 @@ def load_prompts(source: str, split: str = "train", limit: int | None = None) ->
 
 
 def prompt_ids(
-    prompts: list[Prompt], tokenizer, chat_template_mode: str = "auto", limits: Limits = Limits()
+    prompts: list[Prompt], tokenizer, chat_template_mode: str = "auto", limits: Limits | None = None
 ) -> list[list[int]]:
     """Token ids of each prompt exactly as training builds them (template, BOS, left truncation)."""
     wrap = resolve_chat_template(tokenizer, None, chat_template_mode)
     markers = template_markers(tokenizer) if wrap else ()
-    pair_tokenizer = PairTokenizer(tokenizer, limits)
+    pair_tokenizer = PairTokenizer(tokenizer, limits or Limits())
     out = []
     for p in prompts:
         row = {"prompt": p.messages, "chosen": "", "rejected": "", "text_prompt": p.text_prompt}

@@ -64,10 +64,14 @@ def kind_of(path: str | Path) -> str:
     p = Path(path)
     if not p.exists():
         if str(path).startswith((".", "/", "~")) or p.suffix:
-            raise ValueError(f"{path} is not an orpo run folder, checkpoint, adapter or model (no such folder)")
+            raise ValueError(
+                f"{path} is not an orpo run folder, checkpoint, adapter or model (no such folder)"
+            )
         return "model"  # a Hub name
     if not p.is_dir():
-        raise ValueError(f"{path} is a file; pass a run folder, a checkpoint, an adapter folder or a model folder")
+        raise ValueError(
+            f"{path} is a file; pass a run folder, a checkpoint, an adapter folder or a model folder"
+        )
     if (p / "config.yaml").is_file():
         return "run"
     if CHECKPOINT.match(p.name) and (p.parent / "config.yaml").is_file():
@@ -147,4 +151,6 @@ def load_for_generation(
     tok = load_tokenizer(tok_source, trust)
     ensure_pad_token(tok, model)
     model.eval()
-    return LoadedModel(model=model, tokenizer=tok, name=str(path), kind=kind, chat_template_mode=mode, limits=limits)
+    return LoadedModel(
+        model=model, tokenizer=tok, name=str(path), kind=kind, chat_template_mode=mode, limits=limits
+    )

@@ -95,7 +95,9 @@ def _soft_logistic(t: np.ndarray, s: np.ndarray, C: float):
     X = np.concatenate([x, x])  # (2n, 2): label 1 rows, then label 0 rows
     y = np.concatenate([np.ones_like(s), np.zeros_like(s)])
     weight = np.concatenate([s, 1.0 - s])
-    model = LogisticRegression(C=C, l1_ratio=1.0, solver="liblinear", fit_intercept=False, random_state=GLM_SEED)
+    model = LogisticRegression(
+        C=C, l1_ratio=1.0, solver="liblinear", fit_intercept=False, random_state=GLM_SEED
+    )
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # liblinear convergence chatter on separable data
         model.fit(X, y, sample_weight=weight)

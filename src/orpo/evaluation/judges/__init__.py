@@ -56,10 +56,16 @@ def _human(arg, args):
 JUDGES: dict[str, JudgeKind] = {
     kind.name: kind
     for kind in (
-        JudgeKind("rules", "rules:FILE.py", "task metrics from judge(prompt, completion, reference)", True, _rules),
+        JudgeKind(
+            "rules", "rules:FILE.py", "task metrics from judge(prompt, completion, reference)", True, _rules
+        ),
         JudgeKind("reward", "reward:MODEL", "a sequence-classification reward model's scores", True, _reward),
-        JudgeKind("openai", "openai", "an LLM judge over an OpenAI-compatible API, both orders", False, _openai),
-        JudgeKind("human", "human", "a blinded side-by-side HTML page, then --import its choices", False, _human),
+        JudgeKind(
+            "openai", "openai", "an LLM judge over an OpenAI-compatible API, both orders", False, _openai
+        ),
+        JudgeKind(
+            "human", "human", "a blinded side-by-side HTML page, then --import its choices", False, _human
+        ),
     )
 }
 
@@ -69,7 +75,9 @@ def build_judge(spec: str, args: argparse.Namespace):
     name, _, arg = spec.partition(":")
     kind = JUDGES.get(name)
     if kind is None:
-        raise ValueError(f"--judge {spec}: unknown kind {name!r}; use one of {', '.join(k.usage for k in JUDGES.values())}")
+        raise ValueError(
+            f"--judge {spec}: unknown kind {name!r}; use one of {', '.join(k.usage for k in JUDGES.values())}"
+        )
     if kind.needs_arg and not arg:
         raise ValueError(f"--judge {spec}: give {kind.usage}")
     if not kind.needs_arg and arg:

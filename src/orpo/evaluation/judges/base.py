@@ -44,7 +44,9 @@ def _key(record: dict) -> str:
     return str(record["id"]) if sample == 0 else f"{record['id']}#{sample}"
 
 
-def pair_items(a_records: list[dict], b_records: list[dict], a_name: str = "A", b_name: str = "B") -> list[Item]:
+def pair_items(
+    a_records: list[dict], b_records: list[dict], a_name: str = "A", b_name: str = "B"
+) -> list[Item]:
     """Items for the ids (and sample indices) present in both files, in A's order.
 
     Ids in only one file are left out with a notice; the same id with different prompt texts is an
@@ -66,7 +68,9 @@ def pair_items(a_records: list[dict], b_records: list[dict], a_name: str = "A", 
         items.append(Item(key, ra.get("prompt", ""), ra["completion"], rb["completion"], ra.get("reference")))
     only_b = len(b_by_key) - (len(a_records) - len(only_a))
     if only_a or only_b:
-        notice(f"{len(only_a)} id(s) only in {a_name}, {only_b} only in {b_name}: judging the {len(items)} shared")
+        notice(
+            f"{len(only_a)} id(s) only in {a_name}, {only_b} only in {b_name}: judging the {len(items)} shared"
+        )
     if not items:
         raise ValueError(f"{a_name} and {b_name} share no prompt id; generate both from the same --prompts")
     return items

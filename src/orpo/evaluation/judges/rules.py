@@ -59,10 +59,16 @@ class RulesJudge:
     def _score(self, item: Item, completion: str) -> dict[str, float]:
         result = self.module.judge(item.prompt, completion, item.reference)
         if not isinstance(result, dict) or not result:
-            raise ValueError(f"rules:{self.spec}: judge() returned {result!r} for id {item.id}; return a dict of metrics")
-        bad = {k: v for k, v in result.items() if not isinstance(v, (int, float, bool)) or not math.isfinite(v)}
+            raise ValueError(
+                f"rules:{self.spec}: judge() returned {result!r} for id {item.id}; return a dict of metrics"
+            )
+        bad = {
+            k: v for k, v in result.items() if not isinstance(v, (int, float, bool)) or not math.isfinite(v)
+        }
         if bad:
-            raise ValueError(f"rules:{self.spec}: judge() returned non-numeric metrics {bad} for id {item.id}")
+            raise ValueError(
+                f"rules:{self.spec}: judge() returned non-numeric metrics {bad} for id {item.id}"
+            )
         return {k: float(v) for k, v in result.items()}
 
     def judge(self, items: list[Item]) -> list[Verdict]:
