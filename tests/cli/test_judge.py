@@ -5,6 +5,7 @@ import shutil
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from orpo.cli.main import main
@@ -210,3 +211,45 @@ def test_human_page_in_headless_chromium(tmp_path, capsys):
         v["id"]: v["verdict"] for v in map(json.loads, (out / "verdicts.jsonl").read_text().splitlines())
     }
     assert verdicts == {"0": "B", "1": "B", "2": "B", "3": "A", "4": "tie", "5": "B"}
+
+
+def test_reward_judge_scores_match_unbatched_forwards(tmp_path, tokenizer):
+    """A tiny randomly initialised reward model: each item's two rewards must equal the model's score of
+    that text alone (no padding), whatever the batch, and the higher reward must win."""
+    import torch
+    from transformers import LlamaConfig, LlamaForSequenceClassification
+
+    torch.manual_seed(0)
+    config = LlamaConfig(
+        vocab_size=len(tokenizer),
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=1,
+        num_attention_heads=2,
+        num_key_value_heads=1,
+        num_labels=1,
+        pad_token_id=tokenizer.pad_token_id,
+    )
+    path = tmp_path / "rm"
+    LlamaForSequenceClassification(config).save_pretrained(path)
+    tokenizer.save_pretrained(path)
+    a = _gen(tmp_path / "a.jsonl", ["red cat", "blue", "one two three", "sun"])
+    b = _gen(tmp_path / "b.jsonl", ["dog", "green green", "moon", "star star star star"])
+    out = tmp_path / "rj"
+    assert main(["judge", a, b, "--judge", f"reward:{path}", "--batch-size", "3", "--out", str(out)]) == 0
+
+    from orpo.evaluation.judges.reward import RewardJudge
+
+    alone = RewardJudge(str(path), batch_size=1)
+    verdicts = [json.loads(line) for line in (out / "verdicts.jsonl").read_text().splitlines()]
+    for v in verdicts:
+        i = int(v["id"])
+        ra, rb = v["raw"]["reward_a"], v["raw"]["reward_b"]
+        expect_a = alone.score([alone.text(f"prompt {i}", ["red cat", "blue", "one two three", "sun"][i])])[0]
+        assert ra == pytest.approx(expect_a, abs=1e-5)
+        assert v["verdict"] == ("B" if rb > ra else "A")
+        assert rb != pytest.approx(ra)  # random weights: distinct texts get distinct rewards
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["per_model"]["A"]["reward"]["mean"] == pytest.approx(
+        np.mean([v["raw"]["reward_a"] for v in verdicts])
+    )
