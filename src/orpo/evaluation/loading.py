@@ -101,12 +101,14 @@ def _adapter_base(folder: Path, run: Path | None) -> str:
 
 
 def _tokenizer_source(folder: Path, explicit: str | None, run: Path | None, base: str | None) -> str:
-    """Where the tokenizer comes from: --tokenizer, the folder, its run, the run it sits in (for
-    RUN/base_model/, which holds weights only), the adapter's base, or the Hub name itself."""
+    """Where the tokenizer comes from: --tokenizer, else the first folder with tokenizer files among the
+    folder, its run, the adapter's base, and the run folder either sits in (``RUN/base_model/`` holds
+    weights only), else the Hub name itself."""
     if explicit:
         return explicit
-    parent_run = folder.parent if (folder.parent / "config.yaml").is_file() else None
-    for candidate in (folder, run, parent_run, Path(base) if base else None):
+    places = [folder, run, Path(base) if base else None]
+    places += [p.parent for p in places if p is not None and (p.parent / "config.yaml").is_file()]
+    for candidate in places:
         if candidate is not None and candidate.is_dir() and _has_tokenizer(candidate):
             return str(candidate)
     for name in (base, str(folder)):
