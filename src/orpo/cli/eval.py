@@ -26,7 +26,9 @@ def register(sub: argparse._SubParsersAction) -> None:
         description=HELP,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    p.add_argument("run_dir", metavar="RUN_DIR", help="run folder written by `orpo train`, or RUN/checkpoint-N")
+    p.add_argument(
+        "run_dir", metavar="RUN_DIR", help="run folder written by `orpo train`, or RUN/checkpoint-N"
+    )
     p.add_argument("--data", required=True, help="file, folder, glob, hub name or builtin:NAME")
     p.add_argument(
         "--split", default="train", help="split of the source (builtin:codereview: train/val/test)"
@@ -38,7 +40,6 @@ def register(sub: argparse._SubParsersAction) -> None:
 def evaluate_run(run_dir: str, source: str, split: str) -> dict[str, float]:
     """``ORPOTrainer.evaluate`` of the run's model on ``source``; Trainer output goes to a temp dir."""
     import tempfile
-
     from pathlib import Path
 
     from orpo.config import ORPOConfig
