@@ -81,8 +81,8 @@ def kind_of(path: str | Path) -> str:
     if _has_weights(p):
         return "model"
     raise ValueError(
-        f"{path}: not a run folder (no config.yaml), checkpoint, adapter (no adapter_config.json) or model "
-        "(no config.json + *.safetensors)"
+        f"{path} is not an orpo run folder (no config.yaml), checkpoint, adapter (no adapter_config.json) "
+        "or model (no config.json + *.safetensors)"
     )
 
 
