@@ -87,6 +87,15 @@ class LengthControlled:
     C: float
 
 
+def _l1_penalty() -> dict:
+    """scikit-learn >= 1.8 spells an L1 penalty ``l1_ratio=1`` (``penalty`` is deprecated); older ones
+    ``penalty="l1"`` (where ``l1_ratio`` alone would leave the default L2)."""
+    import sklearn
+
+    major, minor = (int(x) for x in sklearn.__version__.split(".")[:2])
+    return {"l1_ratio": 1.0} if (major, minor) >= (1, 8) else {"penalty": "l1"}
+
+
 def _soft_logistic(t: np.ndarray, s: np.ndarray, C: float):
     """L1 logistic regression on [t, 1] without intercept, soft labels as two weighted rows per item."""
     from sklearn.linear_model import LogisticRegression
@@ -96,7 +105,7 @@ def _soft_logistic(t: np.ndarray, s: np.ndarray, C: float):
     y = np.concatenate([np.ones_like(s), np.zeros_like(s)])
     weight = np.concatenate([s, 1.0 - s])
     model = LogisticRegression(
-        C=C, l1_ratio=1.0, solver="liblinear", fit_intercept=False, random_state=GLM_SEED
+        C=C, solver="liblinear", fit_intercept=False, random_state=GLM_SEED, **_l1_penalty()
     )
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # liblinear convergence chatter on separable data
