@@ -15,18 +15,7 @@ standard error. All rates in percent. Writes DIR/verdicts.jsonl (per item: the j
 both orders for an LLM, and the final one) and DIR/summary.json, and prints a table.
 
 Judges (--judge):
-  rules:FILE.py      FILE defines judge(prompt, completion, reference) -> {metric: value}; per-model means
-                     with intervals, and B wins an item when its --metric is better.
-  rules:codereview   the builtin code-review judge (generate from builtin:codereview).
-  reward:MODEL       a local sequence-classification reward model; the higher reward wins.
-  openai             an LLM over any OpenAI-compatible chat-completions API (--base-url, --model; key from
-                     OPENAI_API_KEY or --api-key-env NAME, never written anywhere). Each item is asked in
-                     both orders; B wins only when both orders say so, else tie (MT-Bench's rule).
-                     Replies are cached in DIR/cache/ by request content: a rerun costs nothing and a
-                     killed run resumes.
-  human              --export-html page.html writes a blinded side-by-side page (order randomised per item,
-                     keys 1/2/3, progress, choices kept in the browser, exported as JSON);
-                     --import choices.json turns the exported choices into verdicts and the summary.
+{judges}
 
   orpo judge base.jsonl tuned.jsonl --judge rules:codereview --out judged/rules
   orpo judge base.jsonl tuned.jsonl --judge openai --base-url http://localhost:8000/v1 --model qwen --out judged/llm
@@ -36,10 +25,12 @@ Judges (--judge):
 
 
 def register(sub: argparse._SubParsersAction) -> None:
+    from orpo.evaluation.judges import describe  # the registry alone: no model or HTTP code
+
     p = sub.add_parser(
         "judge",
         help="compare two generation files: win rate with interval and length control",
-        description=HELP,
+        description=HELP.format(judges=describe()),
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("a", metavar="A.jsonl", help="baseline generations (e.g. the base model)")

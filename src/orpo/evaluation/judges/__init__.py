@@ -57,17 +57,54 @@ JUDGES: dict[str, JudgeKind] = {
     kind.name: kind
     for kind in (
         JudgeKind(
-            "rules", "rules:FILE.py", "task metrics from judge(prompt, completion, reference)", True, _rules
+            "rules",
+            "rules:FILE.py",
+            "FILE defines judge(prompt, completion, reference) -> {metric: value}; per-model means with "
+            "intervals, and B wins an item when its --metric is better. rules:codereview is the builtin "
+            "code-review judge (generate from builtin:codereview).",
+            True,
+            _rules,
         ),
-        JudgeKind("reward", "reward:MODEL", "a sequence-classification reward model's scores", True, _reward),
         JudgeKind(
-            "openai", "openai", "an LLM judge over an OpenAI-compatible API, both orders", False, _openai
+            "reward",
+            "reward:MODEL",
+            "a local sequence-classification reward model scores each completion; the higher reward wins.",
+            True,
+            _reward,
         ),
         JudgeKind(
-            "human", "human", "a blinded side-by-side HTML page, then --import its choices", False, _human
+            "openai",
+            "openai",
+            "an LLM over any OpenAI-compatible chat-completions API (--base-url, --model; key from "
+            "OPENAI_API_KEY or --api-key-env NAME, never written anywhere). Each item is asked in both "
+            "orders; B wins only when both orders say so, else tie (MT-Bench's rule). Replies are cached "
+            "in DIR/cache/ by request content: a rerun costs nothing and a killed run resumes.",
+            False,
+            _openai,
+        ),
+        JudgeKind(
+            "human",
+            "human",
+            "--export-html page.html writes a blinded side-by-side page (order randomised per item, keys "
+            "1/2/3, progress, choices kept in the browser, exported as JSON); --import choices.json turns "
+            "the exported choices into verdicts and the summary.",
+            False,
+            _human,
         ),
     )
 }
+
+
+def describe() -> str:
+    """The judge kinds for ``--help``, from the registry."""
+    import textwrap
+
+    lines = []
+    for kind in JUDGES.values():
+        body = textwrap.wrap(kind.help, 82)
+        lines.append(f"  {kind.usage:<16} {body[0]}")
+        lines.extend(f"  {'':<16} {line}" for line in body[1:])
+    return "\n".join(lines)
 
 
 def build_judge(spec: str, args: argparse.Namespace):
