@@ -189,3 +189,29 @@ def test_llm_judge_wrong_key_is_a_one_line_error_without_the_key(server, tmp_pat
     assert "sk-wrong-0000" not in err
     assert main([*argv, "--api-key-env", "UNSET_VARIABLE_X"]) == 2
     assert "UNSET_VARIABLE_X" in capsys.readouterr().err
+
+
+def test_custom_template_and_verdict_pattern(tmp_path, monkeypatch):
+    """A template file replaces the default (placeholders filled by plain replacement, so braces in
+    answers survive) and the last match of a custom pattern is the verdict ('tie' means C)."""
+    from orpo.evaluation.judges.llm import LLMJudge, fill
+
+    monkeypatch.delenv("OPENAI_API_KEY", raising=False)
+    template = tmp_path / "t.txt"
+    template.write_text(
+        "Q: {question}\nRef: {reference}\n1: {answer_a}\n2: {answer_b}\nSay 'Winner: A|B|tie'."
+    )
+    judge = LLMJudge(
+        "http://127.0.0.1:9/v1",
+        "m",
+        tmp_path / "c",
+        template=str(template),
+        verdict_pattern=r"Winner: (A|B|tie)",
+    )
+    assert judge.system is None and judge.settings()["template"] == str(template)
+    text = fill(judge.template, "q?", "x = {1: 2}", "y", "ref")
+    assert text == "Q: q?\nRef: ref\n1: x = {1: 2}\n2: y\nSay 'Winner: A|B|tie'."
+    assert judge._verdict("Winner: A ... on reflection, Winner: tie") == "C"
+    assert judge._verdict("Winner: B") == "B" and judge._verdict("no verdict") is None
+    with pytest.raises(ValueError, match="needs a group"):
+        LLMJudge("http://127.0.0.1:9/v1", "m", tmp_path / "c", verdict_pattern=r"\[\[[ABC]\]\]")
