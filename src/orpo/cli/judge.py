@@ -70,32 +70,43 @@ def _pct(value: float | None) -> str:
     return "-" if value is None else f"{value:.1f}"
 
 
+def _judge_label(settings: dict) -> str:
+    kind = settings["kind"]
+    if kind == "rules":
+        return f"rules:{settings['rules']}, metric {settings['metric']}"
+    if kind == "reward":
+        return f"reward:{settings['model']}"
+    if kind == "openai":
+        return f"openai {settings['model']} at {settings['base_url']}"
+    return kind
+
+
 def table(summary: dict) -> str:
     """The printed result: counts, win rate with interval, LC win rate; per-model metrics when present."""
     lc = summary["lc_win_rate"]
     lc_text = "-" if lc is None else f"{lc:.1f} +- {summary['lc_standard_error']:.1f}"
     low, high = summary["win_rate_ci"]
     lines = [
-        f"B = {summary['b']}  vs  A = {summary['a']}  ({summary['n']} items, judge {summary['judge']['kind']})",
-        f"{'wins':>6} {'ties':>6} {'losses':>6}   {'win rate':>8}   {'95% CI':<14}  {'LC win rate':<12}",
-        f"{summary['wins']:>6} {summary['ties']:>6} {summary['losses']:>6}   {summary['win_rate']:>7.1f}%"
-        f"   [{low:.1f}, {high:.1f}]{'':<{max(0, 12 - len(f'[{low:.1f}, {high:.1f}]'))}}  {lc_text}",
+        f"B = {summary['b']}  vs  A = {summary['a']}",
+        f"{summary['n']} items, judge {_judge_label(summary['judge'])}; rates in percent, B against A",
+        "",
+        f"{'wins':>6}{'ties':>6}{'losses':>8}{'win rate':>10}  {'95% CI':<14}{'LC win rate':<14}",
+        f"{summary['wins']:>6}{summary['ties']:>6}{summary['losses']:>8}{summary['win_rate']:>10.1f}  "
+        f"{f'[{low:.1f}, {high:.1f}]':<14}{lc_text:<14}",
     ]
     per_model = summary.get("per_model")
     if per_model:
-        lines.append("")
-        lines.append(f"{'metric (mean, 95% CI)':<22} {'A':<24} {'B':<24}")
+        lines += ["", f"{'mean per item [95% CI]':<24}{'A':<24}{'B':<24}"]
         for name in per_model["A"]:
-            cells = []
-            for model in ("A", "B"):
-                m = per_model[model][name]
-                cells.append(f"{m['mean']:.3f} [{m['ci_low']:.3f}, {m['ci_high']:.3f}]")
-            lines.append(f"{name:<22} {cells[0]:<24} {cells[1]:<24}")
+            cells = [
+                f"{m['mean']:.3f} [{m['ci_low']:.3f}, {m['ci_high']:.3f}]"
+                for m in (per_model["A"][name], per_model["B"][name])
+            ]
+            lines.append(f"{name:<24}{cells[0]:<24}{cells[1]:<24}".rstrip())
     counters = summary.get("judge_counters")
     if counters:
-        lines.append("")
-        lines.append("judge: " + ", ".join(f"{k} {v}" for k, v in counters.items()))
-    return "\n".join(lines)
+        lines += ["", "judge: " + ", ".join(f"{k} {v}" for k, v in counters.items())]
+    return "\n".join(line.rstrip() for line in lines)
 
 
 def run(args: argparse.Namespace) -> int:
