@@ -98,23 +98,16 @@ def _write(path, column):
     return str(path)
 
 
+def _argv(tmp_path, server, model, out):
+    """`orpo judge a.jsonl b.jsonl --judge openai` against the test server."""
+    a, b = _write(tmp_path / "a.jsonl", 1), _write(tmp_path / "b.jsonl", 2)
+    return ["judge", a, b, "--judge", "openai", "--base-url", server.url, "--model", model, "--out", str(out)]
+
+
 def test_llm_judge_both_orders_retries_cache_and_no_key_leak(server, tmp_path, monkeypatch, capsys, caplog):
     monkeypatch.setenv("OPENAI_API_KEY", SECRET)
-    a, b = _write(tmp_path / "a.jsonl", 1), _write(tmp_path / "b.jsonl", 2)
     out = tmp_path / "judged"
-    argv = [
-        "judge",
-        a,
-        b,
-        "--judge",
-        "openai",
-        "--base-url",
-        server.url,
-        "--model",
-        "judge-1",
-        "--out",
-        str(out),
-    ]
+    argv = _argv(tmp_path, server, "judge-1", out)
     caplog.set_level("WARNING")
     assert main([*argv, "--concurrency", "3"]) == 0
     first_out = capsys.readouterr()
@@ -169,20 +162,7 @@ def test_llm_judge_both_orders_retries_cache_and_no_key_leak(server, tmp_path, m
 def test_llm_judge_wrong_key_is_a_one_line_error_without_the_key(server, tmp_path, monkeypatch, capsys):
     server.fail_plan = []
     monkeypatch.setenv("MY_JUDGE_KEY", "sk-wrong-0000")
-    a, b = _write(tmp_path / "a.jsonl", 1), _write(tmp_path / "b.jsonl", 2)
-    argv = [
-        "judge",
-        a,
-        b,
-        "--judge",
-        "openai",
-        "--base-url",
-        server.url,
-        "--model",
-        "m",
-        "--out",
-        str(tmp_path / "o"),
-    ]
+    argv = _argv(tmp_path, server, "m", tmp_path / "o")
     assert main([*argv, "--api-key-env", "MY_JUDGE_KEY"]) == 2
     err = capsys.readouterr().err.strip().splitlines()[-1]
     assert err.startswith("orpo: error:") and "HTTP 401" in err and "MY_JUDGE_KEY" in err
