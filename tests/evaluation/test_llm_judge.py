@@ -167,6 +167,7 @@ def test_llm_judge_wrong_key_is_a_one_line_error_without_the_key(server, tmp_pat
     err = capsys.readouterr().err.strip().splitlines()[-1]
     assert err.startswith("orpo: error:") and "HTTP 401" in err and "MY_JUDGE_KEY" in err
     assert "sk-wrong-0000" not in err
+    assert len(server.requests) < 10  # the queued requests were not sent after the fatal 401
     assert main([*argv, "--api-key-env", "UNSET_VARIABLE_X"]) == 2
     assert "UNSET_VARIABLE_X" in capsys.readouterr().err
 

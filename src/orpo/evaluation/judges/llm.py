@@ -249,8 +249,14 @@ class LLMJudge:
             first, second = (item.a, item.b) if order == "AB" else (item.b, item.a)
             return self.ask(item.prompt, first, second, item.reference)
 
-        with ThreadPoolExecutor(max_workers=self.concurrency) as pool:
-            replies = list(pool.map(run, tasks))
+        pool = ThreadPoolExecutor(max_workers=self.concurrency)
+        futures = [pool.submit(run, task) for task in tasks]
+        try:
+            replies = [f.result() for f in futures]
+        finally:
+            # On a fatal error (bad key, retries exhausted) do not send what is still queued; replies
+            # already received are cached, so a rerun resumes.
+            pool.shutdown(wait=True, cancel_futures=True)
         verdicts = []
         for i, item in enumerate(items):
             ab, ba = replies[2 * i], replies[2 * i + 1]
