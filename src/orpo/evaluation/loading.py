@@ -63,7 +63,8 @@ def kind_of(path: str | Path) -> str:
     """Which of the four kinds ``path`` is; ValueError naming what is missing otherwise."""
     p = Path(path)
     if not p.exists():
-        if str(path).startswith((".", "/", "~")) or p.suffix:
+        # "org/name" may be a Hub name; a path whose parent folder exists here is a local typo.
+        if str(path).startswith((".", "/", "~")) or p.suffix or (str(p.parent) != "." and p.parent.is_dir()):
             raise ValueError(
                 f"{path} is not an orpo run folder, checkpoint, adapter or model (no such folder)"
             )
