@@ -8,6 +8,7 @@ and then 500. It records every request (headers and body) so the test can see wh
 
 import json
 import threading
+import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
@@ -47,6 +48,8 @@ class JudgeServer:
                     self.end_headers()
                     self.wfile.write(b'{"error": {"message": "try later"}}')
                     return
+                if "SLOW" in body["messages"][-1]["content"] and seen == 0:
+                    time.sleep(1.5)  # longer than the client's --timeout: it gives up and retries
                 reply = server.reply(body["messages"][-1]["content"], seen)
                 payload = {"choices": [{"index": 0, "message": {"role": "assistant", "content": reply}}]}
                 data = json.dumps(payload).encode()
@@ -54,7 +57,10 @@ class JudgeServer:
                 self.send_header("Content-Type", "application/json")
                 self.send_header("Content-Length", str(len(data)))
                 self.end_headers()
-                self.wfile.write(data)
+                try:
+                    self.wfile.write(data)
+                except (BrokenPipeError, ConnectionResetError):
+                    pass  # the client timed out and hung up
 
         self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}/v1"
@@ -196,3 +202,17 @@ def test_custom_template_and_verdict_pattern(tmp_path, monkeypatch):
     assert judge._verdict("Winner: B") == "B" and judge._verdict("no verdict") is None
     with pytest.raises(ValueError, match="needs a group"):
         LLMJudge("http://127.0.0.1:9/v1", "m", tmp_path / "c", verdict_pattern=r"\[\[[ABC]\]\]")
+
+
+def test_llm_judge_retries_a_request_that_times_out(server, tmp_path, monkeypatch):
+    server.fail_plan = []
+    monkeypatch.setenv("OPENAI_API_KEY", SECRET)
+    a = tmp_path / "a.jsonl"
+    b = tmp_path / "b.jsonl"
+    a.write_text(json.dumps({"id": "0", "prompt": "SLOW q", "completion": "meh"}) + "\n")
+    b.write_text(json.dumps({"id": "0", "prompt": "SLOW q", "completion": "GOOD"}) + "\n")
+    out = tmp_path / "slow"
+    argv = ["judge", str(a), str(b), "--judge", "openai", "--base-url", server.url, "--model", "m"]
+    assert main([*argv, "--out", str(out), "--timeout", "0.5", "--concurrency", "1"]) == 0
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["wins"] == 1 and summary["judge_counters"]["retries"] == 2  # one timeout per order
