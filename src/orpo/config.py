@@ -146,7 +146,18 @@ class ORPOConfig(TrainingArguments):
         default=None, metadata={"help": "Pad token id (None: the tokenizer's, else its EOS)."}
     )
     generate_during_eval: bool = field(
-        default=False, metadata={"help": "Accepted for TRL compatibility; use `orpo generate` instead."}
+        default=False,
+        metadata={
+            "help": "With an eval set: at each evaluation, greedy completions of the first "
+            "generate_during_eval_prompts eval prompts go to OUTPUT_DIR/generations.jsonl, TensorBoard "
+            "(when enabled) and report.html. `orpo generate` does it at scale."
+        },
+    )
+    generate_during_eval_prompts: int = field(
+        default=4, metadata={"help": "How many eval prompts generate_during_eval completes (the first ones)."}
+    )
+    generate_during_eval_max_new_tokens: int = field(
+        default=64, metadata={"help": "Completion length cap of generate_during_eval."}
     )
     is_encoder_decoder: bool | None = field(
         default=None,
@@ -263,6 +274,9 @@ class ORPOConfig(TrainingArguments):
                     f"max_prompt_length={self.max_prompt_length} leaves no room for a response within "
                     f"max_length={self.max_length}; lower max_prompt_length or raise max_length"
                 )
+        for name in ("generate_during_eval_prompts", "generate_during_eval_max_new_tokens"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name}={getattr(self, name)} must be >= 1")
         if self.logit_chunk_size < 1:
             raise ValueError(f"logit_chunk_size={self.logit_chunk_size} must be >= 1")
         if self.on_nonfinite not in NONFINITE_ACTIONS:

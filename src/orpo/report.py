@@ -111,6 +111,30 @@ def _status(summary: dict) -> str:
     return f'<p style="color:#b00"><b>Run {html.escape(status)}</b>{error}</p>'
 
 
+def generations_html(run_dir: Path, max_steps: int = 6) -> str:
+    """A table of ``generations.jsonl`` (``generate_during_eval``): per prompt, its completion at each
+    evaluation (the last ``max_steps`` evaluations); empty when the run generated nothing."""
+    path = run_dir / "generations.jsonl"
+    if not path.is_file():
+        return ""
+    records = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    steps = sorted({r["step"] for r in records})[-max_steps:]
+    by_prompt: dict[str, list[dict]] = {}
+    for r in records:
+        if r["step"] in steps:
+            by_prompt.setdefault(r["id"], []).append(r)
+    blocks = []
+    for rows in by_prompt.values():
+        cells = "".join(
+            f"<tr><td>{r['step']}</td><td><pre>{html.escape(r['completion'])}</pre></td></tr>" for r in rows
+        )
+        blocks.append(
+            f"<h3>Prompt</h3><pre>{html.escape(rows[0]['prompt'])}</pre>"
+            f"<table><tr><th>step</th><th>completion (greedy)</th></tr>{cells}</table>"
+        )
+    return "<h2>Generations during evaluation</h2>" + "".join(blocks)
+
+
 def write_report(run_dir: str | Path) -> Path:
     """Plots plus ``report.html`` in ``run_dir``; returns the HTML path."""
     run_dir = Path(run_dir)
@@ -145,6 +169,7 @@ td:first-child{{text-align:left}}pre{{background:#f6f6f6;padding:1em;overflow:au
 &rarr; {summary.get("train_loss_last", "?")} (last log).</p>
 <h2>Evaluation before and after training</h2>{_table(rows) if rows else "<p>No evaluation set.</p>"}
 <h2>Curves</h2>{figures}
+{generations_html(run_dir)}
 <h2>Data</h2><pre>{html.escape(data_report)}</pre>
 <h2>Config</h2><pre>{html.escape(config)}</pre>
 </body></html>"""

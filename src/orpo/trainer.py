@@ -132,8 +132,18 @@ class ORPOTrainer(Trainer):
         self.stop_on_signal = StopOnSignal()
         self.add_callback(self.stop_on_signal)
         self._staging_root: Path | None = None
+        if args.generate_during_eval:
+            self._add_generations_callback()
 
     # ---- construction helpers ----
+
+    def _add_generations_callback(self) -> None:
+        if self.eval_dataset is None:
+            notice("generate_during_eval needs an eval set; no completions will be generated")
+            return
+        from orpo.evaluation.callback import GenerationsCallback
+
+        self.add_callback(GenerationsCallback(self))
 
     @staticmethod
     def _resolve_args(args: TrainingArguments | None) -> ORPOConfig:

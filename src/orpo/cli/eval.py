@@ -1,4 +1,5 @@
-"""`orpo eval RUN_DIR --data SOURCE`: preference metrics of a trained run's model on a dataset."""
+"""`orpo eval RUN_DIR --data SOURCE`: preference metrics of a trained run's model (or one of its
+checkpoints) on a dataset."""
 
 from __future__ import annotations
 
@@ -9,9 +10,11 @@ HELP = """\
 Evaluate a run folder's model on a preference dataset with the run's own training config (method,
 beta, lengths, chat template mode): loss, NLL of the chosen responses, preference accuracy (how often
 the chosen response scores above the rejected one), reward margin and mean log-probs.
+RUN_DIR may also be a checkpoint of a run (RUN/checkpoint-N), evaluated with its run's config.
 Nothing is written to the run folder.
 
   orpo eval runs/x --data builtin:codereview --split test
+  orpo eval runs/x/checkpoint-200 --data builtin:codereview --split test
   orpo eval runs/x --data heldout.jsonl --json
 """
 
@@ -23,7 +26,9 @@ def register(sub: argparse._SubParsersAction) -> None:
         description=HELP,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    p.add_argument("run_dir", metavar="RUN_DIR", help="run folder written by `orpo train`")
+    p.add_argument(
+        "run_dir", metavar="RUN_DIR", help="run folder written by `orpo train`, or RUN/checkpoint-N"
+    )
     p.add_argument("--data", required=True, help="file, folder, glob, hub name or builtin:NAME")
     p.add_argument(
         "--split", default="train", help="split of the source (builtin:codereview: train/val/test)"
@@ -35,14 +40,20 @@ def register(sub: argparse._SubParsersAction) -> None:
 def evaluate_run(run_dir: str, source: str, split: str) -> dict[str, float]:
     """``ORPOTrainer.evaluate`` of the run's model on ``source``; Trainer output goes to a temp dir."""
     import tempfile
+    from pathlib import Path
 
     from orpo.config import ORPOConfig
     from orpo.data.load import load_source
-    from orpo.runs import load_run, run_recipe
+    from orpo.evaluation.loading import kind_of, load_for_generation
+    from orpo.run_folder import run_recipe
     from orpo.trainer import ORPOTrainer
 
-    recipe = run_recipe(run_dir)
-    model, tok = load_run(run_dir)
+    path = Path(run_dir)
+    is_checkpoint = path.is_dir() and kind_of(path) == "checkpoint"
+    # A checkpoint has no config.yaml of its own: its run's config says how it was trained.
+    recipe = run_recipe(path.parent if is_checkpoint else path)
+    loaded = load_for_generation(path)
+    model, tok = loaded.model, loaded.tokenizer
     rows = load_source(source, split=split)
     with tempfile.TemporaryDirectory(prefix="orpo-eval-") as tmp:
         training = {
@@ -68,7 +79,7 @@ def evaluate_run(run_dir: str, source: str, split: str) -> dict[str, float]:
 
 
 def run(args: argparse.Namespace) -> int:
-    from orpo.runs import METRICS
+    from orpo.run_folder import METRICS
 
     metrics = evaluate_run(args.run_dir, args.data, args.split)
     if args.json:

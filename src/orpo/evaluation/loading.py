@@ -1,0 +1,159 @@
+"""Resolve what the user points at into a model, its tokenizer and how training rendered prompts.
+
+Four kinds of path are accepted, so a base model and a tuned one are loaded (and then prompted) the
+same way:
+
+  kind        what the folder holds                                     prompt rendering from
+  run         config.yaml + model or adapter (``orpo train``)            the run's training config
+  checkpoint  RUN/checkpoint-N/ (model or adapter, tokenizer), and       the parent run's config
+              config.yaml in its parent RUN/
+  adapter     adapter_config.json (+ adapter weights), no config.yaml   defaults (chat template 'auto')
+  model       config.json + weights, or a Hub name                      defaults
+
+An adapter's base is ``RUN/base_model/`` when the run saved one (tiny models built in memory), else
+the adapter's ``base_model_name_or_path``. A folder without a tokenizer (``RUN/base_model/``) takes
+``--tokenizer``, else the tokenizer of the run folder it sits in.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+from orpo.data.tokenize import Limits
+
+CHECKPOINT = re.compile(r"^checkpoint-\d+$")
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "tokenizer.model", "vocab.json")
+
+
+@dataclass
+class LoadedModel:
+    """A model ready to generate, and how prompts must be rendered for it.
+
+    Attributes:
+        model: in eval mode; an adapter stays unmerged.
+        tokenizer: with a pad token.
+        name: the path or name as the user gave it (recorded in every generated line).
+        kind: 'run', 'checkpoint', 'adapter' or 'model' (see the module docstring).
+        chat_template_mode: as ``ORPOConfig.chat_template_mode`` of the run ('auto' otherwise).
+        limits: the run's prompt limits (``max_prompt_length`` and its truncation side).
+    """
+
+    model: object
+    tokenizer: object
+    name: str
+    kind: str
+    chat_template_mode: str = "auto"
+    limits: Limits = Limits()
+
+
+def _has_weights(path: Path) -> bool:
+    return (path / "config.json").is_file() and any(
+        any(path.glob(pattern)) for pattern in ("*.safetensors", "pytorch_model*.bin")
+    )
+
+
+def _has_tokenizer(path: Path) -> bool:
+    return any((path / name).is_file() for name in TOKENIZER_FILES)
+
+
+def kind_of(path: str | Path) -> str:
+    """Which of the four kinds ``path`` is; ValueError naming what is missing otherwise."""
+    p = Path(path)
+    if not p.exists():
+        # "org/name" may be a Hub name; a path whose parent folder exists here is a local typo.
+        if str(path).startswith((".", "/", "~")) or p.suffix or (str(p.parent) != "." and p.parent.is_dir()):
+            raise ValueError(
+                f"{path} is not an orpo run folder, checkpoint, adapter or model (no such folder)"
+            )
+        return "model"  # a Hub name
+    if not p.is_dir():
+        raise ValueError(
+            f"{path} is a file; pass a run folder, a checkpoint, an adapter folder or a model folder"
+        )
+    if (p / "config.yaml").is_file():
+        return "run"
+    if CHECKPOINT.match(p.name) and (p.parent / "config.yaml").is_file():
+        return "checkpoint"
+    if (p / "adapter_config.json").is_file():
+        return "adapter"
+    if _has_weights(p):
+        return "model"
+    raise ValueError(
+        f"{path} is not an orpo run folder (no config.yaml), checkpoint, adapter (no adapter_config.json) "
+        "or model (no config.json + *.safetensors)"
+    )
+
+
+def _adapter_base(folder: Path, run: Path | None) -> str:
+    from orpo.run_folder import BASE_MODEL_DIR
+
+    for candidate in (folder / BASE_MODEL_DIR, *([run / BASE_MODEL_DIR] if run else [])):
+        if _has_weights(candidate):
+            return str(candidate)
+    base = json.loads((folder / "adapter_config.json").read_text()).get("base_model_name_or_path") or ""
+    if not base or base.startswith("tiny:"):
+        raise ValueError(
+            f"{folder}: the adapter's base model ({base or 'unnamed'}) cannot be found; pass it with --base"
+        )
+    return base
+
+
+def _tokenizer_source(folder: Path, explicit: str | None, run: Path | None, base: str | None) -> str:
+    """Where the tokenizer comes from: --tokenizer, else the first folder with tokenizer files among the
+    folder, its run, the adapter's base, and the run folder either sits in (``RUN/base_model/`` holds
+    weights only), else the Hub name itself."""
+    if explicit:
+        return explicit
+    places = [folder, run, Path(base) if base else None]
+    places += [p.parent for p in places if p is not None and (p.parent / "config.yaml").is_file()]
+    for candidate in places:
+        if candidate is not None and candidate.is_dir() and _has_tokenizer(candidate):
+            return str(candidate)
+    for name in (base, str(folder)):
+        if name and not Path(name).exists():
+            return name  # a Hub name
+    raise ValueError(f"{folder}: no tokenizer files here or in its run folder; pass --tokenizer PATH")
+
+
+def load_for_generation(
+    path: str | Path, base: str | None = None, tokenizer: str | None = None, dtype: str | None = None
+) -> LoadedModel:
+    """Load ``path`` (run, checkpoint, adapter or model; see the module docstring) for generation.
+
+    ``base`` overrides an adapter's base model, ``tokenizer`` the tokenizer location, ``dtype`` the
+    weights' dtype (default: the run's, else float32).
+    """
+    from orpo.modeling import ensure_pad_token, load_model, load_tokenizer
+
+    kind = kind_of(path)
+    folder = Path(path)
+    run = folder if kind == "run" else folder.parent if kind == "checkpoint" else None
+    mode, limits, init, trust = "auto", Limits(), {"dtype": dtype or "float32"}, False
+    if run is not None:
+        from orpo.run_folder import run_recipe
+
+        recipe = run_recipe(run)
+        config = recipe.training_args()
+        mode, limits = config.chat_template_mode, Limits.from_config(config)
+        init = {"dtype": dtype or recipe.model.dtype}
+        trust = recipe.model.trust_remote_code
+    if (folder / "adapter_config.json").is_file():
+        from peft import PeftModel
+
+        base_name = base or _adapter_base(folder, run)
+        model = PeftModel.from_pretrained(load_model(base_name, init, trust), str(folder))
+        tok_source = _tokenizer_source(folder, tokenizer, run, base_name)
+    elif kind == "model" or _has_weights(folder):
+        model = load_model(str(path), init, trust)
+        tok_source = _tokenizer_source(folder, tokenizer, run, None)
+    else:
+        raise ValueError(f"{path}: no model weights (config.json + *.safetensors) and no adapter_config.json")
+    tok = load_tokenizer(tok_source, trust)
+    ensure_pad_token(tok, model)
+    model.eval()
+    return LoadedModel(
+        model=model, tokenizer=tok, name=str(path), kind=kind, chat_template_mode=mode, limits=limits
+    )
