@@ -24,6 +24,7 @@ from transformers import PreTrainedModel, Trainer, TrainingArguments
 
 from orpo.config import ORPOConfig, notice
 from orpo.data.pipeline import LENGTH_COLUMN, DataReport, prepare_dataset
+from orpo.data.tokenize import describe_tokenization
 from orpo.engine import PAIR_COLUMNS, SequenceStats, build_engine
 from orpo.losses import NLL_WEIGHT, pair_losses
 from orpo.modeling import ensure_pad_token, load_model, load_tokenizer, prepare_model
@@ -39,6 +40,8 @@ class ORPOTrainer(Trainer):
 
     # compute_loss divides by the step's total counts itself (see module docstring).
     loss_is_scaled_for_ga = True
+    # Hub tags of the trained model (model.model_tags, the model card), as TRL tags its trainers' models.
+    _tag_names = ["orpo"]
 
     def __init__(
         self,
@@ -117,6 +120,19 @@ class ORPOTrainer(Trainer):
             preprocess_logits_for_metrics=preprocess_logits_for_metrics,
             **trainer_kwargs,
         )
+        if hasattr(self.model, "add_model_tags"):
+            self.model.add_model_tags(self._tag_names)
+
+    def train(self, *args, **kwargs):
+        """``Trainer.train``, after saying once which tokenisation rules built the data."""
+        notice(describe_tokenization(self.args.tokenization, self.args.chat_template_mode))
+        return super().train(*args, **kwargs)
+
+    def create_model_card(self, model_name: str | None = None, tags=None, **kwargs) -> None:
+        """``Trainer.create_model_card`` with the "orpo" tag added."""
+        tags = [tags] if isinstance(tags, str) else list(tags or [])
+        tags += [t for t in self._tag_names if t not in tags]
+        super().create_model_card(model_name=model_name, tags=tags, **kwargs)
 
     # ---- construction helpers ----
 
