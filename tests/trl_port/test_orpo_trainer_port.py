@@ -101,30 +101,36 @@ def changed(before: dict[str, torch.Tensor], model, only: str = "") -> list[str]
     return unchanged
 
 
-@pytest.mark.parametrize("layout", ["standard", "conversational", "standard_implicit"])
+# TRL's short high-learning-rate run: 3 steps of 2 pairs at lr 0.9, evaluated every step.
+SHORT_RUN = dict(
+    per_device_train_batch_size=2,
+    max_steps=3,
+    remove_unused_columns=False,
+    learning_rate=9e-1,
+    eval_strategy="steps",
+    beta=0.1,
+)
+
+
+def train_and_check(trainer, only: str = "") -> None:
+    """Train; a final train_loss is logged and every parameter (whose name holds ``only``) moved."""
+    before = snapshot(trainer.model)
+    trainer.train()
+    assert trainer.state.log_history[-1]["train_loss"] is not None
+    assert changed(before, trainer.model, only) == []
+
+
+@pytest.mark.parametrize("layout", LAYOUTS)
 def test_orpo_trainer_trains_every_parameter(tmp_path, model, tokenizer, layout):
     data = preference_data(layout)
-    args = config(
-        tmp_path,
-        per_device_train_batch_size=2,
-        max_steps=3,
-        remove_unused_columns=False,
-        gradient_accumulation_steps=1,
-        learning_rate=9e-1,
-        eval_strategy="steps",
-        beta=0.1,
-    )
     trainer = ORPOTrainer(
         model=model,
-        args=args,
+        args=config(tmp_path, gradient_accumulation_steps=1, **SHORT_RUN),
         processing_class=tokenizer,
         train_dataset=data["train"],
         eval_dataset=data["test"],
     )
-    before = snapshot(trainer.model)
-    trainer.train()
-    assert trainer.state.log_history[-1]["train_loss"] is not None
-    assert changed(before, trainer.model) == []
+    train_and_check(trainer)
 
 
 def test_processing_class_is_loaded_from_the_model(tmp_path, model):
@@ -145,29 +151,16 @@ def test_orpo_trainer_with_lora_trains_the_adapter(tmp_path, model, tokenizer, l
     from peft import LoraConfig
 
     data = preference_data(layout)
-    args = config(
-        tmp_path,
-        per_device_train_batch_size=2,
-        max_steps=3,
-        remove_unused_columns=False,
-        gradient_accumulation_steps=4,
-        learning_rate=9e-1,
-        eval_strategy="steps",
-        beta=0.1,
-    )
     lora = LoraConfig(r=16, lora_alpha=32, lora_dropout=0.05, bias="none", task_type="CAUSAL_LM")
     trainer = ORPOTrainer(
         model=model,
-        args=args,
+        args=config(tmp_path, gradient_accumulation_steps=4, **SHORT_RUN),
         processing_class=tokenizer,
         train_dataset=data["train"],
         eval_dataset=data["test"],
         peft_config=lora,
     )
-    before = snapshot(trainer.model)
-    trainer.train()
-    assert trainer.state.log_history[-1]["train_loss"] is not None
-    assert changed(before, trainer.model, only="lora") == []
+    train_and_check(trainer, only="lora")
 
 
 def test_compute_metrics_reach_the_eval_logs(tmp_path, model, tokenizer):
@@ -217,10 +210,7 @@ def test_train_with_eval_logs_eval_loss_first(tmp_path, qwen_path):
 def test_train_with_gradient_checkpointing(tmp_path, qwen_path):
     args = config(tmp_path, learning_rate=0.1, gradient_checkpointing=True)
     trainer = ORPOTrainer(model=qwen_path, args=args, train_dataset=preference_data("standard")["train"])
-    before = snapshot(trainer.model)
-    trainer.train()
-    assert trainer.state.log_history[-1]["train_loss"] is not None
-    assert changed(before, trainer.model) == []
+    train_and_check(trainer)
 
 
 def test_tag_added(tmp_path, qwen_path):
