@@ -229,8 +229,19 @@ def test_unsupported_architecture_and_dtype_are_refused(tmp_path):
         write_gguf(model("llama"), tokenizer(), tmp_path / "x.gguf", "q4_k")
 
 
-def test_sentencepiece_style_tokenizer_is_refused(tmp_path):
+def test_sentencepiece_style_tokenizer_is_written_as_llama_vocab(tmp_path):
+    """Metaspace BPE with byte fallback (Llama 2 / Mistral style): model "llama", every id's token text,
+    256 BYTE tokens, a score per token, special tokens CONTROL, no merges."""
     sp = build_tokenizer(CORPUS, vocab_size=100, family="sentencepiece")
-    m = build_model(sp, "llama", hidden_size=32, num_layers=1)
-    with pytest.raises(ValueError, match=r"byte-level BPE.*SentencePiece"):
-        write_gguf(m, sp, tmp_path / "x.gguf", "f16")
+    m = build_model(sp, "mistral", hidden_size=32, num_layers=1)
+    reader = gguf.GGUFReader(write_gguf(m, sp, tmp_path / "sp.gguf", "f16"))
+    assert field(reader, "tokenizer.ggml.model") == "llama"
+    tokens, types = field(reader, "tokenizer.ggml.tokens"), field(reader, "tokenizer.ggml.token_type")
+    by_id = {i: t for t, i in sp.get_vocab().items()}
+    assert tokens == [by_id[i] for i in range(len(sp))]
+    assert types.count(gguf.TokenType.BYTE) == 256
+    assert all(types[sp.convert_tokens_to_ids(f"<0x{b:02X}>")] == gguf.TokenType.BYTE for b in range(256))
+    assert types[sp.eos_token_id] == gguf.TokenType.CONTROL
+    assert len(field(reader, "tokenizer.ggml.scores")) == len(sp)
+    assert "tokenizer.ggml.merges" not in reader.fields
+    assert field(reader, "tokenizer.ggml.bos_token_id") == sp.bos_token_id

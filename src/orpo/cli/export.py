@@ -19,7 +19,8 @@ Export a run folder written by `orpo train` to where models run.
                     config, tokenizer and chat template (vLLM, TGI, transformers).
   --format gguf     one GGUF file --out for llama.cpp and Ollama, from the merged model: tensor names
                     and metadata as llama.cpp's converter writes them, tokenizer and chat template
-                    included. Architectures: Llama, Mistral, Qwen2, with a byte-level BPE tokenizer.
+                    included. Architectures: Llama, Mistral, Qwen2, with a BPE tokenizer
+                    (byte-level, or SentencePiece-style with byte fallback).
                     --dtype f16 (default), bf16, f32 or q8_0 (8-bit, about half the size of f16).
 
 examples:

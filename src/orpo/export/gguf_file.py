@@ -38,8 +38,11 @@ pre-tokenizer regex llama.cpp applies, recognised from tokenizer.json), ``tokens
 model has but the tokenizer lacks become ``[PAD{id}]``), ``token_type`` (added special tokens CONTROL,
 other added tokens USER_DEFINED, the rest NORMAL, missing ids UNUSED), ``merges``, the bos / eos / pad /
 unk ids, ``add_bos_token`` / ``add_eos_token`` and ``chat_template`` (the last five through gguf-py's
-``SpecialVocab``, as the converter does). SentencePiece-model tokenizers (Llama 2, Mistral v0.1) are not
-supported yet and are refused with that message.
+``SpecialVocab``, as the converter does). SentencePiece-style BPE in tokenizer.json (metaspace, byte
+fallback: Llama 2, Mistral, ``orpo.tiny``'s "sentencepiece" family) as the converter's
+``_set_vocab_llama_hf``: ``tokenizer.ggml.model = "llama"``, tokens, scores and types (BYTE for
+``<0xXX>``) read by gguf-py's ``LlamaHfVocab``. Other tokenizer models (Unigram, WordPiece, a bare
+``tokenizer.model`` without tokenizer.json) are refused.
 
 Not covered: rope scaling other than linear (Llama 3.1's "llama3" needs a ``rope_freqs`` tensor),
 mixture-of-experts and every other architecture; each is refused up front with a one-line error.
@@ -219,22 +222,28 @@ def _bpe_pre(tokenizer_json: dict) -> str:
 
 
 def _write_tokenizer(writer: gguf.GGUFWriter, tokenizer, n_vocab: int) -> None:
+    """The ``tokenizer.*`` keys: byte-level BPE as the converter's ``_set_vocab_gpt2``, SentencePiece-style
+    BPE (metaspace + byte fallback, Llama 2 / Mistral) as its ``_set_vocab_llama_hf``."""
     with tempfile.TemporaryDirectory(prefix="orpo-gguf-tok-") as folder:
         tokenizer.save_pretrained(folder)
         tokenizer_json = json.loads((Path(folder) / "tokenizer.json").read_text(encoding="utf-8"))
         model = tokenizer_json.get("model") or {}
-        if model.get("type") != "BPE" or (
-            model.get("byte_fallback") and "ByteLevel" not in json.dumps(tokenizer_json)
-        ):
+        byte_level = "ByteLevel" in json.dumps(tokenizer_json.get("pre_tokenizer"))
+        if model.get("type") == "BPE" and byte_level:
+            _write_gpt2_vocab(writer, tokenizer, n_vocab, _bpe_pre(tokenizer_json))
+            gguf.SpecialVocab(folder, load_merges=True, n_vocab=n_vocab).add_to_gguf(writer, quiet=True)
+        elif model.get("type") == "BPE" and model.get("byte_fallback"):
+            _write_llama_vocab(writer, gguf.LlamaHfVocab(Path(folder)), n_vocab)
+            gguf.SpecialVocab(folder, n_vocab=n_vocab).add_to_gguf(writer, quiet=True)
+        else:
             raise ValueError(
-                f"GGUF export supports byte-level BPE tokenizers (GPT-2, Llama 3, Qwen2); this one is "
-                f"{model.get('type')!r}{' with byte fallback (SentencePiece style)' if model.get('byte_fallback') else ''}"
+                "GGUF export supports BPE tokenizers (byte-level: GPT-2, Llama 3, Qwen2; SentencePiece-style "
+                f"with byte fallback: Llama 2, Mistral); this one is {model.get('type')!r}"
             )
-        pre = _bpe_pre(tokenizer_json)
-        special_vocab = gguf.SpecialVocab(folder, load_merges=True, n_vocab=n_vocab)
 
-    vocab = tokenizer.get_vocab()
-    by_id = {i: token for token, i in vocab.items()}
+
+def _write_gpt2_vocab(writer: gguf.GGUFWriter, tokenizer, n_vocab: int, pre: str) -> None:
+    by_id = {i: token for token, i in tokenizer.get_vocab().items()}
     added = tokenizer.added_tokens_decoder  # id -> AddedToken
     tokens: list[str] = []
     types: list[int] = []
@@ -252,7 +261,25 @@ def _write_tokenizer(writer: gguf.GGUFWriter, tokenizer, n_vocab: int) -> None:
     writer.add_tokenizer_pre(pre)
     writer.add_token_list(tokens)
     writer.add_token_types(types)
-    special_vocab.add_to_gguf(writer, quiet=True)
+
+
+def _write_llama_vocab(writer: gguf.GGUFWriter, vocab, n_vocab: int) -> None:
+    """Tokens, scores and types (BYTE for ``<0xXX>``) from gguf-py's reading of tokenizer.json; ids the
+    model has beyond the tokenizer become ``[PAD{id}]`` (UNUSED)."""
+    tokens, scores, types = [], [], []
+    for text, score, kind in vocab.all_tokens():
+        tokens.append(text)
+        scores.append(score)
+        types.append(kind)
+    for i in range(len(tokens), n_vocab):
+        tokens.append(f"[PAD{i}]".encode())
+        scores.append(-1000.0)
+        types.append(gguf.TokenType.UNUSED)
+    writer.add_tokenizer_model("llama")
+    writer.add_tokenizer_pre("default")
+    writer.add_token_list(tokens)
+    writer.add_token_scores(scores)
+    writer.add_token_types(types)
 
 
 # ---------------------------------------------------------------------------------------------
