@@ -35,6 +35,8 @@ GGUF_ARCH = {"llama": gguf.MODEL_ARCH.LLAMA, "mistral": gguf.MODEL_ARCH.LLAMA, "
 # hidden 48 makes rows of 48 values in the attention and up/gate projections: not a whole number of
 # Q8_0 blocks (32), so those fall back to f16 as in llama.cpp's converter.
 MODELS = {"llama": 64, "mistral": 64, "qwen2": 48}
+# Non-default rope bases, so the freq_base check cannot pass on a default.
+ROPE_THETA = {"llama": 500000.0, "mistral": 1000000.0, "qwen2": 1000000.0}
 
 
 @cache
@@ -44,7 +46,15 @@ def tokenizer():
 
 @cache
 def model(arch: str):
-    return build_model(tokenizer(), arch, hidden_size=MODELS[arch], num_layers=2, num_heads=4, num_kv_heads=2)
+    return build_model(
+        tokenizer(),
+        arch,
+        hidden_size=MODELS[arch],
+        num_layers=2,
+        num_heads=4,
+        num_kv_heads=2,
+        rope_theta=ROPE_THETA[arch],
+    )
 
 
 @cache
@@ -142,8 +152,8 @@ def test_metadata_matches_the_config(folder, arch):
     }
     for key, value in expected.items():
         assert field(reader, key) == value, key
-    rope_theta = getattr(config, "rope_theta", None) or config.rope_parameters["rope_theta"]
-    assert math.isclose(field(reader, f"{prefix}.rope.freq_base"), rope_theta, rel_tol=1e-6)
+    assert config.rope_parameters["rope_theta"] == ROPE_THETA[arch]
+    assert math.isclose(field(reader, f"{prefix}.rope.freq_base"), ROPE_THETA[arch], rel_tol=1e-6)
     assert math.isclose(
         field(reader, f"{prefix}.attention.layer_norm_rms_epsilon"), config.rms_norm_eps, rel_tol=1e-6
     )
@@ -245,3 +255,35 @@ def test_sentencepiece_style_tokenizer_is_written_as_llama_vocab(tmp_path):
     assert len(field(reader, "tokenizer.ggml.scores")) == len(sp)
     assert "tokenizer.ggml.merges" not in reader.fields
     assert field(reader, "tokenizer.ggml.bos_token_id") == sp.bos_token_id
+
+
+def test_llama3_rope_scaling_is_written_as_rope_freqs(tmp_path):
+    """Llama 3.1's rope scaling: a ``rope_freqs.weight`` tensor whose factors are the ratio of the plain
+    rotary frequencies to the ones transformers' own "llama3" rope initialiser computes."""
+    from transformers.modeling_rope_utils import ROPE_INIT_FUNCTIONS
+
+    scaling = {
+        "rope_type": "llama3",
+        "factor": 8.0,
+        "low_freq_factor": 1.0,
+        "high_freq_factor": 4.0,
+        "original_max_position_embeddings": 256,
+    }
+    m = build_model(
+        tokenizer(), "llama", hidden_size=64, num_layers=1, rope_theta=500000.0, rope_scaling=scaling
+    )
+    reader = gguf.GGUFReader(write_gguf(m, tokenizer(), tmp_path / "l31.gguf", "f16"))
+    (freqs,) = [t for t in reader.tensors if t.name == "rope_freqs.weight"]
+    head_dim = m.config.hidden_size // m.config.num_attention_heads
+    assert freqs.tensor_type == F32 and [int(n) for n in freqs.shape] == [head_dim // 2]
+    scaled, _ = ROPE_INIT_FUNCTIONS["llama3"](m.config, "cpu")
+    plain = 1.0 / (500000.0 ** (torch.arange(0, head_dim, 2, dtype=torch.float64) / head_dim))
+    np.testing.assert_allclose(np.asarray(freqs.data), (plain / scaled.double()).numpy(), rtol=1e-6)
+    assert {1.0, 8.0} <= set(np.round(np.asarray(freqs.data), 4).tolist())  # both ends of the blend occur
+
+
+def test_other_rope_scaling_is_refused():
+    config = build_model(tokenizer(), "qwen2", hidden_size=32, num_layers=1).config
+    config.rope_parameters = {"rope_type": "yarn", "factor": 4.0, "rope_theta": 10000.0}
+    with pytest.raises(ValueError, match=r"rope type 'yarn' for qwen2"):
+        architecture(config)

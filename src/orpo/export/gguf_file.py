@@ -44,8 +44,10 @@ fallback: Llama 2, Mistral, ``orpo.tiny``'s "sentencepiece" family) as the conve
 ``<0xXX>``) read by gguf-py's ``LlamaHfVocab``. Other tokenizer models (Unigram, WordPiece, a bare
 ``tokenizer.model`` without tokenizer.json) are refused.
 
-Not covered: rope scaling other than linear (Llama 3.1's "llama3" needs a ``rope_freqs`` tensor),
-mixture-of-experts and every other architecture; each is refused up front with a one-line error.
+Rope: ``rope_theta`` -> ``rope.freq_base``; linear scaling -> ``rope.scaling.type/factor``; Llama 3.1's
+"llama3" scaling -> a ``rope_freqs.weight`` tensor of per-frequency factors (``llama3_rope_factors``),
+as the converter writes it. Not covered: other rope scalings (yarn, dynamic, longrope), mixture-of-
+experts and every other architecture; each is refused up front with a one-line error.
 """
 
 from __future__ import annotations
@@ -122,12 +124,13 @@ def architecture(config) -> Architecture:
             f"GGUF export supports {sorted(SUPPORTED_ARCHITECTURES)} models; this one is {model_type!r} "
             "(export it with --format merged and convert it with llama.cpp's convert_hf_to_gguf.py)"
         )
-    rope = getattr(config, "rope_scaling", None) or {}
-    rope_type = rope.get("rope_type", rope.get("type", "default")) if isinstance(rope, dict) else "default"
-    if rope_type not in ("default", "linear"):
+    rope = rope_parameters(config)
+    supported = ("default", "linear", "llama3") if model_type == "llama" else ("default", "linear")
+    if rope["rope_type"] not in supported:
         raise ValueError(
-            f"GGUF export does not support rope_scaling type {rope_type!r} yet (only none or linear); "
-            "export with --format merged and convert with llama.cpp's convert_hf_to_gguf.py"
+            f"GGUF export does not support rope type {rope['rope_type']!r} for {model_type} (supported: "
+            f"{', '.join(supported)}); export with --format merged and convert with llama.cpp's "
+            "convert_hf_to_gguf.py"
         )
     name, permute = SUPPORTED_ARCHITECTURES[model_type]
     n_head = config.num_attention_heads
@@ -140,6 +143,35 @@ def architecture(config) -> Architecture:
         head_dim=head_dim,
         tied=bool(getattr(config, "tie_word_embeddings", False)),
     )
+
+
+def rope_parameters(config) -> dict:
+    """``rope_type``, ``rope_theta`` and scaling fields: transformers 5 keeps them in ``rope_parameters``,
+    older configs in ``rope_theta`` + ``rope_scaling``."""
+    params = dict(getattr(config, "rope_parameters", None) or getattr(config, "rope_scaling", None) or {})
+    params.setdefault("rope_theta", getattr(config, "rope_theta", None) or 10000.0)
+    params["rope_type"] = params.get("rope_type", params.get("type")) or "default"
+    return params
+
+
+def llama3_rope_factors(rope: dict, head_dim: int) -> np.ndarray:
+    """(head_dim / 2,) float32: Llama 3.1's per-frequency rope scaling, the ``rope_freqs`` tensor.
+
+    Frequencies whose wavelength is shorter than ``original_max_position_embeddings / high_freq_factor``
+    keep factor 1, longer than ``... / low_freq_factor`` get ``factor``, and those between are blended
+    smoothly (the "llama3" rope type of transformers; llama.cpp multiplies each wavelength by this).
+    """
+    theta, factor = float(rope["rope_theta"]), float(rope.get("factor", 8.0))
+    low, high = float(rope.get("low_freq_factor", 1.0)), float(rope.get("high_freq_factor", 4.0))
+    old_context = float(rope.get("original_max_position_embeddings", 8192))
+    freqs = 1.0 / theta ** (np.arange(0, head_dim, 2, dtype=np.float64) / head_dim)
+    wavelengths = 2 * np.pi / freqs
+    smooth = (old_context / wavelengths - low) / (high - low)
+    between = 1 / ((1 - smooth) / factor + smooth)
+    factors = np.where(
+        wavelengths < old_context / high, 1.0, np.where(wavelengths > old_context / low, factor, between)
+    )
+    return factors.astype(np.float32)
 
 
 def permute_for_rope_norm(weight: np.ndarray, n_head: int) -> np.ndarray:
@@ -303,20 +335,27 @@ def write_gguf(model, tokenizer, path: str | Path, dtype: str = "f16", name: str
     writer.add_feed_forward_length(config.intermediate_size)
     writer.add_head_count(arch.n_head)
     writer.add_head_count_kv(arch.n_head_kv)
-    writer.add_rope_freq_base(float(getattr(config, "rope_theta", None) or 10000.0))
+    rope = rope_parameters(config)
+    writer.add_rope_freq_base(float(rope["rope_theta"]))
     writer.add_layer_norm_rms_eps(float(config.rms_norm_eps))
     if getattr(config, "head_dim", None):
         writer.add_key_length(arch.head_dim)
         writer.add_value_length(arch.head_dim)
     writer.add_vocab_size(config.vocab_size)
     writer.add_rope_dimension_count(arch.head_dim)
-    rope = getattr(config, "rope_scaling", None) or {}
-    if isinstance(rope, dict) and rope.get("rope_type", rope.get("type")) == "linear":
+    if rope["rope_type"] == "linear":
         writer.add_rope_scaling_type(gguf.RopeScalingType.LINEAR)
         writer.add_rope_scaling_factor(float(rope["factor"]))
     writer.add_file_type(_FILE_TYPE[dtype])
     writer.add_quantization_version(gguf.GGML_QUANT_VERSION)
     _write_tokenizer(writer, tokenizer, config.vocab_size)
+    if rope["rope_type"] == "llama3":
+        # As the converter: the scaling lives in a tensor, not in rope.scaling.* keys.
+        writer.add_tensor(
+            "rope_freqs.weight",
+            llama3_rope_factors(rope, arch.head_dim),
+            raw_dtype=gguf.GGMLQuantizationType.F32,
+        )
     for tensor_name, data, qtype in gguf_tensors(model, arch, dtype):
         writer.add_tensor(tensor_name, data, raw_dtype=qtype)
     writer.write_header_to_file()
