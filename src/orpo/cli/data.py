@@ -252,7 +252,11 @@ def print_report(report, plot: str | None = None, file=None) -> None:
     for label, value, must_be_zero in (
         ("prompts starting with BOS more than once", data["prompts_with_repeated_bos"], True),
         ("complete responses not ending with exactly one EOS", data["responses_without_final_eos"], True),
-        ("responses re-tokenised at the prompt boundary", data["boundary_retokenised"], False),
+        (
+            "pairs whose tokenizer merged prompt and response at the boundary",
+            data["boundary_retokenised"],
+            False,
+        ),
     ):
         status = ("ok" if value == 0 else "PROBLEM") if must_be_zero else "info"
         checks.add_row(label, str(value), Text(status, style="green" if status == "ok" else "red"))
