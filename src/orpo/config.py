@@ -105,8 +105,8 @@ class ORPOConfig(TrainingArguments):
         metadata={
             "help": "How rows become tokens. 'trl' (default in Python, the drop-in promise): exactly TRL "
             "1.16's input ids and labels: string rows raw, BOS prepended whenever the tokenizer has one, "
-            "prompt + response tokenised together and split at the boundary. 'orpo' (default of YAML "
-            "recipes): string rows wrapped in the chat template when the tokenizer has one "
+            "prompt + response tokenised together and split at the boundary. 'orpo' (set by the embedded "
+            "default recipe of `orpo train`): string rows wrapped in the chat template when the tokenizer has one "
             "(chat_template_mode), BOS only as the tokenizer adds it, no token straddling the boundary, "
             "EOS exactly once."
         },
