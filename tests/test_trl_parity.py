@@ -1,4 +1,10 @@
-"""Parity with TRL 1.16's experimental ORPOTrainer: same model, same batch, same eval metrics.
+"""Parity with TRL 1.16's experimental ORPOTrainer: same tokens, same eval metrics.
+
+Two tiers. Token level: our ``tokenization="trl"`` ids and prompt/response split against TRL's own
+``tokenize_row`` (called on a stand-in trainer, so no model is built), per layout and tokenizer kind.
+Metric level: ``evaluate()`` of both trainers on the same model and rows within 1e-5, for the cases
+the drop-in promise covers: a BPE tokenizer without BOS and plain string rows, a BOS-adding
+tokenizer, conversational rows, pre-templated rows and implicit-prompt rows.
 
 Skipped when `trl` is not installed (`pip install orpo[bench]`). `logits/*` differ by design: TRL
 averages the logits over every position of the padded batch (prompt and padding included), we
@@ -6,15 +12,22 @@ average over the response positions only.
 """
 
 import copy
+import functools
+import types
 
 import pytest
+from accelerate import PartialState
 from datasets import Dataset
 
 from helpers import toy_rows
 from orpo import ORPOConfig, ORPOTrainer
+from orpo.data.formats import normalise
+from orpo.data.template import render_pair
+from orpo.data.tokenize import Limits, PairTokenizer
 from orpo.tiny import build_model, build_tokenizer
 
 trl_orpo = pytest.importorskip("trl.experimental.orpo")
+trl_data = pytest.importorskip("trl.data_utils")
 
 COMPARED = [
     "eval_loss",
@@ -59,15 +72,144 @@ CHAT_ROWS = [
     },
 ]
 
+# TRL's "standard implicit prompt" rows: only chosen/rejected strings sharing a prefix, including
+# hh-rlhf transcripts (TRL reads those as implicit-prompt strings too) and a pair whose responses
+# share their first word (TRL's prompt then ends inside the response).
+IMPLICIT_ROWS = [
+    {"chosen": "The sky is blue today.", "rejected": "The sky is green, I think."},
+    {"chosen": "repeat: red cat cat cat", "rejected": "repeat: red cat dog"},
+    {"chosen": "two plus three is five", "rejected": "two plus three is six"},
+    {"chosen": "Name a fruit: an apple.", "rejected": "Name a fruit: a carrot."},
+    {
+        "chosen": "\n\nHuman: Name a pet.\n\nAssistant: A cat is a fine pet.",
+        "rejected": "\n\nHuman: Name a pet.\n\nAssistant: A rock.",
+    },
+    {
+        "chosen": "\n\nHuman: hi\n\nAssistant: hello\n\nHuman: how are you?\n\nAssistant: Fine, thanks!",
+        "rejected": "\n\nHuman: hi\n\nAssistant: hello\n\nHuman: how are you?\n\nAssistant: no",
+    },
+]
 
-def _evaluate_both(model, tokenizer, rows, tmp_path, **fields):
+
+def _corpus() -> list[str]:
+    chat = [m["content"] for r in CHAT_ROWS for k in ("prompt", "chosen", "rejected") for m in r[k]]
+    implicit = [r[k] for r in IMPLICIT_ROWS for k in ("chosen", "rejected")]
+    toy = [f"{r['prompt']} {r['chosen']} {r['rejected']}" for r in toy_rows(100)]
+    return (chat + implicit) * 5 + toy
+
+
+@functools.cache
+def _tokenizer(kind: str):
+    """'bos': adds BOS to plain text (Llama-2 style); 'nobos': no BOS at all (Qwen, GPT-2 style BPE);
+    'bos-unused': has a BOS token but does not add it (TRL prepends it anyway)."""
+    tok = build_tokenizer(_corpus(), vocab_size=300, with_bos=kind != "nobos")
+    if kind == "bos-unused":
+        tok._tokenizer.post_processor = None
+        assert tok("a")["input_ids"][:1] != [tok.bos_token_id]
+    return tok
+
+
+def _pretemplated_rows(tok) -> list[dict]:
+    rows = []
+    for row in CHAT_ROWS:
+        prompt = tok.apply_chat_template(row["prompt"], tokenize=False, add_generation_prompt=True)
+        full = [
+            tok.apply_chat_template(row["prompt"] + row[k], tokenize=False) for k in ("chosen", "rejected")
+        ]
+        rows.append({"prompt": prompt, "chosen": full[0][len(prompt) :], "rejected": full[1][len(prompt) :]})
+    return rows
+
+
+def _layout_rows(layout: str, tok) -> list[dict]:
+    if layout == "strings":
+        # No separator: "repeat: red blue" + "blue blue" merges across the boundary for BPE.
+        return toy_rows(11, seed=3) + [{"prompt": "Answer:", "chosen": " five", "rejected": "six"}]
+    if layout == "chat":
+        return CHAT_ROWS
+    if layout == "pretemplated":
+        return _pretemplated_rows(tok)
+    return IMPLICIT_ROWS
+
+
+# ---- token level ------------------------------------------------------------------------------
+
+
+def _trl_tokenize(tok, row: dict, max_length: int) -> dict:
+    """TRL 1.16's own preprocessing of one row: extract prompt, apply template, tokenize_row."""
+    PartialState()  # TRL's logger needs it when a response is cut to nothing
+    row = trl_data.maybe_extract_prompt(dict(row))
+    row = trl_data.maybe_apply_chat_template(row, tok)
+    stand_in = types.SimpleNamespace(processing_class=tok, is_encoder_decoder=False, max_length=max_length)
+    stand_in.build_tokenized_answer = functools.partial(trl_orpo.ORPOTrainer.build_tokenized_answer, stand_in)
+    return trl_orpo.ORPOTrainer.tokenize_row(stand_in, row)
+
+
+def _label_split(labels: list[int]) -> int:
+    return next(i for i, label in enumerate(labels) if label != -100)
+
+
+@pytest.mark.parametrize("kind", ["nobos", "bos", "bos-unused"])
+@pytest.mark.parametrize("layout", ["strings", "chat", "pretemplated", "implicit"])
+def test_token_ids_and_labels_equal_trls(kind, layout):
+    """Every row: our prompt + response ids are TRL's chosen/rejected input ids, and the response
+    starts where TRL's labels start (these rows merge across the boundary on both sides or neither)."""
+    tok = _tokenizer(kind)
+    rows = _layout_rows(layout, tok)
+    norm = normalise(rows)
+    assert norm.kept == len(rows)
+    tokenise = PairTokenizer(tok, Limits(max_length=256), "trl")
+    for canonical, row in zip(norm.rows, rows):
+        ours = tokenise(render_pair(canonical, tok, False, tokenization="trl"))
+        theirs = _trl_tokenize(tok, row, max_length=256)
+        assert not ours.trl_shared_prompt
+        for side in ("chosen", "rejected"):
+            sequence = ours.prompt_input_ids + getattr(ours, f"{side}_input_ids")
+            assert sequence == theirs[f"{side}_input_ids"], (side, row)
+            assert len(ours.prompt_input_ids) == _label_split(theirs[f"{side}_labels"]), (side, row)
+
+
+def test_one_sided_boundary_merge_keeps_trls_ids_and_is_flagged():
+    """Only one side merges with the prompt's trailing space (" five" is a token of this vocabulary,
+    " six" is not): the ids of both sequences stay TRL's, the shared prompt is the shorter side's, and
+    the row is flagged (the other side's log-prob then covers one prompt token TRL masks)."""
+    tok = _tokenizer("nobos")
+    row = {"prompt": "Answer: ", "chosen": "five", "rejected": "six"}
+    rendered = render_pair(normalise([row]).rows[0], tok, False, tokenization="trl")
+    ours = PairTokenizer(tok, Limits(max_length=40), "trl")(rendered)
+    theirs = _trl_tokenize(tok, row, max_length=40)
+    splits = [_label_split(theirs[f"{s}_labels"]) for s in ("chosen", "rejected")]
+    if splits[0] == splits[1]:
+        pytest.skip("this tokenizer merged both sides alike; nothing one-sided to check")
+    assert ours.trl_shared_prompt
+    assert len(ours.prompt_input_ids) == min(splits)
+    for side in ("chosen", "rejected"):
+        assert ours.prompt_input_ids + getattr(ours, f"{side}_input_ids") == theirs[f"{side}_input_ids"]
+
+
+def test_truncation_cuts_responses_at_max_length_like_trl():
+    tok = _tokenizer("bos")
+    row = {"prompt": "repeat: red blue green", "chosen": " one two three four five", "rejected": " six"}
+    for max_length in (8, 10, 12):
+        rendered = render_pair(normalise([row]).rows[0], tok, False, tokenization="trl")
+        ours = PairTokenizer(tok, Limits(max_length=max_length), "trl")(rendered)
+        theirs = _trl_tokenize(tok, row, max_length=max_length)
+        assert ours.prompt_input_ids + ours.chosen_input_ids == theirs["chosen_input_ids"]
+        assert ours.prompt_input_ids + ours.rejected_input_ids == theirs["rejected_input_ids"]
+
+
+# ---- evaluate() -------------------------------------------------------------------------------
+
+
+# Row counts are even and the eval batch is 2: with a smaller last batch TRL's mean of per-batch means
+# and our exact mean differ by design (see orpo.trainer).
+def _evaluate_both(model, tokenizer, rows, tmp_path, ours_only: dict | None = None, **fields):
     common = dict(
         per_device_eval_batch_size=2, report_to="none", bf16=False, use_cpu=True, max_length=256, **fields
     )
     ds = Dataset.from_list(rows)
     ours = ORPOTrainer(
         model=copy.deepcopy(model),
-        args=ORPOConfig(output_dir=str(tmp_path / "ours"), **common),
+        args=ORPOConfig(output_dir=str(tmp_path / "ours"), **common, **(ours_only or {})),
         train_dataset=ds,
         eval_dataset=ds,
         processing_class=tokenizer,
@@ -82,37 +224,33 @@ def _evaluate_both(model, tokenizer, rows, tmp_path, **fields):
     return ours.evaluate(), theirs.evaluate()
 
 
-@pytest.mark.parametrize("arch", ["llama", "qwen2"])
-def test_conversational_rows_match_trl(tmp_path, arch):
-    corpus = [m["content"] for r in CHAT_ROWS for k in ("prompt", "chosen", "rejected") for m in r[k]] * 5
-    tokenizer = build_tokenizer(corpus, vocab_size=300, with_bos=arch == "llama")
-    model = build_model(tokenizer, arch, hidden_size=32, num_layers=2)
-    ours, theirs = _evaluate_both(model, tokenizer, CHAT_ROWS, tmp_path)
+CASES = {
+    # case: (tokenizer kind, layout, architecture)
+    "bpe-no-bos-strings": ("nobos", "strings", "qwen2"),
+    "bos-adding-strings": ("bos", "strings", "llama"),
+    "bos-unused-strings": ("bos-unused", "strings", "llama"),
+    "conversational": ("bos", "chat", "llama"),
+    "conversational-no-bos": ("nobos", "chat", "qwen2"),
+    "pretemplated": ("bos", "pretemplated", "llama"),
+    "implicit-prompt": ("nobos", "implicit", "qwen2"),
+}
+
+
+@pytest.mark.parametrize("case", list(CASES))
+def test_evaluate_matches_trl_by_default(tmp_path, case):
+    """The default ``ORPOConfig`` (tokenization="trl") gives TRL's numbers on every layout TRL accepts."""
+    kind, layout, arch = CASES[case]
+    tok = _tokenizer(kind)
+    model = build_model(tok, arch, hidden_size=32, num_layers=2)
+    ours, theirs = _evaluate_both(model, tok, _layout_rows(layout, tok), tmp_path, beta=0.25)
     for key in COMPARED:
         assert ours[key] == pytest.approx(theirs[key], abs=1e-5), key
 
 
-def test_plain_string_rows_match_trl_without_template(tmp_path, tokenizer):
-    """String rows with a tokenizer that has no chat template: both sides use the raw text."""
-    tok = copy.deepcopy(tokenizer)
-    tok.chat_template = None
-    model = build_model(tok, "llama", hidden_size=32, num_layers=2)
-    ours, theirs = _evaluate_both(model, tok, toy_rows(8), tmp_path, beta=0.25)
-    for key in COMPARED:
-        assert ours[key] == pytest.approx(theirs[key], abs=1e-5), key
-
-
-def test_pretemplated_string_rows_are_not_templated_twice(tmp_path, tokenizer):
-    """The tutorials' rows: chat template already applied as text. We keep them as TRL does."""
-    rows = []
-    for row in CHAT_ROWS:
-        prompt = tokenizer.apply_chat_template(row["prompt"], tokenize=False, add_generation_prompt=True)
-        full = [
-            tokenizer.apply_chat_template(row["prompt"] + row[k], tokenize=False)
-            for k in ("chosen", "rejected")
-        ]
-        rows.append({"prompt": prompt, "chosen": full[0][len(prompt) :], "rejected": full[1][len(prompt) :]})
-    model = build_model(tokenizer, "llama", hidden_size=32, num_layers=2)
-    ours, theirs = _evaluate_both(model, tokenizer, rows, tmp_path)
-    for key in COMPARED:
-        assert ours[key] == pytest.approx(theirs[key], abs=1e-5), key
+def test_orpo_tokenization_differs_from_trl_on_plain_strings(tmp_path):
+    """The improvements are a real change: templated strings give other numbers than TRL's raw text."""
+    tok = _tokenizer("nobos")
+    model = build_model(tok, "qwen2", hidden_size=32, num_layers=2)
+    rows = _layout_rows("strings", tok)
+    ours, theirs = _evaluate_both(model, tok, rows, tmp_path, ours_only={"tokenization": "orpo"})
+    assert abs(ours["eval_loss"] - theirs["eval_loss"]) > 1e-3

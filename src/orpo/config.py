@@ -23,6 +23,7 @@ logger = logging.getLogger("orpo")
 ENGINES = ("auto", "packed", "reference")
 METHODS = ("orpo", "sft", "simpo", "cpo")
 TEMPLATE_MODES = ("auto", "always", "never")
+TOKENIZATIONS = ("trl", "orpo")
 TRUNCATION_SIDES = ("left", "right")
 NONFINITE_ACTIONS = ("stop", "skip")
 
@@ -100,12 +101,23 @@ class ORPOConfig(TrainingArguments):
         },
     )
     # ---- Data ----
-    chat_template_mode: str = field(
-        default="auto",
+    tokenization: str = field(
+        default="trl",
         metadata={
-            "help": "How string rows are rendered: 'auto' wraps them as a user turn when the tokenizer has a "
-            "chat template, 'always' requires a template, 'never' uses the raw text. Conversational rows "
-            "always use the template."
+            "help": "How rows become tokens. 'trl' (default in Python, the drop-in promise): exactly TRL "
+            "1.16's input ids and labels: string rows raw, BOS prepended whenever the tokenizer has one, "
+            "prompt + response tokenised together and split at the boundary. 'orpo' (set by the embedded "
+            "default recipe of `orpo train`): string rows wrapped in the chat template when the tokenizer has one "
+            "(chat_template_mode), BOS only as the tokenizer adds it, no token straddling the boundary, "
+            "EOS exactly once."
+        },
+    )
+    chat_template_mode: str | None = field(
+        default=None,
+        metadata={
+            "help": "tokenization 'orpo' only: how string rows are rendered: 'auto' (default) wraps them as a "
+            "user turn when the tokenizer has a chat template, 'always' requires a template, 'never' uses the "
+            "raw text. Conversational rows always use the template. With tokenization 'trl' it is 'never'."
         },
     )
     dataset_num_proc: int | None = field(
@@ -254,8 +266,20 @@ class ORPOConfig(TrainingArguments):
             raise ValueError(f"method={self.method!r} is not one of {METHODS}")
         if self.engine not in ENGINES:
             raise ValueError(f"engine={self.engine!r} is not one of {ENGINES}")
+        if self.tokenization not in TOKENIZATIONS:
+            raise ValueError(
+                f"tokenization={self.tokenization!r} is not one of {TOKENIZATIONS} ('trl': TRL's exact tokens, "
+                "'orpo': chat templates for string rows, BOS as the tokenizer adds it)"
+            )
+        if self.chat_template_mode is None:
+            self.chat_template_mode = "never" if self.tokenization == "trl" else "auto"
         if self.chat_template_mode not in TEMPLATE_MODES:
             raise ValueError(f"chat_template_mode={self.chat_template_mode!r} is not one of {TEMPLATE_MODES}")
+        if self.tokenization == "trl" and self.chat_template_mode != "never":
+            raise ValueError(
+                f"chat_template_mode={self.chat_template_mode!r} templates string rows, which TRL does not; "
+                "set tokenization='orpo' to use it (tokenization='trl' renders string rows raw)"
+            )
         if self.prompt_truncation_side not in TRUNCATION_SIDES:
             raise ValueError(
                 f"prompt_truncation_side={self.prompt_truncation_side!r} is not 'left' or 'right'"

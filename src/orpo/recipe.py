@@ -376,6 +376,9 @@ def _training(values: dict, origins: _Origins) -> dict[str, Any]:
             training[key] = "no"
     if training.get("report_to") is False:
         training["report_to"] = "none"
+    # A YAML run is our CLI, not a TRL script: it gets our tokenisation unless it asks for TRL's
+    # (the Python API's default is 'trl', so that a TRL script gets TRL's tokens).
+    training.setdefault("tokenization", "orpo")
     training = _convert_section("training", ORPOConfig, training, origins)
     for key, low in TRAINING_MINIMUMS.items():
         value = training.get(key)

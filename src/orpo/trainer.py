@@ -33,6 +33,7 @@ from transformers.trainer_utils import rotate_checkpoints
 from orpo import run_folder
 from orpo.config import ORPOConfig, notice
 from orpo.data.pipeline import LENGTH_COLUMN, SOURCE_ROW_COLUMN, DataReport, prepare_dataset
+from orpo.data.tokenize import describe_tokenization
 from orpo.engine import PAIR_COLUMNS, SequenceStats, build_engine
 from orpo.guard import NonFiniteGuard, StopOnSignal, assert_finite
 from orpo.losses import NLL_WEIGHT, pair_losses
@@ -49,6 +50,8 @@ class ORPOTrainer(Trainer):
 
     # compute_loss divides by the step's total counts itself (see module docstring).
     loss_is_scaled_for_ga = True
+    # Hub tags of the trained model (model.model_tags, the model card), as TRL tags its trainers' models.
+    _tag_names = ["orpo"]
 
     def __init__(
         self,
@@ -134,6 +137,14 @@ class ORPOTrainer(Trainer):
         self._staging_root: Path | None = None
         if args.generate_during_eval:
             self._add_generations_callback()
+        if hasattr(self.model, "add_model_tags"):
+            self.model.add_model_tags(self._tag_names)
+
+    def create_model_card(self, model_name: str | None = None, tags=None, **kwargs) -> None:
+        """``Trainer.create_model_card`` with the "orpo" tag added."""
+        tags = [tags] if isinstance(tags, str) else list(tags or [])
+        tags += [t for t in self._tag_names if t not in tags]
+        super().create_model_card(model_name=model_name, tags=tags, **kwargs)
 
     # ---- construction helpers ----
 
@@ -271,7 +282,9 @@ class ORPOTrainer(Trainer):
 
     def train(self, resume_from_checkpoint=None, trial=None, ignore_keys_for_eval=None, **kwargs):
         """``Trainer.train``; ``resume_from_checkpoint=True`` takes the newest complete checkpoint, and
-        SIGINT / SIGTERM save a checkpoint and stop (``self.stop_on_signal.received`` says which)."""
+        SIGINT / SIGTERM save a checkpoint and stop (``self.stop_on_signal.received`` says which).
+        Says once which tokenisation rules built the data."""
+        notice(describe_tokenization(self.args.tokenization, self.args.chat_template_mode))
         resume = run_folder.resolve_resume(Path(self.args.output_dir), resume_from_checkpoint)
         with self.stop_on_signal.installed():
             return super().train(resume, trial, ignore_keys_for_eval, **kwargs)

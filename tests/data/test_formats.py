@@ -12,6 +12,7 @@ import pytest
 from orpo.data.formats import (
     CHAT_EXPLICIT,
     CHAT_IMPLICIT,
+    IMPLICIT_STRINGS,
     INSTRUCTION,
     PROMPT_STRINGS,
     SHAREGPT,
@@ -21,6 +22,7 @@ from orpo.data.formats import (
     detect_format,
     normalise,
     normalise_row,
+    trl_extract_prompt,
 )
 from orpo.data.load import load_source
 
@@ -126,8 +128,9 @@ FIRST_ROWS = [
         TRANSCRIPT,
         {
             "prompt": [user("What is a good name for a pet turtle?")],
-            "chosen": "How about Shelly or Sheldon?",
-            "rejected": "I don't know.",
+            # The response keeps the space after "Assistant:": text_prompt + chosen is the source text.
+            "chosen": " How about Shelly or Sheldon?",
+            "rejected": " I don't know.",
             "text_prompt": "\n\nHuman: What is a good name for a pet turtle?\n\nAssistant:",
         },
     ),
@@ -149,8 +152,8 @@ def test_each_layout_is_detected_and_normalised(fixture, fmt, first):
     result = normalise(load_source(FIXTURES / fixture), source_name=fixture)
     assert result.format == fmt
     assert (result.total, result.kept, result.dropped, result.duplicates) == (3, 3, {}, 0)
-    assert result.rows.column_names == ["prompt", "chosen", "rejected", "text_prompt"]
-    assert result.rows[0] == first
+    assert result.rows.column_names == ["prompt", "chosen", "rejected", "text_prompt", "layout"]
+    assert result.rows[0] == {**first, "layout": fmt}
 
 
 def test_multi_turn_transcript_keeps_earlier_turns():
@@ -162,10 +165,11 @@ def test_multi_turn_transcript_keeps_earlier_turns():
             assistant("Put it in boiling water for about nine minutes."),
             user("And for a soft yolk?"),
         ],
-        "chosen": "Take it out after six minutes.",
-        "rejected": "Boil it longer.",
+        "chosen": " Take it out after six minutes.",
+        "rejected": " Boil it longer.",
         "text_prompt": "\n\nHuman: How do I boil an egg?\n\nAssistant: Put it in boiling water for about "
         "nine minutes.\n\nHuman: And for a soft yolk?\n\nAssistant:",
+        "layout": "transcript",
     }
 
 
@@ -174,8 +178,8 @@ def test_transcript_prefix_is_cut_back_to_the_assistant_turn():
     row = normalise(load_source(FIXTURES / "hh_rlhf.jsonl")).rows[2]
     assert row["text_prompt"] == "\n\nHuman: Can I skip breakfast?\n\nAssistant:"
     assert (row["chosen"], row["rejected"]) == (
-        "It is fine for most adults, but ask a doctor if unsure.",
-        "It is never fine.",
+        " It is fine for most adults, but ask a doctor if unsure.",
+        " It is never fine.",
     )
 
 
@@ -211,6 +215,7 @@ def test_string_prompt_with_single_message_responses():
         "chosen": "Hello!",
         "rejected": "Go away.",
         "text_prompt": "Hi?",
+        "layout": PROMPT_STRINGS,
     }
 
 
@@ -220,7 +225,13 @@ def test_chat_implicit_multi_turn_shares_earlier_assistant_turn():
     rows = [{"chosen": [*conv, assistant("good")], "rejected": [*conv, assistant("bad")]}]
     result = normalise(rows)
     assert result.format == CHAT_IMPLICIT
-    assert result.rows[0] == {"prompt": conv, "chosen": "good", "rejected": "bad", "text_prompt": None}
+    assert result.rows[0] == {
+        "prompt": conv,
+        "chosen": "good",
+        "rejected": "bad",
+        "text_prompt": None,
+        "layout": CHAT_IMPLICIT,
+    }
 
 
 def test_chat_implicit_drops():
@@ -254,7 +265,7 @@ def test_column_map_overrides_detection():
         load_source(FIXTURES / "orca_instruction.jsonl"), columns=ColumnMap(prompt="input", system="system")
     )
     assert (detected.format, mapped.format) == (INSTRUCTION, PROMPT_STRINGS)
-    assert mapped.rows[:] == detected.rows[:]
+    assert mapped.rows.remove_columns("layout")[:] == detected.rows.remove_columns("layout")[:]
 
 
 def test_column_map_renames_custom_columns():
@@ -267,6 +278,7 @@ def test_column_map_renames_custom_columns():
         "chosen": "4",
         "rejected": "5",
         "text_prompt": "2+2?",
+        "layout": PROMPT_STRINGS,
     }
 
 
@@ -338,7 +350,7 @@ def test_malformed_transcripts():
         "multi_turn_response": [2],
         "empty_response": [3],
     }
-    assert result.rows[0]["chosen"] == "Yes, it is a star."
+    assert result.rows[0]["chosen"] == " Yes, it is a star."
 
 
 def test_no_usable_rows_names_source_counts_and_first_row():
@@ -384,3 +396,36 @@ def test_rows_with_different_keys_keep_all_columns():
 def test_empty_source_is_an_error():
     with pytest.raises(ValueError, match=r"^`empty.jsonl`: the source has no rows$"):
         normalise([], source_name="empty.jsonl")
+
+
+# ---- implicit-prompt strings (TRL's "standard implicit prompt" layout) -------------------------
+
+
+def test_implicit_prompt_strings_are_detected_and_split_as_trl_does():
+    """Row 0: the strings first differ at "b"/"g" after "The sky is ", so the prompt is "The sky is"
+    and the space moves to the responses. Row 1: they first differ inside a word ("bright"/"blue"), and
+    TRL does not back off further than one space, so the prompt ends with "b"."""
+    rows = [
+        {"chosen": "The sky is blue.", "rejected": "The sky is green."},
+        {"chosen": "It is bright", "rejected": "It is blue"},
+    ]
+    result = normalise(rows)
+    assert result.format == IMPLICIT_STRINGS
+    first, second = result.rows
+    assert (first["text_prompt"], first["chosen"], first["rejected"]) == ("The sky is", " blue.", " green.")
+    assert first["prompt"] == [user("The sky is")]
+    assert (second["text_prompt"], second["chosen"], second["rejected"]) == ("It is b", "right", "lue")
+
+
+def test_trl_extract_prompt_reproduces_trls_prefix_quirk():
+    """When one string is a prefix of the other, TRL's loop ends one character short of the shared
+    text: "abc" / "abcd" -> prompt "ab", responses "c" / "cd"."""
+    assert trl_extract_prompt("abc", "abcd") == ("ab", "c", "cd")
+    assert trl_extract_prompt("say yes", "say no") == ("say", " yes", " no")
+
+
+def test_implicit_strings_without_a_shared_prefix_are_dropped():
+    rows = [{"chosen": "yes", "rejected": "no"}, {"chosen": "I think so.", "rejected": "I doubt it."}]
+    result = normalise(rows)
+    assert result.dropped == {"no_shared_prefix": 1}
+    assert result.drop_examples["no_shared_prefix"] == "row 0: `chosen` and `rejected` share no prompt prefix"

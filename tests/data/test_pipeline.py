@@ -84,6 +84,7 @@ def first_text(tokenizer, ds, column: str = "chosen_input_ids") -> str:
 
 
 def prepare(source, tokenizer, tmp_path, **config):
+    config.setdefault("tokenization", "orpo")
     return prepare_dataset(source, tokenizer, tiny_args(tmp_path, max_length=512, **config))
 
 
@@ -216,3 +217,56 @@ def test_second_call_is_served_from_the_datasets_cache(tokenizer, tmp_path, toke
     third, _ = prepare(load_source(path), tokenizer, tmp_path, max_completion_length=2)
     assert len(tokenise_calls) == 6
     assert third.cache_files[0] != first.cache_files[0]
+
+
+# ---- hh-rlhf transcripts as raw text ---------------------------------------------------------
+
+
+def test_never_renders_transcripts_as_the_source_text(tokenizer, tmp_path):
+    """The space after "Assistant:" belongs to the response and is kept: raw rendering gives back the
+    source string exactly (it used to read "Assistant:How about ...")."""
+    ds, _ = prepare(load_source(FIXTURES / "hh_rlhf.jsonl"), tokenizer, tmp_path, chat_template_mode="never")
+    assert first_text(tokenizer, ds) == (
+        "<s>\n\nHuman: What is a good name for a pet turtle?\n\nAssistant: How about Shelly or Sheldon?<|im_end|>"
+    )
+    assert tokenizer.decode(ds[0]["chosen_input_ids"]).startswith(" How")
+
+
+# ---- tokenization: trl (the ORPOConfig default) ----------------------------------------------
+
+
+def test_trl_tokenization_is_the_python_default_and_keeps_strings_raw(qwen_tokenizer, tmp_path):
+    """TRL's rules on plain strings: raw text, no BOS for a tokenizer without one, no template."""
+    args = tiny_args(tmp_path, max_length=512)
+    assert (args.tokenization, args.chat_template_mode) == ("trl", "never")
+    ds, _ = prepare_dataset(load_source(FIXTURES / "prompt_strings.jsonl"), qwen_tokenizer, args)
+    assert first_text(qwen_tokenizer, ds) == (
+        "What is the capital of France?The capital of France is Paris.<|im_end|>"
+    )
+
+
+def test_trl_tokenization_prepends_bos_and_ignores_the_system_column(tokenizer, tmp_path):
+    """truthy-dpo's `system` column: TRL never reads it, so TRL-exact tokens leave it out."""
+    args = tiny_args(tmp_path, max_length=512)
+    ds, _ = prepare_dataset(load_source(FIXTURES / "truthy_system.jsonl"), tokenizer, args)
+    assert first_text(tokenizer, ds).startswith("<s>Can you see the ocean from where you are?I am")
+
+
+def test_trl_tokenization_splits_transcripts_where_trl_does(tokenizer, tmp_path):
+    """hh_rlhf row 2: both responses start " It is", so TRL's prompt runs into the response: "... Assistant:
+    It is" (the space before the first differing word goes to the responses)."""
+    args = tiny_args(tmp_path, max_length=512)
+    ds, _ = prepare_dataset(load_source(FIXTURES / "hh_rlhf.jsonl"), tokenizer, args)
+    assert (
+        tokenizer.decode(ds[2]["prompt_input_ids"])
+        == "<s>\n\nHuman: Can I skip breakfast?\n\nAssistant: It is"
+    )
+    assert tokenizer.decode(ds[2]["rejected_input_ids"]) == " never fine.<|im_end|>"
+
+
+def test_trl_tokenization_rejects_templating_string_rows(tmp_path):
+    with pytest.raises(
+        ValueError, match=r"chat_template_mode='auto' templates string rows.*tokenization='orpo'"
+    ):
+        tiny_args(tmp_path, chat_template_mode="auto")
+    assert tiny_args(tmp_path, tokenization="orpo").chat_template_mode == "auto"

@@ -44,7 +44,9 @@ def test_prompt_ids_are_the_training_prompt_ids(run_dir, source):
     prepared, _ = prepare_dataset(
         __import__("orpo.data.load", fromlist=["load_source"]).load_source(source), loaded.tokenizer, config
     )
-    ours = prompt_ids(load_prompts(source), loaded.tokenizer, loaded.chat_template_mode, loaded.limits)
+    ours = prompt_ids(
+        load_prompts(source), loaded.tokenizer, loaded.chat_template_mode, loaded.limits, loaded.tokenization
+    )
     assert ours == prepared["prompt_input_ids"]
     assert max(len(ids) for ids in ours) == 12  # truncation really happened
 

@@ -14,8 +14,9 @@ from dataclasses import replace
 HELP = """\
 Show what training would make of a dataset, before you train: the detected format, rows kept and
 dropped (with the reason and the first row numbers), duplicate pairs, token lengths and what the
-length limits would truncate, BOS/EOS checks, and the first rows exactly as the model sees them,
-token by token, with the tokens that are not trained on shown dim in [brackets].
+length limits would truncate, BOS/EOS checks, per layout how many rows' tokens differ from what TRL
+1.16's ORPOTrainer would train on and why, and the first rows exactly as the model sees them, token
+by token, with the tokens that are not trained on shown dim in [brackets].
 
 SOURCE is a .jsonl/.json/.csv/.parquet file, a folder or glob of them, a save_to_disk folder, a Hub
 dataset name, or builtin:codereview.
@@ -204,8 +205,8 @@ def print_report(report, plot: str | None = None, file=None) -> None:
     rendering = "string rows wrapped in the chat template" if data["strings_templated"] else "string rows raw"
     console.print(
         Text(
-            f"tokenizer {data['tokenizer']}; chat_template_mode={data['chat_template_mode']} ({rendering}); "
-            f"nll_on_prompt={data['nll_on_prompt']}"
+            f"tokenizer {data['tokenizer']}; tokenization={data['tokenization']}; "
+            f"chat_template_mode={data['chat_template_mode']} ({rendering}); nll_on_prompt={data['nll_on_prompt']}"
         )
     )
 
@@ -251,11 +252,43 @@ def print_report(report, plot: str | None = None, file=None) -> None:
     for label, value, must_be_zero in (
         ("prompts starting with BOS more than once", data["prompts_with_repeated_bos"], True),
         ("complete responses not ending with exactly one EOS", data["responses_without_final_eos"], True),
-        ("responses re-tokenised at the prompt boundary", data["boundary_retokenised"], False),
+        (
+            "pairs whose tokenizer merged prompt and response at the boundary",
+            data["boundary_retokenised"],
+            False,
+        ),
     ):
         status = ("ok" if value == 0 else "PROBLEM") if must_be_zero else "info"
         checks.add_row(label, str(value), Text(status, style="green" if status == "ok" else "red"))
     console.print(checks)
+
+    trl = Table(
+        title=f"Rows whose tokens differ from TRL 1.16's ORPOTrainer (tokenization={data['tokenization']})",
+        title_justify="left",
+    )
+    for column in ("layout", "rows", "differ", "template", "bos", "boundary", "truncation", "dropped"):
+        trl.add_column(column, justify="left" if column == "layout" else "right")
+    for layout, counts in data["trl_differences"].items():
+        trl.add_row(
+            layout,
+            *(
+                str(counts[k])
+                for k in ("rows", "differ", "template", "bos", "boundary", "truncation", "dropped")
+            ),
+        )
+    console.print(trl)
+    console.print(
+        Text(
+            "template: other text (chat template on string rows, system column, prompt split); bos: BOS added "
+            "or not; boundary: same text, other ids at the prompt/response boundary; truncation: other length "
+            "limits; dropped: a row TRL would keep (an emptied response). "
+            + (
+                "tokenization=orpo: set tokenization: trl for TRL's exact tokens"
+                if data["tokenization"] == "orpo"
+                else "tokenization=trl: a boundary row here merged on one side only (see orpo.data.tokenize)"
+            )
+        )
+    )
 
     if data["examples"]:
         legend = Text('token view: tokens split by "|"; ')

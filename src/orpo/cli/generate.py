@@ -89,7 +89,7 @@ def run(args: argparse.Namespace) -> int:
         note = f" ({kept} already there, skipped)" if kept else ""
         print(f"{args.out}: {written} completion(s) of {loaded.name} written{note}", file=sys.stderr)
         return 0
-    ids = prompt_ids(prompts, loaded.tokenizer, loaded.chat_template_mode, loaded.limits)
+    ids = prompt_ids(prompts, loaded.tokenizer, loaded.chat_template_mode, loaded.limits, loaded.tokenization)
     results = generate_ids(loaded.model, loaded.tokenizer, ids, settings)
     tok = loaded.tokenizer
     shown = [

@@ -14,7 +14,7 @@ import os
 import sys
 import warnings
 
-SUBCOMMANDS = ("train", "data", "demo", "bench", "eval", "generate", "judge", "compare", "merge")
+SUBCOMMANDS = ("train", "data", "demo", "bench", "eval", "generate", "judge", "compare", "export", "merge")
 
 DESCRIPTION = """\
 orpo: fine-tune causal language models with ORPO (odds ratio preference optimization).
@@ -29,7 +29,8 @@ beta times an odds-ratio penalty that pushes the rejected response down. No refe
   orpo generate RUN --prompt T   generate with a trained run (chat template applied)
   orpo judge A.jsonl B.jsonl     win rate of B over A with an interval (rules, reward model, LLM, humans)
   orpo compare CONFIG.yaml       train ORPO, SFT, SimPO, CPO on one recipe and compare
-  orpo merge RUN --output DIR    merge a LoRA/DoRA adapter into its base for export
+  orpo export RUN --format gguf  a merged model folder, or a GGUF file for llama.cpp / Ollama
+  orpo merge RUN --output DIR    merge a LoRA/DoRA adapter into its base (= export --format merged)
   orpo bench                     speed and memory side by side with TRL
 """
 

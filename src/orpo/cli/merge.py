@@ -1,4 +1,4 @@
-"""`orpo merge RUN_DIR --output DIR`: a standalone full model from a run (adapter merged into its base)."""
+"""`orpo merge RUN_DIR --output DIR`: the old name of `orpo export RUN --format merged --out DIR`."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ HELP = """\
 Write a standalone model to DIR: for a LoRA/DoRA run, the adapter merged into its base model
 (merge_and_unload); for a full fine-tune, the model as trained. DIR gets safetensors weights, the
 config, the tokenizer and its chat template, and loads with AutoModelForCausalLM.from_pretrained.
+Same as `orpo export RUN --format merged --out DIR` (which also writes GGUF).
 
   orpo merge runs/x --output models/x-merged
 """
@@ -17,7 +18,7 @@ config, the tokenizer and its chat template, and loads with AutoModelForCausalLM
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "merge",
-        help="merge a run's adapter into its base and save a full model",
+        help="merge a run's adapter into its base and save a full model (= export --format merged)",
         description=HELP,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
@@ -28,16 +29,8 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    out = Path(args.output)
-    if out.exists() and (not out.is_dir() or any(out.iterdir())) and not args.force:
-        raise ValueError(f"--output {out} exists and is not empty; choose a new folder or pass --force")
-    from orpo.run_folder import is_adapter_run, load_run
+    from orpo.export.merged import check_output_folder, write_merged
 
-    model, tok = load_run(args.run_dir)
-    adapter = is_adapter_run(args.run_dir)
-    if adapter:
-        model = model.merge_and_unload()
-    model.save_pretrained(out, safe_serialization=True)
-    tok.save_pretrained(out)
-    print(f"{'merged adapter into base' if adapter else 'copied full model'}: {out}")
+    check_output_folder(Path(args.output), args.force, flag="--output")
+    print(write_merged(args.run_dir, args.output, force=True))
     return 0

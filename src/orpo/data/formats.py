@@ -16,15 +16,25 @@ Accepted layouts (format names in quotes; SPEC "Data formats to accept"):
      (Anthropic/hh-rlhf).
 7.   "sharegpt": ``conversations`` (``from``/``value`` or ``role``/``content`` messages) plus
      ``chosen``/``rejected`` assistant messages.
+8.   "implicit_strings": only ``chosen``/``rejected`` strings that share a prompt prefix (TRL's "standard
+     implicit prompt" layout). The prompt is extracted as TRL 1.16's ``extract_prompt`` does: the longest
+     common prefix of the two strings, moved back by one character when that character is a space (so
+     the space starts the responses); when one string is a prefix of the other, TRL's loop stops one
+     character short and so do we.
 
 Canonical row (the contract ``orpo.data.template`` consumes), one per pair::
 
     prompt:      list[{"role", "content"}]  optional system first, then user/assistant turns, ending with user
     chosen:      str                        the chosen response
     rejected:    str                        the rejected response
-    text_prompt: str | None                 the raw prompt string of string layouts (1-3, 6), without the
+    text_prompt: str | None                 the raw prompt string of string layouts (1-3, 6, 8), without the
                                             system text, so a no-template mode reproduces the original
                                             text; None for conversational layouts (4, 5, 7)
+    layout:      str                        the source layout (one of ``FORMATS``): TRL-exact rendering
+                                            (``orpo.data.template``) depends on it
+
+For the implicit string layouts (6, 8) ``text_prompt + chosen`` is the source's ``chosen`` string exactly
+(the transcript's response keeps the space after ``Assistant:``), so the raw text is never altered.
 
 Rows that cannot train are dropped, never fixed silently, and counted by reason (``DROP_REASONS``).
 """
@@ -48,7 +58,10 @@ CHAT_EXPLICIT = "chat_explicit"
 CHAT_IMPLICIT = "chat_implicit"
 TRANSCRIPT = "transcript"
 SHAREGPT = "sharegpt"
-FORMATS = (PROMPT_STRINGS, INSTRUCTION, CHAT_EXPLICIT, CHAT_IMPLICIT, TRANSCRIPT, SHAREGPT)
+IMPLICIT_STRINGS = "implicit_strings"
+FORMATS = (PROMPT_STRINGS, INSTRUCTION, CHAT_EXPLICIT, CHAT_IMPLICIT, TRANSCRIPT, SHAREGPT, IMPLICIT_STRINGS)
+# Layouts whose prompt is extracted from chosen/rejected rather than given.
+IMPLICIT_STRING_LAYOUTS = (TRANSCRIPT, IMPLICIT_STRINGS)
 
 # Drop reasons: user-visible names in counts, keep them stable.
 MISSING_FIELD = "missing_field"  # the field is absent or null (Arrow cannot tell the two apart)
@@ -79,6 +92,7 @@ CANONICAL_FEATURES = Features(
         "chosen": Value("string"),
         "rejected": Value("string"),
         "text_prompt": Value("string"),
+        "layout": Value("string"),
     }
 )
 # The map also writes why a row is dropped and a hash of the pair; both columns are removed again.
@@ -107,7 +121,8 @@ _TRANSCRIPT_TURN = re.compile(r"(?:\A|\n\n)(Human|Assistant):")
 LAYOUTS_HELP = (
     "prompt/chosen/rejected strings (+system); system + instruction|input|question + chosen/rejected; "
     "prompt messages + chosen/rejected; chosen/rejected conversations; chosen/rejected "
-    "'\\n\\nHuman: ... \\n\\nAssistant: ...' transcripts; conversations + chosen/rejected messages"
+    "'\\n\\nHuman: ... \\n\\nAssistant: ...' transcripts; conversations + chosen/rejected messages; "
+    "chosen/rejected strings sharing a prompt prefix"
 )
 
 
@@ -357,7 +372,8 @@ def _parse_transcript(f: _Fields) -> Parsed:
     text_prompt = chosen[:end]
     responses = []
     for key, text in (("chosen", chosen), ("rejected", rejected)):
-        response = text[end:].lstrip()
+        # Kept raw (with the space after "Assistant:"): raw rendering must give back the source text.
+        response = text[end:]
         if _HUMAN_MARK in response:
             raise _Dropped(MULTI_TURN_RESPONSE, f"`{f.name(key)}` goes on to another Human turn")
         responses.append(response)
@@ -377,6 +393,31 @@ def _transcript_messages(text: str) -> list[dict[str, str]]:
     return turns[:-1]  # the prompt ends with the empty "Assistant:" the response follows
 
 
+def trl_extract_prompt(chosen: str, rejected: str) -> tuple[str, str, str]:
+    """(prompt, chosen, rejected) split as TRL 1.16's ``extract_prompt`` splits two strings.
+
+    The first differing character ends the prompt; when the character before it is a space, the space
+    moves to the responses. When one string is a prefix of the other (no differing character), TRL's
+    loop variable stops at the last index of the shorter string, so the prompt is one character
+    shorter than the shared text: reproduced, not fixed, so the tokens stay TRL's.
+    """
+    shortest = min(len(chosen), len(rejected))
+    end = next((i for i in range(shortest) if chosen[i] != rejected[i]), max(shortest - 1, 0))
+    if end < shortest and chosen[end] != rejected[end] and end > 0 and chosen[end - 1] == " ":
+        end -= 1
+    return chosen[:end], chosen[end:], rejected[end:]
+
+
+def _parse_implicit_strings(f: _Fields) -> Parsed:
+    chosen, rejected = _required_text(f, "chosen"), _required_text(f, "rejected")
+    prompt, chosen_rest, rejected_rest = trl_extract_prompt(chosen, rejected)
+    if not prompt.strip():
+        raise _Dropped(
+            NO_SHARED_PREFIX, f"`{f.name('chosen')}` and `{f.name('rejected')}` share no prompt prefix"
+        )
+    return _with_system([{"role": "user", "content": prompt}], f), chosen_rest, rejected_rest, prompt
+
+
 _PARSERS = {
     PROMPT_STRINGS: _parse_prompt_strings,
     INSTRUCTION: _parse_instruction,
@@ -384,6 +425,7 @@ _PARSERS = {
     CHAT_IMPLICIT: _parse_chat_implicit,
     TRANSCRIPT: _parse_transcript,
     SHAREGPT: _parse_sharegpt,
+    IMPLICIT_STRINGS: _parse_implicit_strings,
 }
 
 
@@ -421,7 +463,13 @@ def normalise_row(row: dict, fmt: str, columns: ColumnMap | None = None) -> dict
         _check_responses(f, chosen, rejected)
     except _Dropped as dropped:
         return dropped.drop
-    return {"prompt": prompt, "chosen": chosen, "rejected": rejected, "text_prompt": text_prompt}
+    return {
+        "prompt": prompt,
+        "chosen": chosen,
+        "rejected": rejected,
+        "text_prompt": text_prompt,
+        "layout": fmt,
+    }
 
 
 # ---------------------------------------------------------------------------------------------
@@ -461,6 +509,8 @@ def detect_format(column_names: list[str], sample_rows: list[dict], source_name:
             return CHAT_IMPLICIT
         if isinstance(chosen, str) and _ASSISTANT_MARK in chosen:
             return TRANSCRIPT
+        if isinstance(chosen, str):
+            return IMPLICIT_STRINGS
     raise ValueError(
         f"`{source_name}`: cannot tell the data format from columns {sorted(column_names)}; accepted layouts: "
         f"{LAYOUTS_HELP}. Map your columns with `columns: {{prompt: ..., chosen: ..., rejected: ...}}` "
@@ -507,7 +557,7 @@ def _normalise_example(row: dict, fmt: str, names: dict[str, str], code_hash: st
     """
     result = normalise_row(row, fmt, ColumnMap(**names))
     if isinstance(result, Drop):
-        empty: dict = {"prompt": [], "chosen": "", "rejected": "", "text_prompt": None}
+        empty: dict = {"prompt": [], "chosen": "", "rejected": "", "text_prompt": None, "layout": fmt}
         return {**empty, "_drop": result.reason, "_detail": result.detail, "_key": ""}
     text = json.dumps(
         [result["prompt"], result["chosen"], result["rejected"], result["text_prompt"]], ensure_ascii=False

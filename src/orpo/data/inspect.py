@@ -11,7 +11,10 @@ reports what it did, plus what only inspection needs:
 - BOS / EOS checks on the training tokens (both counts should be 0) and how many pairs needed the
   response re-tokenised on its own because the tokenizer merged across the prompt/response boundary;
 - the first rows as the model sees them: decoded token ids, and per token whether it is a target of
-  the NLL, of the log-probs of the odds ratio, of both, or of nothing (``MARKS``).
+  the NLL, of the log-probs of the odds ratio, of both, or of nothing (``MARKS``);
+- per source layout, how many kept rows' tokens differ from what TRL 1.16's ORPOTrainer would train on,
+  and why (``TRL_DIFF_REASONS``): with ``tokenization: trl`` only the rare one-sided boundary merge and
+  our drops remain; with ``tokenization: orpo`` this is what the improvements change.
 
 Lengths before truncation come from the same ``PairTokenizer`` with the limits switched off (run only
 on the pairs the limits changed); the example tokens are the rows ``prepare_dataset`` returns, so
@@ -29,8 +32,16 @@ import numpy as np
 from orpo.data.formats import ColumnMap, normalise
 from orpo.data.load import Source, load_source, source_label
 from orpo.data.pipeline import prepare_dataset
-from orpo.data.template import render_pair, resolve_chat_template, template_markers
-from orpo.data.tokenize import DROP_NO_ROOM, DROP_TOO_SHORT, Limits, PairTokenizer
+from orpo.data.template import render_pair, render_pair_trl, resolve_chat_template, template_markers
+from orpo.data.tokenize import (
+    DROP_NO_ROOM,
+    DROP_TOO_SHORT,
+    TRL_DEFAULT_MAX_LENGTH,
+    Limits,
+    PairTokenizer,
+    TokenisedPair,
+    trl_sequences,
+)
 from orpo.losses import NLL_WEIGHT
 
 if TYPE_CHECKING:
@@ -45,6 +56,11 @@ NLL = "nll"  # prompt token counted in the NLL only (nll_on_prompt: true); never
 NLL_AND_LOGP = "nll+logp"  # chosen response token: the NLL and the chosen log-prob of the odds ratio
 LOGP = "logp"  # rejected response token (or chosen when the method has no NLL): log-prob only
 MARKS = (MASKED, NLL, NLL_AND_LOGP, LOGP)
+
+# Why a row's tokens differ from TRL's (first that applies): the text differs (chat template on string
+# rows, system column, transcript split), the BOS differs, the text and BOS agree but the ids or the
+# prompt/response split differ (boundary), only truncation differs, or we drop a row TRL keeps.
+TRL_DIFF_REASONS = ("template", "bos", "boundary", "truncation", "dropped")
 
 
 @dataclass
@@ -105,6 +121,10 @@ class InspectReport:
     truncated: dict[str, int]
     no_room_for_response: int
     boundary_retokenised: int
+    tokenization: str
+    # layout -> {"rows": rows that passed the format checks, "differ": rows whose tokens differ from
+    # TRL's, and one count per TRL_DIFF_REASONS}
+    trl_differences: dict[str, dict[str, int]]
     prompts_with_repeated_bos: int
     responses_without_final_eos: int
     examples: list[Example]
@@ -154,6 +174,58 @@ def _example(tokenizer, row: dict, source_row: int, truncated: dict[str, bool], 
     )
 
 
+def _trl_reference(tokenizer, row: dict, max_length: int | None) -> tuple[list[int], int, list[int], int]:
+    """TRL 1.16's (chosen ids, chosen prompt length, rejected ids, rejected prompt length) for a row."""
+    seqs = trl_sequences(tokenizer, render_pair_trl(row, tokenizer))
+    limit = max_length if max_length is not None else TRL_DEFAULT_MAX_LENGTH
+    chosen = seqs.chosen[: max(limit, seqs.chosen_prompt)]
+    rejected = seqs.rejected[: max(limit, seqs.rejected_prompt)]
+    return chosen, seqs.chosen_prompt, rejected, seqs.rejected_prompt
+
+
+def _as_trl(pair: TokenisedPair) -> tuple[list[int], int, list[int], int]:
+    prompt = pair.prompt_input_ids
+    return prompt + pair.chosen_input_ids, len(prompt), prompt + pair.rejected_input_ids, len(prompt)
+
+
+def _without_bos(ref: tuple[list[int], int, list[int], int], bos: int | None) -> tuple:
+    chosen, c_split, rejected, r_split = ref
+    if bos is None:
+        return ref
+    if chosen[:1] == [bos]:
+        chosen, c_split = chosen[1:], c_split - 1
+    if rejected[:1] == [bos]:
+        rejected, r_split = rejected[1:], r_split - 1
+    return chosen, c_split, rejected, r_split
+
+
+def _trl_difference(
+    tokenizer, row: dict, rendered, cut: TokenisedPair, full: TokenisedPair, max_length
+) -> str:
+    """Why the trained tokens of ``row`` differ from TRL's ("" when they are TRL's; TRL_DIFF_REASONS)."""
+    trl_full = _trl_reference(tokenizer, row, None if max_length is None else 10**9)
+    trl_cut = _trl_reference(tokenizer, row, max_length)
+    if cut.drop_reason:
+        return "dropped"
+    if _as_trl(cut) == trl_cut:
+        return ""
+    trl_text = render_pair_trl(row, tokenizer)
+    if (rendered.prompt + rendered.chosen, rendered.prompt + rendered.rejected) != (
+        trl_text.prompt + trl_text.chosen,
+        trl_text.prompt + trl_text.rejected,
+    ):
+        return "template"
+    bos = tokenizer.bos_token_id
+    if (
+        _without_bos(_as_trl(full), bos) == _without_bos(trl_full, bos)
+        and _as_trl(full)[0][:1] != trl_full[0][:1]
+    ):
+        return "bos"
+    if _as_trl(full) == trl_full:
+        return "truncation"
+    return "boundary"
+
+
 def _drop_example(reason: str, source_row: int, measured: dict, limits: Limits) -> str:
     """The "row N: why" line of a pair dropped at tokenisation."""
     if reason == DROP_NO_ROOM:
@@ -195,17 +267,21 @@ def inspect_source(
     # Per-row detail the pipeline does not keep: lengths before truncation, flags, drop reasons.
     # normalise() is cached by fingerprint, so this second call reads the first one's result.
     norm = normalise(raw, columns=columns, fmt=fmt, source_name=name, num_proc=num_proc)
+    tokenization = getattr(config, "tokenization", "orpo")
     wrap = resolve_chat_template(tokenizer, None, config.chat_template_mode)
     markers = template_markers(tokenizer) if wrap else ()
     limits = Limits.from_config(config)
-    limited = PairTokenizer(tokenizer, limits)
+    limited = PairTokenizer(tokenizer, limits, tokenization)
     unlimited = PairTokenizer(
-        tokenizer, replace(limits, max_length=None, max_prompt_length=None, max_completion_length=None)
+        tokenizer,
+        # (10**9, not None: None is TRL's 512 in "trl" mode)
+        replace(limits, max_length=10**9, max_prompt_length=None, max_completion_length=None),
+        tokenization,
     )
     bos_id, eos_id = tokenizer.bos_token_id, limited.eos_id
 
     def measure(row: dict) -> dict:
-        rendered = render_pair(row, tokenizer, wrap, markers)
+        rendered = render_pair(row, tokenizer, wrap, markers, tokenization)
         cut = limited(rendered)
         # The limits only ever shorten, so a pair they left alone is its own untruncated form.
         shortened = cut.prompt_truncated or cut.chosen_truncated or cut.rejected_truncated
@@ -225,6 +301,8 @@ def inspect_source(
             "truncated": [cut.prompt_truncated, cut.chosen_truncated, cut.rejected_truncated],
             "repeated_bos": _leading(cut.prompt_input_ids, bos_id) > 1,
             "bad_eos": bad_eos,
+            "layout": row.get("layout") or norm.format,
+            "trl_diff": _trl_difference(tokenizer, row, rendered, cut, full, limits.max_length),
         }
 
     measured = norm.rows.map(
@@ -254,6 +332,15 @@ def inspect_source(
         for k, position in enumerate(kept_positions[:n_examples])
     ]
     token_lengths = {s: measured[s] for s in SEGMENTS}
+    trl_differences: dict[str, dict[str, int]] = {}
+    for layout, reason in zip(measured["layout"], measured["trl_diff"]):
+        counts = trl_differences.setdefault(
+            layout, {"rows": 0, "differ": 0, **dict.fromkeys(TRL_DIFF_REASONS, 0)}
+        )
+        counts["rows"] += 1
+        if reason:
+            counts["differ"] += 1
+            counts[reason] += 1
     return InspectReport(
         source=name,
         format=report.format,
@@ -278,6 +365,8 @@ def inspect_source(
         truncated=dict(report.truncated),
         no_room_for_response=report.dropped.get(DROP_NO_ROOM, 0),
         boundary_retokenised=report.boundary_retokenised,
+        tokenization=tokenization,
+        trl_differences=trl_differences,
         prompts_with_repeated_bos=sum(kept_measured["repeated_bos"]),
         responses_without_final_eos=sum(kept_measured["bad_eos"]),
         examples=examples,

@@ -62,7 +62,8 @@ def prepare_dataset(
 ) -> tuple[Dataset, DataReport]:
     """Normalise, render, tokenise and filter ``data`` (Dataset, list of dicts, ...) for training.
 
-    ``config`` supplies the limits (``max_length`` ...), ``chat_template_mode`` and ``dataset_num_proc``.
+    ``config`` supplies the limits (``max_length`` ...), ``tokenization``, ``chat_template_mode`` and
+    ``dataset_num_proc``.
     A dataset that already holds the token columns passes through untouched.
     """
     if is_tokenised(data):
@@ -86,15 +87,16 @@ def prepare_dataset(
         first_dropped={k: list(v) for k, v in norm.first_dropped.items()},
         duplicates=norm.duplicates,
     )
+    tokenization = getattr(config, "tokenization", "orpo")
     wrap = resolve_chat_template(tokenizer, None, config.chat_template_mode)
     markers = template_markers(tokenizer) if wrap else ()
-    pair_tokenizer = PairTokenizer(tokenizer, Limits.from_config(config))
+    pair_tokenizer = PairTokenizer(tokenizer, Limits.from_config(config), tokenization)
 
     source_rows = norm.source_index  # normalised position -> the user's row number
 
     def tokenise(row: dict, index: int) -> dict:
         try:
-            pair = pair_tokenizer(render_pair(row, tokenizer, wrap, markers))
+            pair = pair_tokenizer(render_pair(row, tokenizer, wrap, markers, tokenization))
             # A shallow field copy: `asdict` would deep-copy every token list.
             out = _with_length({f.name: getattr(pair, f.name) for f in fields(pair)})
             out[SOURCE_ROW_COLUMN] = source_rows[index]

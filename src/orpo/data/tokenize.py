@@ -3,7 +3,23 @@
 Output columns (``orpo.engine.types.PAIR_COLUMNS``): ``prompt_input_ids``, ``chosen_input_ids``,
 ``rejected_input_ids``.
 
-Guarantees:
+Two rule sets, chosen by ``ORPOConfig.tokenization``:
+
+"trl": exactly the input ids and labels of TRL 1.16's ``ORPOTrainer.tokenize_row`` (``trl_sequences``):
+- each side is ``tokenize(prompt + response)`` split at ``len(tokenize(prompt))``, one token earlier
+  when the tokenizer merged across the boundary (the merged token then belongs to the response);
+- ``bos_token_id`` is prepended whenever the tokenizer has one and the prompt does not start with it,
+  even when the tokenizer itself adds no BOS to plain text;
+- ``eos_token_id`` is appended unless the response already ends with it;
+- a response is cut to ``max_length - prompt`` tokens (``max_length`` None is TRL's 512); TRL 1.16 has
+  no prompt truncation, and ``max_prompt_length`` / ``max_completion_length`` apply only when set.
+Where we depart, and why: a pair whose response is cut to nothing is dropped (TRL divides by zero).
+The engine shares one prompt per pair, so the shared prompt is the part of both sides' prompts they
+have in common; when only one side merged across the boundary, the other side's response starts one
+token early (its last prompt token counts in its log-prob; the input ids stay TRL's) and
+``TokenisedPair.trl_shared_prompt`` says so (``orpo data inspect`` counts these rows).
+
+"orpo" (our improvements):
 - The prompt ids are computed once and shared by chosen and rejected.
 - No token straddles the prompt/response boundary: a response is the tail of
   ``tokenize(prompt + response)`` when that starts with ``tokenize(prompt)`` (this keeps
@@ -30,6 +46,22 @@ from orpo.data.template import RenderedPair
 
 DROP_NO_ROOM = "no_room_for_response"
 DROP_TOO_SHORT = "response_too_short"
+DROP_EMPTY_PROMPT = "empty_prompt"
+TRL_DEFAULT_MAX_LENGTH = 512  # what TRL 1.16's ORPOTrainer uses when max_length is None
+
+
+def describe_tokenization(tokenization: str, chat_template_mode: str | None) -> str:
+    """One line saying which tokenisation rules are in force (printed when training starts)."""
+    if tokenization == "trl":
+        return (
+            "tokenization=trl: TRL 1.16's exact tokens (string rows raw, BOS prepended whenever the tokenizer "
+            "has one, prompt+response tokenised together); tokenization='orpo' templates string rows and "
+            "adds BOS only as the tokenizer does"
+        )
+    return (
+        f"tokenization=orpo: string rows per chat_template_mode={chat_template_mode}, BOS as the tokenizer "
+        "adds it, no token across the prompt/response boundary; tokenization='trl' gives TRL's exact tokens"
+    )
 
 
 @dataclass(frozen=True)
@@ -64,19 +96,60 @@ class TokenisedPair:
     chosen_truncated: bool = False
     rejected_truncated: bool = False
     boundary_retokenised: bool = False
+    trl_shared_prompt: bool = False
     drop_reason: str = ""
+
+
+@dataclass(frozen=True)
+class TrlSequences:
+    """TRL 1.16's two training sequences of one pair, before truncation.
+
+    ``chosen`` / ``rejected`` are the full input ids (prompt, response, EOS); the first
+    ``chosen_prompt`` / ``rejected_prompt`` of them are prompt (label -100 in TRL).
+    """
+
+    chosen: list[int]
+    chosen_prompt: int
+    rejected: list[int]
+    rejected_prompt: int
+
+
+def trl_sequences(tokenizer, pair: RenderedPair) -> TrlSequences:
+    """The input ids TRL 1.16's ``tokenize_row`` builds for ``pair`` (module docstring, "trl")."""
+
+    def encode(text: str) -> list[int]:
+        return tokenizer(text, add_special_tokens=False)["input_ids"]
+
+    prompt_ids = encode(pair.prompt)
+    bos, eos = tokenizer.bos_token_id, tokenizer.eos_token_id
+    sides = []
+    for response in (pair.chosen, pair.rejected):
+        full = encode(pair.prompt + response)
+        split = len(prompt_ids) if full[: len(prompt_ids)] == prompt_ids else max(len(prompt_ids) - 1, 0)
+        prompt, answer = full[:split], full[split:]
+        if bos is not None and prompt[:1] != [bos]:
+            prompt = [bos, *prompt]
+        if eos is not None and answer[-1:] != [eos]:
+            answer = [*answer, eos]
+        sides.append((prompt + answer, len(prompt)))
+    return TrlSequences(sides[0][0], sides[0][1], sides[1][0], sides[1][1])
 
 
 class PairTokenizer:
     """Callable that tokenises ``RenderedPair``s for one tokenizer and one set of limits."""
 
-    def __init__(self, tokenizer, limits: Limits):
+    def __init__(self, tokenizer, limits: Limits, tokenization: str = "orpo"):
+        if tokenization not in ("trl", "orpo"):
+            raise ValueError(f"tokenization={tokenization!r} is not 'trl' or 'orpo'")
         self.tokenizer = tokenizer
         self.limits = limits
+        self.tokenization = tokenization
         self.eos_id = tokenizer.eos_token_id
         bos = tokenizer.bos_token_id
         probe = tokenizer("a", add_special_tokens=True)["input_ids"]
-        self.bos_id = bos if bos is not None and probe[:1] == [bos] else None
+        # "orpo": BOS as the tokenizer adds it to plain text; "trl": whenever the tokenizer has one.
+        adds_bos = probe[:1] == [bos] or tokenization == "trl"
+        self.bos_id = bos if bos is not None and adds_bos else None
 
     def _encode(self, text: str) -> list[int]:
         return self.tokenizer(text, add_special_tokens=False)["input_ids"]
@@ -118,12 +191,38 @@ class PairTokenizer:
         room = len(ids)
         if self.limits.max_completion_length is not None:
             room = min(room, self.limits.max_completion_length)
-        if self.limits.max_length is not None:
-            room = min(room, self.limits.max_length - prompt_len)
+        max_length = self.limits.max_length
+        if max_length is None and self.tokenization == "trl":
+            max_length = TRL_DEFAULT_MAX_LENGTH
+        if max_length is not None:
+            room = min(room, max_length - prompt_len)
         room = max(room, 0)
         return ids[:room], room < len(ids)
 
+    def _trl_ids(self, pair: RenderedPair) -> tuple[list[int], list[int], list[int], bool, bool]:
+        """(prompt, chosen, rejected, merged at the boundary, prompt shorter than a side's TRL prompt)."""
+        seqs = trl_sequences(self.tokenizer, pair)
+        chosen_prompt = seqs.chosen[: seqs.chosen_prompt]
+        rejected_prompt = seqs.rejected[: seqs.rejected_prompt]
+        shared = 0
+        while (
+            shared < min(len(chosen_prompt), len(rejected_prompt))
+            and chosen_prompt[shared] == rejected_prompt[shared]
+        ):
+            shared += 1
+        merged = seqs.chosen_prompt != seqs.rejected_prompt or shared < len(chosen_prompt)
+        early = shared < len(chosen_prompt) or shared < len(rejected_prompt)
+        return chosen_prompt[:shared], seqs.chosen[shared:], seqs.rejected[shared:], merged, early
+
     def __call__(self, pair: RenderedPair) -> TokenisedPair:
+        if self.tokenization == "trl":
+            prompt, chosen, rejected, merged, early = self._trl_ids(pair)
+            prompt, prompt_cut = self._truncate_prompt(prompt)
+            chosen, chosen_cut = self._truncate_response(chosen, len(prompt))
+            rejected, rejected_cut = self._truncate_response(rejected, len(prompt))
+            return self._finish(
+                prompt, chosen, rejected, (prompt_cut, chosen_cut, rejected_cut), merged, early
+            )
         raw_prompt = self._encode(pair.prompt)
         chosen, merged_c = self._response_ids(pair.prompt, raw_prompt, pair.chosen)
         rejected, merged_r = self._response_ids(pair.prompt, raw_prompt, pair.rejected)
@@ -133,16 +232,34 @@ class PairTokenizer:
         prompt, prompt_cut = self._truncate_prompt(prompt)
         chosen, chosen_cut = self._truncate_response(self._end_with_eos(chosen), len(prompt))
         rejected, rejected_cut = self._truncate_response(self._end_with_eos(rejected), len(prompt))
+        return self._finish(
+            prompt, chosen, rejected, (prompt_cut, chosen_cut, rejected_cut), merged_c or merged_r
+        )
+
+    def _finish(
+        self,
+        prompt: list[int],
+        chosen: list[int],
+        rejected: list[int],
+        cut: tuple[bool, bool, bool],
+        merged: bool,
+        early: bool = False,
+    ) -> TokenisedPair:
         drop = ""
-        if min(len(chosen), len(rejected)) < self.limits.min_response_tokens:
-            drop = DROP_NO_ROOM if (chosen_cut or rejected_cut) else DROP_TOO_SHORT
+        if not prompt:
+            # Only a one-token prompt merged into the response, with no BOS, gets here: the engine
+            # needs a prompt token to predict the response's first token from.
+            drop = DROP_EMPTY_PROMPT
+        elif min(len(chosen), len(rejected)) < self.limits.min_response_tokens:
+            drop = DROP_NO_ROOM if (cut[1] or cut[2]) else DROP_TOO_SHORT
         return TokenisedPair(
             prompt_input_ids=prompt,
             chosen_input_ids=chosen,
             rejected_input_ids=rejected,
-            prompt_truncated=prompt_cut,
-            chosen_truncated=chosen_cut,
-            rejected_truncated=rejected_cut,
-            boundary_retokenised=merged_c or merged_r,
+            prompt_truncated=cut[0],
+            chosen_truncated=cut[1],
+            rejected_truncated=cut[2],
+            boundary_retokenised=merged,
+            trl_shared_prompt=early,
             drop_reason=drop,
         )

@@ -196,6 +196,7 @@ def _config(
         per_device_train_batch_size=size.batch_size,
         per_device_eval_batch_size=EVAL_BATCH_SIZE,
         nll_on_prompt=NLL_ON_PROMPT,
+        tokenization="orpo",  # the CLI's tokenisation (chat template on string prompts, BOS as the tokenizer adds it)
         engine=engine,
         max_length=MAX_LENGTH,
         bf16=BF16,

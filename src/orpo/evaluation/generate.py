@@ -181,16 +181,21 @@ def load_prompts(source: str, split: str = "train", limit: int | None = None) ->
 
 
 def prompt_ids(
-    prompts: list[Prompt], tokenizer, chat_template_mode: str = "auto", limits: Limits | None = None
+    prompts: list[Prompt],
+    tokenizer,
+    chat_template_mode: str = "auto",
+    limits: Limits | None = None,
+    tokenization: str = "orpo",
 ) -> list[list[int]]:
-    """Token ids of each prompt exactly as training builds them (template, BOS, left truncation)."""
+    """Token ids of each prompt exactly as training builds them (``tokenization`` rules: template,
+    BOS, left truncation)."""
     wrap = resolve_chat_template(tokenizer, None, chat_template_mode)
     markers = template_markers(tokenizer) if wrap else ()
-    pair_tokenizer = PairTokenizer(tokenizer, limits or Limits())
+    pair_tokenizer = PairTokenizer(tokenizer, limits or Limits(), tokenization)
     out = []
     for p in prompts:
         row = {"prompt": p.messages, "chosen": "", "rejected": "", "text_prompt": p.text_prompt}
-        text = render_pair(row, tokenizer, wrap, markers).prompt
+        text = render_pair(row, tokenizer, wrap, markers, tokenization).prompt
         out.append(pair_tokenizer(RenderedPair(text, "", "")).prompt_input_ids)
     return out
 
@@ -312,7 +317,7 @@ def generate_file(
     todo = [p for p in prompts if any((p.id, k) not in done for k in range(settings.num_samples))]
     if not todo:
         return 0, len(done)
-    ids = prompt_ids(todo, loaded.tokenizer, loaded.chat_template_mode, loaded.limits)
+    ids = prompt_ids(todo, loaded.tokenizer, loaded.chat_template_mode, loaded.limits, loaded.tokenization)
     out.parent.mkdir(parents=True, exist_ok=True)
     bar = None
     if progress:

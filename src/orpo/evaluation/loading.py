@@ -39,6 +39,8 @@ class LoadedModel:
         kind: 'run', 'checkpoint', 'adapter' or 'model' (see the module docstring).
         chat_template_mode: as ``ORPOConfig.chat_template_mode`` of the run ('auto' otherwise).
         limits: the run's prompt limits (``max_prompt_length`` and its truncation side).
+        tokenization: as ``ORPOConfig.tokenization`` of the run ('orpo' otherwise: BOS as the
+            tokenizer adds it, the chat template on string prompts).
     """
 
     model: object
@@ -47,6 +49,7 @@ class LoadedModel:
     kind: str
     chat_template_mode: str = "auto"
     limits: Limits = Limits()
+    tokenization: str = "orpo"
 
 
 def _has_weights(path: Path) -> bool:
@@ -132,12 +135,14 @@ def load_for_generation(
     folder = Path(path)
     run = folder if kind == "run" else folder.parent if kind == "checkpoint" else None
     mode, limits, init, trust = "auto", Limits(), {"dtype": dtype or "float32"}, False
+    tokenization = "orpo"
     if run is not None:
         from orpo.run_folder import run_recipe
 
         recipe = run_recipe(run)
         config = recipe.training_args()
         mode, limits = config.chat_template_mode, Limits.from_config(config)
+        tokenization = config.tokenization
         init = {"dtype": dtype or recipe.model.dtype}
         trust = recipe.model.trust_remote_code
     if (folder / "adapter_config.json").is_file():
@@ -155,5 +160,11 @@ def load_for_generation(
     ensure_pad_token(tok, model)
     model.eval()
     return LoadedModel(
-        model=model, tokenizer=tok, name=str(path), kind=kind, chat_template_mode=mode, limits=limits
+        model=model,
+        tokenizer=tok,
+        name=str(path),
+        kind=kind,
+        chat_template_mode=mode,
+        limits=limits,
+        tokenization=tokenization,
     )
