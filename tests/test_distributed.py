@@ -18,7 +18,9 @@ WORKER = Path(__file__).with_name("distributed_worker.py")
 
 
 def _run(cmd: list[str], cwd: Path) -> None:
-    env = {**os.environ, "PYTHONPATH": str(WORKER.parent), "OMP_NUM_THREADS": "1"}
+    # The workers import this checkout's orpo (src/), not whichever orpo the interpreter has installed.
+    path = os.pathsep.join([str(WORKER.parent), str(WORKER.parent.parent / "src"), os.environ.get("PYTHONPATH", "")])
+    env = {**os.environ, "PYTHONPATH": path, "OMP_NUM_THREADS": "1"}
     # One retry: under heavy load a gloo rendezvous can abort (seen once, SIGABRT before training);
     # a real bug fails both attempts the same way.
     for _attempt in range(2):
