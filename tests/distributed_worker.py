@@ -1,6 +1,9 @@
 """Worker for tests/test_distributed.py: trains 2 SGD steps and saves rank 0's weights.
 
-Usage: python distributed_worker.py OUT_DIR PAIRS_PER_DEVICE ENGINE  (under torchrun or alone)
+Usage: python distributed_worker.py OUT_DIR PAIRS_PER_DEVICE ENGINE [eval]  (under torchrun or alone)
+
+With ``eval``: evaluates instead, on 5 pairs (2 per device and step: shards of uneven size), and
+writes each rank's number of evaluation steps to OUT_DIR/eval_steps_RANK.txt.
 """
 
 import os
@@ -29,6 +32,27 @@ def main() -> None:
         engine=engine,
         train_sampling_strategy="sequential",
     )
+    if sys.argv[4:] == ["eval"]:
+        args.per_device_eval_batch_size = 2
+        trainer = ORPOTrainer(
+            model=model,
+            args=args,
+            train_dataset=toy_rows(4),
+            eval_dataset=toy_rows(5, seed=9),
+            processing_class=tok,
+        )
+        steps = 0
+        step = trainer.prediction_step
+
+        def counted(*a, **k):
+            nonlocal steps
+            steps += 1
+            return step(*a, **k)
+
+        trainer.prediction_step = counted
+        trainer.evaluate()
+        (out / f"eval_steps_{os.environ.get('RANK', '0')}.txt").write_text(str(steps))
+        return
     trainer = ORPOTrainer(model=model, args=args, train_dataset=toy_rows(16, seed=5), processing_class=tok)
     trainer.train()
     if int(os.environ.get("RANK", "0")) == 0:

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 import torch
+
 from test_distributed import _run
 
 WORKER = Path(__file__).with_name("fsdp_worker.py")
@@ -23,7 +24,10 @@ def test_fsdp2_two_processes_equal_one(tmp_path, mode):
     if torchrun is None:
         pytest.skip("torchrun not found next to the interpreter")
     _run([sys.executable, str(WORKER), str(tmp_path / "one.pt"), mode], tmp_path)
-    _run([torchrun, "--nproc_per_node", "2", "--standalone", str(WORKER), str(tmp_path / "two.pt"), mode], tmp_path)
+    _run(
+        [torchrun, "--nproc_per_node", "2", "--standalone", str(WORKER), str(tmp_path / "two.pt"), mode],
+        tmp_path,
+    )
     one, two = torch.load(tmp_path / "one.pt"), torch.load(tmp_path / "two.pt")
     torch.testing.assert_close(two["loss"], one["loss"], atol=1e-5, rtol=1e-5)
     assert two["grads"].keys() == one["grads"].keys() and one["grads"]

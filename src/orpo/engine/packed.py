@@ -44,6 +44,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import torch
+from transformers.integrations.deepspeed import is_deepspeed_zero3_enabled
 
 from orpo.engine.attention import FLASH_ATTENTION, SegmentLayout, choose_kernel, segments_active
 from orpo.engine.head import summed_token_logps, token_logps
@@ -291,6 +292,13 @@ def fast_path_support(model: torch.nn.Module) -> str | None:
             "modules_to_save); the chunked head reads its weight directly"
         )
     weight = head.weight
+    if hasattr(weight, "ds_id") or is_deepspeed_zero3_enabled():
+        # The chunked head runs after the model's forward, where ZeRO-3 has re-partitioned the weight; deciding
+        # here, before training, means a ZeRO-3 run takes the reference engine instead of failing mid-step.
+        return (
+            "DeepSpeed ZeRO-3 partitions the output head weight across processes, and the chunked head reads it "
+            "outside the model's forward; use ZeRO-2 or FSDP2 for the packed engine"
+        )
     if not weight.is_floating_point() or tuple(weight.shape) != (head.out_features, head.in_features):
         return f"the output head weight is {weight.dtype} {tuple(weight.shape)} (quantised or sharded); it must be a dense float matrix"
     return None
