@@ -5,6 +5,7 @@ must give exactly the update of 1 process x 4 pairs. With sequential sampling, s
 single process sees pairs 4k..4k+3, and the two processes see the same four pairs between them.
 """
 
+import math
 import os
 import shutil
 import subprocess
@@ -79,3 +80,27 @@ def test_every_rank_runs_the_same_number_of_eval_steps(tmp_path):
     _run(cmd, tmp_path)
     steps = [int((tmp_path / f"eval_steps_{rank}.txt").read_text()) for rank in (0, 1)]
     assert steps == [2, 2]
+
+
+def test_zero3_trains_on_the_reference_engine(tmp_path):
+    """DeepSpeed ZeRO-3 (2 gloo processes; DeepSpeed runs on CPU): the partitioned head weight sends `auto`
+    to the reference engine before the first step, and training runs through to a finite loss."""
+    pytest.importorskip("deepspeed")
+    torchrun = shutil.which("torchrun", path=str(Path(sys.executable).parent))
+    if torchrun is None:
+        pytest.skip("torchrun not found next to the interpreter")
+    cmd = [
+        torchrun,
+        "--nproc_per_node",
+        "2",
+        "--standalone",
+        str(WORKER),
+        str(tmp_path),
+        "2",
+        "auto",
+        "zero3",
+    ]
+    _run(cmd, tmp_path)
+    for rank in (0, 1):
+        engine, loss = (tmp_path / f"zero3_{rank}.txt").read_text().split()
+        assert engine == "reference" and math.isfinite(float(loss))
