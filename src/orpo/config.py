@@ -132,6 +132,15 @@ class ORPOConfig(TrainingArguments):
             "help": "Packed engine: positions per chunk of the output head (bounds [chunk x vocab] memory)."
         },
     )
+    packed_attention: str = field(
+        default="segments",
+        metadata={
+            "help": "Packed engine: 'segments' runs each pair's attention through causal kernels (memory "
+            "linear in length; FlashAttention varlen on CUDA when the model is loaded with flash_attention_2/3); "
+            "'mask' builds a dense [rows x 1 x L x L] mask for the model's own sdpa/eager attention (an A/B "
+            "reference; memory grows with L^2)."
+        },
+    )
     # ---- Model ----
     disable_dropout: bool = field(default=True, metadata={"help": "Set every dropout probability to 0."})
     model_init_kwargs: dict[str, Any] | str | None = field(
@@ -245,6 +254,8 @@ class ORPOConfig(TrainingArguments):
                     f"max_prompt_length={self.max_prompt_length} leaves no room for a response within "
                     f"max_length={self.max_length}; lower max_prompt_length or raise max_length"
                 )
+        if self.packed_attention not in ("segments", "mask"):
+            raise ValueError(f"packed_attention={self.packed_attention!r} must be 'segments' or 'mask'")
         if self.logit_chunk_size < 1:
             raise ValueError(f"logit_chunk_size={self.logit_chunk_size} must be >= 1")
         if self.is_encoder_decoder:
