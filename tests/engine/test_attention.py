@@ -93,10 +93,11 @@ def test_segments_equal_mask_with_lora():
     _assert_paths_equal(peft.get_peft_model(_model("llama"), lora).eval(), _rows(5, seed=7))
 
 
-def test_gradient_checkpointing_recomputes_through_segments():
+@pytest.mark.parametrize("reentrant", [False, True], ids=["non-reentrant", "reentrant"])
+def test_gradient_checkpointing_recomputes_through_segments(reentrant):
     """Checkpointed layers re-run in backward, after the forward's switch ended: the gradients must still match."""
     model = _model("llama")
-    model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": reentrant})
     model.train()  # checkpointing is active in training mode only; the tiny configs have no dropout
     _assert_paths_equal(model, _rows(5, seed=5))
     assert model.config._attn_implementation == "sdpa"  # switched back
