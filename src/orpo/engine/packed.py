@@ -21,6 +21,12 @@ Only these positions' hidden states reach the output head (``orpo.engine.head``)
 (tokens, V) logits tensor ever exists. The chosen response rows serve both the chosen log-probs and
 the NLL. x_{P-1} is scored twice (for w_0 and for l_0): one extra row per pair, kept for simplicity.
 
+Attention. By default (``attention="segments"``) no mask exists: ``orpo.engine.attention`` runs each
+pair's two blocks ([x | y_w] causal; y_l against [x | y_l], causal aligned bottom-right) through
+causal kernels, from the ``segment_spans`` the collator emits; memory is linear in length, and
+flash_attention_2/3 models take FlashAttention's varlen kernels on CUDA. The dense mask below is the
+fallback (``attention="mask"``, config ``packed_attention``) and the oracle in tests.
+
 The mask. The collator emits compact per-token descriptions (segment id, role, position) and the
 forward builds the (R, 1, L, L) mask on the model's device: built in the collator it would be L times
 larger than the batch itself, pinned in host memory and copied to the device every step. Its form
