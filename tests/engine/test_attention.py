@@ -156,7 +156,7 @@ def test_missing_layout_is_a_clear_error():
 
 _PEAKS = textwrap.dedent(
     """
-    import json, resource, sys
+    import json, re, sys
     import torch, transformers
     from orpo.engine.packed import PackedPairCollator, packed_forward
     path, prompts = sys.argv[1], [int(n) for n in sys.argv[2:]]
@@ -164,24 +164,36 @@ _PEAKS = textwrap.dedent(
     config = transformers.LlamaConfig(vocab_size=64, hidden_size=64, intermediate_size=2048, num_hidden_layers=2,
                                       num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=65536)
     model = transformers.AutoModelForCausalLM.from_config(config, attn_implementation="sdpa")
-    peaks = []
-    for prompt in prompts:  # increasing: each run's peak is above the previous one's, which was given back
+
+    def kib(field):
+        return int(re.search(field + r":\\s+(\\d+)", open("/proc/self/status").read()).group(1))
+
+    def step(prompt):
         row = {"prompt_input_ids": [i % 63 + 1 for i in range(prompt)], "chosen_input_ids": [5] * 64,
                "rejected_input_ids": [6] * 64}
         stats = packed_forward(model, PackedPairCollator(0)([row]), False, chunk_size=256, attention=path)
         (stats.chosen_sum_logps.sum() + stats.rejected_sum_logps.sum()).backward()
-        del stats
         model.zero_grad(set_to_none=True)
-        peaks.append(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024)
-    print(json.dumps(peaks))
+
+    step(256)  # warm-up: one-time allocations (kernels, thread pools) happen here, not in a measured step
+    costs = []
+    for prompt in prompts:
+        open("/proc/self/clear_refs", "w").write("5")  # reset the peak RSS (VmHWM) to the current RSS
+        base = kib("VmRSS")
+        step(prompt)
+        costs.append((kib("VmHWM") - base) * 1024)
+    print(json.dumps(costs))
     """
 )
 
 
-def peak_bytes(path: str, prompts: list[int]) -> list[int]:
-    """Peak RSS after one forward + backward of a pair with each prompt length (increasing), in a child process."""
-    # A fixed mmap threshold: large blocks go straight back to the OS when freed, so the peak RSS tracks the
-    # peak of live tensors rather than glibc's heap growth (whose dynamic threshold makes it jumpy).
+def peak_costs(path: str, prompts: list[int]) -> list[int]:
+    """Bytes by which one forward + backward of a pair with each prompt length raises the RSS above where
+    it started (peak reset before each step via /proc/self/clear_refs), measured in a child process."""
+    if not os.access("/proc/self/clear_refs", os.W_OK):
+        pytest.skip("needs /proc/self/clear_refs (Linux) to reset the peak RSS between steps")
+    # A fixed mmap threshold: large blocks go straight back to the OS when freed, so the RSS tracks the
+    # live tensors rather than glibc's heap growth (whose dynamic threshold makes it jumpy).
     env = {**os.environ, "OMP_NUM_THREADS": "1", "MALLOC_MMAP_THRESHOLD_": "65536"}
     cmd = [sys.executable, "-c", _PEAKS, path, *map(str, prompts)]
     result = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
@@ -190,10 +202,9 @@ def peak_bytes(path: str, prompts: list[int]) -> list[int]:
 
 
 def test_peak_memory_grows_linearly_with_length():
-    """Peak RSS at 2k, 4k and 8k prompt tokens (ru_maxrss of a child process; the interpreter, torch and
-    the model are in all three, so the differences are what the extra tokens cost). Linear: the 4k->8k
-    increment per token is the 2k->4k one (measured 1.00); the dense mask path gives 1.58 here."""
-    peaks = peak_bytes("segments", [2048, 4096, 8192])
+    """Peak memory of one step at 2k, 4k and 8k prompt tokens (RSS above the step's start). Linear: the
+    4k->8k increment per token equals the 2k->4k one; the dense mask path's is larger (L^2 mask, scores)."""
+    peaks = peak_costs("segments", [2048, 4096, 8192])
     per_token_low = (peaks[1] - peaks[0]) / 2048
     per_token_high = (peaks[2] - peaks[1]) / 4096
     assert per_token_low > 0 and per_token_high > 0, peaks
