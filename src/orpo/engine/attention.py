@@ -266,18 +266,21 @@ def segment_attention(
         kernel = AttentionInterface._global_mapping[orpo_segments.kernel]
         for name in ("position_ids", "cu_seq_lens_q", "cu_seq_lens_k", "max_length_q", "max_length_k"):
             kwargs.pop(name, None)
-        out = _varlen(
-            module,
-            query,
-            key,
-            value,
-            orpo_segments,
-            kernel,
-            dropout=dropout,
-            scaling=scaling,
-            sliding_window=sliding_window,
-            softcap=softcap,
-        )
+        # transformers' flash wrapper loads its kernels by the config's implementation name: give it back
+        # the flash name for the call (the switch to SEGMENT_ATTENTION is on the same config object).
+        with _implementation(module.config, orpo_segments.kernel):
+            out = _varlen(
+                module,
+                query,
+                key,
+                value,
+                orpo_segments,
+                kernel,
+                dropout=dropout,
+                scaling=scaling,
+                sliding_window=sliding_window,
+                softcap=softcap,
+            )
         return out, None
     device = query.device.type
     if torch.is_autocast_enabled(
