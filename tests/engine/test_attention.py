@@ -123,7 +123,8 @@ def _fake_varlen(module, query, key, value, attention_mask, *, cu_seq_lens_q, cu
     """Stands in for FlashAttention's varlen call: sequence i is queries cu_q[i]:cu_q[i+1] against keys
     cu_k[i]:cu_k[i+1], causal aligned bottom-right. q (1, H, Nq, D), k/v (1, Hkv, Nk, D) -> (1, Nq, H, D)."""
     assert attention_mask is None and kwargs["is_causal"] is True
-    assert module.config._attn_implementation == "flash_attention_2"  # transformers loads kernels by this name
+    # transformers' flash wrapper loads its kernels by the config's implementation name.
+    assert module.config._attn_implementation == "flash_attention_2"
     groups = query.shape[1] // key.shape[1]
     key, value = key.repeat_interleave(groups, dim=1), value.repeat_interleave(groups, dim=1)
     outputs = []
