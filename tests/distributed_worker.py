@@ -1,6 +1,11 @@
 """Worker for tests/test_distributed.py: trains 2 SGD steps and saves rank 0's weights.
 
-Usage: python distributed_worker.py OUT_DIR PAIRS_PER_DEVICE ENGINE  (under torchrun or alone)
+Usage: python distributed_worker.py OUT_DIR PAIRS_PER_DEVICE ENGINE [eval]  (under torchrun or alone)
+
+With ``zero3``: trains under DeepSpeed ZeRO-3 (engine ``auto``) and writes the engine it took and
+the final loss to OUT_DIR/zero3_RANK.txt.
+With ``eval``: evaluates instead, on 5 pairs (2 per device and step: shards of uneven size), and
+writes each rank's number of evaluation steps to OUT_DIR/eval_steps_RANK.txt.
 """
 
 import os
@@ -19,8 +24,16 @@ def main() -> None:
     corpus = [f"{r['prompt']} {r['chosen']} {r['rejected']}" for r in toy_rows(200)]
     tok = build_tokenizer(corpus, vocab_size=120)
     model = build_model(tok, "llama", hidden_size=32, num_layers=2, seed=0)
+    zero3 = sys.argv[4:] == ["zero3"]
+    deepspeed = {
+        "train_micro_batch_size_per_gpu": "auto",
+        "gradient_accumulation_steps": "auto",
+        "zero_optimization": {"stage": 3},
+        "zero_allow_untested_optimizer": True,
+    }
     args = tiny_args(
         out,
+        **({"deepspeed": deepspeed} if zero3 else {}),
         per_device_train_batch_size=pairs,
         max_steps=2,
         optim="sgd",
@@ -29,8 +42,34 @@ def main() -> None:
         engine=engine,
         train_sampling_strategy="sequential",
     )
+    if sys.argv[4:] == ["eval"]:
+        args.per_device_eval_batch_size = 2
+        trainer = ORPOTrainer(
+            model=model,
+            args=args,
+            train_dataset=toy_rows(4),
+            eval_dataset=toy_rows(5, seed=9),
+            processing_class=tok,
+        )
+        steps = 0
+        step = trainer.prediction_step
+
+        def counted(*a, **k):
+            nonlocal steps
+            steps += 1
+            return step(*a, **k)
+
+        trainer.prediction_step = counted
+        trainer.evaluate()
+        (out / f"eval_steps_{os.environ.get('RANK', '0')}.txt").write_text(str(steps))
+        return
     trainer = ORPOTrainer(model=model, args=args, train_dataset=toy_rows(16, seed=5), processing_class=tok)
-    trainer.train()
+    result = trainer.train()
+    if zero3:
+        (out / f"zero3_{os.environ.get('RANK', '0')}.txt").write_text(
+            f"{trainer.engine.name} {result.training_loss}"
+        )
+        return
     if int(os.environ.get("RANK", "0")) == 0:
         torch.save({k: v.detach().clone() for k, v in trainer.model.state_dict().items()}, out / "weights.pt")
 

@@ -8,12 +8,14 @@ import math
 import pytest
 
 from orpo.bench.profiles import PROFILES, TokenBudget, WordSource
-from orpo.bench.runner import useful_flops
+from orpo.bench.runner import trl_flops, useful_flops
 from orpo.cli.main import main
 
 
 def _bench_json(capsys, *flags: str) -> dict:
-    code = main(["bench", "--profile", "micro", "--dtype", "fp32", "--steps", "2", "--json", *flags])
+    code = main(
+        ["bench", "--profile", "micro", "--dtype", "fp32", "--steps", "2", "--json", "--repeats", "1", *flags]
+    )
     out = capsys.readouterr().out
     assert code == 0, out
     return json.loads(out)
@@ -36,13 +38,27 @@ def test_runner_measures_our_worker_on_micro(capsys):
 def test_trl_and_ours_see_the_same_pairs_and_reach_the_same_loss(capsys):
     """Same init (seeded build in each process), same rows, same sampler seed, same lr schedule:
     after 3 steps at lr 1e-3 the two losses agree to 1e-3, step by step."""
-    results = _bench_json(capsys, "--impl", "trl,orpo", "--learning-rate", "1e-3")
-    trl, ours = results["runs"]
-    assert (trl["impl"], ours["impl"]) == ("trl", "orpo")
+    results = _bench_json(capsys, "--impl", "trl,orpo", "--learning-rate", "1e-3", "--repeats", "2")
+    runs = results["runs"]
+    assert [(r["impl"], r["repeat"]) for r in runs] == [
+        ("trl", 0),
+        ("orpo", 0),
+        ("trl", 1),
+        ("orpo", 1),
+    ]  # interleaved
+    trl, ours = runs[:2]
     assert trl["pair_lengths"] == ours["pair_lengths"]  # same pairs, same order, same tokens
     assert ours["losses"] == pytest.approx(trl["losses"], abs=1e-3)
     (comparison,) = results["comparisons"]
-    assert comparison["same_data"] and comparison["throughput"] > 0
+    assert comparison["same_data"] and comparison["rounds"] == 2
+    ratios = [
+        runs[1]["pairs_per_s"] / runs[0]["pairs_per_s"],
+        runs[3]["pairs_per_s"] / runs[2]["pairs_per_s"],
+    ]
+    assert comparison["throughput"] == pytest.approx(sum(ratios) / 2)  # median of two rounds
+    assert comparison["throughput_range"] == pytest.approx([min(ratios), max(ratios)])
+    assert comparison["flop_limit"] > 1  # TRL runs the prompt twice and the head at every position
+    assert all(0 < r["executed_peak_fraction"] and r["gflops_per_s"] > 0 for r in runs)
 
 
 def test_useful_flops_by_hand():
@@ -53,6 +69,14 @@ def test_useful_flops_by_hand():
     assert useful_flops([(2, 1, 1)], shape) == 240 + 108 + 216
     assert useful_flops([(2, 1, 1)], shape, nll_on_prompt=False) == 240 + 72 + 216
     assert useful_flops([(2, 1, 1)] * 3, shape) == 3 * 564
+
+
+def test_trl_flops_by_hand():
+    """Same pair and shape as above, TRL's way: two rows of P+C = 3 and P+R = 3 tokens, 6 tokens in all;
+    body + head 6*(10 + 2*3)*6 = 576 (head at every position); attn 12*1*2*(3*4/2 + 3*4/2) = 288."""
+    shape = {"non_embedding": 10, "hidden_size": 2, "vocab_size": 3, "num_layers": 1, "attention_width": 2}
+    assert trl_flops([(2, 1, 1)], shape) == 576 + 288
+    assert trl_flops([(2, 1, 1)], shape) / useful_flops([(2, 1, 1)], shape) == pytest.approx(864 / 564)
 
 
 def test_text_lengths_are_exact_in_tokens():

@@ -5,6 +5,7 @@ must give exactly the update of 1 process x 4 pairs. With sequential sampling, s
 single process sees pairs 4k..4k+3, and the two processes see the same four pairs between them.
 """
 
+import math
 import os
 import shutil
 import subprocess
@@ -18,7 +19,11 @@ WORKER = Path(__file__).with_name("distributed_worker.py")
 
 
 def _run(cmd: list[str], cwd: Path) -> None:
-    env = {**os.environ, "PYTHONPATH": str(WORKER.parent), "OMP_NUM_THREADS": "1"}
+    # The workers import this checkout's orpo (src/), not whichever orpo the interpreter has installed.
+    path = os.pathsep.join(
+        [str(WORKER.parent), str(WORKER.parent.parent / "src"), os.environ.get("PYTHONPATH", "")]
+    )
+    env = {**os.environ, "PYTHONPATH": path, "OMP_NUM_THREADS": "1"}
     # One retry: under heavy load a gloo rendezvous can abort (seen once, SIGABRT before training);
     # a real bug fails both attempts the same way.
     for _attempt in range(2):
@@ -53,3 +58,49 @@ def test_two_processes_equal_one(tmp_path, engine):
     two = torch.load(tmp_path / "two" / "weights.pt")
     for key, value in one.items():
         torch.testing.assert_close(two[key], value, atol=1e-6, rtol=1e-5)
+
+
+def test_every_rank_runs_the_same_number_of_eval_steps(tmp_path):
+    """5 eval pairs, 2 per device and step, 2 processes: uneven shards (3 + 2 pairs). A rank with one step
+    fewer would leave the other waiting in a collective (FSDP evaluation hangs this way); both must run 2."""
+    torchrun = shutil.which("torchrun", path=str(Path(sys.executable).parent))
+    if torchrun is None:
+        pytest.skip("torchrun not found next to the interpreter")
+    cmd = [
+        torchrun,
+        "--nproc_per_node",
+        "2",
+        "--standalone",
+        str(WORKER),
+        str(tmp_path),
+        "2",
+        "packed",
+        "eval",
+    ]
+    _run(cmd, tmp_path)
+    steps = [int((tmp_path / f"eval_steps_{rank}.txt").read_text()) for rank in (0, 1)]
+    assert steps == [2, 2]
+
+
+def test_zero3_trains_on_the_reference_engine(tmp_path):
+    """DeepSpeed ZeRO-3 (2 gloo processes; DeepSpeed runs on CPU): the partitioned head weight sends `auto`
+    to the reference engine before the first step, and training runs through to a finite loss."""
+    pytest.importorskip("deepspeed")
+    torchrun = shutil.which("torchrun", path=str(Path(sys.executable).parent))
+    if torchrun is None:
+        pytest.skip("torchrun not found next to the interpreter")
+    cmd = [
+        torchrun,
+        "--nproc_per_node",
+        "2",
+        "--standalone",
+        str(WORKER),
+        str(tmp_path),
+        "2",
+        "auto",
+        "zero3",
+    ]
+    _run(cmd, tmp_path)
+    for rank in (0, 1):
+        engine, loss = (tmp_path / f"zero3_{rank}.txt").read_text().split()
+        assert engine == "reference" and math.isfinite(float(loss))

@@ -145,6 +145,15 @@ class ORPOConfig(TrainingArguments):
             "help": "Packed engine: positions per chunk of the output head (bounds [chunk x vocab] memory)."
         },
     )
+    packed_attention: str = field(
+        default="segments",
+        metadata={
+            "help": "Packed engine: 'segments' runs each pair's attention through causal kernels (memory "
+            "linear in length; FlashAttention varlen on CUDA when the model is loaded with flash_attention_2/3); "
+            "'mask' builds a dense [rows x 1 x L x L] mask for the model's own sdpa/eager attention (an A/B "
+            "reference; memory grows with L^2)."
+        },
+    )
     # ---- Model ----
     disable_dropout: bool = field(default=True, metadata={"help": "Set every dropout probability to 0."})
     model_init_kwargs: dict[str, Any] | str | None = field(
@@ -301,6 +310,8 @@ class ORPOConfig(TrainingArguments):
         for name in ("generate_during_eval_prompts", "generate_during_eval_max_new_tokens"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name}={getattr(self, name)} must be >= 1")
+        if self.packed_attention not in ("segments", "mask"):
+            raise ValueError(f"packed_attention={self.packed_attention!r} must be 'segments' or 'mask'")
         if self.logit_chunk_size < 1:
             raise ValueError(f"logit_chunk_size={self.logit_chunk_size} must be >= 1")
         if self.on_nonfinite not in NONFINITE_ACTIONS:

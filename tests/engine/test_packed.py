@@ -246,11 +246,11 @@ def test_bf16_autocast_close_to_reference(attn):
 # --- unsupported models ------------------------------------------------------------------------------
 
 
-def test_flash_attention_is_refused_with_a_reason():
+def test_unsupported_attention_is_refused_with_a_reason():
     model = _model("llama", "sdpa")
-    model.config._attn_implementation = "flash_attention_2"
+    model.config._attn_implementation = "flex_attention"
     reason = fast_path_support(model)
-    assert reason is not None and "flash_attention_2" in reason and "sdpa" in reason
+    assert reason is not None and "flex_attention" in reason and "sdpa" in reason
     batch = PackedPairCollator(0)(_rows(2, seed=0))
     with pytest.raises(ValueError, match="engine='packed' cannot run this model: attention implementation"):
         packed_forward(model, batch, True, chunk_size=4)
@@ -274,3 +274,26 @@ def test_encoder_decoder_and_router_aux_loss_are_refused():
         )
     )
     assert "router" in fast_path_support(mixtral)
+
+
+def test_zero3_partitioned_head_takes_the_reference_engine(monkeypatch):
+    """A ZeRO-3 head weight (DeepSpeed marks partitioned parameters with ``ds_id``; the local shard is
+    empty) is refused before training, and ``auto`` falls back with the reason instead of failing mid-step."""
+    from types import SimpleNamespace
+
+    from orpo.engine import build_engine
+
+    args = SimpleNamespace(logit_chunk_size=8, max_tokens_per_batch=None)
+    model = _model("llama")
+    head = model.get_output_embeddings()
+    head.weight = torch.nn.Parameter(torch.empty(0))  # what the process holds between gathers
+    head.weight.ds_id = 7
+    reason = fast_path_support(model)
+    assert reason is not None and "ZeRO-3" in reason
+    engine, fallback = build_engine("auto", model, 0, args)
+    assert engine.name == "reference" and "ZeRO-3" in fallback
+    with pytest.raises(ValueError, match="ZeRO-3"):
+        build_engine("packed", model, 0, args)
+    # Configured for ZeRO-3 but not yet partitioned (the model is wrapped later, at the first step).
+    monkeypatch.setattr("orpo.engine.packed.is_deepspeed_zero3_enabled", lambda: True)
+    assert "ZeRO-3" in fast_path_support(_model("llama"))

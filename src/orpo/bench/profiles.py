@@ -71,6 +71,19 @@ PROFILES: dict[str, Profile] = {
             vocab_size=128_000,
             pairs_per_step=8,
         ),
+        Profile(
+            "body",
+            "~190M Llama (hidden 1024, 8 layers, vocab 32k), prompts ~1000, responses ~150: the body dominates",
+            1000,
+            150,
+            0.2,
+            hidden_size=1024,
+            num_layers=8,
+            num_heads=16,
+            num_kv_heads=8,
+            intermediate_size=4096,
+            pairs_per_step=2,
+        ),
         # For tests: seconds per run.
         Profile(
             "micro",
@@ -89,7 +102,7 @@ PROFILES: dict[str, Profile] = {
         ),
     )
 }
-DEFAULT_PROFILES = ("chat", "long-prompt", "large-vocab")
+DEFAULT_PROFILES = ("chat", "long-prompt", "large-vocab", "body")
 
 _CONSONANTS = "bcdfghjklmnprstvwz"
 _VOWELS = "aeiou"

@@ -4,6 +4,15 @@ For each profile the runner writes the data folder once (``profiles.materialise`
 machine's matmul peak once per dtype, then launches ``python -m orpo.bench.worker`` per run, one at a
 time (each run owns the CPU and its own process, so peak RSS is its own). It derives the useful FLOPs,
 the fraction of the physical limit and the ratios ours/TRL, and checks the targets of issue 4.
+
+Noise. On a shared machine one run's speed can move 2x with the neighbours' load. So the runs of a
+(profile, dtype) are interleaved, TRL, ours, TRL, ours, ... for ``repeats`` rounds, each ratio is taken
+within a round (the two runs saw about the same load), and the table reports the median ratio with
+its range. Only steady-state steps are timed (the worker excludes the warm-up step). Memory ratios,
+which load does not move, sit beside them. The ``limit`` column is the speed-up that the FLOP counts
+alone allow (TRL's executed FLOPs / ours), so a ratio near it means both run equally close to the
+machine; each run's achieved GFLOP/s (its own executed FLOPs per second) is shown against the
+measured matmul peak.
 """
 
 from __future__ import annotations
@@ -39,6 +48,7 @@ class BenchOptions:
     beta: float = 0.1
     seed: int = 0
     threads: int = field(default_factory=lambda: os.cpu_count() or 1)
+    repeats: int = 3
     gradient_checkpointing: bool = False
     timeout: float = 1800.0
 
@@ -51,6 +61,8 @@ class BenchOptions:
             bad = [v for v in values if v not in allowed]
             if bad or not values:
                 raise ValueError(f"--{name} {','.join(values)}: choose from {','.join(allowed)}")
+        if self.repeats < 1:
+            raise ValueError(f"--repeats {self.repeats}: give at least 1 round")
         if self.steps < 1:
             raise ValueError(f"--steps {self.steps}: give at least 1 timed step")
         if self.pairs_per_step is not None and self.pairs_per_step < 1:
@@ -95,6 +107,29 @@ def useful_flops(pair_lengths: list[tuple[int, int, int]], model: dict, nll_on_p
         attended = p * (p + 1) / 2 + c * p + c * (c + 1) / 2 + r * p + r * (r + 1) / 2
         total += 6 * n * (p + c + r) + 6 * h * v * head_positions + 12 * layers * d_attn * attended
     return total
+
+
+def trl_flops(pair_lengths: list[tuple[int, int, int]], model: dict) -> float:
+    """The FLOPs TRL's ORPOTrainer executes for these pairs (forward + backward), padding left out.
+
+    TRL runs two rows per pair, ``x + y_w`` and ``x + y_l``, through the body, and the output head at
+    every position of both (then masks the prompt out of the log-probs):
+
+        body = 6 * N * (2P + C + R),   head = 6 * H * V * (2P + C + R)
+        attn = 12 * n_layers * d_attn * (T_w (T_w + 1) / 2 + T_l (T_l + 1) / 2),   T_w = P + C, T_l = P + R
+    """
+    n, h, v = model["non_embedding"], model["hidden_size"], model["vocab_size"]
+    layers, d_attn = model["num_layers"], model["attention_width"]
+    total = 0.0
+    for p, c, r in pair_lengths:
+        tokens, tw, tl = 2 * p + c + r, p + c, p + r
+        total += 6 * (n + h * v) * tokens + 12 * layers * d_attn * (tw * (tw + 1) / 2 + tl * (tl + 1) / 2)
+    return total
+
+
+def executed_flops(pair_lengths: list[tuple[int, int, int]], model: dict, impl: str) -> float:
+    """FLOPs the implementation runs: TRL's two full rows, or ours (= ``useful_flops``, prompt once)."""
+    return trl_flops(pair_lengths, model) if impl == "trl" else useful_flops(pair_lengths, model)
 
 
 def _launch(cmd: list[str], label: str, timeout: float, log) -> dict:
@@ -168,7 +203,7 @@ def run_bench(opts: BenchOptions, log=sys.stderr) -> dict:
         "runs": [],
         "comparisons": [],
     }
-    total = len(opts.profiles) * len(opts.dtypes) * len(impls)
+    total = len(opts.profiles) * len(opts.dtypes) * len(impls) * opts.repeats
     index = 0
     with tempfile.TemporaryDirectory(prefix="orpo-bench-data-") as root:
         for name in opts.profiles:
@@ -179,9 +214,13 @@ def run_bench(opts: BenchOptions, log=sys.stderr) -> dict:
             meta = materialise(profile, folder, (opts.steps + 1) * pairs, seed=opts.seed)
             results["profiles"][name] = {**meta, "pairs_per_step": pairs}
             for dtype in opts.dtypes:
-                for impl in impls:
+                for repeat, impl in (
+                    (k, i) for k in range(opts.repeats) for i in impls
+                ):  # TRL, ours, TRL, ...
                     index += 1
-                    label = f"[{index}/{total}] {name} {dtype} {impl}"
+                    label = f"[{index}/{total}] {name} {dtype} {impl}" + (
+                        f" round {repeat + 1}" if opts.repeats > 1 else ""
+                    )
                     cmd = [
                         sys.executable, "-m", "orpo.bench.worker",
                         "--data", str(folder), "--impl", impl, "--dtype", dtype,
@@ -191,12 +230,24 @@ def run_bench(opts: BenchOptions, log=sys.stderr) -> dict:
                     ] + (["--gradient-checkpointing"] if opts.gradient_checkpointing else [])  # fmt: skip
                     start = time.perf_counter()
                     run = _launch(cmd, label, opts.timeout, log)
-                    run.update(profile=name, dtype=dtype, impl=impl, wall_seconds=time.perf_counter() - start)
+                    run.update(
+                        profile=name,
+                        dtype=dtype,
+                        impl=impl,
+                        repeat=repeat,
+                        wall_seconds=time.perf_counter() - start,
+                    )
                     if "error" not in run:
                         results["profiles"][name]["model"] = run["model"]
                         timed = [tuple(p) for batch in run["pair_lengths"][1:] for p in batch]
                         run["useful_flops"] = useful_flops(timed, run["model"])
                         run["peak_fraction"] = run["useful_flops"] / (run["seconds"] * peaks[dtype])
+                        run["executed_flops"] = executed_flops(timed, run["model"], impl)
+                        run["gflops_per_s"] = run["executed_flops"] / run["seconds"] / 1e9
+                        run["executed_peak_fraction"] = run["executed_flops"] / (
+                            run["seconds"] * peaks[dtype]
+                        )
+                        run["flop_limit"] = trl_flops(timed, run["model"]) / run["useful_flops"]
                         summary = (
                             f"{run['pairs_per_s']:.2f} pairs/s, peak RSS {run['peak_rss_mb'] / 1024:.2f} GiB, "
                             f"loss {run['loss']:.4f}"
@@ -228,17 +279,47 @@ def _find(runs: list[dict], profile: str, dtype: str, impl: str) -> dict | None:
     return None
 
 
+def _median(values: list[float]) -> float:
+    ordered = sorted(values)
+    middle = len(ordered) // 2
+    return ordered[middle] if len(ordered) % 2 else (ordered[middle - 1] + ordered[middle]) / 2
+
+
 def _compare(runs: list[dict], profile: str, dtype: str) -> dict:
-    """Ratios ours/TRL for one (profile, dtype); None where a run failed."""
-    ours, trl = _find(runs, profile, dtype, "orpo"), _find(runs, profile, dtype, "trl")
+    """Ratios ours/TRL for one (profile, dtype): per round, then the median and range; None where runs failed."""
     out: dict = {"profile": profile, "dtype": dtype}
-    if ours is None or trl is None:
+    rounds = []
+    for run in runs:
+        if (run["profile"], run["dtype"], run["impl"]) == (profile, dtype, "orpo") and "error" not in run:
+            trl = next(
+                (
+                    r
+                    for r in runs
+                    if (r["profile"], r["dtype"], r["impl"], r.get("repeat"))
+                    == (profile, dtype, "trl", run.get("repeat"))
+                    and "error" not in r
+                ),
+                None,
+            )
+            if trl is not None:
+                rounds.append((run, trl))
+    if not rounds:
         return out
+    speed = [ours["pairs_per_s"] / trl["pairs_per_s"] for ours, trl in rounds]
+    peak = [ours["peak_rss_mb"] / trl["peak_rss_mb"] for ours, trl in rounds]
+    ours, trl = rounds[0]
     out.update(
-        throughput=ours["pairs_per_s"] / trl["pairs_per_s"],
-        tokens_per_s=ours["tokens_per_s"] / trl["tokens_per_s"],
-        peak_rss=ours["peak_rss_mb"] / trl["peak_rss_mb"],
-        train_rss_delta=ours["train_rss_delta_mb"] / max(trl["train_rss_delta_mb"], 1e-9),
+        rounds=len(rounds),
+        throughput=_median(speed),
+        throughput_range=(min(speed), max(speed)),
+        throughput_rounds=speed,
+        flop_limit=ours["flop_limit"],
+        tokens_per_s=_median([o["tokens_per_s"] / t["tokens_per_s"] for o, t in rounds]),
+        peak_rss=_median(peak),
+        peak_rss_range=(min(peak), max(peak)),
+        train_rss_delta=_median(
+            [o["train_rss_delta_mb"] / max(t["train_rss_delta_mb"], 1e-9) for o, t in rounds]
+        ),
         loss_orpo=ours["loss"],
         loss_trl=trl["loss"],
         loss_abs_diff=abs(ours["loss"] - trl["loss"]),
@@ -328,6 +409,8 @@ def render(results: dict) -> str:
         "train +",
         "loss",
         "%peak",
+        "GFLOP/s",
+        "limit",
     ]
     table = [header]
     for name in results["profiles"]:
@@ -336,6 +419,8 @@ def render(results: dict) -> str:
                 if (run["profile"], run["dtype"]) != (name, dtype):
                     continue
                 impl = run["impl"] if run["impl"] == "trl" else f"orpo:{run.get('engine', '?')}"
+                if o.get("repeats", 1) > 1:
+                    impl += f" #{run.get('repeat', 0) + 1}"
                 if "error" in run:
                     table.append([name, dtype, impl, "FAILED: " + run["error"][:80]])
                     continue
@@ -353,23 +438,28 @@ def render(results: dict) -> str:
                         _gib(run["train_rss_delta_mb"]),
                         f"{run['loss']:.4f}",
                         f"{100 * run['peak_fraction']:.1f}%",
+                        f"{run['gflops_per_s']:.0f} ({100 * run['executed_peak_fraction']:.0f}%)",
+                        "",
                     ]
                 )
             for c in results["comparisons"]:
                 if (c["profile"], c["dtype"]) == (name, dtype) and "throughput" in c:
+                    low, high = c["throughput_range"]
                     table.append(
                         [
                             "",
                             "",
-                            "ours/TRL",
+                            f"ours/TRL median of {c['rounds']}",
                             f"{c['throughput']:.2f}x",
                             f"{c['tokens_per_s']:.2f}x",
-                            "",
+                            f"{low:.2f}-{high:.2f}x",
                             f"{c['peak_rss']:.2f}x",
                             "",
                             f"{c['train_rss_delta']:.2f}x",
                             f"d={c['loss_abs_diff']:.1e}" + ("" if c["same_data"] else " DATA DIFFERS"),
                             "",
+                            "",
+                            f"{c['flop_limit']:.2f}x",
                         ]
                     )
     widths = [
@@ -381,7 +471,11 @@ def render(results: dict) -> str:
     lines.append(
         "pairs/s, tokens/s (prompt once + both responses): timed steps of trainer.train(); peak RSS: ru_maxrss "
         "of the worker; steps s: fastest-slowest timed step; pre-train: RSS before train(); train +: peak - pre-train; loss: logged loss of the "
-        "last step; %peak: useful FLOPs / (time x matmul peak)"
+        "last step; %peak: useful FLOPs / (time x matmul peak); GFLOP/s: the run's executed FLOPs per second "
+        "(TRL: two full rows per pair, head at every position; ours: prompt once, head where the loss reads) and "
+        "its fraction of the matmul peak. ours/TRL rows: median over rounds (TRL and ours interleaved), the "
+        "'steps s' cell holds the range of the per-round speed ratios; limit: TRL's executed FLOPs / ours, the "
+        "speed-up the FLOP counts alone allow"
     )
     if results.get("targets"):
         lines.append("")

@@ -13,6 +13,9 @@ its own fresh process, and print per profile and dtype: pairs/s and tokens/s ove
 (after one warm-up step), peak RSS of the process and its growth during training, the loss after
 the same steps (both optimise the same objective from the same init and data order), the ratios
 ours/TRL, and the fraction of this machine's measured matmul peak that the useful FLOPs reach.
+TRL and ours run interleaved (TRL, ours, TRL, ours, ...) for --repeats rounds; each speed ratio
+is taken within a round and the table shows their median and range, beside the FLOP-count limit
+(TRL's executed FLOPs / ours) and each run's achieved GFLOP/s.
 
 Models are tiny Llama shapes built from a config; data are synthetic text rows with lengths set in
 tokens of a tokenizer trained locally. No network.
@@ -21,10 +24,13 @@ profiles:
   chat         ~20M-parameter Llama, vocab 32k; prompts ~150 tokens, responses ~250 (+-50%)
   long-prompt  same model; prompts ~1000 tokens, responses ~150
   large-vocab  vocab 128k, hidden 256, 8 pairs/step; prompts ~150, responses ~150 (head-bound)
+  body         ~190M Llama (hidden 1024, 8 layers, vocab 32k), 2 pairs/step; prompts ~1000,
+               responses ~150 (body-bound)
   micro        a tiny model for tests
 
 examples:
-  orpo bench                                     # every profile, fp32 and bf16, TRL and ours
+  orpo bench                                     # every profile, fp32 and bf16, TRL and ours, 3 rounds
+  orpo bench --profile body --dtype fp32 --repeats 5 --steps 3
   orpo bench --profile chat --dtype fp32 --impl orpo --engine reference   # A/B of our engines
   orpo bench --profile long-prompt --steps 8 --json > bench.json
 """
@@ -73,6 +79,13 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--gradient-checkpointing", action="store_true", help="turn gradient checkpointing on, both sides"
     )
+    p.add_argument(
+        "--repeats",
+        type=int,
+        default=3,
+        metavar="N",
+        help="rounds of TRL, ours (interleaved) per profile and dtype; ratios are the median over rounds (default 3)",
+    )
     p.add_argument("--timeout", type=float, default=1800, metavar="S", help="seconds before a run is killed")
     p.add_argument("--json", action="store_true", help="print one JSON object with every number")
     p.set_defaults(func=run)
@@ -91,6 +104,7 @@ def run(args: argparse.Namespace) -> int:
         learning_rate=args.learning_rate,
         gradient_checkpointing=args.gradient_checkpointing,
         timeout=args.timeout,
+        repeats=args.repeats,
     )
     if args.threads is not None:
         fields["threads"] = args.threads

@@ -55,9 +55,10 @@ def build_engine(name: str, model: torch.nn.Module, pad_token_id: int, args) -> 
         reason = packed.fast_path_support(model)
         if reason is None:
             chunk = args.logit_chunk_size
+            attention = getattr(args, "packed_attention", "segments")
 
             def packed_forward(model, batch, nll_on_prompt):
-                return packed.packed_forward(model, batch, nll_on_prompt, chunk)
+                return packed.packed_forward(model, batch, nll_on_prompt, chunk, attention=attention)
 
             collator = packed.PackedPairCollator(pad_token_id, args.max_tokens_per_batch)
             return Engine("packed", collator, packed_forward, _packed_counts), None

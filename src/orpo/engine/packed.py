@@ -21,6 +21,12 @@ Only these positions' hidden states reach the output head (``orpo.engine.head``)
 (tokens, V) logits tensor ever exists. The chosen response rows serve both the chosen log-probs and
 the NLL. x_{P-1} is scored twice (for w_0 and for l_0): one extra row per pair, kept for simplicity.
 
+Attention. By default (``attention="segments"``) no mask exists: ``orpo.engine.attention`` runs each
+pair's two blocks ([x | y_w] causal; y_l against [x | y_l], causal aligned bottom-right) through
+causal kernels, from the ``segment_spans`` the collator emits; memory is linear in length, and
+flash_attention_2/3 models take FlashAttention's varlen kernels on CUDA. The dense mask below is the
+fallback (``attention="mask"``, config ``packed_attention``) and the oracle in tests.
+
 The mask. The collator emits compact per-token descriptions (segment id, role, position) and the
 forward builds the (R, 1, L, L) mask on the model's device: built in the collator it would be L times
 larger than the batch itself, pinned in host memory and copied to the device every step. Its form
@@ -44,7 +50,9 @@ from dataclasses import dataclass
 from typing import Any
 
 import torch
+from transformers.integrations.deepspeed import is_deepspeed_zero3_enabled
 
+from orpo.engine.attention import FLASH_ATTENTION, SegmentLayout, choose_kernel, segments_active
 from orpo.engine.head import summed_token_logps, token_logps
 from orpo.engine.types import SequenceStats
 
@@ -52,6 +60,7 @@ from orpo.engine.types import SequenceStats
 PROMPT, CHOSEN, REJECTED, PAD = 0, 1, 2, 3
 
 _MASKED_ATTENTION = ("sdpa", "eager")  # implementations that take a custom 4D mask
+ATTENTION_PATHS = ("segments", "mask")  # per-segment causal kernels (default), or the dense-mask oracle
 _LAYER_TYPES = ("full_attention", "sliding_attention")  # layer types whose mask we can build
 
 
@@ -114,6 +123,8 @@ class PackedPairCollator:
             id of every chosen response token, EOS included. rejected_* (Nr,): same for rejected.
         prompt_nll_index, prompt_nll_labels (Np,): prompt tokens 1.. and their predictors, for the NLL
             when it covers the prompt.
+        segment_spans (S, 5): per segment (row, start column, P, C, R), the layout the per-segment
+            attention (``orpo.engine.attention``) runs on; S = B.
     """
 
     pad_token_id: int
@@ -138,6 +149,7 @@ class PackedPairCollator:
         index: dict[str, list[int]] = {k: [] for k in ("chosen", "rejected", "prompt_nll")}
         labels: dict[str, list[int]] = {k: [] for k in ("chosen", "rejected", "prompt_nll")}
         pair_of: dict[str, list[int]] = {"chosen": [], "rejected": []}
+        spans: list[list[int]] = []  # (row, start column, P, C, R) per segment, for per-segment attention
         for r, pack in enumerate(packs):
             col = 0
             for i in pack:
@@ -156,6 +168,8 @@ class PackedPairCollator:
                 labels["prompt_nll"] += seg.prompt_targets
                 pair_of["chosen"] += [i] * len(seg.chosen)
                 pair_of["rejected"] += [i] * len(seg.rejected)
+                prompt_len = len(seg.tokens) - len(seg.chosen) - len(seg.rejected)
+                spans.append([r, col, prompt_len, len(seg.chosen), len(seg.rejected)])
                 col += len(seg.tokens)
 
         def longs(values: list[int]) -> torch.Tensor:
@@ -175,6 +189,7 @@ class PackedPairCollator:
             "rejected_pair": longs(pair_of["rejected"]),
             "prompt_nll_index": longs(index["prompt_nll"]),
             "prompt_nll_labels": longs(labels["prompt_nll"]),
+            "segment_spans": torch.tensor(spans, dtype=torch.long).view(-1, 5),
         }
 
     def _assign_rows(self, lengths: list[int]) -> list[list[int]]:
@@ -256,10 +271,10 @@ def fast_path_support(model: torch.nn.Module) -> str | None:
     ):
         return f"{name} is multimodal; the packed path runs text-only decoder bodies"
     attn = getattr(config, "_attn_implementation", None)
-    if attn not in _MASKED_ATTENTION:
+    if attn not in _MASKED_ATTENTION + FLASH_ATTENTION:
         return (
-            f"attention implementation {attn!r} takes no custom 4D attention mask; load the model with "
-            "attn_implementation='sdpa' (or 'eager'), or use engine='reference'"
+            f"attention implementation {attn!r} is not one the packed path runs; load the model with "
+            "attn_implementation='sdpa', 'eager' or 'flash_attention_2'/'flash_attention_3', or use engine='reference'"
         )
     layer_types = set(getattr(config, "layer_types", None) or ())
     if not layer_types <= set(_LAYER_TYPES):
@@ -283,6 +298,13 @@ def fast_path_support(model: torch.nn.Module) -> str | None:
             "modules_to_save); the chunked head reads its weight directly"
         )
     weight = head.weight
+    if hasattr(weight, "ds_id") or is_deepspeed_zero3_enabled():
+        # The chunked head runs after the model's forward, where ZeRO-3 has re-partitioned the weight; deciding
+        # here, before training, means a ZeRO-3 run takes the reference engine instead of failing mid-step.
+        return (
+            "DeepSpeed ZeRO-3 partitions the output head weight across processes, and the chunked head reads it "
+            "outside the model's forward; use ZeRO-2 or FSDP2 for the packed engine"
+        )
     if not weight.is_floating_point() or tuple(weight.shape) != (head.out_features, head.in_features):
         return f"the output head weight is {weight.dtype} {tuple(weight.shape)} (quantised or sharded); it must be a dense float matrix"
     return None
@@ -349,12 +371,22 @@ def _head_returns_hidden(lm: Any) -> Iterator[None]:
             lm.config.final_logit_softcapping = softcap
 
 
+def _attention_path(lm: Any, attention: str) -> str:
+    """ "segments" or "mask"; a flash-attention model always takes "segments" (it reads no custom mask)."""
+    if attention not in ATTENTION_PATHS:
+        raise ValueError(f"attention={attention!r} must be one of {ATTENTION_PATHS}")
+    if lm.config._attn_implementation in FLASH_ATTENTION:
+        return "segments"
+    return attention
+
+
 def packed_forward(
     model: torch.nn.Module,
     batch: dict[str, torch.Tensor],
     nll_on_prompt: bool,
     chunk_size: int,
     aux_loss: bool = False,
+    attention: str = "segments",
 ) -> SequenceStats:
     """Run the decoder body over the packed rows and score only the needed positions; see the module docstring.
 
@@ -364,6 +396,8 @@ def packed_forward(
         nll_on_prompt: whether the NLL also covers prompt tokens 1.. of the chosen sequence.
         chunk_size: positions per chunk in the output head (``orpo.engine.head.token_logps``).
         aux_loss: MoE router auxiliary loss; not available on this path (raises).
+        attention: "segments" (per-segment causal kernels, memory linear in length) or "mask" (the
+            dense (R, 1, L, L) mask through the model's own sdpa/eager attention; the test oracle).
     """
     reason = "router auxiliary loss requested" if aux_loss else fast_path_support(model)
     if reason is not None:
@@ -372,12 +406,22 @@ def packed_forward(
     device = batch["input_ids"].device
     softcap = getattr(lm.config, "final_logit_softcapping", None)
     with _head_returns_hidden(lm):
-        hidden = model(
-            input_ids=batch["input_ids"],
-            attention_mask=_attention_masks(lm, batch, device),
-            position_ids=batch["position_ids"],
-            use_cache=False,
-        ).logits  # (R, L, H): final hidden states, after the final norm
+        if _attention_path(lm, attention) == "segments":
+            layout = SegmentLayout.from_batch(batch, choose_kernel(lm.config._attn_implementation, device))
+            with segments_active(lm):
+                hidden = model(
+                    input_ids=batch["input_ids"],
+                    position_ids=batch["position_ids"],
+                    use_cache=False,
+                    orpo_segments=layout,
+                ).logits  # (R, L, H): final hidden states, after the final norm
+        else:
+            hidden = model(
+                input_ids=batch["input_ids"],
+                attention_mask=_attention_masks(lm, batch, device),
+                position_ids=batch["position_ids"],
+                use_cache=False,
+            ).logits  # (R, L, H): final hidden states, after the final norm
     hidden = hidden.reshape(-1, hidden.shape[-1])  # (R*L, H): flat indices address this grid
     head = lm.get_output_embeddings()
     parts = ("chosen", "rejected")
