@@ -288,8 +288,10 @@ class ORPOTrainer(Trainer):
         return self.reference.batch_logps(self.engine, model, inputs)
 
     def compute_loss(self, model, inputs, return_outputs: bool = False, num_items_in_batch=None):
+        # Reference first: with an adapter it is the same module, run with the adapter disabled.
+        ref = self._reference_logps(model, inputs)
         stats = self.engine.forward(model, inputs, self._nll_on_prompt(model.training))
-        loss, metrics = self._objective(stats, num_items_in_batch, self._reference_logps(model, inputs))
+        loss, metrics = self._objective(stats, num_items_in_batch, ref)
         self._store(metrics, "train" if model.training else "eval")
         return (loss, metrics) if return_outputs else loss
 
