@@ -219,13 +219,15 @@ def run_compare(
         "grid": [[k, v] for k, v in grid],
         "runs": results,
         # Compact view: label -> headline numbers (and the final eval metrics), as before.
-        "methods": {r["label"]: {**r["final"], **_row(r)} for r in results},
+        "methods": {
+            r["label"]: {**r["final"], **_row(r), "train_seconds": r["train_seconds"]} for r in results
+        },
+        "files": [str(root / n) for n in ("compare.json", "compare.md", "compare_logps.png")],
     }
     (root / "compare.json").write_text(json.dumps(report, indent=2))
     (root / "compare.md").write_text(format_markdown(results) + "\n")
     if any(r["curve"] for r in results):
         plot_curves(results, root / "compare_logps.png")
-    report["files"] = [str(root / n) for n in ("compare.json", "compare.md", "compare_logps.png")]
     return report
 
 
@@ -362,11 +364,11 @@ def _step_timer():
 
 def _curve(log_history: list[dict], names: tuple[str, str], first: dict | None) -> list[dict]:
     chosen, rejected = (f"eval_{n}" for n in names)
-    points = [dict(first, step=0)] if first else []
-    for h in log_history:
+    points = {0: dict(first, step=0)} if first else {}
+    for h in log_history:  # the final evaluation may repeat the last step's: one point per step
         if chosen in h and rejected in h:
-            points.append({"step": h["step"], "chosen": h[chosen], "rejected": h[rejected]})
-    return points
+            points[h["step"]] = {"step": h["step"], "chosen": h[chosen], "rejected": h[rejected]}
+    return list(points.values())
 
 
 def _build(spec: dict):
@@ -490,6 +492,8 @@ def worker(spec_path: str) -> int:
     trainer.train()
     train_peak = _status_mb("VmHWM") if can_reset else None
     final = trainer.evaluate()
+    if spec["impl"] == "orpo":
+        trainer.save_model(args.output_dir)  # so `orpo eval / generate` can use any run of the comparison
 
     world = max(1, args.world_size)
     pairs = timer.steps * args.per_device_train_batch_size * args.gradient_accumulation_steps * world
@@ -508,7 +512,7 @@ def worker(spec_path: str) -> int:
         "overrides": spec["overrides"],
         "steps": timer.steps,
         "pairs": pairs,
-        "train_step_seconds": timer.seconds,
+        "train_seconds": timer.seconds,
         "setup_seconds": setup_seconds,
         "ms_per_pair": 1000 * timer.seconds / pairs if pairs else None,
         "ref_seconds": ref_seconds,
