@@ -81,7 +81,10 @@ def test_precomputed_cache_is_reused_and_keyed_by_the_reference(tmp_path, tokeni
     """A second run with the same reference reads the cache; another reference model computes anew."""
     monkeypatch.setenv("ORPO_CACHE_DIR", str(tmp_path / "cache"))
     full = {"args": {"precompute_ref_log_probs": True}}
-    _, first, after = _first_steps(tmp_path, tokenizer, base, "a", peft=False, **copy.deepcopy(full))
+    trainer, first, after = _first_steps(tmp_path, tokenizer, base, "a", peft=False, **copy.deepcopy(full))
+    # The reference was the initial policy: a new eval set after training cannot be scored by it.
+    with pytest.raises(ValueError, match="which training has changed"):
+        trainer.evaluate(toy_rows(4, seed=9))
     cached = sorted((tmp_path / "cache" / "ref_logps").glob("*.pt"))
     _, first2, after2 = _first_steps(tmp_path, tokenizer, base, "b", peft=False, **copy.deepcopy(full))
     assert sorted((tmp_path / "cache" / "ref_logps").glob("*.pt")) == cached

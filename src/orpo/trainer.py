@@ -156,6 +156,12 @@ class ORPOTrainer(Trainer):
     def _with_reference(self, dataset):
         if dataset is None or self.reference is None or self.reference.mode != "precomputed":
             return dataset
+        ref = self.reference
+        if ref.model is self.model and not ref.disable_adapter and self.state.global_step > 0:
+            raise ValueError(
+                "precompute_ref_log_probs=True with no ref_model and no adapter: the reference is the initial "
+                "model, which training has changed; pass this eval dataset to the constructor, or a ref_model"
+            )
         size = self.args.precompute_ref_batch_size or self.args.per_device_eval_batch_size
         return precompute(
             self.reference, dataset, self.engine, self.args.device, size, self.autocast_smart_context_manager
@@ -285,7 +291,8 @@ class ORPOTrainer(Trainer):
     def _reference_logps(self, model, inputs) -> tuple[torch.Tensor, torch.Tensor] | None:
         if self.reference is None:
             return None
-        return self.reference.batch_logps(self.engine, model, inputs)
+        # With an adapter the reference is the policy itself, unwrapped from DDP to disable the adapter.
+        return self.reference.batch_logps(self.engine, self.accelerator.unwrap_model(model), inputs)
 
     def compute_loss(self, model, inputs, return_outputs: bool = False, num_items_in_batch=None):
         # Reference first: with an adapter it is the same module, run with the adapter disabled.
