@@ -52,6 +52,8 @@ TRL_TRAINERS: dict[str, tuple[str, str, str, dict[str, Any]]] = {
 }
 # TRL trainers whose logged ``logps/*`` are length-normalised, like ours (plotted on the same scale).
 TRL_MEAN_LOGPS = ("orpo", "simpo")
+# TRL trainers whose logged ``nll_loss`` is the NLL of the chosen sequence.
+TRL_NLL = ("orpo", "cpo")
 # Training fields passed to TRL's config as they are (the budget, optimiser, precision, lengths).
 TRL_SHARED_FIELDS = (
     "learning_rate",
@@ -521,7 +523,10 @@ def worker(spec_path: str) -> int:
         "rss_before_train_mb": rss_before,
         "train_peak_mb": train_peak,
         "cuda_peak_mb": torch.cuda.max_memory_allocated() / 2**20 if torch.cuda.is_available() else None,
-        "eval_nll": final.get("eval_nll_loss"),
+        # TRL's CPOTrainer logs nll_loss = 0 when its NLL weight is 0 (SimPO): not an NLL.
+        "eval_nll": final.get("eval_nll_loss")
+        if spec["impl"] == "orpo" or spec["method"] in TRL_NLL
+        else None,
         "pref_acc": final.get("eval_rewards/accuracies"),
         "logp_chosen": final.get(f"eval_{names[0]}") if comparable_curve else None,
         "logp_rejected": final.get(f"eval_{names[1]}") if comparable_curve else None,
