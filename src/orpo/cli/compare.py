@@ -38,8 +38,9 @@ def register(sub: argparse._SubParsersAction) -> None:
         "--methods",
         nargs="?",
         const="",
-        default="orpo,sft,simpo,cpo",
-        help="comma-separated methods, METHOD:MODE for a reference mode (dpo:precomputed); no value: list them",
+        default="sft,orpo,dpo,simpo",
+        help="comma-separated methods (default sft,orpo,dpo,simpo), METHOD:MODE for a reference mode "
+        "(dpo:precomputed); no value: list them",
     )
     p.add_argument("--list-methods", action="store_true", help="list the registered methods and exit")
     p.add_argument(

@@ -27,7 +27,7 @@ beta times an odds-ratio penalty that pushes the rejected response down. No refe
   orpo data inspect SOURCE       see formats, drops, lengths and the exact tokens trained on
   orpo eval RUN --data SOURCE    preference metrics of a trained run on a dataset
   orpo generate RUN --prompt T   generate with a trained run (chat template applied)
-  orpo compare CONFIG.yaml       train ORPO, SFT, SimPO, CPO on one recipe and compare
+  orpo compare [CONFIG.yaml]     train SFT, ORPO, DPO, SimPO, ... on one recipe: memory, time, quality
   orpo merge RUN --output DIR    merge a LoRA/DoRA adapter into its base for export
   orpo bench                     speed and memory side by side with TRL
 """
