@@ -373,11 +373,27 @@ def _curve(log_history: list[dict], names: tuple[str, str], first: dict | None) 
     return list(points.values())
 
 
-def _build(spec: dict):
-    """Recipe, args, data and model of a spec, as ``orpo train`` builds them (``orpo.run``)."""
-    from orpo.recipe import load_recipe
-    from orpo.run import build_tokenizer_and_model, corpus_of, load_data
+def _setup_module():
+    """The module with the recipe -> data / model helpers: ``orpo.build`` (issue 8 renamed ``orpo.run``
+    to it), else ``orpo.run``. Same function names in both."""
+    import importlib
 
+    try:
+        return importlib.import_module("orpo.build")
+    except ImportError:
+        return importlib.import_module("orpo.run")
+
+
+def _build(spec: dict):
+    """Recipe, args, data and model of a spec, as ``orpo train`` builds them."""
+    from orpo.recipe import load_recipe
+
+    setup = _setup_module()
+    build_tokenizer_and_model, corpus_of, load_data = (
+        setup.build_tokenizer_and_model,
+        setup.corpus_of,
+        setup.load_data,
+    )
     recipe = load_recipe(spec["config"], spec["overrides"])
     args = recipe.training_args()
     train_rows, eval_rows = load_data(recipe, args.seed)
@@ -390,8 +406,9 @@ def _build(spec: dict):
 
 
 def _trainer_ours(spec: dict, recipe, args, train_rows, eval_rows, tok, model, callbacks):
-    from orpo.run import peft_config_of
     from orpo.trainer import ORPOTrainer
+
+    peft_config_of = _setup_module().peft_config_of
 
     ref_model = None
     if spec["ref_mode"] == "model" and recipe.adapter is not None:
@@ -421,7 +438,7 @@ def _trainer_trl(spec: dict, recipe, args, train_rows, eval_rows, tok, model, ca
 
     from datasets import Dataset
 
-    from orpo.run import peft_config_of
+    peft_config_of = _setup_module().peft_config_of
 
     module, trainer_name, config_name, extra = TRL_TRAINERS[spec["method"]]
     mod = importlib.import_module(module)

@@ -62,7 +62,7 @@ class RefColumnsCollator:
     inner: Callable[[list[dict]], dict[str, torch.Tensor]]
 
     def __call__(self, rows: list[dict]) -> dict[str, torch.Tensor]:
-        batch = self.inner([{k: row[k] for k in PAIR_COLUMNS} for row in rows])
+        batch = self.inner([{k: v for k, v in row.items() if k not in REF_COLUMNS} for row in rows])
         if rows and REF_COLUMNS[0] in rows[0]:
             for name in REF_COLUMNS:
                 batch[name] = torch.tensor([float(row[name]) for row in rows], dtype=torch.float32)
