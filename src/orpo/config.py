@@ -18,10 +18,11 @@ from typing import Any
 import torch
 from transformers import TrainingArguments
 
+from orpo.losses import OBJECTIVES, get_objective
+
 logger = logging.getLogger("orpo")
 
 ENGINES = ("auto", "packed", "reference")
-METHODS = ("orpo", "sft", "simpo", "cpo")
 TEMPLATE_MODES = ("auto", "always", "never")
 TOKENIZATIONS = ("trl", "orpo")
 TRUNCATION_SIDES = ("left", "right")
@@ -54,7 +55,9 @@ class ORPOConfig(TrainingArguments):
         default=0.1,
         metadata={
             "help": "Weight of the odds-ratio term: L = L_NLL + beta * L_OR. The paper's lambda "
-            "(aliases: orpo_alpha, lambda_)."
+            "(aliases: orpo_alpha, lambda_). Its meaning depends on `method`: "
+            + "; ".join(f"{o.name}: {o.beta_means}" for o in OBJECTIVES.values())
+            + " (DPO: 0.1 typical; SimPO: 2 to 10)."
         },
     )
     nll_on_prompt: bool = field(
@@ -66,7 +69,31 @@ class ORPOConfig(TrainingArguments):
     )
     method: str = field(
         default="orpo",
-        metadata={"help": f"Objective on the same engine, for comparisons: one of {', '.join(METHODS)}."},
+        metadata={
+            "help": f"Objective on the same engine, for comparisons: one of {', '.join(OBJECTIVES)} "
+            "(`orpo compare --list-methods` describes each)."
+        },
+    )
+    label_smoothing: float = field(
+        default=0.0,
+        metadata={
+            "help": "method=dpo: assumed probability that a preference label is flipped (conservative DPO); "
+            "0 is plain DPO. In [0, 0.5)."
+        },
+    )
+    precompute_ref_log_probs: bool = field(
+        default=False,
+        metadata={
+            "help": "Methods with a reference model (dpo, ipo, hinge): compute the reference log-probs in one "
+            "no-grad pass before training, cached on disk by the reference model's and the data's "
+            "fingerprint (in $ORPO_CACHE_DIR, default ~/.cache/orpo), so training holds one model. "
+            "Otherwise the reference runs every step: the adapter-disabled base model when training an "
+            "adapter, else `ref_model` (trainer argument), else a frozen copy of the initial model."
+        },
+    )
+    precompute_ref_batch_size: int | None = field(
+        default=None,
+        metadata={"help": "Pairs per batch of the reference pass (None: per_device_eval_batch_size)."},
     )
     simpo_gamma: float = field(
         default=0.5, metadata={"help": "SimPO target reward margin gamma (method=simpo only)."}
@@ -271,8 +298,9 @@ class ORPOConfig(TrainingArguments):
     def _check_orpo_fields(self) -> None:
         if not math.isfinite(self.beta) or self.beta < 0:
             raise ValueError(f"beta={self.beta} must be a finite number >= 0 (the paper uses 0.1 to 0.5)")
-        if self.method not in METHODS:
-            raise ValueError(f"method={self.method!r} is not one of {METHODS}")
+        get_objective(self.method)  # raises on an unknown method, listing the registered ones
+        if not 0 <= self.label_smoothing < 0.5:
+            raise ValueError(f"label_smoothing={self.label_smoothing} must be in [0, 0.5) (0: plain DPO)")
         if self.engine not in ENGINES:
             raise ValueError(f"engine={self.engine!r} is not one of {ENGINES}")
         if self.tokenization not in TOKENIZATIONS:

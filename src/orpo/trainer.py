@@ -13,6 +13,9 @@ Drop-in for ``trl.experimental.orpo.ORPOTrainer``: same constructor arguments (p
   norm stops the run before the optimizer step, no save writes NaN weights, checkpoints are written
   to a staging folder and renamed when complete, ``resume_from_checkpoint=True`` takes the newest
   complete one, SIGINT / SIGTERM save a checkpoint and stop.
+The objective (``args.method``) comes from the registry in ``orpo.losses``; objectives with a
+reference model (DPO, IPO, hinge) get their reference log-probs from ``orpo.refpass`` (``ref_model=``
+is accepted as TRL's DPOTrainer accepts it).
 Logged metrics are exact means over every pair (token, for ``nll_loss`` and ``logits/*``) since
 the last log; with equal batch sizes they equal TRL's means of per-batch means.
 """
@@ -36,12 +39,13 @@ from orpo.data.pipeline import LENGTH_COLUMN, SOURCE_ROW_COLUMN, DataReport, pre
 from orpo.data.tokenize import describe_tokenization
 from orpo.engine import PAIR_COLUMNS, SequenceStats, build_engine
 from orpo.guard import NonFiniteGuard, StopOnSignal, assert_finite
-from orpo.losses import NLL_WEIGHT, pair_losses
+from orpo.losses import Knobs, PairLogps, get_objective
 from orpo.modeling import ensure_pad_token, load_model, load_tokenizer, prepare_model
+from orpo.refpass import REF_COLUMNS, RefColumnsCollator, precompute, resolve_reference
 
 
 class ORPOTrainer(Trainer):
-    """Train a causal LM with ORPO (or SFT / SimPO / CPO on the same engine, see ``ORPOConfig.method``).
+    """Train a causal LM with ORPO (or any objective of ``orpo.losses``, see ``ORPOConfig.method``).
 
     Datasets may be raw rows in any supported layout (they are normalised, rendered and tokenised
     here) or already hold the token columns. A custom ``data_collator`` must emit the batch layout
@@ -70,6 +74,7 @@ class ORPOTrainer(Trainer):
         tokenizer=None,
         data_columns: dict[str, str] | None = None,
         data_format: str | None = None,
+        ref_model: PreTrainedModel | torch.nn.Module | str | None = None,
         **trainer_kwargs: Any,
     ):
         args = self._resolve_args(args)
@@ -94,6 +99,15 @@ class ORPOTrainer(Trainer):
             processing_class = load_tokenizer(model.config._name_or_path, args.trust_remote_code)
         ensure_pad_token(processing_class, model)
         model = prepare_model(model, args, peft_config)
+        self.objective = get_objective(args.method)
+        self.knobs = Knobs(beta=args.beta, simpo_gamma=args.simpo_gamma, label_smoothing=args.label_smoothing)
+        self.reference = None
+        if self.objective.needs_reference:
+            if isinstance(ref_model, str):
+                ref_model = load_model(ref_model, args.model_init_kwargs, args.trust_remote_code)
+            self.reference = resolve_reference(model, ref_model, args.precompute_ref_log_probs)
+        elif ref_model is not None:
+            notice(f"method={args.method!r} uses no reference model; ref_model is ignored")
 
         pad_id = args.padding_value if args.padding_value is not None else processing_class.pad_token_id
         self.engine, fallback = build_engine(args.engine, model, pad_id, args)
@@ -119,7 +133,7 @@ class ORPOTrainer(Trainer):
         super().__init__(
             model=model,
             args=args,
-            data_collator=data_collator or WithSourceRows(self.engine.collator),
+            data_collator=data_collator or WithSourceRows(self._default_collator()),
             train_dataset=train_dataset,
             eval_dataset=eval_dataset,
             processing_class=processing_class,
@@ -140,6 +154,9 @@ class ORPOTrainer(Trainer):
         if hasattr(self.model, "add_model_tags"):
             self.model.add_model_tags(self._tag_names)
 
+        if self.reference is not None:
+            self._setup_reference()
+
     def create_model_card(self, model_name: str | None = None, tags=None, **kwargs) -> None:
         """``Trainer.create_model_card`` with the "orpo" tag added."""
         tags = [tags] if isinstance(tags, str) else list(tags or [])
@@ -155,6 +172,37 @@ class ORPOTrainer(Trainer):
         from orpo.evaluation.callback import GenerationsCallback
 
         self.add_callback(GenerationsCallback(self))
+
+    def _default_collator(self):
+        if self.objective.needs_reference:
+            return RefColumnsCollator(self.engine.collator)
+        return self.engine.collator
+
+    def _setup_reference(self) -> None:
+        """Move a separate reference model to the device; precompute reference log-probs if asked."""
+        ref = self.reference
+        if ref.model is not self.model:
+            ref.model.to(self.args.device)
+        if ref.mode == "precomputed":
+            self.train_dataset = self._with_reference(self.train_dataset)
+            if isinstance(self.eval_dataset, dict):
+                self.eval_dataset = {k: self._with_reference(v) for k, v in self.eval_dataset.items()}
+            else:
+                self.eval_dataset = self._with_reference(self.eval_dataset)
+
+    def _with_reference(self, dataset):
+        if dataset is None or self.reference is None or self.reference.mode != "precomputed":
+            return dataset
+        ref = self.reference
+        if ref.model is self.model and not ref.disable_adapter and self.state.global_step > 0:
+            raise ValueError(
+                "precompute_ref_log_probs=True with no ref_model and no adapter: the reference is the initial "
+                "model, which training has changed; pass this eval dataset to the constructor, or a ref_model"
+            )
+        size = self.args.precompute_ref_batch_size or self.args.per_device_eval_batch_size
+        return precompute(
+            self.reference, dataset, self.engine, self.args.device, size, self.autocast_smart_context_manager
+        )
 
     @staticmethod
     def _resolve_args(args: TrainingArguments | None) -> ORPOConfig:
@@ -188,7 +236,7 @@ class ORPOTrainer(Trainer):
         # The model never sees dataset columns directly; keep the token columns and the pair length
         # (which `group_by_length` uses to batch similar lengths together).
         if self._signature_columns is None:
-            self._signature_columns = [*PAIR_COLUMNS, LENGTH_COLUMN, SOURCE_ROW_COLUMN]
+            self._signature_columns = [*PAIR_COLUMNS, LENGTH_COLUMN, SOURCE_ROW_COLUMN, *REF_COLUMNS]
 
     # ---- loss ----
 
@@ -198,7 +246,7 @@ class ORPOTrainer(Trainer):
             return None
         counts = torch.zeros(2, dtype=torch.long)
         for batch in batch_samples:
-            nll, pairs = self.engine.count_items(batch, self.args.nll_on_prompt)
+            nll, pairs = self.engine.count_items(batch, self._nll_on_prompt(training=True))
             counts += torch.stack([torch.as_tensor(nll).cpu(), torch.as_tensor(pairs).cpu()])
         counts = counts.to(device)
         if self.args.world_size > 1:
@@ -206,23 +254,26 @@ class ORPOTrainer(Trainer):
         return counts
 
     def _objective(
-        self, stats: SequenceStats, totals: torch.Tensor | None
+        self,
+        stats: SequenceStats,
+        totals: torch.Tensor | None,
+        ref: tuple[torch.Tensor, torch.Tensor] | None = None,
     ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         """Loss to minimise for this micro-batch and the per-pair / batch quantities to log.
 
         ``totals`` = [NLL tokens, pairs] of the whole optimizer step (training) or None (this batch).
         Reduction happens here and only here: sums divided by the step's counts.
         """
-        args = self.args
-        pair_loss, pair_metrics = pair_losses(
-            args.method,
+        ref_chosen, ref_rejected = ref if ref is not None else (None, None)
+        pair_logps = PairLogps(
             stats.chosen_sum_logps,
             stats.rejected_sum_logps,
             stats.chosen_lengths,
             stats.rejected_lengths,
-            args.beta,
-            args.simpo_gamma,
+            ref_chosen,
+            ref_rejected,
         )
+        pair_loss, per_pair = self.objective.pair_losses(pair_logps, self.knobs)
         n_pairs = stats.chosen_lengths.shape[0]
         if totals is None:
             nll_den, pair_den, scale = stats.nll_tokens.clamp(min=1), n_pairs, 1.0
@@ -230,21 +281,10 @@ class ORPOTrainer(Trainer):
             nll_den, pair_den = totals[0].clamp(min=1), totals[1].clamp(min=1)
             # DDP averages gradients over processes; the totals are global, so undo that average.
             scale = float(self.accelerator.num_processes)
-        nll_term = NLL_WEIGHT[args.method] * stats.nll_sum / nll_den
+        nll_term = self.objective.nll_weight * stats.nll_sum / nll_den
         loss = nll_term + pair_loss.sum() / pair_den
         if stats.aux_loss is not None and self.aux_loss_coef:
             loss = loss + self.aux_loss_coef * stats.aux_loss * (n_pairs / pair_den)
-        chosen_logps, rejected_logps = stats.chosen_mean_logps.detach(), stats.rejected_mean_logps.detach()
-        chosen_rewards, rejected_rewards = self.beta * chosen_logps, self.beta * rejected_logps
-        per_pair = {
-            "rewards/chosen": chosen_rewards,
-            "rewards/rejected": rejected_rewards,
-            "rewards/accuracies": (chosen_rewards > rejected_rewards).float(),
-            "rewards/margins": chosen_rewards - rejected_rewards,
-            "logps/chosen": chosen_logps,
-            "logps/rejected": rejected_logps,
-            **pair_metrics,
-        }
         # Every metric as (sum, count): logged values are exact means over all pairs (or tokens)
         # since the last log, whatever the batch sizes. (TRL averages per-batch means, which only
         # agrees when every batch has the same size.)
@@ -341,9 +381,24 @@ class ORPOTrainer(Trainer):
         assert_finite(self.model, self.state.global_step, f"the model to {output_dir}")
         super()._save(output_dir, state_dict)
 
+    def _nll_on_prompt(self, training: bool) -> bool:
+        """Whether the engine scores the prompt NLL. Objectives without an NLL term (SimPO, DPO, ...) do
+        not pay for that head pass in training; evaluation always reports the configured NLL so that
+        ``eval_nll_loss`` means the same for every method (in training, their logged ``nll_loss``
+        covers the chosen response only)."""
+        return self.args.nll_on_prompt and (self.objective.nll_weight > 0 or not training)
+
+    def _reference_logps(self, model, inputs) -> tuple[torch.Tensor, torch.Tensor] | None:
+        if self.reference is None:
+            return None
+        # With an adapter the reference is the policy itself, unwrapped from DDP to disable the adapter.
+        return self.reference.batch_logps(self.engine, self.accelerator.unwrap_model(model), inputs)
+
     def compute_loss(self, model, inputs, return_outputs: bool = False, num_items_in_batch=None):
-        stats = self.engine.forward(model, inputs, self.args.nll_on_prompt)
-        loss, metrics = self._objective(stats, num_items_in_batch)
+        # Reference first: with an adapter it is the same module, run with the adapter disabled.
+        ref = self._reference_logps(model, inputs)
+        stats = self.engine.forward(model, inputs, self._nll_on_prompt(model.training))
+        loss, metrics = self._objective(stats, num_items_in_batch, ref)
         self._store(metrics, "train" if model.training else "eval")
         return (loss, metrics) if return_outputs else loss
 
@@ -351,8 +406,8 @@ class ORPOTrainer(Trainer):
         inputs.pop(SOURCE_ROWS_KEY, None)
         inputs = self._prepare_inputs(inputs)
         with torch.no_grad(), self.compute_loss_context_manager():
-            stats = self.engine.forward(model, inputs, self.args.nll_on_prompt)
-            loss, metrics = self._objective(stats, None)
+            stats = self.engine.forward(model, inputs, self._nll_on_prompt(training=False))
+            loss, metrics = self._objective(stats, None, self._reference_logps(model, inputs))
         self._store(metrics, "eval")
         if prediction_loss_only:
             return loss.detach(), None, None
@@ -375,6 +430,10 @@ class ORPOTrainer(Trainer):
                 }
             else:
                 eval_dataset = self._prepare(eval_dataset, self.processing_class, self.args, "eval")
+            if isinstance(eval_dataset, dict):
+                eval_dataset = {k: self._with_reference(v) for k, v in eval_dataset.items()}
+            else:
+                eval_dataset = self._with_reference(eval_dataset)
         return super().evaluate(eval_dataset, ignore_keys, metric_key_prefix)
 
     def log(self, logs: dict[str, float], start_time: float | None = None) -> None:

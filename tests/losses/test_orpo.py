@@ -5,7 +5,7 @@ import math
 import pytest
 import torch
 
-from orpo.losses import log1mexp, log_odds, odds_ratio_loss, pair_losses
+from orpo.losses import log1mexp, log_odds, odds_ratio_loss
 
 
 def test_odds_ratio_loss_hand_computed():
@@ -74,20 +74,3 @@ def test_gradient_matches_closed_form():
     diff = 2.2873386
     expected = -(1 / (1 + math.exp(diff))) * (1 / (1 - math.exp(-0.5)))
     assert w.grad.item() == pytest.approx(expected, rel=1e-5)
-
-
-def test_pair_losses_weights_and_methods():
-    """orpo = beta * L_OR on mean log-probs; simpo = -ln sigmoid(beta*(m_w - m_l) - gamma);
-    cpo = -ln sigmoid(beta*(s_w - s_l)); sft has no pair term."""
-    sums_w, sums_l = torch.tensor([-1.0]), torch.tensor([-8.0])
-    len_w, len_l = torch.tensor([2]), torch.tensor([4])  # means -0.5 and -2.0
-    orpo, _ = pair_losses("orpo", sums_w, sums_l, len_w, len_l, beta=0.25)
-    assert orpo.item() == pytest.approx(0.25 * 0.0967059, abs=1e-6)
-    simpo, _ = pair_losses("simpo", sums_w, sums_l, len_w, len_l, beta=2.0, simpo_gamma=0.5)
-    assert simpo.item() == pytest.approx(math.log1p(math.exp(-(2.0 * 1.5 - 0.5))), abs=1e-6)
-    cpo, _ = pair_losses("cpo", sums_w, sums_l, len_w, len_l, beta=0.1)
-    assert cpo.item() == pytest.approx(math.log1p(math.exp(-0.7)), abs=1e-6)
-    sft, metrics = pair_losses("sft", sums_w, sums_l, len_w, len_l, beta=0.1)
-    assert sft.item() == 0.0 and "log_odds_ratio" in metrics
-    with pytest.raises(ValueError, match="unknown method"):
-        pair_losses("kto", sums_w, sums_l, len_w, len_l, beta=0.1)

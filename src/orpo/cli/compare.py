@@ -1,112 +1,77 @@
-"""`orpo compare CONFIG.yaml --methods orpo,sft`: one recipe trained per method, one table."""
+"""`orpo compare [CONFIG.yaml] --methods sft,orpo,dpo,simpo --grid training.beta=0.1,0.5,1.0`."""
 
 from __future__ import annotations
 
 import argparse
-import copy
 import json
-import time
-from pathlib import Path
+import sys
 
 HELP = """\
-Train the same recipe once per method (same seed, same data; only training.method changes), each
-into <output_dir>/<method>, then print one table and write <output_dir>/compare.json.
+Train the same recipe once per method and per grid value (same model, data, budget and seed; each
+run in its own process, so peak memory is measured per run), each into <output_dir>/<run>, then
+print one table and write <output_dir>/compare.md, compare.json and compare_logps.png (held-out
+chosen and rejected log-probs over training, one pair of lines per run).
 
 Eval loss is each method's own objective and is not comparable across methods, so the table shows
-the eval NLL of the chosen responses, preference accuracy, reward margin (scale differs by method),
-the mean log-probs of chosen and rejected responses, and training wall time.
-The recipe needs an eval set (data.eval, data.eval_split or data.eval_fraction > 0).
+peak memory, time per pair (the reference pass separately), the eval NLL, preference accuracy and
+the held-out mean log-probs of chosen and rejected responses at the end.
+The recipe needs an eval set (data.eval, data.eval_split or data.eval_fraction > 0). Without a
+config, the embedded default recipe (builtin code-review task) is used.
 
-Methods: orpo, sft, simpo, cpo. DPO and IPO need a reference model and are not offered yet.
-
-  orpo compare my.yaml --methods orpo,sft max_steps=200
+  orpo compare --list-methods
+  orpo compare my.yaml --methods sft,orpo,dpo,simpo max_steps=200
+  orpo compare --methods orpo --grid training.beta=0.1,0.5,1.0
+  orpo compare my.yaml --methods orpo,dpo:precomputed,dpo:model --baseline trl
 """
-
-COLUMNS = (
-    ("eval_nll_loss", "eval NLL"),
-    ("eval_rewards/accuracies", "pref acc"),
-    ("eval_rewards/margins", "margin"),
-    ("eval_logps/chosen", "logp chosen"),
-    ("eval_logps/rejected", "logp rejected"),
-    ("train_seconds", "train s"),
-)
 
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "compare",
-        help="train one recipe with several methods and compare them",
+        help="train one recipe with several methods or settings and compare them",
         description=HELP,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    p.add_argument("config", help="YAML run config")
-    p.add_argument("overrides", nargs="*", help="key=value overrides applied to every method")
-    p.add_argument("--methods", default="orpo,sft,simpo,cpo", help="comma-separated (default: all four)")
-    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument("config", nargs="?", help="YAML run config (default: the embedded default recipe)")
+    p.add_argument("overrides", nargs="*", help="key=value overrides applied to every run")
+    p.add_argument(
+        "--methods",
+        nargs="?",
+        const="",
+        default="sft,orpo,dpo,simpo",
+        help="comma-separated methods (default sft,orpo,dpo,simpo), METHOD:MODE for a reference mode "
+        "(dpo:precomputed); no value: list them",
+    )
+    p.add_argument("--list-methods", action="store_true", help="list the registered methods and exit")
+    p.add_argument(
+        "--grid",
+        action="append",
+        default=[],
+        metavar="KEY=V1,V2",
+        help="sweep a field over values (repeatable: the runs are the product), e.g. training.beta=0.1,0.5,1.0",
+    )
+    p.add_argument("--baseline", choices=["trl"], help="also run TRL's trainer for every method TRL has")
+    p.add_argument("--progress", action="store_true", help="show each run's progress bar")
+    p.add_argument("--no-progress", action="store_true", help=argparse.SUPPRESS)  # the default now
     p.add_argument("--json", action="store_true", help="print compare.json instead of the table")
     p.set_defaults(func=run)
 
 
-def parse_methods(text: str) -> list[str]:
-    from orpo.config import METHODS
-
-    methods = [m.strip().lower() for m in text.split(",") if m.strip()]
-    unknown = [m for m in methods if m not in METHODS]
-    if unknown or not methods:
-        hint = (
-            " (DPO/IPO need a reference model and are not offered yet)"
-            if {"dpo", "ipo"} & set(unknown)
-            else ""
-        )
-        raise ValueError(
-            f"--methods {text!r}: unknown {unknown or 'none given'}; choose from {list(METHODS)}{hint}"
-        )
-    return list(dict.fromkeys(methods))
-
-
-def _train_seconds(run_dir: Path, fallback: float) -> float:
-    """Trainer's own ``train_runtime`` (training only, no evals) from metrics.jsonl, else wall time."""
-    path = run_dir / "metrics.jsonl"
-    if path.is_file():
-        for line in reversed(path.read_text().splitlines()):
-            record = json.loads(line)
-            if "train_runtime" in record:
-                return float(record["train_runtime"])
-    return fallback
-
-
-def format_table(rows: dict[str, dict[str, float]]) -> str:
-    header = f"{'method':<8}" + "".join(f"{label:>15}" for _, label in COLUMNS)
-    lines = [header]
-    for method, row in rows.items():
-        cells = "".join(f"{row[k]:>15.4f}" if k in row else f"{'-':>15}" for k, _ in COLUMNS)
-        lines.append(f"{method:<8}{cells}")
-    return "\n".join(lines)
-
-
 def run(args: argparse.Namespace) -> int:
-    from orpo.recipe import load_recipe
+    from orpo.compare import format_table, list_methods, parse_grid, parse_methods, run_compare
 
+    if args.list_methods or args.methods == "":
+        print(list_methods())
+        return 0
+    config, overrides = args.config, list(args.overrides)
+    if config is not None and "=" in config:  # `orpo compare beta=0.2`: an override, no config
+        config, overrides = None, [config, *overrides]
     methods = parse_methods(args.methods)
-    recipe = load_recipe(args.config, list(args.overrides))
-    data = recipe.data
-    if data.eval is None and data.eval_split is None and not (data.eval_fraction or 0) > 0:
-        raise ValueError(
-            "compare needs an eval set; set data.eval, data.eval_split or data.eval_fraction > 0"
-        )
-    root = Path(recipe.training_args().output_dir)
-    from orpo.build import train_from_recipe
-
-    rows: dict[str, dict[str, float]] = {}
-    for method in methods:
-        one = copy.deepcopy(recipe)
-        one.training.update(method=method, output_dir=str(root / method))
-        start = time.perf_counter()
-        result = train_from_recipe(one, progress=not args.no_progress)
-        seconds = _train_seconds(result.output_dir, time.perf_counter() - start)
-        rows[method] = {k: float(result.after[k]) for k, _ in COLUMNS if k in result.after}
-        rows[method]["train_seconds"] = seconds
-    report = {"config": str(args.config), "overrides": list(args.overrides), "methods": rows}
-    (root / "compare.json").write_text(json.dumps(report, indent=2))
-    print(json.dumps(report) if args.json else f"{format_table(rows)}\nwritten: {root / 'compare.json'}")
+    grid = parse_grid(args.grid)
+    report = run_compare(config, overrides, methods, grid, args.baseline, progress=args.progress)
+    if args.json:
+        print(json.dumps(report))
+    else:
+        print(format_table(report["runs"]))
+        print("written: " + ", ".join(report["files"]), file=sys.stderr)
     return 0

@@ -28,7 +28,7 @@ beta times an odds-ratio penalty that pushes the rejected response down. No refe
   orpo eval RUN --data SOURCE    preference metrics of a trained run on a dataset
   orpo generate RUN --prompt T   generate with a trained run (chat template applied)
   orpo judge A.jsonl B.jsonl     win rate of B over A with an interval (rules, reward model, LLM, humans)
-  orpo compare CONFIG.yaml       train ORPO, SFT, SimPO, CPO on one recipe and compare
+  orpo compare [CONFIG.yaml]     train SFT, ORPO, DPO, SimPO, ... on one recipe: memory, time, quality
   orpo export RUN --format gguf  a merged model folder, or a GGUF file for llama.cpp / Ollama
   orpo merge RUN --output DIR    merge a LoRA/DoRA adapter into its base (= export --format merged)
   orpo bench                     speed and memory side by side with TRL

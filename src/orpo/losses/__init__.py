@@ -1,51 +1,58 @@
-"""Preference objectives on per-sequence log-probs.
-
-Each method maps the per-sequence statistics of a batch to per-pair losses (to minimise) plus an
-NLL weight. The trainer adds ``nll_weight * L_NLL`` and owns the reduction (``orpo.trainer``).
+"""Preference objectives on per-sequence log-probs, and the registry of them.
 
     orpo   L = L_NLL + beta * -log sigmoid(log_odds_w - log_odds_l)          arXiv:2403.07691
     sft    L = L_NLL                                                          (chosen only)
     simpo  L = -log sigmoid(beta * (logp_w - logp_l) - gamma)                 arXiv:2405.14734
     cpo    L = L_NLL + -log sigmoid(beta * (sum_logp_w - sum_logp_l))         arXiv:2401.08417
-(logp = length-normalised log-prob; sum_logp = summed.)
+    dpo    L = -(1-eps) log sigmoid(beta h) - eps log sigmoid(-beta h)        arXiv:2305.18290
+    ipo    L = (h_per_token - 1/(2 beta))^2                                   arXiv:2310.12036
+    hinge  L = max(0, 1 - beta h)                                             arXiv:2305.10425
+(logp = length-normalised log-prob; sum_logp = summed; h = summed log-ratio margin to the
+reference model.) Each objective is one small object in its own file (``orpo.losses.base``);
+config validation, the trainer and `orpo compare` read ``OBJECTIVES``.
 """
 
 from __future__ import annotations
 
-import torch
-import torch.nn.functional as F
+from orpo.losses.base import Knobs, Objective, PairLogps
+from orpo.losses.cpo import CPO
+from orpo.losses.dpo import DPO
+from orpo.losses.hinge import Hinge
+from orpo.losses.ipo import IPO
+from orpo.losses.orpo import ORPO, log1mexp, log_odds, odds_ratio_loss
+from orpo.losses.sft import SFT
+from orpo.losses.simpo import SimPO
 
-from orpo.losses.orpo import log1mexp, log_odds, odds_ratio_loss
+__all__ = [
+    "NLL_WEIGHT",
+    "OBJECTIVES",
+    "Knobs",
+    "Objective",
+    "PairLogps",
+    "get_objective",
+    "log1mexp",
+    "log_odds",
+    "odds_ratio_loss",
+]
 
-__all__ = ["NLL_WEIGHT", "log1mexp", "log_odds", "odds_ratio_loss", "pair_losses"]
+OBJECTIVES: dict[str, Objective] = {o.name: o for o in (ORPO(), SFT(), SimPO(), CPO(), DPO(), IPO(), Hinge())}
 
-NLL_WEIGHT = {"orpo": 1.0, "sft": 1.0, "simpo": 0.0, "cpo": 1.0}
+# Read by ``orpo.data.inspect`` (which tokens an example trains on).
+NLL_WEIGHT = {name: o.nll_weight for name, o in OBJECTIVES.items()}
 
 
-def pair_losses(
-    method: str,
-    chosen_sum_logps: torch.Tensor,
-    rejected_sum_logps: torch.Tensor,
-    chosen_lengths: torch.Tensor,
-    rejected_lengths: torch.Tensor,
-    beta: float,
-    simpo_gamma: float = 0.5,
-) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-    """Per-pair preference losses (B,), already weighted, and per-pair metrics (B,) for logging.
+def get_objective(name: str) -> Objective:
+    """The registered objective called ``name``; a one-line error listing the others otherwise."""
+    try:
+        return OBJECTIVES[name]
+    except KeyError:
+        raise ValueError(f"method={name!r} is not one of {', '.join(OBJECTIVES)}") from None
 
-    For ``sft`` the preference loss is zero (the pair's rejected side only feeds the metrics).
-    """
-    chosen_mean = chosen_sum_logps.float() / chosen_lengths
-    rejected_mean = rejected_sum_logps.float() / rejected_lengths
-    if method == "orpo":
-        losses, metrics = odds_ratio_loss(chosen_mean, rejected_mean)
-        return beta * losses, metrics
-    # The other methods also report the odds-ratio metrics, so runs can be compared on one scale.
-    _, metrics = odds_ratio_loss(chosen_mean.detach(), rejected_mean.detach())
-    if method == "sft":
-        return torch.zeros_like(chosen_mean), metrics
-    if method == "simpo":
-        return -F.logsigmoid(beta * (chosen_mean - rejected_mean) - simpo_gamma), metrics
-    if method == "cpo":
-        return -F.logsigmoid(beta * (chosen_sum_logps.float() - rejected_sum_logps.float())), metrics
-    raise ValueError(f"unknown method {method!r}; expected one of {sorted(NLL_WEIGHT)}")
+
+def describe() -> str:
+    """One line per objective: name, reference?, NLL weight, what beta means, summary."""
+    lines = []
+    for o in OBJECTIVES.values():
+        ref = "reference" if o.needs_reference else "no reference"
+        lines.append(f"{o.name:<6} {ref:<12} nll {o.nll_weight:g}  beta = {o.beta_means}. {o.summary}")
+    return "\n".join(lines)

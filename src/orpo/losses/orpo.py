@@ -21,6 +21,8 @@ import math
 import torch
 import torch.nn.functional as F
 
+from orpo.losses.base import Knobs, Objective, PairLogps, policy_metrics
+
 _LOG_HALF = -math.log(2.0)
 
 # A length-normalised log-prob of exactly 0 (p == 1 in float32) makes log(1 - p) = -inf and its
@@ -65,3 +67,27 @@ def odds_ratio_loss(
     diff = log_odds(chosen_mean_logps) - log_odds(rejected_mean_logps)  # (B,)
     log_sig = F.logsigmoid(diff)
     return -log_sig, {"log_odds_chosen": diff.detach(), "log_odds_ratio": log_sig.detach()}
+
+
+class ORPO(Objective):
+    """ORPO: L = L_NLL + beta * L_OR (the equations above); beta is the paper's lambda, a weight.
+
+    Metrics as TRL's ORPOTrainer: reward = beta * mean log-prob, ``logps/*`` = mean log-probs,
+    ``log_odds_chosen`` / ``log_odds_ratio``.
+    """
+
+    name = "orpo"
+    summary = "odds-ratio preference term + NLL, no reference model (arXiv:2403.07691)"
+    nll_weight = 1.0
+    beta_means = "weight lambda of the odds-ratio term"
+
+    def pair_losses(self, x: PairLogps, k: Knobs) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        losses, metrics = odds_ratio_loss(x.chosen_mean_logps, x.rejected_mean_logps)
+        return k.beta * losses, {**policy_metrics(x, k.beta), **metrics}
+
+
+def odds_ratio_metrics(x: PairLogps) -> dict[str, torch.Tensor]:
+    """ORPO's log-odds metrics, reported by the other reference-free objectives too so that runs
+    can be compared on one scale."""
+    _, metrics = odds_ratio_loss(x.chosen_mean_logps.detach(), x.rejected_mean_logps.detach())
+    return metrics

@@ -1,0 +1,98 @@
+"""`orpo compare`: planning, one-line errors, the method list, and a real grid on the builtin data."""
+
+import json
+
+import pytest
+
+from orpo.cli.main import main
+from orpo.compare import parse_grid, parse_methods, plan
+
+TINY = [
+    "model.tiny.hidden_size=32",
+    "model.tiny.num_layers=1",
+    "model.tiny.num_heads=2",
+    "model.tiny.num_kv_heads=1",
+    "model.tiny.vocab_size=300",
+    "max_steps=2",
+    "eval_steps=1",
+    "logging_steps=1",
+    "save_strategy=no",
+    "per_device_train_batch_size=4",
+    "per_device_eval_batch_size=50",
+]
+
+
+def test_grid_runs_on_the_builtin_code_review_data(tmp_path, capsys, monkeypatch):
+    """Two lambdas of ORPO on builtin:codereview (the embedded default recipe), each in its own process."""
+    monkeypatch.setenv("ORPO_CACHE_DIR", str(tmp_path / "cache"))
+    out = tmp_path / "cmp"
+    argv = [
+        "compare",
+        *TINY,
+        f"training.output_dir={out}",
+        "--methods",
+        "orpo",
+        "--grid",
+        "training.beta=0.1,1.0",
+    ]
+    assert main([*argv, "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert [r["label"] for r in report["runs"]] == ["orpo beta=0.1", "orpo beta=1.0"]
+    for run in report["runs"]:
+        assert run["steps"] == 2 and run["pairs"] == 8
+        assert run["peak_rss_mb"] > 100 and run["ms_per_pair"] > 0
+        assert 0.0 <= run["pref_acc"] <= 1.0 and run["eval_nll"] > 0
+        assert [p["step"] for p in run["curve"]] == [0, 1, 2]  # before training, then every eval
+        assert run["logp_chosen"] == pytest.approx(run["curve"][-1]["chosen"])
+    low, high = report["runs"]
+    # Same start (same seed, same weights), different objective weight: different training.
+    assert low["curve"][0] == high["curve"][0]
+    assert low["final"]["eval_loss"] != pytest.approx(high["final"]["eval_loss"], abs=1e-4)
+    assert json.loads((out / "compare.json").read_text()) == report
+    table = (out / "compare.md").read_text().splitlines()
+    assert len(table) == 4 and table[2].startswith("| orpo beta=0.1 | orpo |")
+    assert (out / "compare_logps.png").stat().st_size > 1000
+    assert (out / "orpo_beta_0.1" / "model.safetensors").is_file()
+
+
+def test_plan_is_methods_times_grid_plus_trl_where_it_exists():
+    runs = plan(parse_methods("sft,dpo:precomputed"), parse_grid(["beta=0.1,0.5"]), baseline="trl")
+    assert [r.label for r in runs] == [
+        "sft beta=0.1",
+        "sft beta=0.5",
+        "dpo:precomputed beta=0.1",
+        "dpo:precomputed beta=0.1 (trl)",
+        "dpo:precomputed beta=0.5",
+        "dpo:precomputed beta=0.5 (trl)",
+    ]
+    assert runs[3].impl == "trl" and "training.precompute_ref_log_probs=true" in runs[3].overrides
+    assert runs[1].overrides == ["training.method=sft", "beta=0.5"]
+
+
+@pytest.mark.parametrize("argv", [["compare", "--list-methods"], ["compare", "--methods"]])
+def test_list_methods(capsys, argv):
+    assert main(argv) == 0
+    out = capsys.readouterr().out
+    for name in ("orpo", "sft", "simpo", "cpo", "dpo", "ipo", "hinge"):
+        assert f"\n{name} " in f"\n{out}"
+    assert "precomputed, adapter, model" in out
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["--methods", "orpo,kto"], "unknown method 'kto'"),
+        (["--methods", "orpo:model"], "orpo has no reference model"),
+        (["--methods", "dpo:shared"], "reference mode 'shared'"),
+        (["--methods", ","], "--methods is empty"),
+        (["--grid", "training.beta"], "is not KEY=V1,V2"),
+        (["--methods", "dpo:adapter"], "needs an adapter; add adapter.r=16"),
+        (["--grid", "training.bta=0.1,0.2"], "unknown training field(s) ['bta']"),
+        (["data.eval=null", "data.eval_split=null", "data.eval_fraction=0"], "compare needs an eval set"),
+        (["/nope/x.yaml"], "no such config file"),
+    ],
+)
+def test_bad_input_is_a_one_line_error(tmp_path, capsys, argv, message):
+    assert main(["compare", *argv, f"training.output_dir={tmp_path}"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("orpo: error:") and message in err and "\n" not in err
