@@ -50,3 +50,18 @@ def test_a_value_that_cannot_be_converted_says_what_is_expected(value, hint, mes
     with pytest.raises(ValueError) as info:
         convert_field("f", value, hint)
     assert str(info.value) == message
+
+
+@pytest.mark.parametrize(("training", "expected"), [("{}", "orpo"), ("{tokenization: trl}", "trl")])
+def test_a_yaml_recipe_defaults_to_our_tokenization(tmp_path, training, expected):
+    """A YAML run is the CLI, not a TRL script: it gets tokenization 'orpo' unless it asks for 'trl'
+    (the Python API's ORPOConfig defaults to 'trl')."""
+    from orpo.config import ORPOConfig
+    from orpo.recipe import load_recipe
+
+    path = tmp_path / "r.yaml"
+    path.write_text(
+        f"model: {{name: tiny:llama}}\ndata: {{train: builtin:codereview}}\ntraining: {training}\n"
+    )
+    assert load_recipe(path).training_args().tokenization == expected
+    assert ORPOConfig(output_dir=str(tmp_path)).tokenization == "trl"
