@@ -1,4 +1,4 @@
-"""`orpo eval / generate / merge / compare` on one tiny LoRA run, and `orpo.run_folder.load_run`."""
+"""`orpo eval / generate / merge / compare` on one tiny LoRA run, and `orpo.loading.open_model`."""
 
 import json
 
@@ -61,12 +61,13 @@ def test_generate_prints_a_response(run_dir, capsys):
 def test_merge_gives_the_adapter_models_logits(run_dir, tmp_path, capsys):
     from transformers import AutoModelForCausalLM
 
-    from orpo.run_folder import load_run
+    from orpo.loading import open_model
 
     out = tmp_path / "merged"
     assert main(["merge", str(run_dir), "--output", str(out)]) == 0
     assert (out / "model.safetensors").is_file() and (out / "tokenizer.json").is_file()
-    adapted, tok = load_run(run_dir)
+    loaded = open_model(run_dir)
+    adapted, tok = loaded.model, loaded.tokenizer
     merged = AutoModelForCausalLM.from_pretrained(out).eval()
     ids = tok("The capital of France is Paris.", return_tensors="pt")["input_ids"]
     with torch.no_grad():

@@ -44,7 +44,7 @@ def evaluate_run(run_dir: str, source: str, split: str) -> dict[str, float]:
 
     from orpo.config import ORPOConfig
     from orpo.data.load import load_source
-    from orpo.evaluation.loading import kind_of, load_for_generation
+    from orpo.loading import kind_of, open_model
     from orpo.run_folder import run_recipe
     from orpo.trainer import ORPOTrainer
 
@@ -52,7 +52,7 @@ def evaluate_run(run_dir: str, source: str, split: str) -> dict[str, float]:
     is_checkpoint = path.is_dir() and kind_of(path) == "checkpoint"
     # A checkpoint has no config.yaml of its own: its run's config says how it was trained.
     recipe = run_recipe(path.parent if is_checkpoint else path)
-    loaded = load_for_generation(path)
+    loaded = open_model(path)
     model, tok = loaded.model, loaded.tokenizer
     rows = load_source(source, split=split)
     with tempfile.TemporaryDirectory(prefix="orpo-eval-") as tmp:
