@@ -375,38 +375,24 @@ def _curve(log_history: list[dict], names: tuple[str, str], first: dict | None) 
 
 def _build(spec: dict):
     """Recipe, args, data and model of a spec, as ``orpo train`` builds them."""
-    from orpo.build import build_tokenizer_and_model, corpus_of, load_data
+    from orpo.build import load_data, tokenizer_and_model_of
     from orpo.recipe import load_recipe
 
     recipe = load_recipe(spec["config"], spec["overrides"])
     args = recipe.training_args()
     train_rows, eval_rows = load_data(recipe, args.seed)
-    tok, model = build_tokenizer_and_model(recipe.model, recipe.quantization, corpus_of(train_rows))
-    if recipe.model.chat_template:
-        from orpo.data.template import resolve_chat_template
-
-        resolve_chat_template(tok, recipe.model.chat_template, args.chat_template_mode)
+    tok, model = tokenizer_and_model_of(recipe, args, train_rows)
     return recipe, args, train_rows, eval_rows, tok, model
 
 
 def _trainer_ours(spec: dict, recipe, args, train_rows, eval_rows, tok, model, callbacks):
-    from orpo.build import peft_config_of
-    from orpo.trainer import ORPOTrainer
+    from orpo.build import new_trainer
 
     ref_model = None
     if spec["ref_mode"] == "model" and recipe.adapter is not None:
         ref_model = copy.deepcopy(model)  # else the trainer makes the frozen copy itself
-    trainer = ORPOTrainer(
-        model=model,
-        args=args,
-        train_dataset=train_rows,
-        eval_dataset=eval_rows,
-        processing_class=tok,
-        peft_config=peft_config_of(recipe.adapter),
-        callbacks=callbacks,
-        data_columns=recipe.data.columns,
-        data_format=recipe.data.format,
-        ref_model=ref_model,
+    trainer = new_trainer(
+        args, tok, model, train_rows, eval_rows, callbacks, recipe.adapter, recipe.data, ref_model=ref_model
     )
     if trainer.reference is not None and spec["ref_mode"] and trainer.reference.mode != spec["ref_mode"]:
         raise ValueError(

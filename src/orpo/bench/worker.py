@@ -172,6 +172,7 @@ def run(opts: argparse.Namespace) -> dict:
     from datasets import Dataset
 
     from orpo.bench.profiles import load_data
+    from orpo.build import new_trainer
     from orpo.tiny import build_model
 
     torch.set_num_threads(opts.threads)
@@ -202,9 +203,12 @@ def run(opts: argparse.Namespace) -> dict:
         args = training_args(opts.impl, out, opts, meta["max_length"])
         _, trainer_class = implementation(opts.impl)
         progress("preprocessing the dataset (untimed)")
-        trainer = trainer_class(
-            model=model, args=args, train_dataset=dataset, processing_class=tokenizer, callbacks=[timer]
-        )
+        if opts.impl == "orpo":  # our side is the trainer `orpo train` builds (no adapter, canonical rows)
+            trainer = new_trainer(args, tokenizer, model, dataset, callbacks=[timer])
+        else:
+            trainer = trainer_class(
+                model=model, args=args, train_dataset=dataset, processing_class=tokenizer, callbacks=[timer]
+            )
         recorder = RecordingCollator(trainer.data_collator, opts.impl)
         trainer.data_collator = recorder
         engine = trainer.engine.name if opts.impl == "orpo" else "trl"
