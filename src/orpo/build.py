@@ -22,6 +22,7 @@ from orpo import run_folder
 from orpo.callbacks import MetricsJsonlCallback, ProgressBarCallback
 from orpo.config import ORPOConfig, notice
 from orpo.guard import NonFiniteError, assert_finite
+from orpo.losses import get_objective
 from orpo.recipe import AdapterSection, DataSection, ModelSection, QuantSection, Recipe
 from orpo.run_folder import BASE_MODEL_DIR
 
@@ -206,8 +207,11 @@ def build_trainer(recipe: Recipe, train_rows, eval_rows, out: Path, callbacks: l
 
     args: ORPOConfig = recipe.training_args()
     tok, model = tokenizer_and_model_of(recipe, args, train_rows)
-    tiny_base = recipe.adapter is not None and recipe.model.name.startswith(TINY_PREFIX)
-    if tiny_base and main:
+    tiny = recipe.model.name.startswith(TINY_PREFIX)
+    tiny_base = recipe.adapter is not None and tiny
+    # A tiny model exists only in memory: saved when the run cannot be read back without it (an
+    # adapter's base; the starting model a full DPO/IPO/hinge run is evaluated against).
+    if tiny and (tiny_base or get_objective(args.method).needs_reference) and main:
         # Saved now: get_peft_model (in the trainer) changes the module in place.
         assert_finite(model, 0, "the base model")
         staged = run_folder.staging_dir(out / BASE_MODEL_DIR)

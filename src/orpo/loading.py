@@ -11,6 +11,11 @@ model and a tuned one are loaded (and then prompted) the same way:
   adapter     adapter_config.json (+ adapter weights), no config.yaml   defaults (chat template 'auto')
   model       config.json + weights, or a Hub name                      defaults
 
+The reference of a DPO/IPO/hinge run (``open_reference``, for ``orpo eval``) is the model the run
+started from: for an adapter, the same base with the adapter disabled (nothing to load); for a full
+fine-tune, ``--ref-model``, else ``RUN/base_model/`` (saved for tiny models), else the recipe's
+``model.name``.
+
 An adapter's base is ``RUN/base_model/`` when the run saved one (tiny models built in memory), else
 the adapter's ``base_model_name_or_path`` (at the run's ``model.revision``). A folder without a
 tokenizer (``RUN/base_model/``) takes ``--tokenizer``, else the tokenizer of the run folder it sits in.
@@ -172,3 +177,34 @@ def open_model(
         limits=limits,
         tokenization=tokenization,
     )
+
+
+def open_reference(run: Path, explicit: str | None = None, dtype: str | None = None):
+    """The frozen model a full fine-tune of ``run`` started from, as its DPO/IPO/hinge reference.
+
+    ``explicit`` (``--ref-model``) wins; then ``RUN/base_model/``; then the recipe's ``model.name`` at
+    its revision. A tiny model built in memory and not saved cannot be rebuilt: ValueError saying what
+    to pass.
+    """
+    from orpo.modeling import load_model
+
+    recipe = run_recipe(run)
+    spec = recipe.model
+    init = {"dtype": dtype or spec.dtype}
+    if explicit:
+        source = explicit
+    elif _has_weights(run / BASE_MODEL_DIR):
+        source = str(run / BASE_MODEL_DIR)
+    elif not spec.name.startswith("tiny:"):
+        source = spec.name
+        if spec.revision and not Path(source).exists():
+            init["revision"] = spec.revision
+    else:
+        method = recipe.training_args().method
+        raise ValueError(
+            f"{run}: method={method} scores against the model the run started from ({spec.name}, built in "
+            f"memory and not saved in {BASE_MODEL_DIR}/); pass it with --ref-model PATH"
+        )
+    model = load_model(source, init, spec.trust_remote_code)
+    model.eval()
+    return model

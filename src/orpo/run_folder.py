@@ -6,7 +6,8 @@ A run folder (``training.output_dir``) holds, at the end of a run:
   metrics.jsonl            every train / eval log line, each step once (resume drops the lines
                            logged after the checkpoint it continues from)
   model or adapter         safetensors, with the tokenizer and its chat template
-  base_model/              for an adapter on a tiny:ARCH model: the base it adapts (built in memory)
+  base_model/              a tiny:ARCH model as built in memory: the base of an adapter run, or the
+                           starting model (the reference) of a full DPO/IPO/hinge run
   data_report.json         rows kept, dropped and truncated by reason, per source
   summary.json             status (running / finished / failed / interrupted), the error if any,
                            loss and preference accuracy before / after on the eval set
