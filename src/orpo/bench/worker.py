@@ -26,11 +26,12 @@ import contextlib
 import gc
 import json
 import os
-import resource
 import sys
 import tempfile
 import time
 from pathlib import Path
+
+from orpo.memory import peak_rss_mb, status_mb
 
 IMPLS = ("orpo", "trl")
 DTYPES = ("fp32", "bf16")
@@ -38,20 +39,6 @@ DTYPES = ("fp32", "bf16")
 
 def progress(message: str) -> None:
     print(f"bench: {message}", file=sys.stderr, flush=True)
-
-
-def rss_mb() -> float:
-    """Current resident set size of this process, in MiB (Linux /proc)."""
-    with open("/proc/self/status") as f:
-        for line in f:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) / 1024
-    return float("nan")
-
-
-def peak_rss_mb() -> float:
-    """Peak resident set size of this process so far, in MiB (``ru_maxrss`` is KiB on Linux)."""
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
 def matmul_peak_flops(dtype: str, size: int = 2048, reps: int = 5) -> float:
@@ -213,7 +200,7 @@ def run(opts: argparse.Namespace) -> dict:
         trainer.data_collator = recorder
         engine = trainer.engine.name if opts.impl == "orpo" else "trl"
         gc.collect()
-        rss_before, peak_before = rss_mb(), peak_rss_mb()
+        rss_before, peak_before = status_mb("VmRSS"), peak_rss_mb()
         progress(f"training {opts.steps + 1} steps ({opts.pairs_per_step} pairs each, engine {engine})")
         trainer.train()
         peak_after = peak_rss_mb()
