@@ -87,7 +87,7 @@ def test_list_methods(capsys, argv):
         (["--methods", ","], "--methods is empty"),
         (["--grid", "training.beta"], "is not KEY=V1,V2"),
         (["--methods", "dpo:adapter"], "needs an adapter; add adapter.r=16"),
-        (["--grid", "training.bta=0.1,0.2"], "unknown training field 'bta'"),
+        (["--grid", "training.bta=0.1,0.2"], "unknown training field 'bta'; did you mean beta?"),
         (["data.eval=null", "data.eval_split=null", "data.eval_fraction=0"], "compare needs an eval set"),
         (["/nope/x.yaml"], "no such config file"),
     ],
