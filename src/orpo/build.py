@@ -1,4 +1,5 @@
-"""Recipe -> tokenizer, model, data and trainer, written once: used by ``orpo train``, the demo, the bench.
+"""Recipe -> tokenizer, model, data and trainer, written once: used by ``orpo train``, ``orpo compare``,
+the demo and the bench (our side).
 
 ``train_from_recipe`` is ``orpo train``: it claims and locks the run folder (``orpo.run_folder``),
 trains with the non-finite guard and atomic checkpoints (``ORPOTrainer``), and writes the folder's
@@ -21,7 +22,8 @@ from orpo import run_folder
 from orpo.callbacks import MetricsJsonlCallback, ProgressBarCallback
 from orpo.config import ORPOConfig, notice
 from orpo.guard import NonFiniteError, assert_finite
-from orpo.recipe import AdapterSection, ModelSection, QuantSection, Recipe
+from orpo.losses import get_objective
+from orpo.recipe import AdapterSection, DataSection, ModelSection, QuantSection, Recipe
 from orpo.run_folder import BASE_MODEL_DIR
 
 TINY_PREFIX = "tiny:"
@@ -157,6 +159,44 @@ def load_data(recipe: Recipe, seed: int):
     return train, None
 
 
+def tokenizer_and_model_of(recipe: Recipe, args: ORPOConfig, train_rows):
+    """The recipe's tokenizer (its chat template resolved) and model, as ``orpo train`` starts from."""
+    tok, model = build_tokenizer_and_model(recipe.model, recipe.quantization, corpus_of(train_rows))
+    if recipe.model.chat_template:
+        from orpo.data.template import resolve_chat_template
+
+        resolve_chat_template(tok, recipe.model.chat_template, args.chat_template_mode)
+    return tok, model
+
+
+def new_trainer(
+    args: ORPOConfig,
+    tok,
+    model,
+    train_rows,
+    eval_rows=None,
+    callbacks: list | None = None,
+    adapter: AdapterSection | None = None,
+    data: DataSection | None = None,
+    ref_model=None,
+):
+    """The ``ORPOTrainer`` of ``orpo train`` (adapter and data columns/format from the recipe's sections)."""
+    from orpo.trainer import ORPOTrainer
+
+    return ORPOTrainer(
+        model=model,
+        args=args,
+        train_dataset=train_rows,
+        eval_dataset=eval_rows,
+        processing_class=tok,
+        peft_config=peft_config_of(adapter),
+        callbacks=callbacks,
+        data_columns=data.columns if data is not None else None,
+        data_format=data.format if data is not None else None,
+        ref_model=ref_model,
+    )
+
+
 def build_trainer(recipe: Recipe, train_rows, eval_rows, out: Path, callbacks: list, main: bool = True):
     """(trainer, tiny_base): the recipe's tokenizer and model with its trainer on these rows.
 
@@ -165,32 +205,19 @@ def build_trainer(recipe: Recipe, train_rows, eval_rows, out: Path, callbacks: l
     """
     from transformers.trainer_callback import PrinterCallback, ProgressCallback
 
-    from orpo.trainer import ORPOTrainer
-
     args: ORPOConfig = recipe.training_args()
-    tok, model = build_tokenizer_and_model(recipe.model, recipe.quantization, corpus_of(train_rows))
-    tiny_base = recipe.adapter is not None and recipe.model.name.startswith(TINY_PREFIX)
-    if tiny_base and main:
+    tok, model = tokenizer_and_model_of(recipe, args, train_rows)
+    tiny = recipe.model.name.startswith(TINY_PREFIX)
+    tiny_base = recipe.adapter is not None and tiny
+    # A tiny model exists only in memory: saved when the run cannot be read back without it (an
+    # adapter's base; the starting model a full DPO/IPO/hinge run is evaluated against).
+    if tiny and (tiny_base or get_objective(args.method).needs_reference) and main:
         # Saved now: get_peft_model (in the trainer) changes the module in place.
         assert_finite(model, 0, "the base model")
         staged = run_folder.staging_dir(out / BASE_MODEL_DIR)
         model.save_pretrained(staged)
         run_folder.publish(staged, out / BASE_MODEL_DIR)
-    if recipe.model.chat_template:
-        from orpo.data.template import resolve_chat_template
-
-        resolve_chat_template(tok, recipe.model.chat_template, args.chat_template_mode)
-    trainer = ORPOTrainer(
-        model=model,
-        args=args,
-        train_dataset=train_rows,
-        eval_dataset=eval_rows,
-        processing_class=tok,
-        peft_config=peft_config_of(recipe.adapter),
-        callbacks=callbacks,
-        data_columns=recipe.data.columns,
-        data_format=recipe.data.format,
-    )
+    trainer = new_trainer(args, tok, model, train_rows, eval_rows, callbacks, recipe.adapter, recipe.data)
     trainer.remove_callback(ProgressCallback)
     trainer.remove_callback(PrinterCallback)
     return trainer, tiny_base

@@ -30,7 +30,6 @@ import copy
 import itertools
 import json
 import os
-import resource
 import subprocess
 import sys
 import time
@@ -39,6 +38,7 @@ from pathlib import Path
 from typing import Any
 
 from orpo.losses import OBJECTIVES, get_objective
+from orpo.memory import peak_rss_mb, reset_peak_rss, status_mb
 from orpo.refpass import MODES as REF_MODES
 
 # Methods TRL 1.16 has a trainer for: name -> (module, trainer, config, extra config fields).
@@ -322,27 +322,6 @@ def plot_curves(results: list[dict], path: Path) -> None:
 # ---------------------------------------------------------------- the worker process
 
 
-def _status_mb(key: str) -> float | None:
-    try:
-        with open("/proc/self/status") as f:
-            for line in f:
-                if line.startswith(key + ":"):
-                    return int(line.split()[1]) / 1024
-    except OSError:
-        pass
-    return None
-
-
-def _reset_peak_rss() -> bool:
-    """Reset the kernel's resident high-water mark (VmHWM) of this process; False if not possible."""
-    try:
-        with open("/proc/self/clear_refs", "w") as f:
-            f.write("5")
-        return True
-    except OSError:
-        return False
-
-
 def _step_timer():
     from transformers import TrainerCallback
 
@@ -375,38 +354,24 @@ def _curve(log_history: list[dict], names: tuple[str, str], first: dict | None) 
 
 def _build(spec: dict):
     """Recipe, args, data and model of a spec, as ``orpo train`` builds them."""
-    from orpo.build import build_tokenizer_and_model, corpus_of, load_data
+    from orpo.build import load_data, tokenizer_and_model_of
     from orpo.recipe import load_recipe
 
     recipe = load_recipe(spec["config"], spec["overrides"])
     args = recipe.training_args()
     train_rows, eval_rows = load_data(recipe, args.seed)
-    tok, model = build_tokenizer_and_model(recipe.model, recipe.quantization, corpus_of(train_rows))
-    if recipe.model.chat_template:
-        from orpo.data.template import resolve_chat_template
-
-        resolve_chat_template(tok, recipe.model.chat_template, args.chat_template_mode)
+    tok, model = tokenizer_and_model_of(recipe, args, train_rows)
     return recipe, args, train_rows, eval_rows, tok, model
 
 
 def _trainer_ours(spec: dict, recipe, args, train_rows, eval_rows, tok, model, callbacks):
-    from orpo.build import peft_config_of
-    from orpo.trainer import ORPOTrainer
+    from orpo.build import new_trainer
 
     ref_model = None
     if spec["ref_mode"] == "model" and recipe.adapter is not None:
         ref_model = copy.deepcopy(model)  # else the trainer makes the frozen copy itself
-    trainer = ORPOTrainer(
-        model=model,
-        args=args,
-        train_dataset=train_rows,
-        eval_dataset=eval_rows,
-        processing_class=tok,
-        peft_config=peft_config_of(recipe.adapter),
-        callbacks=callbacks,
-        data_columns=recipe.data.columns,
-        data_format=recipe.data.format,
-        ref_model=ref_model,
+    trainer = new_trainer(
+        args, tok, model, train_rows, eval_rows, callbacks, recipe.adapter, recipe.data, ref_model=ref_model
     )
     if trainer.reference is not None and spec["ref_mode"] and trainer.reference.mode != spec["ref_mode"]:
         raise ValueError(
@@ -487,12 +452,12 @@ def worker(spec_path: str) -> int:
 
     before = trainer.evaluate()
     first = {"chosen": before.get(f"eval_{names[0]}"), "rejected": before.get(f"eval_{names[1]}")}
-    rss_before = _status_mb("VmRSS")
-    can_reset = _reset_peak_rss()
+    rss_before = status_mb("VmRSS")
+    can_reset = reset_peak_rss()
     if torch.cuda.is_available():
         torch.cuda.reset_peak_memory_stats()
     trainer.train()
-    train_peak = _status_mb("VmHWM") if can_reset else None
+    train_peak = status_mb("VmHWM") if can_reset else None
     final = trainer.evaluate()
     if spec["impl"] == "orpo":
         trainer.save_model(args.output_dir)  # so `orpo eval / generate` can use any run of the comparison
@@ -519,7 +484,7 @@ def worker(spec_path: str) -> int:
         "ms_per_pair": 1000 * timer.seconds / pairs if pairs else None,
         "ref_seconds": ref_seconds,
         "ref_ms_per_pair": 1000 * ref_seconds / n_ref_pairs if ref_seconds else None,
-        "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+        "peak_rss_mb": peak_rss_mb(),
         "rss_before_train_mb": rss_before,
         "train_peak_mb": train_peak,
         "cuda_peak_mb": torch.cuda.max_memory_allocated() / 2**20 if torch.cuda.is_available() else None,

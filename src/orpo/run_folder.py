@@ -6,7 +6,8 @@ A run folder (``training.output_dir``) holds, at the end of a run:
   metrics.jsonl            every train / eval log line, each step once (resume drops the lines
                            logged after the checkpoint it continues from)
   model or adapter         safetensors, with the tokenizer and its chat template
-  base_model/              for an adapter on a tiny:ARCH model: the base it adapts (built in memory)
+  base_model/              a tiny:ARCH model as built in memory: the base of an adapter run, or the
+                           starting model (the reference) of a full DPO/IPO/hinge run
   data_report.json         rows kept, dropped and truncated by reason, per source
   summary.json             status (running / finished / failed / interrupted), the error if any,
                            loss and preference accuracy before / after on the eval set
@@ -314,7 +315,7 @@ def truncate_metrics(out: Path, step: int, name: str = METRICS_FILE) -> int:
 
 
 # ---------------------------------------------------------------------------------------------
-# Reading a finished run back (orpo eval / generate / merge / compare)
+# Reading a finished run back (orpo eval / generate / merge / compare; models: ``orpo.loading``)
 
 
 def _not_a_run(path: Path, why: str) -> ValueError:
@@ -335,54 +336,3 @@ def run_recipe(run_dir: str | Path) -> Recipe:
 
 def is_adapter_run(run_dir: str | Path) -> bool:
     return (Path(run_dir) / "adapter_config.json").is_file()
-
-
-def _has_weights(path: Path) -> bool:
-    return (path / "config.json").is_file() and any(
-        any(path.glob(pattern)) for pattern in ("*.safetensors", "pytorch_model*.bin")
-    )
-
-
-def adapter_base(run_dir: str | Path) -> str:
-    """Where the base model of an adapter run is loaded from."""
-    from orpo.build import TINY_PREFIX
-
-    path = Path(run_dir)
-    saved = path / BASE_MODEL_DIR
-    if _has_weights(saved):
-        return str(saved)
-    base = json.loads((path / "adapter_config.json").read_text()).get("base_model_name_or_path") or ""
-    if not base or base.startswith(TINY_PREFIX):
-        raise ValueError(
-            f"{path}: the adapter's base model ({base or 'unnamed'}, a tiny model built in memory) was not "
-            f"saved with the run; retrain with a current `orpo train`, which saves it to {BASE_MODEL_DIR}/"
-        )
-    return base
-
-
-def load_run(run_dir: str | Path):
-    """(model, tokenizer) of a run folder: the full model, or the base model with the adapter applied.
-
-    The model is in eval mode; an adapter stays unmerged (``orpo merge`` merges it).
-    """
-    from orpo.modeling import load_model, load_tokenizer
-
-    path = Path(run_dir)
-    recipe = run_recipe(path)
-    spec = recipe.model
-    init = {"dtype": spec.dtype, **({"revision": spec.revision} if spec.revision else {})}
-    if is_adapter_run(path):
-        from peft import PeftModel
-
-        base = adapter_base(path)
-        if base == str(path / BASE_MODEL_DIR):
-            init.pop("revision", None)
-        model = PeftModel.from_pretrained(load_model(base, init, spec.trust_remote_code), str(path))
-    elif _has_weights(path):
-        init.pop("revision", None)
-        model = load_model(str(path), init, spec.trust_remote_code)
-    else:
-        raise _not_a_run(path, "no model (config.json + *.safetensors) and no adapter_config.json")
-    tokenizer = load_tokenizer(str(path), spec.trust_remote_code)
-    model.eval()
-    return model, tokenizer

@@ -1,4 +1,4 @@
-"""`orpo eval / generate / merge / compare` on one tiny LoRA run, and `orpo.run_folder.load_run`."""
+"""`orpo eval / generate / merge / compare` on one tiny LoRA run, and `orpo.loading.open_model`."""
 
 import json
 
@@ -49,6 +49,38 @@ def test_eval_json_reports_preference_metrics(run_dir, capsys):
     assert metrics["eval_loss"] > metrics["eval_nll_loss"]
 
 
+@pytest.mark.parametrize("adapter", [True, False], ids=["lora", "full"])
+def test_eval_of_a_dpo_run_scores_against_the_starting_model(tmp_path, capsys, adapter):
+    """DPO's reward is beta * (log pi(y|x) - log pi_ref(y|x)). Scored against a copy of the trained
+    model it would be 0 for every pair; `orpo eval` must use the model the run started from (the
+    adapter disabled; for a full run RUN/base_model/ or --ref-model), as training did. Expected: the
+    run's own final evaluation on the same eval rows (summary.json `after`)."""
+    path = _yaml(tmp_path)
+    text = path.read_text().replace("learning_rate: 1.0e-2,", "learning_rate: 1.0e-2, method: dpo,")
+    if not adapter:
+        text = text.replace("adapter: {type: lora, r: 4, alpha: 8, dropout: 0.0}\n", "")
+    path.write_text(text)
+    assert main(["train", str(path), "--no-progress"]) == 0
+    run = tmp_path / "run"
+    after = json.loads((run / "summary.json").read_text())["after"]
+    assert abs(after["eval_rewards/chosen"]) > 1e-4  # the run moved away from its start
+    capsys.readouterr()
+    assert main(["eval", str(run), "--data", FIXTURE, "--json"]) == 0
+    metrics = json.loads(capsys.readouterr().out)
+    for key in ("eval_rewards/chosen", "eval_rewards/rejected", "eval_rewards/margins", "eval_loss"):
+        assert metrics[key] == pytest.approx(after[key], abs=1e-5), key
+    if adapter:
+        return
+    # A full run without its saved start needs --ref-model, said in one line.
+    (run / "base_model").rename(tmp_path / "start")
+    assert main(["eval", str(run), "--data", FIXTURE]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("orpo: error:") and "--ref-model PATH" in err and "\n" not in err
+    assert main(["eval", str(run), "--data", FIXTURE, "--json", "--ref-model", str(tmp_path / "start")]) == 0
+    metrics = json.loads(capsys.readouterr().out)
+    assert metrics["eval_rewards/chosen"] == pytest.approx(after["eval_rewards/chosen"], abs=1e-5)
+
+
 def test_generate_prints_a_response(run_dir, capsys):
     capsys.readouterr()
     args = ["generate", str(run_dir), "--prompt", "What is the capital of France?", "--max-new-tokens", "5"]
@@ -61,12 +93,13 @@ def test_generate_prints_a_response(run_dir, capsys):
 def test_merge_gives_the_adapter_models_logits(run_dir, tmp_path, capsys):
     from transformers import AutoModelForCausalLM
 
-    from orpo.run_folder import load_run
+    from orpo.loading import open_model
 
     out = tmp_path / "merged"
     assert main(["merge", str(run_dir), "--output", str(out)]) == 0
     assert (out / "model.safetensors").is_file() and (out / "tokenizer.json").is_file()
-    adapted, tok = load_run(run_dir)
+    loaded = open_model(run_dir)
+    adapted, tok = loaded.model, loaded.tokenizer
     merged = AutoModelForCausalLM.from_pretrained(out).eval()
     ids = tok("The capital of France is Paris.", return_tensors="pt")["input_ids"]
     with torch.no_grad():

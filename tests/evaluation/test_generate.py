@@ -9,7 +9,7 @@ import pytest
 from orpo.cli.main import main
 from orpo.data.tokenize import Limits
 from orpo.evaluation.generate import GenerationSettings, generate_file, generate_ids, load_prompts, prompt_ids
-from orpo.evaluation.loading import kind_of, load_for_generation
+from orpo.loading import kind_of, open_model
 
 FIXTURE = "tests/fixtures/data/prompt_strings.jsonl"
 CHAT = "tests/fixtures/data/chat_explicit.jsonl"
@@ -39,7 +39,7 @@ def test_prompt_ids_are_the_training_prompt_ids(run_dir, source):
     from orpo.data.pipeline import prepare_dataset
     from orpo.run_folder import run_recipe
 
-    loaded = load_for_generation(run_dir)
+    loaded = open_model(run_dir)
     config = run_recipe(run_dir).training_args()
     prepared, _ = prepare_dataset(
         __import__("orpo.data.load", fromlist=["load_source"]).load_source(source), loaded.tokenizer, config
@@ -52,7 +52,7 @@ def test_prompt_ids_are_the_training_prompt_ids(run_dir, source):
 
 
 def test_batched_greedy_equals_one_prompt_at_a_time(run_dir):
-    loaded = load_for_generation(run_dir)
+    loaded = open_model(run_dir)
     prompts = load_prompts(FIXTURE) + load_prompts(CHAT)
     ids = prompt_ids(prompts, loaded.tokenizer, loaded.chat_template_mode, Limits())  # untruncated
     assert len({len(i) for i in ids}) > 1  # ragged: batches are left-padded
@@ -66,7 +66,7 @@ def test_batched_greedy_equals_one_prompt_at_a_time(run_dir):
 
 
 def test_generate_file_resumes_after_a_kill(run_dir, tmp_path):
-    loaded = load_for_generation(run_dir)
+    loaded = open_model(run_dir)
     prompts = load_prompts(CHAT)
     settings = GenerationSettings(max_new_tokens=5, batch_size=2)
     full, part = tmp_path / "full.jsonl", tmp_path / "part.jsonl"
@@ -97,7 +97,7 @@ def test_generate_file_resumes_after_a_kill(run_dir, tmp_path):
 
 
 def test_sampling_is_seeded_and_gives_num_samples_lines(run_dir, tmp_path):
-    loaded = load_for_generation(run_dir)
+    loaded = open_model(run_dir)
     prompts = load_prompts(FIXTURE)
     runs = {}
     for name, seed in (("a", 1), ("b", 1), ("c", 2)):

@@ -26,11 +26,12 @@ import contextlib
 import gc
 import json
 import os
-import resource
 import sys
 import tempfile
 import time
 from pathlib import Path
+
+from orpo.memory import peak_rss_mb, status_mb
 
 IMPLS = ("orpo", "trl")
 DTYPES = ("fp32", "bf16")
@@ -38,20 +39,6 @@ DTYPES = ("fp32", "bf16")
 
 def progress(message: str) -> None:
     print(f"bench: {message}", file=sys.stderr, flush=True)
-
-
-def rss_mb() -> float:
-    """Current resident set size of this process, in MiB (Linux /proc)."""
-    with open("/proc/self/status") as f:
-        for line in f:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) / 1024
-    return float("nan")
-
-
-def peak_rss_mb() -> float:
-    """Peak resident set size of this process so far, in MiB (``ru_maxrss`` is KiB on Linux)."""
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
 def matmul_peak_flops(dtype: str, size: int = 2048, reps: int = 5) -> float:
@@ -172,6 +159,7 @@ def run(opts: argparse.Namespace) -> dict:
     from datasets import Dataset
 
     from orpo.bench.profiles import load_data
+    from orpo.build import new_trainer
     from orpo.tiny import build_model
 
     torch.set_num_threads(opts.threads)
@@ -202,14 +190,17 @@ def run(opts: argparse.Namespace) -> dict:
         args = training_args(opts.impl, out, opts, meta["max_length"])
         _, trainer_class = implementation(opts.impl)
         progress("preprocessing the dataset (untimed)")
-        trainer = trainer_class(
-            model=model, args=args, train_dataset=dataset, processing_class=tokenizer, callbacks=[timer]
-        )
+        if opts.impl == "orpo":  # our side is the trainer `orpo train` builds (no adapter, canonical rows)
+            trainer = new_trainer(args, tokenizer, model, dataset, callbacks=[timer])
+        else:
+            trainer = trainer_class(
+                model=model, args=args, train_dataset=dataset, processing_class=tokenizer, callbacks=[timer]
+            )
         recorder = RecordingCollator(trainer.data_collator, opts.impl)
         trainer.data_collator = recorder
         engine = trainer.engine.name if opts.impl == "orpo" else "trl"
         gc.collect()
-        rss_before, peak_before = rss_mb(), peak_rss_mb()
+        rss_before, peak_before = status_mb("VmRSS"), peak_rss_mb()
         progress(f"training {opts.steps + 1} steps ({opts.pairs_per_step} pairs each, engine {engine})")
         trainer.train()
         peak_after = peak_rss_mb()

@@ -13,6 +13,10 @@ the chosen response scores above the rejected one), reward margin and mean log-p
 RUN_DIR may also be a checkpoint of a run (RUN/checkpoint-N), evaluated with its run's config.
 Nothing is written to the run folder.
 
+DPO, IPO and hinge rewards are measured against the model the run started from: for an adapter run,
+its base (the adapter disabled); for a full fine-tune, --ref-model, else RUN/base_model/ (saved for
+tiny models), else the recipe's model.name.
+
   orpo eval runs/x --data builtin:codereview --split test
   orpo eval runs/x/checkpoint-200 --data builtin:codereview --split test
   orpo eval runs/x --data heldout.jsonl --json
@@ -34,26 +38,41 @@ def register(sub: argparse._SubParsersAction) -> None:
         "--split", default="train", help="split of the source (builtin:codereview: train/val/test)"
     )
     p.add_argument("--json", action="store_true", help="print one JSON object of metrics")
+    p.add_argument(
+        "--ref-model",
+        metavar="PATH",
+        help="dpo/ipo/hinge on a full fine-tune: the model the run started from (default: see above)",
+    )
     p.set_defaults(func=run)
 
 
-def evaluate_run(run_dir: str, source: str, split: str) -> dict[str, float]:
-    """``ORPOTrainer.evaluate`` of the run's model on ``source``; Trainer output goes to a temp dir."""
+def evaluate_run(run_dir: str, source: str, split: str, ref_model: str | None = None) -> dict[str, float]:
+    """``ORPOTrainer.evaluate`` of the run's model on ``source``; Trainer output goes to a temp dir.
+
+    Methods with a reference score against the run's starting model (``orpo.loading.open_reference``),
+    never against a copy of the trained one (whose rewards would all be 0).
+    """
     import tempfile
     from pathlib import Path
 
     from orpo.config import ORPOConfig
     from orpo.data.load import load_source
-    from orpo.evaluation.loading import kind_of, load_for_generation
+    from orpo.loading import kind_of, open_model, open_reference
+    from orpo.losses import get_objective
+    from orpo.refpass import is_peft
     from orpo.run_folder import run_recipe
     from orpo.trainer import ORPOTrainer
 
     path = Path(run_dir)
     is_checkpoint = path.is_dir() and kind_of(path) == "checkpoint"
     # A checkpoint has no config.yaml of its own: its run's config says how it was trained.
-    recipe = run_recipe(path.parent if is_checkpoint else path)
-    loaded = load_for_generation(path)
+    run = path.parent if is_checkpoint else path
+    recipe = run_recipe(run)
+    loaded = open_model(path)
     model, tok = loaded.model, loaded.tokenizer
+    reference = None
+    if get_objective(recipe.training_args().method).needs_reference and (ref_model or not is_peft(model)):
+        reference = open_reference(run, ref_model)
     rows = load_source(source, split=split)
     with tempfile.TemporaryDirectory(prefix="orpo-eval-") as tmp:
         training = {
@@ -69,6 +88,7 @@ def evaluate_run(run_dir: str, source: str, split: str) -> dict[str, float]:
             processing_class=tok,
             data_columns=recipe.data.columns,
             data_format=recipe.data.format,
+            ref_model=reference,
         )
         from transformers.trainer_callback import PrinterCallback, ProgressCallback
 
@@ -81,7 +101,7 @@ def evaluate_run(run_dir: str, source: str, split: str) -> dict[str, float]:
 def run(args: argparse.Namespace) -> int:
     from orpo.run_folder import METRICS
 
-    metrics = evaluate_run(args.run_dir, args.data, args.split)
+    metrics = evaluate_run(args.run_dir, args.data, args.split, args.ref_model)
     if args.json:
         print(json.dumps(metrics))
         return 0

@@ -67,7 +67,7 @@ def run(args: argparse.Namespace) -> int:
         load_prompts,
         prompt_ids,
     )
-    from orpo.evaluation.loading import load_for_generation
+    from orpo.loading import open_model
 
     settings = GenerationSettings(
         max_new_tokens=args.max_new_tokens,
@@ -83,7 +83,7 @@ def run(args: argparse.Namespace) -> int:
             raise ValueError("--out goes with --prompts SOURCE; --prompt TEXT prints its completion")
     else:
         prompts = load_prompts(args.prompts, split=args.split, limit=args.limit)
-    loaded = load_for_generation(args.run_dir, base=args.base, tokenizer=args.tokenizer, dtype=args.dtype)
+    loaded = open_model(args.run_dir, base=args.base, tokenizer=args.tokenizer, dtype=args.dtype)
     if args.out:
         written, kept = generate_file(loaded, prompts, settings, args.out, progress=not args.no_progress)
         note = f" ({kept} already there, skipped)" if kept else ""

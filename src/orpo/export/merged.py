@@ -11,13 +11,15 @@ from pathlib import Path
 
 def merged_model(run_dir: str | Path):
     """(model, tokenizer, was_adapter) of an ``orpo train`` run folder, with any adapter merged in."""
-    from orpo.run_folder import is_adapter_run, load_run
+    from orpo.loading import open_model
+    from orpo.run_folder import is_adapter_run, run_recipe
 
-    model, tokenizer = load_run(run_dir)
-    adapter = is_adapter_run(run_dir)
+    run_recipe(run_dir)  # a run folder, not a checkpoint or a bare model: the message says what to pass
+    loaded = open_model(run_dir)
+    model, adapter = loaded.model, is_adapter_run(run_dir)
     if adapter:
         model = model.merge_and_unload()
-    return model, tokenizer, adapter
+    return model, loaded.tokenizer, adapter
 
 
 def check_output_folder(out: Path, force: bool, flag: str = "--out") -> None:

@@ -1,7 +1,8 @@
-"""Resolve what the user points at into a model, its tokenizer and how training rendered prompts.
+"""The one model loader: what the user points at -> model, tokenizer and how training rendered prompts.
 
-Four kinds of path are accepted, so a base model and a tuned one are loaded (and then prompted) the
-same way:
+Every command that reads a trained model uses ``open_model``: ``orpo eval``, ``orpo generate`` (and so
+``orpo judge``'s inputs), ``orpo export`` / ``orpo merge``. Four kinds of path are accepted, so a base
+model and a tuned one are loaded (and then prompted) the same way:
 
   kind        what the folder holds                                     prompt rendering from
   run         config.yaml + model or adapter (``orpo train``)            the run's training config
@@ -10,9 +11,14 @@ same way:
   adapter     adapter_config.json (+ adapter weights), no config.yaml   defaults (chat template 'auto')
   model       config.json + weights, or a Hub name                      defaults
 
+The reference of a DPO/IPO/hinge run (``open_reference``, for ``orpo eval``) is the model the run
+started from: for an adapter, the same base with the adapter disabled (nothing to load); for a full
+fine-tune, ``--ref-model``, else ``RUN/base_model/`` (saved for tiny models), else the recipe's
+``model.name``.
+
 An adapter's base is ``RUN/base_model/`` when the run saved one (tiny models built in memory), else
-the adapter's ``base_model_name_or_path``. A folder without a tokenizer (``RUN/base_model/``) takes
-``--tokenizer``, else the tokenizer of the run folder it sits in.
+the adapter's ``base_model_name_or_path`` (at the run's ``model.revision``). A folder without a
+tokenizer (``RUN/base_model/``) takes ``--tokenizer``, else the tokenizer of the run folder it sits in.
 """
 
 from __future__ import annotations
@@ -23,6 +29,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from orpo.data.tokenize import Limits
+from orpo.run_folder import BASE_MODEL_DIR, CONFIG_FILE, run_recipe
 
 CHECKPOINT = re.compile(r"^checkpoint-\d+$")
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "tokenizer.model", "vocab.json")
@@ -76,9 +83,9 @@ def kind_of(path: str | Path) -> str:
         raise ValueError(
             f"{path} is a file; pass a run folder, a checkpoint, an adapter folder or a model folder"
         )
-    if (p / "config.yaml").is_file():
+    if (p / CONFIG_FILE).is_file():
         return "run"
-    if CHECKPOINT.match(p.name) and (p.parent / "config.yaml").is_file():
+    if CHECKPOINT.match(p.name) and (p.parent / CONFIG_FILE).is_file():
         return "checkpoint"
     if (p / "adapter_config.json").is_file():
         return "adapter"
@@ -90,16 +97,17 @@ def kind_of(path: str | Path) -> str:
     )
 
 
-def _adapter_base(folder: Path, run: Path | None) -> str:
-    from orpo.run_folder import BASE_MODEL_DIR
-
+def adapter_base(folder: Path, run: Path | None = None) -> str:
+    """Where the base model of the adapter in ``folder`` (of run ``run``, if any) is loaded from."""
     for candidate in (folder / BASE_MODEL_DIR, *([run / BASE_MODEL_DIR] if run else [])):
         if _has_weights(candidate):
             return str(candidate)
     base = json.loads((folder / "adapter_config.json").read_text()).get("base_model_name_or_path") or ""
     if not base or base.startswith("tiny:"):
         raise ValueError(
-            f"{folder}: the adapter's base model ({base or 'unnamed'}) cannot be found; pass it with --base"
+            f"{folder}: the adapter's base model ({base or 'unnamed'}) cannot be found (a tiny model built in "
+            f"memory is saved to {BASE_MODEL_DIR}/ by a current `orpo train`); pass it with --base "
+            "(orpo generate) or retrain"
         )
     return base
 
@@ -111,7 +119,7 @@ def _tokenizer_source(folder: Path, explicit: str | None, run: Path | None, base
     if explicit:
         return explicit
     places = [folder, run, Path(base) if base else None]
-    places += [p.parent for p in places if p is not None and (p.parent / "config.yaml").is_file()]
+    places += [p.parent for p in places if p is not None and (p.parent / CONFIG_FILE).is_file()]
     for candidate in places:
         if candidate is not None and candidate.is_dir() and _has_tokenizer(candidate):
             return str(candidate)
@@ -121,10 +129,10 @@ def _tokenizer_source(folder: Path, explicit: str | None, run: Path | None, base
     raise ValueError(f"{folder}: no tokenizer files here or in its run folder; pass --tokenizer PATH")
 
 
-def load_for_generation(
+def open_model(
     path: str | Path, base: str | None = None, tokenizer: str | None = None, dtype: str | None = None
 ) -> LoadedModel:
-    """Load ``path`` (run, checkpoint, adapter or model; see the module docstring) for generation.
+    """Load ``path`` (run, checkpoint, adapter or model; see the module docstring).
 
     ``base`` overrides an adapter's base model, ``tokenizer`` the tokenizer location, ``dtype`` the
     weights' dtype (default: the run's, else float32).
@@ -135,21 +143,22 @@ def load_for_generation(
     folder = Path(path)
     run = folder if kind == "run" else folder.parent if kind == "checkpoint" else None
     mode, limits, init, trust = "auto", Limits(), {"dtype": dtype or "float32"}, False
-    tokenization = "orpo"
+    tokenization, revision = "orpo", None
     if run is not None:
-        from orpo.run_folder import run_recipe
-
         recipe = run_recipe(run)
         config = recipe.training_args()
         mode, limits = config.chat_template_mode, Limits.from_config(config)
         tokenization = config.tokenization
         init = {"dtype": dtype or recipe.model.dtype}
         trust = recipe.model.trust_remote_code
+        revision = recipe.model.revision
     if (folder / "adapter_config.json").is_file():
         from peft import PeftModel
 
-        base_name = base or _adapter_base(folder, run)
-        model = PeftModel.from_pretrained(load_model(base_name, init, trust), str(folder))
+        base_name = base or adapter_base(folder, run)
+        # The run's revision names a version of its base on the Hub, not of a folder on disk.
+        base_init = {**init, "revision": revision} if revision and not Path(base_name).exists() else init
+        model = PeftModel.from_pretrained(load_model(base_name, base_init, trust), str(folder))
         tok_source = _tokenizer_source(folder, tokenizer, run, base_name)
     elif kind == "model" or _has_weights(folder):
         model = load_model(str(path), init, trust)
@@ -168,3 +177,34 @@ def load_for_generation(
         limits=limits,
         tokenization=tokenization,
     )
+
+
+def open_reference(run: Path, explicit: str | None = None, dtype: str | None = None):
+    """The frozen model a full fine-tune of ``run`` started from, as its DPO/IPO/hinge reference.
+
+    ``explicit`` (``--ref-model``) wins; then ``RUN/base_model/``; then the recipe's ``model.name`` at
+    its revision. A tiny model built in memory and not saved cannot be rebuilt: ValueError saying what
+    to pass.
+    """
+    from orpo.modeling import load_model
+
+    recipe = run_recipe(run)
+    spec = recipe.model
+    init = {"dtype": dtype or spec.dtype}
+    if explicit:
+        source = explicit
+    elif _has_weights(run / BASE_MODEL_DIR):
+        source = str(run / BASE_MODEL_DIR)
+    elif not spec.name.startswith("tiny:"):
+        source = spec.name
+        if spec.revision and not Path(source).exists():
+            init["revision"] = spec.revision
+    else:
+        method = recipe.training_args().method
+        raise ValueError(
+            f"{run}: method={method} scores against the model the run started from ({spec.name}, built in "
+            f"memory and not saved in {BASE_MODEL_DIR}/); pass it with --ref-model PATH"
+        )
+    model = load_model(source, init, spec.trust_remote_code)
+    model.eval()
+    return model
