@@ -405,7 +405,9 @@ def _trainer_trl(spec: dict, recipe, args, train_rows, eval_rows, tok, model, ca
         **values,
     )
     ref_model = None
-    if spec["ref_mode"] == "model" and recipe.adapter is not None and "ref_model" in _params(trainer_cls):
+    # TRL's DPOTrainer given no ref_model reloads one from the model's name, which a model built
+    # in memory does not have: hand it the frozen copy, as ours makes.
+    if spec["ref_mode"] == "model" and "ref_model" in _params(trainer_cls):
         ref_model = copy.deepcopy(model)
     kwargs = {"ref_model": ref_model} if ref_model is not None else {}
     return trainer_cls(

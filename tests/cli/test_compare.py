@@ -96,3 +96,15 @@ def test_bad_input_is_a_one_line_error(tmp_path, capsys, argv, message):
     assert main(["compare", *argv, f"training.output_dir={tmp_path}"]) == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith("orpo: error:") and message in err and "\n" not in err
+
+
+def test_trl_baseline_dpo_with_a_frozen_copy_on_full_fine_tuning(tmp_path, capsys, monkeypatch):
+    """`--baseline trl` with `dpo:model` and no adapter: TRL's DPOTrainer is handed the frozen copy
+    (given none, it reloads a reference from the model's name, which an in-memory tiny model lacks)."""
+    monkeypatch.setenv("ORPO_CACHE_DIR", str(tmp_path / "cache"))
+    out = tmp_path / "cmp"
+    argv = ["compare", *TINY, "max_steps=1", f"training.output_dir={out}", "--methods", "dpo:model"]
+    assert main([*argv, "--baseline", "trl", "--json"]) == 0
+    runs = json.loads(capsys.readouterr().out)["runs"]
+    assert [(r["label"], r["impl"]) for r in runs] == [("dpo:model", "orpo"), ("dpo:model (trl)", "trl")]
+    assert all(r["steps"] == 1 and r["ms_per_pair"] > 0 for r in runs)
