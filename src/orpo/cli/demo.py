@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 
 HELP = """\
 Train a tiny language model (a 1.2M-parameter Llama, built locally: no download) to review
@@ -68,6 +69,9 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    # DeepSpeed (installed with the dev extra) is imported by accelerate during training; without a
+    # known accelerator it prints a warning to stdout, which would break `--json`'s one object.
+    os.environ.setdefault("DS_ACCELERATOR", "cpu")
     from orpo.demo.run import run_demo
 
     size = "quick" if args.quick else args.size

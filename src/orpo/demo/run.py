@@ -35,8 +35,8 @@ from typing import Any
 
 # Only light imports at module level: `orpo --help` imports every CLI module, and torch plus
 # transformers take seconds to import.
-from orpo.demo.codereview import ReviewExample, make_splits, to_rows
-from orpo.demo.judge import aggregate, score_review
+from orpo.tasks.codereview.generator import ReviewExample, make_splits, to_rows
+from orpo.tasks.codereview.judge import aggregate, score_review
 
 METHODS = ("sft", "orpo")
 ARCH = "llama"
@@ -226,42 +226,20 @@ def _quiet_trainer(trainer, progress: bool) -> None:
 def generate_reviews(
     model, tokenizer, prompt_ids: list[list[int]], max_new_tokens: int, bf16: bool
 ) -> list[str]:
-    """Greedy reviews for tokenised prompts: batched, left-padded, stopping at EOS.
+    """Greedy reviews for tokenised prompts through the one generator (`orpo.evaluation.generate`).
 
-    Prompts are sorted by length so each batch pads little; results come back in input order.
-    Each review is decoded up to and including its first EOS, special tokens kept (the judge cuts
-    the review at the EOS marker; a review without one ran out of ``max_new_tokens``).
+    Each review is decoded up to and including its first stop token, special tokens kept (the judge
+    cuts the review at the EOS marker; a review without one ran out of ``max_new_tokens``).
     """
     import torch
 
+    from orpo.evaluation.generate import GenerationSettings, generate_ids
+
+    settings = GenerationSettings(max_new_tokens=max_new_tokens, batch_size=GEN_BATCH_SIZE)
     model.eval()
-    pad_id = tokenizer.pad_token_id
-    order = sorted(range(len(prompt_ids)), key=lambda i: len(prompt_ids[i]))
-    reviews: list[str] = [""] * len(prompt_ids)
-    for start in range(0, len(order), GEN_BATCH_SIZE):
-        batch = order[start : start + GEN_BATCH_SIZE]
-        width = max(len(prompt_ids[i]) for i in batch)
-        input_ids = torch.full((len(batch), width), pad_id, dtype=torch.long)  # (b, T) left-padded
-        attention = torch.zeros((len(batch), width), dtype=torch.long)
-        for row, i in enumerate(batch):
-            ids = prompt_ids[i]
-            input_ids[row, width - len(ids) :] = torch.tensor(ids)
-            attention[row, width - len(ids) :] = 1
-        with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
-            out = model.generate(
-                input_ids=input_ids.to(model.device),
-                attention_mask=attention.to(model.device),
-                max_new_tokens=max_new_tokens,
-                do_sample=False,
-                eos_token_id=tokenizer.eos_token_id,
-                pad_token_id=pad_id,
-            )
-        for row, i in enumerate(batch):
-            new_ids = out[row, width:].tolist()
-            if tokenizer.eos_token_id in new_ids:  # keep EOS itself, drop the padding after it
-                new_ids = new_ids[: new_ids.index(tokenizer.eos_token_id) + 1]
-            reviews[i] = tokenizer.decode(new_ids, skip_special_tokens=False)
-    return reviews
+    with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+        results = generate_ids(model, tokenizer, prompt_ids, settings)
+    return [tokenizer.decode(samples[0][0], skip_special_tokens=False) for samples in results]
 
 
 def _score(reviews: list[str], examples: list[ReviewExample]) -> dict[str, float]:

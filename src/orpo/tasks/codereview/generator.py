@@ -25,8 +25,8 @@ import random
 import re
 from dataclasses import dataclass
 
-from orpo.demo.judge import NO_VIOLATIONS, format_review
-from orpo.demo.rules import RULES, Violation, severity_rank
+from orpo.tasks.codereview.judge import NO_VIOLATIONS, format_review
+from orpo.tasks.codereview.rules import RULES, Violation, severity_rank
 
 MAX_LINES = 10
 MAX_CHARS = 300
