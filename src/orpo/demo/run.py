@@ -80,6 +80,9 @@ BASE_VERSION = 1  # bump when the base stage's code changes what it computes (in
 # op waits on an OpenMP barrier, and when another process shares the 2 cores that wait becomes a
 # scheduler time slice: measured 2.3-3.2 s/step with 2 threads vs 0.26 s/step with 1 (load ~3.5).
 NUM_THREADS = 1
+# Runs of the comparison go to this many worker processes at once: one per core of a 2-core CPU,
+# each with NUM_THREADS thread. The runs are independent (each loads the base from disk).
+WORKERS = 2
 
 
 @dataclass(frozen=True)
@@ -661,6 +664,35 @@ def plot_logps(curves: dict[str, list[list[dict[str, float]]]], path: Path, titl
 # ---------------------------------------------------------------- the run
 
 
+def _job(job: tuple) -> dict[str, Any]:
+    """One (method, seed) run in a worker process (no progress bars: they would interleave)."""
+    method, seed, base, budget, data, out, engine = job
+    with _torch_threads(NUM_THREADS):
+        return _train_method(method, seed, base, budget, data, out, engine, progress=False)
+
+
+def _run_jobs(jobs: list[tuple], progress: bool) -> list[dict[str, Any]]:
+    """The runs' results in job order, computed by `WORKERS` processes (a fresh interpreter each:
+    spawn, so no torch state is shared). Each run's time and peak memory are its own process's."""
+    if WORKERS <= 1 or len(jobs) <= 1:
+        return [_job(job) for job in jobs]
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+
+    results: list[dict[str, Any]] = []
+    with ProcessPoolExecutor(max_workers=WORKERS, mp_context=multiprocessing.get_context("spawn")) as pool:
+        for job, result in zip(jobs, pool.map(_job, jobs)):
+            results.append(result)
+            if progress:
+                print(
+                    f"[demo] {job[0].upper()} seed {job[1]} ({len(job[4].train)} pairs): done in "
+                    f"{result['train_seconds']:.0f} s",
+                    file=sys.stderr,
+                    flush=True,
+                )
+    return results
+
+
 def parse_seeds(text: str) -> list[int]:
     """``"3"`` -> seeds 0, 1, 2; ``"0,4,7"`` -> those seeds."""
     try:
@@ -720,10 +752,13 @@ def _run(
     with clock.phase("base_score", f"scoring the base on {budget.n_test} test snippets"):
         base_scored, engine = _score_base(base, budget, data, out)
     runs: dict[str, list[dict[str, Any]]] = {m: [] for m in METHODS}
-    for seed in seeds:
-        for method in METHODS:
-            with clock.phase(f"{method}_seed{seed}", f"{method.upper()}, seed {seed}: {budget.steps} steps"):
-                runs[method].append(_train_method(method, seed, base, budget, data, out, engine, progress))
+    jobs = [(method, seed, base, budget, data, out, engine) for seed in seeds for method in METHODS]
+    with clock.phase(
+        "comparison",
+        f"{len(jobs)} runs ({len(METHODS)} methods x {len(seeds)} seeds) of {budget.steps} steps",
+    ):
+        for job, result in zip(jobs, _run_jobs(jobs, progress)):
+            runs[job[0]].append(result)
 
     figure_path = out / "logps.png"
     plot_logps(
@@ -834,12 +869,9 @@ def run_budget_curve(
             sub = dataclasses.replace(budget, n_train=n)
             sub_data = dataclasses.replace(data, train=data.train.select(range(n)))
             for method in BUDGET_METHODS:
-                runs = []
-                for seed in seeds:
-                    with clock.phase(f"{method}_{n}_seed{seed}", f"{method.upper()}, {n} pairs, seed {seed}"):
-                        runs.append(
-                            _train_method(method, seed, base, sub, sub_data, out / "budget", engine, progress)
-                        )
+                jobs = [(method, seed, base, sub, sub_data, out / "budget", engine) for seed in seeds]
+                with clock.phase(f"{method}_{n}", f"{method.upper()}, {n} pairs, {len(seeds)} seeds"):
+                    runs = _run_jobs(jobs, progress)
                 points[method].append(
                     {
                         "pairs": n,
