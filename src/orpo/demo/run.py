@@ -908,6 +908,7 @@ def plot_budget(points: dict[str, list[dict]], base: dict, path: Path, title: st
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    import matplotlib.ticker
 
     fig, axes = plt.subplots(1, 2, figsize=(8.4, 3.4))
     for ax, metric in zip(axes, ("recall", "precision")):
@@ -919,6 +920,7 @@ def plot_budget(points: dict[str, list[dict]], base: dict, path: Path, title: st
             ax.errorbar(xs, ys, yerr=err, fmt="o-", capsize=3, label=method.upper())
         ax.axhline(base[metric]["value"], color="grey", linestyle="--", linewidth=1, label="base")
         ax.set_xscale("log")
+        ax.xaxis.set_minor_locator(matplotlib.ticker.NullLocator())
         ax.set_xticks([r["pairs"] for r in next(iter(points.values()))])
         ax.set_xticklabels([str(r["pairs"]) for r in next(iter(points.values()))])
         ax.set_xlabel("training pairs (one epoch)")
