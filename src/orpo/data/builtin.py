@@ -1,6 +1,6 @@
 """Datasets that ship with the package, addressed as ``builtin:NAME`` in configs and on the CLI.
 
-- ``builtin:codereview``: the code-review preference task of the demo (``orpo.demo.codereview``):
+- ``builtin:codereview``: the code-review preference task of the demo (``orpo.tasks.codereview.generator``):
   1,800 training pairs as in the case study, 100 validation (`val`), 200 test; splits share no snippet.
 """
 
@@ -22,7 +22,7 @@ def load_builtin(source: str, split: str = "train") -> list[dict]:
         raise ValueError(f"unknown builtin dataset {source!r}; available: builtin:codereview")
     if split not in CODEREVIEW_SIZES:
         raise ValueError(f"builtin:codereview has splits {sorted(CODEREVIEW_SIZES)}, not {split!r}")
-    from orpo.demo.codereview import make_splits, to_rows
+    from orpo.tasks.codereview.generator import make_splits, to_rows
 
     splits = make_splits(
         CODEREVIEW_SIZES["train"], CODEREVIEW_SIZES["val"], CODEREVIEW_SIZES["test"], seed=CODEREVIEW_SEED

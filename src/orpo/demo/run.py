@@ -1,50 +1,70 @@
-"""The offline demo: SFT vs ORPO on the code-review task, from one tiny model, on this CPU.
+"""The offline demo, run as the case study was: from an imperfect base reviewer, SFT vs ORPO vs DPO vs
+SimPO on the same pairs, several seeds, 95% intervals.
 
-Reproduces at toy scale (1) the code-review case study reported for ORPO (violation recall,
-comment precision, false-negative rate of generated reviews) and (2) the paper's central claim
-(Hong, Lee, Thorne 2024, arXiv:2403.07691, Figure 3): SFT on chosen responses raises the
-log-probability of rejected responses along with the chosen ones, while ORPO keeps them apart.
+The reported case study starts from a model that already reviews code, imperfectly (recall 0.67,
+precision 0.71), and fine-tunes it on 1,800 pairs whose rejected reviews show its failure modes. Here,
+at toy scale on this CPU:
 
-Protocol (identical for both methods, only ``method`` differs):
-  1. Generate train / validation / test splits (`codereview.make_splits`, no snippet shared).
-  2. Train a tokenizer once on the train split's text; build one randomly initialised tiny Llama.
-  3. From copies of that one starting model, with the same seed (so the same init, data order
-     and schedule), train ``method="sft"`` (NLL on chosen only) and ``method="orpo"`` (NLL plus
-     beta times the odds-ratio term) for the same number of steps on the same pairs.
-  4. During training, evaluate the validation split at regular steps and record the mean
-     per-token log-prob of chosen and rejected responses (``eval_logps/chosen|rejected``).
-  5. On the test split: preference accuracy (``eval_rewards/accuracies``: share of pairs with
-     logp(chosen) > logp(rejected)), then greedy generation of a review per snippet, scored by
-     the rule-based judge (`judge.aggregate`). The untrained model's preference accuracy is the
-     baseline row.
-Outputs in ``output_dir``: ``results.json`` (every number, the settings and wall time per phase)
-and ``logps.png`` (the paper's figure: held-out log-probs over steps, SFT vs ORPO).
+  1. Splits: train / validation / test pairs (`tasks.codereview.generator.make_splits`, no snippet
+     shared). Rejected reviews are one realistic failure each: a missed most-severe violation, a false
+     comment, approving code that has violations, or flagging clean code.
+  2. Base stage: a tiny Llama (tokenizer trained on the demo's text) is trained with SFT on a noisy
+     review corpus (`noisy_reviews`: each violation missed with P_MISS = 0.33, one false comment with
+     P_FALSE = 0.35; other snippets than the splits'). It is saved under the cache
+     (``$ORPO_CACHE_DIR/demo_base/<hash of its settings>``) and reused while its settings are the same.
+     Its judged metrics are the table's first row.
+  3. Comparison: from that base, for each seed, each method trains on the same 1,800 pairs with the
+     same steps, batch, learning rate and schedule; only ``method`` (and its documented beta) differs:
+     ``sft`` (NLL on chosen), ``orpo`` (NLL + beta * odds ratio), ``dpo`` (reference = the base, its
+     log-probs precomputed in one pass so training holds one model), ``simpo``. The seed sets data
+     order; the base and the pairs are the same for every seed.
+  4. Scoring on the test split: greedy reviews (`orpo.evaluation.generate`) judged by the rules
+     (`tasks.codereview.judge`); preference accuracy = share of pairs whose chosen review has the
+     higher mean log-prob per token (the same definition for every method). Values with 95%
+     intervals over seeds and snippets (`demo.table`). Training time and peak resident memory per
+     method (the process's high-water mark, reset before each run).
+Outputs in ``output_dir``: ``results.json`` (every number, interval and setting) and ``logps.png``
+(held-out log-probs of chosen and rejected over training, mean over seeds with the min-max band).
 """
 
 from __future__ import annotations
 
 import contextlib
-import copy
+import dataclasses
+import hashlib
 import json
 import math
+import shutil
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
 # Only light imports at module level: `orpo --help` imports every CLI module, and torch plus
 # transformers take seconds to import.
-from orpo.demo.codereview import ReviewExample, make_splits, to_rows
-from orpo.demo.judge import aggregate, score_review
+from orpo.demo.table import snippet_counts, summarise
+from orpo.tasks.codereview.generator import (
+    P_FALSE,
+    P_MISS,
+    ReviewExample,
+    make_splits,
+    noisy_reviews,
+    noisy_rows,
+    to_rows,
+)
+from orpo.tasks.codereview.judge import score_review
 
-METHODS = ("sft", "orpo")
+METHODS = ("sft", "orpo", "dpo", "simpo")
 ARCH = "llama"
 
-
-# Fixed for every size and both methods (chosen once, not tuned per method).
-LEARNING_RATE = 1e-3  # random-init models of ~1M parameters learn at ~1e-3; TRL's 1e-6 is for pretrained ones
-BETA = 0.1  # the paper's lambda
+# Fixed before any result was seen, the same for every size and method (not tuned per method).
+BASE_LEARNING_RATE = 1e-3  # random-init models of ~1M parameters learn at ~1e-3
+LEARNING_RATE = 1e-3  # the comparison continues at the base's own rate (few steps: 57 at the default size)
+# `beta` means a different thing per method (ORPO: weight of the odds-ratio term, the paper's lambda;
+# DPO and SimPO: the temperature of the reward). Each is its paper's usual value; SFT ignores it.
+BETAS = {"sft": 0.1, "orpo": 0.1, "dpo": 0.1, "simpo": 2.0}
+SIMPO_GAMMA = 0.5  # SimPO's target margin (ORPOConfig's default)
 WARMUP = 0.05
 NLL_ON_PROMPT = True  # the library's default (the paper's code, TRL): the NLL covers prompt + chosen
 # bf16 autocast (log-probs and the loss stay float32): measured 0.26 s/step vs 0.30 in float32 here.
@@ -53,20 +73,28 @@ MAX_LENGTH = 256  # prompts are ~85-110 tokens, reviews <= ~30: nothing is trunc
 EVAL_BATCH_SIZE = 50  # evaluation metrics are exact means over pairs whatever the batch size
 GEN_BATCH_SIZE = 64
 GEN_MARGIN_TOKENS = 8  # max_new_tokens = longest training chosen review (EOS included) + this
+BOOTSTRAP_SEED = 0
+BASE_SEED_OFFSET = 10_000  # the noisy corpus's stream is not the splits' stream
+BASE_VERSION = 1  # bump when the base stage's code changes what it computes (invalidates caches)
 # One intra-op thread. A model this small runs thousands of tiny ops per step; with 2 threads each
 # op waits on an OpenMP barrier, and when another process shares the 2 cores that wait becomes a
 # scheduler time slice: measured 2.3-3.2 s/step with 2 threads vs 0.26 s/step with 1 (load ~3.5).
 NUM_THREADS = 1
+# Runs of the comparison go to this many worker processes at once: one per core of a 2-core CPU,
+# each with NUM_THREADS thread. The runs are independent (each loads the base from disk).
+WORKERS = 2
 
 
 @dataclass(frozen=True)
 class DemoSize:
-    """The budget of one demo size; both methods get exactly this.
+    """The budget of one demo size; every method gets exactly this.
 
     Attributes:
         n_train, n_val, n_test: pairs per split (validation: the log-prob curves; test: the table).
-        epochs: passes over the train split; steps = epochs * ceil(n_train / batch_size).
-        batch_size: pairs per optimizer step.
+        n_base: noisy reviews the base is trained on (`base_epochs` passes).
+        epochs: passes over the train split in the comparison; steps = epochs * ceil(n_train / batch_size).
+        batch_size: pairs (or base reviews) per optimizer step.
+        n_seeds: comparison seeds by default (0 .. n_seeds - 1).
         n_curve_points: validation evaluations during training (plus one before the first step).
         hidden_size, num_layers, num_heads, num_kv_heads: the tiny Llama's shape.
         vocab_size: vocabulary asked of the tokenizer (the small corpus may yield fewer tokens).
@@ -75,8 +103,11 @@ class DemoSize:
     n_train: int
     n_val: int
     n_test: int
+    n_base: int
+    base_epochs: int
     epochs: int
     batch_size: int
+    n_seeds: int
     n_curve_points: int
     hidden_size: int
     num_layers: int
@@ -88,6 +119,10 @@ class DemoSize:
     def steps(self) -> int:
         return self.epochs * math.ceil(self.n_train / self.batch_size)
 
+    @property
+    def base_steps(self) -> int:
+        return self.base_epochs * math.ceil(self.n_base / self.batch_size)
+
 
 _TINY_LLAMA = dict(hidden_size=128, num_layers=4, num_heads=4, num_kv_heads=2, vocab_size=1024)
 
@@ -97,8 +132,11 @@ SIZES: dict[str, DemoSize] = {
         n_train=48,
         n_val=16,
         n_test=16,
+        n_base=48,
+        base_epochs=1,
         epochs=1,
         batch_size=8,
+        n_seeds=2,
         n_curve_points=2,
         hidden_size=32,
         num_layers=1,
@@ -106,15 +144,20 @@ SIZES: dict[str, DemoSize] = {
         num_kv_heads=1,
         vocab_size=1024,
     ),
-    # The README's first command, under 5 minutes on a 2-core CPU with either engine (measured
-    # 1.5 min packed, 3.6 min reference on a busy machine): the case study's 1,800 pairs, one
-    # epoch (225 steps), on the model of `orpo train`'s embedded default.
+    # The README's first command: the case study's 1,800 pairs, one epoch per method and seed (57 steps
+    # of 32 pairs: on this CPU a step's cost is mostly fixed overhead, so 32 pairs cost ~2x 8 pairs),
+    # from a base trained on 3,600 noisy reviews (113 steps, cached); 3 seeds x 4 methods.
     "default": DemoSize(
-        n_train=1800, n_val=100, n_test=200, epochs=1, batch_size=8, n_curve_points=10, **_TINY_LLAMA
-    ),
-    # The same model with 3.3x the pairs, two epochs (1,500 steps): ~7-10 minutes.
-    "large": DemoSize(
-        n_train=6000, n_val=100, n_test=200, epochs=2, batch_size=8, n_curve_points=15, **_TINY_LLAMA
+        n_train=1800,
+        n_val=100,
+        n_test=200,
+        n_base=3600,
+        base_epochs=1,
+        epochs=1,
+        batch_size=32,
+        n_seeds=3,
+        n_curve_points=5,
+        **_TINY_LLAMA,
     ),
 }
 
@@ -129,22 +172,68 @@ class DemoResult:
     results: dict[str, Any]
 
 
-def _logp_recorder():
+def _config(
+    method: str,
+    seed: int,
+    epochs: int,
+    learning_rate: float,
+    batch_size: int,
+    output_dir: Path,
+    eval_steps: int | None,
+    engine: str = "auto",
+):
+    """One run's ORPOConfig; identical for every method except ``method`` and its beta. No periodic
+    evaluation if ``eval_steps`` is None."""
+    from orpo.config import ORPOConfig
+
+    return ORPOConfig(
+        output_dir=str(output_dir),
+        method=method,
+        beta=BETAS[method],
+        simpo_gamma=SIMPO_GAMMA,
+        precompute_ref_log_probs=True,  # DPO: one model in memory (ignored by the other methods)
+        learning_rate=learning_rate,
+        lr_scheduler_type="cosine",
+        warmup_steps=WARMUP,
+        num_train_epochs=epochs,
+        per_device_train_batch_size=batch_size,
+        per_device_eval_batch_size=EVAL_BATCH_SIZE,
+        nll_on_prompt=NLL_ON_PROMPT,
+        tokenization="orpo",  # the CLI's tokenisation (chat template on string prompts, BOS as the tokenizer adds it)
+        engine=engine,
+        max_length=MAX_LENGTH,
+        bf16=BF16,
+        gradient_checkpointing=False,
+        eval_strategy="no" if eval_steps is None else "steps",
+        eval_steps=eval_steps,
+        logging_steps=eval_steps or 10,
+        save_strategy="no",
+        report_to="none",
+        disable_tqdm=True,
+        seed=seed,
+        data_seed=seed,
+    )
+
+
+def _logp_recorder(names: tuple[str, str]):
     """A TrainerCallback whose ``points`` list gets (step, held-out chosen / rejected mean log-prob)
-    at every evaluation while it is attached."""
+    at every evaluation while it is attached. ``names``: the objective's metrics holding mean
+    log-probs per token (``Objective.mean_logps_metrics``; DPO's ``logps/*`` are sums)."""
     from transformers import TrainerCallback
+
+    chosen_key, rejected_key = (f"eval_{n}" for n in names)
 
     class LogpRecorder(TrainerCallback):
         def __init__(self) -> None:
             self.points: list[dict[str, float]] = []
 
         def on_evaluate(self, args, state, control, metrics=None, **kwargs):
-            if metrics and "eval_logps/chosen" in metrics:
+            if metrics and chosen_key in metrics:
                 self.points.append(
                     {
                         "step": state.global_step,
-                        "logps_chosen": metrics["eval_logps/chosen"],
-                        "logps_rejected": metrics["eval_logps/rejected"],
+                        "logps_chosen": metrics[chosen_key],
+                        "logps_rejected": metrics[rejected_key],
                     }
                 )
 
@@ -179,39 +268,6 @@ class _Phase:
         self.clock.times[self.name] = round(time.perf_counter() - self.start, 2)
 
 
-def _config(
-    method: str, size: DemoSize, seed: int, output_dir: Path, eval_steps: int | None, engine: str = "auto"
-):
-    """The run's ORPOConfig; identical for both methods except ``method``. No periodic eval if eval_steps is None."""
-    from orpo.config import ORPOConfig
-
-    return ORPOConfig(
-        output_dir=str(output_dir / method),
-        method=method,
-        beta=BETA,
-        learning_rate=LEARNING_RATE,
-        lr_scheduler_type="cosine",
-        warmup_steps=WARMUP,
-        num_train_epochs=size.epochs,
-        per_device_train_batch_size=size.batch_size,
-        per_device_eval_batch_size=EVAL_BATCH_SIZE,
-        nll_on_prompt=NLL_ON_PROMPT,
-        tokenization="orpo",  # the CLI's tokenisation (chat template on string prompts, BOS as the tokenizer adds it)
-        engine=engine,
-        max_length=MAX_LENGTH,
-        bf16=BF16,
-        gradient_checkpointing=False,
-        eval_strategy="no" if eval_steps is None else "steps",
-        eval_steps=eval_steps,
-        logging_steps=eval_steps or 10,
-        save_strategy="no",
-        report_to="none",
-        disable_tqdm=True,
-        seed=seed,
-        data_seed=seed,
-    )
-
-
 def _quiet_trainer(trainer, progress: bool) -> None:
     from transformers.trainer_callback import PrinterCallback, ProgressCallback
 
@@ -226,140 +282,181 @@ def _quiet_trainer(trainer, progress: bool) -> None:
 def generate_reviews(
     model, tokenizer, prompt_ids: list[list[int]], max_new_tokens: int, bf16: bool
 ) -> list[str]:
-    """Greedy reviews for tokenised prompts: batched, left-padded, stopping at EOS.
+    """Greedy reviews for tokenised prompts through the one generator (`orpo.evaluation.generate`).
 
-    Prompts are sorted by length so each batch pads little; results come back in input order.
-    Each review is decoded up to and including its first EOS, special tokens kept (the judge cuts
-    the review at the EOS marker; a review without one ran out of ``max_new_tokens``).
+    Each review is decoded up to and including its first stop token, special tokens kept (the judge
+    cuts the review at the EOS marker; a review without one ran out of ``max_new_tokens``).
     """
     import torch
 
+    from orpo.evaluation.generate import GenerationSettings, generate_ids
+
+    settings = GenerationSettings(max_new_tokens=max_new_tokens, batch_size=GEN_BATCH_SIZE)
     model.eval()
-    pad_id = tokenizer.pad_token_id
-    order = sorted(range(len(prompt_ids)), key=lambda i: len(prompt_ids[i]))
-    reviews: list[str] = [""] * len(prompt_ids)
-    for start in range(0, len(order), GEN_BATCH_SIZE):
-        batch = order[start : start + GEN_BATCH_SIZE]
-        width = max(len(prompt_ids[i]) for i in batch)
-        input_ids = torch.full((len(batch), width), pad_id, dtype=torch.long)  # (b, T) left-padded
-        attention = torch.zeros((len(batch), width), dtype=torch.long)
-        for row, i in enumerate(batch):
-            ids = prompt_ids[i]
-            input_ids[row, width - len(ids) :] = torch.tensor(ids)
-            attention[row, width - len(ids) :] = 1
-        with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
-            out = model.generate(
-                input_ids=input_ids.to(model.device),
-                attention_mask=attention.to(model.device),
-                max_new_tokens=max_new_tokens,
-                do_sample=False,
-                eos_token_id=tokenizer.eos_token_id,
-                pad_token_id=pad_id,
-            )
-        for row, i in enumerate(batch):
-            new_ids = out[row, width:].tolist()
-            if tokenizer.eos_token_id in new_ids:  # keep EOS itself, drop the padding after it
-                new_ids = new_ids[: new_ids.index(tokenizer.eos_token_id) + 1]
-            reviews[i] = tokenizer.decode(new_ids, skip_special_tokens=False)
-    return reviews
+    with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+        results = generate_ids(model, tokenizer, prompt_ids, settings)
+    return [tokenizer.decode(samples[0][0], skip_special_tokens=False) for samples in results]
 
 
-def _score(reviews: list[str], examples: list[ReviewExample]) -> dict[str, float]:
-    return aggregate([score_review(text, ex.violations) for text, ex in zip(reviews, examples)])
+@contextlib.contextmanager
+def _torch_threads(n: int):
+    """Run the block with `n` torch intra-op threads, then restore the caller's setting."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
 
 
-def _eval_steps(size: DemoSize) -> int:
-    """Steps between two points of the held-out log-prob curve."""
-    return max(1, size.steps // size.n_curve_points)
+# ---------------------------------------------------------------- the base stage
 
 
-def _train_method(
-    method: str,
-    size: DemoSize,
-    seed: int,
-    output_dir: Path,
-    initial_model,
-    tok,
-    data: _DemoData,
-    engine: str,
-    clock: _Clock,
-    progress: bool,
-) -> dict[str, Any]:
-    """Train one method from a copy of the starting model; return its curve and test metrics."""
-    from orpo.trainer import ORPOTrainer
+def cache_root() -> Path:
+    """``$ORPO_CACHE_DIR/demo_base`` (default ``~/.cache/orpo/demo_base``), beside the reference cache."""
+    from orpo.refpass import cache_dir
 
-    args = _config(method, size, seed, output_dir, _eval_steps(size), engine)
-    recorder = _logp_recorder()
-    model = copy.deepcopy(initial_model)
-    trainer = ORPOTrainer(
-        model=model,
-        args=args,
-        train_dataset=data.train,
-        eval_dataset=data.val,
-        processing_class=tok,
-        callbacks=[recorder],
-    )
-    _quiet_trainer(trainer, progress)
-    with clock.phase(
-        f"{method}_train", f"training {method.upper()}: {size.steps} steps of {size.batch_size} pairs"
-    ):
-        trainer.evaluate()  # step 0: the starting model
-        trainer.train()
-        if recorder.points[-1]["step"] != trainer.state.global_step:
-            trainer.evaluate()
-    trainer.remove_callback(recorder)  # test-split evaluations below are not part of the curve
-    losses = [h["loss"] for h in trainer.state.log_history if "loss" in h]
-    with clock.phase(f"{method}_test", f"scoring {method.upper()} on {size.n_test} test snippets"):
-        test = trainer.evaluate(eval_dataset=data.test)
-        reviews = generate_reviews(
-            trainer.accelerator.unwrap_model(trainer.model),
-            tok,
-            data.test["prompt_input_ids"],
-            data.max_new_tokens,
-            bool(args.bf16),
-        )
-    judged = _score(reviews, data.test_examples)
+    return cache_dir().parent / "demo_base"
+
+
+def base_settings(budget: DemoSize, seed: int, p_miss: float = P_MISS, p_false: float = P_FALSE) -> dict:
+    """Everything the base stage's weights depend on (its cache key is their hash)."""
     return {
-        "test": {
-            **judged,
-            "preference_accuracy": test["eval_rewards/accuracies"],
-            "logps_chosen": test["eval_logps/chosen"],
-            "logps_rejected": test["eval_logps/rejected"],
-            "nll_loss": test["eval_nll_loss"],
+        "version": BASE_VERSION,
+        "seed": seed,
+        "p_miss": p_miss,
+        "p_false": p_false,
+        "n_base": budget.n_base,
+        "base_epochs": budget.base_epochs,
+        "batch_size": budget.batch_size,
+        "learning_rate": BASE_LEARNING_RATE,
+        "warmup": WARMUP,
+        "bf16": BF16,
+        "max_length": MAX_LENGTH,
+        # The tokenizer's corpus and the snippets kept out of the noisy corpus come from the splits.
+        "splits": [budget.n_train, budget.n_val, budget.n_test],
+        "model": {
+            "arch": ARCH,
+            "hidden_size": budget.hidden_size,
+            "num_layers": budget.num_layers,
+            "num_heads": budget.num_heads,
+            "num_kv_heads": budget.num_kv_heads,
+            "vocab_size": budget.vocab_size,
         },
-        "curve": recorder.points,
-        "steps": trainer.state.global_step,
-        "train_loss_first": losses[0] if losses else None,
-        "train_loss_last": losses[-1] if losses else None,
-        "samples": [
-            {"prompt": row["prompt"], "expected": row["chosen"], "generated": text}
-            for row, text in list(zip(data.test_rows, reviews))[:3]
-        ],
     }
 
 
-def _baseline(
-    initial_model, tok, data: _DemoData, seed: int, size: DemoSize, output_dir: Path
-) -> tuple[dict[str, float], str]:
-    """Preference accuracy and log-probs of the untrained starting model on the test split, and the
-    engine ``engine="auto"`` picked (both methods then use that one, so they run the same code)."""
+@dataclass(frozen=True)
+class Base:
+    """A trained base model on disk.
+
+    Attributes:
+        path: the folder with the model, the tokenizer and ``base.json``.
+        key: hash of `settings` (the folder's name).
+        settings: `base_settings`.
+        cached: True when an earlier run had trained it.
+        corpus: the noisy corpus as counted (reviews, violations, missed, false comments, rates).
+        seconds: training time when it was trained.
+    """
+
+    path: Path
+    key: str
+    settings: dict
+    cached: bool
+    corpus: dict
+    seconds: float
+
+    def load(self):
+        """(tokenizer, model) as saved: every run starts from these same bytes."""
+        from orpo.modeling import load_model, load_tokenizer
+
+        return load_tokenizer(str(self.path)), load_model(str(self.path), {"dtype": "float32"})
+
+
+def settings_key(settings: dict) -> str:
+    return hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def train_base(
+    budget: DemoSize,
+    seed: int,
+    splits: dict[str, list[ReviewExample]],
+    root: Path | None = None,
+    p_miss: float = P_MISS,
+    p_false: float = P_FALSE,
+    progress: bool = False,
+) -> Base:
+    """The base stage: SFT of a fresh tiny Llama on `budget.n_base` noisy reviews, or the cached one."""
+    settings = base_settings(budget, seed, p_miss, p_false)
+    key = settings_key(settings)
+    path = (root or cache_root()) / key
+    marker = path / "base.json"
+    if marker.is_file():
+        saved = json.loads(marker.read_text())
+        return Base(path, key, settings, True, saved["corpus"], saved["seconds"])
+
+    from orpo.build import TINY_PREFIX, build_tokenizer_and_model, corpus_of
+    from orpo.recipe import ModelSection
     from orpo.trainer import ORPOTrainer
 
-    args = _config("orpo", size, seed, output_dir, eval_steps=None)
-    trainer = ORPOTrainer(model=copy.deepcopy(initial_model), args=args, processing_class=tok)
-    _quiet_trainer(trainer, progress=False)
-    metrics = trainer.evaluate(eval_dataset=data.test)
-    return {
-        "preference_accuracy": metrics["eval_rewards/accuracies"],
-        "logps_chosen": metrics["eval_logps/chosen"],
-        "logps_rejected": metrics["eval_logps/rejected"],
-        "nll_loss": metrics["eval_nll_loss"],
-    }, trainer.engine.name
+    start = time.perf_counter()
+    exclude = frozenset(e.snippet for examples in splits.values() for e in examples)
+    reviews = noisy_reviews(budget.n_base, seed + BASE_SEED_OFFSET, p_miss, p_false, exclude)
+    rows = noisy_rows(reviews)
+    n_violations = sum(len(r.violations) for r in reviews)
+    corpus = {
+        "reviews": len(reviews),
+        "violations": n_violations,
+        "missed": sum(r.missed for r in reviews),
+        "false_comments": sum(r.false_comments for r in reviews),
+        "miss_rate": sum(r.missed for r in reviews) / max(n_violations, 1),
+        "false_comment_rate": sum(r.false_comments for r in reviews) / max(len(reviews), 1),
+    }
+    m = settings["model"]
+    spec = ModelSection(
+        name=TINY_PREFIX + ARCH,
+        tiny={k: m[k] for k in ("vocab_size", "hidden_size", "num_layers", "num_heads", "num_kv_heads")}
+        | {"seed": seed},
+    )
+    tok, model = build_tokenizer_and_model(
+        spec, None, corpus_of(rows + to_rows(splits["train"]), limit=10**6)
+    )
+    staging = path.with_name(f"{key}.tmp{int(time.time() * 1e6)}")
+    args = _config(
+        "sft",
+        seed,
+        budget.base_epochs,
+        BASE_LEARNING_RATE,
+        budget.batch_size,
+        staging / "run",
+        eval_steps=None,
+    )
+    trainer = ORPOTrainer(model=model, args=args, train_dataset=rows, processing_class=tok)
+    _quiet_trainer(trainer, progress)
+    trainer.train()
+    seconds = round(time.perf_counter() - start, 2)
+    trainer.accelerator.unwrap_model(trainer.model).save_pretrained(staging)
+    tok.save_pretrained(staging)
+    shutil.rmtree(staging / "run", ignore_errors=True)
+    (staging / "base.json").write_text(
+        json.dumps({"settings": settings, "corpus": corpus, "seconds": seconds})
+    )
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if path.exists():  # another run finished the same base meanwhile: keep theirs
+        shutil.rmtree(staging)
+    else:
+        staging.replace(path)
+    return Base(path, key, settings, False, corpus, seconds)
+
+
+# ---------------------------------------------------------------- scoring
 
 
 @dataclass
 class _DemoData:
-    """The three splits tokenised once, so both methods train and are scored on identical token ids.
+    """The three splits tokenised once, so every method trains and is scored on identical token ids.
 
     Attributes:
         train, val, test: `datasets.Dataset`s with the engine's token columns, one row per pair.
@@ -395,137 +492,443 @@ def _prepare_data(splits: dict[str, list[ReviewExample]], tok, config) -> _DemoD
     )
 
 
-def plot_logps(curves: dict[str, list[dict[str, float]]], path: Path, title: str) -> None:
-    """The paper's figure: held-out mean log-prob of chosen and rejected over steps.
+def pair_mean_logps(engine, model, dataset) -> tuple[list[float], list[float]]:
+    """Per pair: mean log-prob per token of the chosen and of the rejected response (no grad, bf16
+    autocast as in training)."""
+    import torch
+    from torch.utils.data import DataLoader
 
-    One panel per method with both curves, and a last panel with the gap chosen - rejected of every
-    method (the curves start near -6.5 and end near -0.5, so a gap of 0.1 is invisible on their scale).
-    """
+    from orpo.engine.types import PAIR_COLUMNS
+
+    loader = DataLoader(
+        dataset.select_columns(list(PAIR_COLUMNS)),
+        batch_size=EVAL_BATCH_SIZE,
+        shuffle=False,
+        collate_fn=engine.collator,
+    )
+    chosen: list[float] = []
+    rejected: list[float] = []
+    model.eval()
+    for batch in loader:
+        batch = {k: v.to(model.device) for k, v in batch.items()}
+        with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16, enabled=BF16):
+            stats = engine.forward(model, batch, False)
+        chosen += stats.chosen_mean_logps.float().tolist()
+        rejected += stats.rejected_mean_logps.float().tolist()
+    return chosen, rejected
+
+
+def _score_model(engine, model, tok, data: _DemoData) -> dict[str, Any]:
+    """Per test snippet counts (`table.snippet_counts`), the mean test log-probs, and three samples."""
+    reviews = generate_reviews(model, tok, data.test["prompt_input_ids"], data.max_new_tokens, BF16)
+    scores = [score_review(text, ex.violations) for text, ex in zip(reviews, data.test_examples)]
+    chosen, rejected = pair_mean_logps(engine, model, data.test)
+    return {
+        "counts": snippet_counts(scores, [c > r for c, r in zip(chosen, rejected)]),
+        "test_logps_chosen": sum(chosen) / len(chosen),
+        "test_logps_rejected": sum(rejected) / len(rejected),
+        "samples": [
+            {"prompt": row["prompt"], "expected": row["chosen"], "generated": text}
+            for row, text in list(zip(data.test_rows, reviews))[:3]
+        ],
+    }
+
+
+def _eval_steps(size: DemoSize) -> int:
+    """Steps between two points of the held-out log-prob curve."""
+    return max(1, size.steps // size.n_curve_points)
+
+
+def _train_method(
+    method: str,
+    seed: int,
+    base: Base,
+    budget: DemoSize,
+    data: _DemoData,
+    out: Path,
+    engine: str,
+    progress: bool,
+) -> dict[str, Any]:
+    """Train one method for one seed from the base; its curve, test counts, time and peak memory."""
+    from orpo.compare import _reset_peak_rss, _status_mb
+    from orpo.losses import get_objective
+    from orpo.trainer import ORPOTrainer
+
+    tok, model = base.load()
+    args = _config(
+        method,
+        seed,
+        budget.epochs,
+        LEARNING_RATE,
+        budget.batch_size,
+        out / f"{method}-seed{seed}",
+        _eval_steps(budget),
+        engine,
+    )
+    recorder = _logp_recorder(get_objective(method).mean_logps_metrics)
+    peak_known = _reset_peak_rss()
+    start = time.perf_counter()
+    trainer = ORPOTrainer(
+        model=model,
+        args=args,
+        train_dataset=data.train,
+        eval_dataset=data.val,
+        processing_class=tok,
+        callbacks=[recorder],
+    )
+    _quiet_trainer(trainer, progress)
+    trainer.evaluate()  # step 0: the base
+    trainer.train()
+    if recorder.points[-1]["step"] != trainer.state.global_step:
+        trainer.evaluate()
+    seconds = time.perf_counter() - start
+    peak = _status_mb("VmHWM") if peak_known else None
+    trainer.remove_callback(recorder)
+    losses = [h["loss"] for h in trainer.state.log_history if "loss" in h]
+    scored = _score_model(trainer.engine, trainer.accelerator.unwrap_model(trainer.model), tok, data)
+    return {
+        "seed": seed,
+        "steps": trainer.state.global_step,
+        "train_seconds": round(seconds, 2),  # construction (DPO: its reference pass), training, evaluations
+        "peak_rss_mb": None if peak is None else round(peak, 1),
+        "curve": recorder.points,
+        "train_loss_first": losses[0] if losses else None,
+        "train_loss_last": losses[-1] if losses else None,
+        **scored,
+    }
+
+
+def _score_base(base: Base, budget: DemoSize, data: _DemoData, out: Path) -> tuple[dict[str, Any], str]:
+    """The base's test counts and held-out log-probs, and the engine ``engine="auto"`` picked (every
+    method then uses that one, so they run the same code)."""
+    from orpo.trainer import ORPOTrainer
+
+    tok, model = base.load()
+    args = _config("sft", 0, 1, LEARNING_RATE, budget.batch_size, out / "base", eval_steps=None)
+    trainer = ORPOTrainer(model=model, args=args, processing_class=tok)
+    _quiet_trainer(trainer, progress=False)
+    val = trainer.evaluate(eval_dataset=data.val)
+    scored = _score_model(trainer.engine, model, tok, data)
+    scored["val_logps_chosen"] = val["eval_logps/chosen"]
+    scored["val_logps_rejected"] = val["eval_logps/rejected"]
+    return scored, trainer.engine.name
+
+
+# ---------------------------------------------------------------- the figure
+
+
+def plot_logps(curves: dict[str, list[list[dict[str, float]]]], path: Path, title: str) -> None:
+    """Held-out mean log-prob of chosen and rejected over steps, per method: mean over seeds (line) and
+    min-max over seeds (band); a last panel with every method's gap chosen - rejected."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    import numpy as np
 
-    fig, axes = plt.subplots(1, len(curves) + 1, figsize=(4.6 * (len(curves) + 1), 3.8))
-    for ax, (method, points) in zip(axes, curves.items()):
-        steps = [p["step"] for p in points]
-        ax.plot(steps, [p["logps_chosen"] for p in points], "o-", color="tab:blue", label="chosen")
-        ax.plot(steps, [p["logps_rejected"] for p in points], "s--", color="tab:red", label="rejected")
-        ax.set_title(f"{method.upper()}: held-out log-probs")
-        ax.set_ylabel("mean log-prob per response token")
+    fig, axes = plt.subplots(1, len(curves) + 1, figsize=(3.9 * (len(curves) + 1), 3.6))
     gap_ax = axes[-1]
-    for method, points in curves.items():
-        gap = [p["logps_chosen"] - p["logps_rejected"] for p in points]
-        gap_ax.plot([p["step"] for p in points], gap, "o-", label=method.upper())
+    for ax, (method, runs) in zip(axes, curves.items()):
+        steps = [p["step"] for p in runs[0]]
+        n = min(len(r) for r in runs)
+        steps = steps[:n]
+        series = {
+            key: np.array([[p[key] for p in r[:n]] for r in runs])  # (seeds, points)
+            for key in ("logps_chosen", "logps_rejected")
+        }
+        for key, color, style, label in (
+            ("logps_chosen", "tab:blue", "o-", "chosen"),
+            ("logps_rejected", "tab:red", "s--", "rejected"),
+        ):
+            values = series[key]
+            ax.plot(steps, values.mean(axis=0), style, color=color, label=label, markersize=3)
+            ax.fill_between(steps, values.min(axis=0), values.max(axis=0), color=color, alpha=0.2)
+        ax.set_title(f"{method.upper()}")
+        ax.set_ylabel("mean log-prob per response token")
+        gap = series["logps_chosen"] - series["logps_rejected"]
+        line = gap_ax.plot(steps, gap.mean(axis=0), "o-", label=method.upper(), markersize=3)[0]
+        gap_ax.fill_between(steps, gap.min(axis=0), gap.max(axis=0), color=line.get_color(), alpha=0.2)
     gap_ax.axhline(0.0, color="grey", linewidth=0.8)
     gap_ax.set_title("gap: chosen - rejected")
     gap_ax.set_ylabel("log-prob difference per token")
     for ax in axes:
-        ax.set_xlabel("training step")
+        ax.set_xlabel("training step (from the base)")
         ax.grid(alpha=0.3)
-        ax.legend()
+        ax.legend(fontsize=8)
     fig.suptitle(title)
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
+    fig.savefig(path, dpi=80)
     plt.close(fig)
 
 
-@contextlib.contextmanager
-def _torch_threads(n: int):
-    """Run the block with `n` torch intra-op threads, then restore the caller's setting."""
-    import torch
+# ---------------------------------------------------------------- the run
 
-    before = torch.get_num_threads()
-    torch.set_num_threads(n)
+
+def _job(job: tuple) -> dict[str, Any]:
+    """One (method, seed) run in a worker process (no progress bars: they would interleave)."""
+    method, seed, base, budget, data, out, engine = job
+    with _torch_threads(NUM_THREADS):
+        return _train_method(method, seed, base, budget, data, out, engine, progress=False)
+
+
+def _run_jobs(jobs: list[tuple], progress: bool) -> list[dict[str, Any]]:
+    """The runs' results in job order, computed by `WORKERS` processes (a fresh interpreter each:
+    spawn, so no torch state is shared). Each run's time and peak memory are its own process's."""
+    if WORKERS <= 1 or len(jobs) <= 1:
+        return [_job(job) for job in jobs]
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+
+    results: list[dict[str, Any]] = []
+    with ProcessPoolExecutor(max_workers=WORKERS, mp_context=multiprocessing.get_context("spawn")) as pool:
+        for job, result in zip(jobs, pool.map(_job, jobs)):
+            results.append(result)
+            if progress:
+                print(
+                    f"[demo] {job[0].upper()} seed {job[1]} ({len(job[4].train)} pairs): done in "
+                    f"{result['train_seconds']:.0f} s",
+                    file=sys.stderr,
+                    flush=True,
+                )
+    return results
+
+
+def parse_seeds(text: str) -> list[int]:
+    """``"3"`` -> seeds 0, 1, 2; ``"0,4,7"`` -> those seeds."""
     try:
-        yield
-    finally:
-        torch.set_num_threads(before)
+        if "," in text:
+            seeds = [int(s) for s in text.split(",") if s.strip()]
+        else:
+            seeds = list(range(int(text)))
+    except ValueError:
+        raise ValueError(f"--seeds {text!r}: give a count (3) or a comma-separated list (0,1,2)") from None
+    if not seeds or len(set(seeds)) != len(seeds) or min(seeds) < 0:
+        raise ValueError(f"--seeds {text!r}: need at least one seed, all distinct and >= 0")
+    return seeds
 
 
 def run_demo(
-    size: str = "default", seed: int = 0, output_dir: str | Path = "runs/demo", progress: bool = True
+    size: str = "default",
+    seeds: list[int] | None = None,
+    output_dir: str | Path = "runs/demo",
+    progress: bool = True,
+    base_seed: int = 0,
+    cache: Path | None = None,
 ) -> DemoResult:
-    """Train SFT and ORPO on the code-review task and write results.json and logps.png.
+    """Train the base (or reuse it), then every method for every seed; write results.json and logps.png.
 
-    See the module docstring for the protocol and `SIZES` for the budgets.
+    See the module docstring for the protocol and `SIZES` for the budgets. ``seeds`` defaults to
+    ``0 .. n_seeds - 1`` of the size; ``base_seed`` seeds the splits, the noisy corpus and the base.
     """
     if size not in SIZES:
         raise ValueError(f"demo size {size!r} is not one of {', '.join(SIZES)}")
+    budget = SIZES[size]
+    seeds = list(range(budget.n_seeds)) if seeds is None else seeds
     with _torch_threads(NUM_THREADS):
-        return _run(SIZES[size], size, seed, Path(output_dir), progress)
+        return _run(budget, size, seeds, base_seed, Path(output_dir), cache, progress)
 
 
-def _run(budget: DemoSize, size: str, seed: int, out: Path, progress: bool) -> DemoResult:
-    from orpo.build import TINY_PREFIX, build_tokenizer_and_model, corpus_of
-    from orpo.recipe import ModelSection
-
+def _run(
+    budget: DemoSize,
+    size: str,
+    seeds: list[int],
+    base_seed: int,
+    out: Path,
+    cache: Path | None,
+    progress: bool,
+) -> DemoResult:
     out.mkdir(parents=True, exist_ok=True)
     clock = _Clock(progress)
-
-    with clock.phase("setup", "generating the splits, training the tokenizer, building the model"):
-        splits = make_splits(budget.n_train, budget.n_val, budget.n_test, seed)
-        spec = ModelSection(
-            name=TINY_PREFIX + ARCH,
-            tiny={
-                "vocab_size": budget.vocab_size,
-                "hidden_size": budget.hidden_size,
-                "num_layers": budget.num_layers,
-                "num_heads": budget.num_heads,
-                "num_kv_heads": budget.num_kv_heads,
-                "seed": seed,
-            },
-        )
-        tok, initial_model = build_tokenizer_and_model(spec, None, corpus_of(to_rows(splits["train"])))
-        data = _prepare_data(splits, tok, _config("orpo", budget, seed, out, eval_steps=None))
-    with clock.phase("baseline", "scoring the untrained starting model"):
-        baseline, engine = _baseline(initial_model, tok, data, seed, budget, out)
-    runs = {
-        method: _train_method(method, budget, seed, out, initial_model, tok, data, engine, clock, progress)
-        for method in METHODS
-    }
+    splits = make_splits(budget.n_train, budget.n_val, budget.n_test, base_seed)
+    with clock.phase(
+        "base", f"base stage: SFT on {budget.n_base} noisy reviews x {budget.base_epochs} epochs"
+    ):
+        base = train_base(budget, base_seed, splits, cache, progress=progress)
+    if progress:
+        print(f"[demo] base {'reused from' if base.cached else 'saved to'} {base.path}", file=sys.stderr)
+    tok, _ = base.load()
+    with clock.phase("setup", "tokenising the splits"):
+        data = _prepare_data(splits, tok, _config("orpo", 0, 1, LEARNING_RATE, budget.batch_size, out, None))
+    with clock.phase("base_score", f"scoring the base on {budget.n_test} test snippets"):
+        base_scored, engine = _score_base(base, budget, data, out)
+    runs: dict[str, list[dict[str, Any]]] = {m: [] for m in METHODS}
+    jobs = [(method, seed, base, budget, data, out, engine) for seed in seeds for method in METHODS]
+    with clock.phase(
+        "comparison",
+        f"{len(jobs)} runs ({len(METHODS)} methods x {len(seeds)} seeds) of {budget.steps} steps",
+    ):
+        for job, result in zip(jobs, _run_jobs(jobs, progress)):
+            runs[job[0]].append(result)
 
     figure_path = out / "logps.png"
     plot_logps(
-        {m: r["curve"] for m, r in runs.items()},
+        {m: [r["curve"] for r in rs] for m, rs in runs.items()},
         figure_path,
-        f"Held-out log-probs during training (code review, {budget.n_train} pairs, seed {seed})",
+        f"Held-out log-probs from the base ({budget.n_train} pairs, seeds {', '.join(map(str, seeds))})",
     )
+
+    def summary(method_runs: list[dict]) -> dict[str, Any]:
+        return {
+            "metrics": summarise([r["counts"] for r in method_runs], BOOTSTRAP_SEED),
+            "train_seconds_mean": round(sum(r["train_seconds"] for r in method_runs) / len(method_runs), 2),
+            "peak_rss_mb_max": max((r["peak_rss_mb"] or 0.0) for r in method_runs) or None,
+            "test_logps_chosen": sum(r["test_logps_chosen"] for r in method_runs) / len(method_runs),
+            "test_logps_rejected": sum(r["test_logps_rejected"] for r in method_runs) / len(method_runs),
+        }
+
     results: dict[str, Any] = {
         "settings": {
             "size": size,
-            "seed": seed,
-            "n_train": budget.n_train,
-            "n_val": budget.n_val,
-            "n_test": budget.n_test,
-            "epochs": budget.epochs,
-            "batch_size": budget.batch_size,
+            "seeds": seeds,
+            "base_seed": base_seed,
+            **{k: v for k, v in asdict(budget).items() if k not in _TINY_LLAMA},
             "steps": budget.steps,
+            "base_steps": budget.base_steps,
             "eval_every_steps": _eval_steps(budget),
             "learning_rate": LEARNING_RATE,
+            "base_learning_rate": BASE_LEARNING_RATE,
             "lr_scheduler": "cosine",
             "warmup": WARMUP,
-            "beta": BETA,
+            "betas": BETAS,
+            "simpo_gamma": SIMPO_GAMMA,
+            "dpo_reference": "the base, log-probs precomputed",
+            "p_miss": P_MISS,
+            "p_false": P_FALSE,
             "nll_on_prompt": NLL_ON_PROMPT,
             "bf16": BF16,
             "max_length": MAX_LENGTH,
             "max_new_tokens": data.max_new_tokens,
             "torch_threads": NUM_THREADS,
             "engine": engine,
+            "bootstrap": {"resamples": 1000, "level": 0.95, "over": ["seeds", "test snippets"]},
             "model": {
                 "arch": ARCH,
-                "hidden_size": budget.hidden_size,
-                "num_layers": budget.num_layers,
-                "num_heads": budget.num_heads,
-                "num_kv_heads": budget.num_kv_heads,
-                "vocab_size": len(tok),
-                "parameters": sum(p.numel() for p in initial_model.parameters()),
+                **{k: v for k, v in asdict(budget).items() if k in _TINY_LLAMA},
+                "tokenizer_vocab": len(tok),
+                "parameters": sum(p.numel() for p in base.load()[1].parameters()),
             },
         },
-        "baseline": baseline,
-        "methods": runs,
+        "base": {
+            "path": str(base.path),
+            "key": base.key,
+            "cached": base.cached,
+            "train_seconds": base.seconds,
+            "corpus": base.corpus,
+            "metrics": summarise([base_scored["counts"]], BOOTSTRAP_SEED),
+            **{k: v for k, v in base_scored.items() if k != "counts"},
+            "counts": base_scored["counts"],
+        },
+        "methods": {m: {**summary(rs), "runs": rs} for m, rs in runs.items()},
         "wall_time_s": {**clock.times, "total": round(clock.total(), 2)},
     }
     results_path = out / "results.json"
-    results_path.write_text(json.dumps(results, indent=2))
+    results_path.write_text(json.dumps(results, indent=1))
     return DemoResult(out, results_path, figure_path, results)
+
+
+# ---------------------------------------------------------------- the budget curve
+
+BUDGET_PAIRS = (200, 600, 1800)
+BUDGET_METHODS = ("sft", "orpo")
+
+
+def run_budget_curve(
+    size: str = "default",
+    seeds: list[int] | None = None,
+    output_dir: str | Path = "runs/demo",
+    progress: bool = True,
+    base_seed: int = 0,
+    pairs: tuple[int, ...] = BUDGET_PAIRS,
+    cache: Path | None = None,
+) -> DemoResult:
+    """Judged recall and precision against training pairs for SFT and ORPO, from the same base.
+
+    For each ``n`` in ``pairs`` (the first ``n`` pairs of the train split), each method and seed
+    trains one epoch of ``n`` pairs with the size's other settings, and is scored on the test split.
+    Writes ``budget.json`` (values and 95% intervals per method and n) and ``budget.png``.
+    """
+    if size not in SIZES:
+        raise ValueError(f"demo size {size!r} is not one of {', '.join(SIZES)}")
+    budget = SIZES[size]
+    seeds = list(range(budget.n_seeds)) if seeds is None else seeds
+    bad = [n for n in pairs if not 0 < n <= budget.n_train]
+    if bad:
+        raise ValueError(f"budget points {bad} must be in 1..{budget.n_train} (the train split's pairs)")
+    with _torch_threads(NUM_THREADS):
+        out = Path(output_dir)
+        out.mkdir(parents=True, exist_ok=True)
+        clock = _Clock(progress)
+        splits = make_splits(budget.n_train, budget.n_val, budget.n_test, base_seed)
+        with clock.phase("base", "base stage (reused when cached)"):
+            base = train_base(budget, base_seed, splits, cache, progress=progress)
+        tok, _ = base.load()
+        data = _prepare_data(splits, tok, _config("orpo", 0, 1, LEARNING_RATE, budget.batch_size, out, None))
+        base_scored, engine = _score_base(base, budget, data, out)
+        points: dict[str, list[dict[str, Any]]] = {m: [] for m in BUDGET_METHODS}
+        for n in pairs:
+            sub = dataclasses.replace(budget, n_train=n)
+            sub_data = dataclasses.replace(data, train=data.train.select(range(n)))
+            for method in BUDGET_METHODS:
+                jobs = [(method, seed, base, sub, sub_data, out / "budget", engine) for seed in seeds]
+                with clock.phase(f"{method}_{n}", f"{method.upper()}, {n} pairs, {len(seeds)} seeds"):
+                    runs = _run_jobs(jobs, progress)
+                points[method].append(
+                    {
+                        "pairs": n,
+                        "steps": sub.steps,
+                        "metrics": summarise([r["counts"] for r in runs], BOOTSTRAP_SEED),
+                    }
+                )
+        base_metrics = summarise([base_scored["counts"]], BOOTSTRAP_SEED)
+        figure_path = out / "budget.png"
+        plot_budget(points, base_metrics, figure_path, f"From the base, seeds {', '.join(map(str, seeds))}")
+        results = {
+            "settings": {
+                "size": size,
+                "seeds": seeds,
+                "base_seed": base_seed,
+                "pairs": list(pairs),
+                "batch_size": budget.batch_size,
+                "learning_rate": LEARNING_RATE,
+                "betas": BETAS,
+            },
+            "base": {"key": base.key, "cached": base.cached, "metrics": base_metrics},
+            "methods": points,
+            "wall_time_s": {**clock.times, "total": round(clock.total(), 2)},
+        }
+        results_path = out / "budget.json"
+        results_path.write_text(json.dumps(results, indent=1))
+        return DemoResult(out, results_path, figure_path, results)
+
+
+def plot_budget(points: dict[str, list[dict]], base: dict, path: Path, title: str) -> None:
+    """Recall and precision (95% interval as error bars) against training pairs, per method; the
+    base's value as a dashed line."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import matplotlib.ticker
+
+    fig, axes = plt.subplots(1, 2, figsize=(8.4, 3.4))
+    for ax, metric in zip(axes, ("recall", "precision")):
+        for i, (method, rows) in enumerate(points.items()):
+            xs = [r["pairs"] * (1 + 0.03 * (i - 0.5)) for r in rows]  # a small offset keeps bars apart
+            m = [r["metrics"][metric] for r in rows]
+            ys = [v["value"] for v in m]
+            err = [[v["value"] - v["low"] for v in m], [v["high"] - v["value"] for v in m]]
+            ax.errorbar(xs, ys, yerr=err, fmt="o-", capsize=3, label=method.upper())
+        ax.axhline(base[metric]["value"], color="grey", linestyle="--", linewidth=1, label="base")
+        ax.set_xscale("log")
+        ax.xaxis.set_minor_locator(matplotlib.ticker.NullLocator())
+        ax.set_xticks([r["pairs"] for r in next(iter(points.values()))])
+        ax.set_xticklabels([str(r["pairs"]) for r in next(iter(points.values()))])
+        ax.set_xlabel("training pairs (one epoch)")
+        ax.set_ylabel(metric)
+        ax.set_title(f"judged {metric}, 95% interval")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+    fig.suptitle(title)
+    fig.tight_layout()
+    fig.savefig(path, dpi=80)
+    plt.close(fig)

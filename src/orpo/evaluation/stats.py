@@ -76,6 +76,45 @@ def bootstrap_interval(
     return float(low), float(high)
 
 
+def bootstrap_ratio_interval(
+    numerator: np.ndarray,
+    denominator: np.ndarray,
+    n_resamples: int = N_RESAMPLES,
+    seed: int = 0,
+    level: float = 0.95,
+) -> tuple[float, float]:
+    """Two-level percentile bootstrap of ``sum(numerator) / sum(denominator)`` over a (runs, items) grid.
+
+    For runs that score the same items (training seeds evaluated on one test set): each resample
+    draws the runs with replacement and, independently, the items with replacement (the same item
+    draw for every run, since they are the same items), and takes the ratio of the sums over the
+    drawn cells. The interval covers both sources of variation: another seed and another draw of
+    items. A resample whose denominator is 0 is left out (its ratio is undefined).
+    """
+    num = np.asarray(numerator, dtype=np.float64)
+    den = np.asarray(denominator, dtype=np.float64)
+    if num.shape != den.shape or num.ndim != 2 or 0 in num.shape:
+        raise ValueError(
+            f"numerator and denominator must be equal non-empty (runs, items) grids; got {num.shape}, {den.shape}"
+        )
+    n_runs, n_items = num.shape
+    rng = np.random.default_rng(seed)
+    runs = rng.integers(0, n_runs, size=(n_resamples, n_runs))  # (R, S)
+    items = rng.integers(0, n_items, size=(n_resamples, n_items))  # (R, n)
+    # Sum over drawn items per run first, then over drawn runs: (R, S, n) is never built.
+    num_r = np.stack([num[:, i].sum(axis=1) for i in items])  # (R, S) per-run sums over drawn items
+    den_r = np.stack([den[:, i].sum(axis=1) for i in items])
+    num_sum = np.take_along_axis(num_r, runs, axis=1).sum(axis=1)  # (R,)
+    den_sum = np.take_along_axis(den_r, runs, axis=1).sum(axis=1)
+    ok = den_sum > 0
+    if not ok.any():
+        raise ValueError("every resample has a zero denominator; there is nothing to estimate")
+    ratios = num_sum[ok] / den_sum[ok]
+    tail = 100.0 * (1.0 - level) / 2.0
+    low, high = np.percentile(ratios, [tail, 100.0 - tail])
+    return float(low), float(high)
+
+
 @dataclass(frozen=True)
 class LengthControlled:
     """The fitted minimal GLM: win rate at zero length difference (percent) and its standard error."""

@@ -1,4 +1,4 @@
-"""``rules:codereview``: the demo's code-review judge as a rules file (``orpo.demo.judge``).
+"""``rules:codereview``: the demo's code-review judge as a rules file (``orpo.tasks.codereview.judge``).
 
 The reference is the chosen review (``orpo generate --prompts builtin:codereview`` carries it), whose
 findings are the snippet's true violations. Per completion: ``f1`` of its findings against them (1.0
@@ -8,8 +8,8 @@ critical rules, false comments, and whether the review is well formed.
 
 from __future__ import annotations
 
-from orpo.demo.judge import parse_review, score_review
-from orpo.demo.rules import Violation
+from orpo.tasks.codereview.judge import parse_review, score_review
+from orpo.tasks.codereview.rules import Violation
 
 PAIRWISE_METRIC = "f1"
 LOWER_IS_BETTER = ("false_negatives", "false_positives", "critical_misses")

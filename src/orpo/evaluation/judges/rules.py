@@ -5,7 +5,7 @@ completion; ``reference`` is the line's reference answer or None). Optional modu
 ``LOWER_IS_BETTER`` (metric names where less is better, e.g. error counts) and ``PAIRWISE_METRIC``
 (the metric that decides wins; default: the first key ``judge`` returns; ``--metric`` overrides).
 
-``rules:codereview`` is the builtin code-review judge (``orpo.demo.judge``): the reference is the
+``rules:codereview`` is the builtin code-review judge (``orpo.tasks.codereview.judge``): the reference is the
 chosen review, whose findings are the snippet's true violations.
 
 Per model, every metric is reported as a mean over items with a bootstrap 95% interval.

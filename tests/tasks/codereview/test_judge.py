@@ -2,8 +2,8 @@
 
 import pytest
 
-from orpo.demo.judge import NO_VIOLATIONS, aggregate, format_review, parse_review, score_review
-from orpo.demo.rules import RULES, RULES_BY_ID, Violation, severity_rank
+from orpo.tasks.codereview.judge import NO_VIOLATIONS, aggregate, format_review, parse_review, score_review
+from orpo.tasks.codereview.rules import RULES, RULES_BY_ID, Violation, severity_rank
 
 V = Violation
 

@@ -25,8 +25,8 @@ import random
 import re
 from dataclasses import dataclass
 
-from orpo.demo.judge import NO_VIOLATIONS, format_review
-from orpo.demo.rules import RULES, Violation, severity_rank
+from orpo.tasks.codereview.judge import NO_VIOLATIONS, format_review
+from orpo.tasks.codereview.rules import RULES, Violation, severity_rank
 
 MAX_LINES = 10
 MAX_CHARS = 300
@@ -230,22 +230,30 @@ def _rejected(rng: random.Random, lines: list[_Line], violations: list[Violation
         worst = min(severity_rank(v.rule_id) for v in violations)
         missed = rng.choice([v for v in violations if severity_rank(v.rule_id) == worst])
         return format_review(v for v in violations if v != missed), kind
-    # A false comment goes on a clean line, preferably naming the rule that line resembles.
-    clean = [(number, line) for number, line in enumerate(lines, start=1) if line.rule is None]
-    lookalikes = [(number, line) for number, line in clean if line.decoys]
-    number, line = rng.choice(lookalikes or clean)
-    false_rule = rng.choice(line.decoys or _ALL_RULE_IDS)
-    return format_review([*violations, Violation(false_rule, number)]), kind
+    return format_review([*violations, _false_comment(rng, lines)]), kind
 
 
-def _example(rng: random.Random) -> ReviewExample:
-    """One example; snippets over `MAX_LINES` lines or `MAX_CHARS` characters are redrawn."""
+def _snippet(rng: random.Random) -> tuple[list[_Line], str]:
+    """A snippet's lines and source; snippets over `MAX_LINES` lines or `MAX_CHARS` characters are redrawn."""
     rules = _draw_rules(rng)
     while True:
         lines = _draw_lines(rng, rules)
         snippet = "\n".join("    " * line.indent + line.text for line in lines)
         if len(lines) <= MAX_LINES and len(snippet) < MAX_CHARS:
-            break
+            return lines, snippet
+
+
+def _false_comment(rng: random.Random, lines: list[_Line]) -> Violation:
+    """A comment on a clean line, preferably naming the rule that line resembles (a plausible mistake)."""
+    clean = [(number, line) for number, line in enumerate(lines, start=1) if line.rule is None]
+    lookalikes = [(number, line) for number, line in clean if line.decoys]
+    number, line = rng.choice(lookalikes or clean)
+    return Violation(rng.choice(line.decoys or _ALL_RULE_IDS), number)
+
+
+def _example(rng: random.Random) -> ReviewExample:
+    """One example (see `_snippet`)."""
+    lines, snippet = _snippet(rng)
     violations = [Violation(line.rule, n) for n, line in enumerate(lines, start=1) if line.rule is not None]
     chosen = format_review(violations)
     rejected, failure_kind = _rejected(rng, lines, violations)
@@ -290,3 +298,78 @@ def make_splits(n_train: int, n_val: int, n_test: int, seed: int) -> dict[str, l
         splits[name] = examples[start : start + size]
         start += size
     return splits
+
+
+# --- the noisy review corpus: what an imperfect reviewer wrote ------------------------------------
+
+# Fixed before any model was trained: the rates at which the corpus's reviewer errs. They are chosen
+# so that the corpus itself scores like the case study's base model (recall 0.67, precision 0.71):
+# with 1.30 violations per snippet on average, missing each with P_MISS leaves 0.87 found, and one
+# false comment per review with P_FALSE gives precision 0.87 / (0.87 + 0.35) = 0.71.
+P_MISS = 0.33
+"""Each true violation is left out of the noisy review with this probability, independently."""
+P_FALSE = 0.35
+"""A noisy review gets one false comment (on a clean line) with this probability."""
+
+
+@dataclass(frozen=True)
+class NoisyReview:
+    """One snippet reviewed by the imperfect reviewer.
+
+    Attributes:
+        snippet: Python source (lines 1..k).
+        violations: its true violations.
+        review: the noisy review, in the format of `judge.format_review`.
+        missed: how many of ``violations`` the review leaves out.
+        false_comments: how many findings of the review are not violations (0 or 1).
+    """
+
+    snippet: str
+    violations: list[Violation]
+    review: str
+    missed: int
+    false_comments: int
+
+
+def noisy_reviews(
+    n: int, seed: int, p_miss: float = P_MISS, p_false: float = P_FALSE, exclude: frozenset[str] = frozenset()
+) -> list[NoisyReview]:
+    """`n` reviews of distinct snippets (none in `exclude`) by a reviewer that misses each violation
+    with probability `p_miss` and adds one false comment with probability `p_false`; fully
+    determined by the arguments."""
+    for name, p in (("p_miss", p_miss), ("p_false", p_false)):
+        if not 0.0 <= p <= 1.0:
+            raise ValueError(f"{name}={p} must be a probability in [0, 1]")
+    if n < 0:
+        raise ValueError(f"n must be >= 0, got {n}")
+    rng = random.Random(seed)
+    out: list[NoisyReview] = []
+    seen = set(exclude)
+    for _ in range(50 * n + 1000):
+        if len(out) == n:
+            return out
+        lines, snippet = _snippet(rng)
+        if snippet in seen:
+            continue
+        seen.add(snippet)
+        violations = [
+            Violation(line.rule, k) for k, line in enumerate(lines, start=1) if line.rule is not None
+        ]
+        kept = [v for v in violations if rng.random() >= p_miss]
+        false = [_false_comment(rng, lines)] if rng.random() < p_false else []
+        review = format_review([*kept, *false])
+        out.append(NoisyReview(snippet, violations, review, len(violations) - len(kept), len(false)))
+    if len(out) == n:
+        return out
+    raise ValueError(f"could only draw {len(out)} distinct snippets, {n} asked; ask for fewer reviews")
+
+
+def noisy_rows(reviews: list[NoisyReview]) -> list[dict[str, str]]:
+    """Rows for supervised training on the noisy reviews: ``chosen`` is the noisy review. Preference
+    trainers need a ``rejected`` column; SFT never reads it, and it is the review with every finding
+    dropped (or, when ``chosen`` approves, one comment on line 1), so that it never equals ``chosen``."""
+    rows = []
+    for r in reviews:
+        rejected = NO_VIOLATIONS if r.review != NO_VIOLATIONS else format_review([Violation("R1", 1)])
+        rows.append({"prompt": prompt_for(r.snippet), "chosen": r.review, "rejected": rejected})
+    return rows

@@ -5,7 +5,7 @@ is fine-tuned on pairs whose chosen review finds every violation of these rules 
 rejected review misses one or makes a false comment. The rules are few and syntactic on
 purpose, so that a model of a few million parameters can learn to spot them.
 
-A `Violation` is one rule broken on one line; the generator (`codereview.py`) produces them
+A `Violation` is one rule broken on one line; the generator (generator.py) produces them
 and the judge (`judge.py`) scores reviews against them.
 """
 

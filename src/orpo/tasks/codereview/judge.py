@@ -22,7 +22,7 @@ import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
-from orpo.demo.rules import RULES_BY_ID, Violation
+from orpo.tasks.codereview.rules import RULES_BY_ID, Violation
 
 NO_VIOLATIONS = "No violations."
 """The whole review for a clean snippet."""

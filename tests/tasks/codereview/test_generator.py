@@ -4,7 +4,7 @@ import re
 
 import pytest
 
-from orpo.demo.codereview import (
+from orpo.tasks.codereview.generator import (
     MAX_CHARS,
     MAX_LINES,
     generate_examples,
@@ -12,8 +12,8 @@ from orpo.demo.codereview import (
     prompt_for,
     to_rows,
 )
-from orpo.demo.judge import NO_VIOLATIONS, parse_review, score_review
-from orpo.demo.rules import Violation, severity_rank
+from orpo.tasks.codereview.judge import NO_VIOLATIONS, parse_review, score_review
+from orpo.tasks.codereview.rules import Violation, severity_rank
 
 EXAMPLES = generate_examples(500, seed=0)
 
