@@ -550,8 +550,8 @@ def _train_method(
     progress: bool,
 ) -> dict[str, Any]:
     """Train one method for one seed from the base; its curve, test counts, time and peak memory."""
-    from orpo.compare import _reset_peak_rss, _status_mb
     from orpo.losses import get_objective
+    from orpo.memory import reset_peak_rss, status_mb
     from orpo.trainer import ORPOTrainer
 
     tok, model = base.load()
@@ -566,7 +566,7 @@ def _train_method(
         engine,
     )
     recorder = _logp_recorder(get_objective(method).mean_logps_metrics)
-    peak_known = _reset_peak_rss()
+    peak_known = reset_peak_rss()
     start = time.perf_counter()
     trainer = ORPOTrainer(
         model=model,
@@ -582,7 +582,7 @@ def _train_method(
     if recorder.points[-1]["step"] != trainer.state.global_step:
         trainer.evaluate()
     seconds = time.perf_counter() - start
-    peak = _status_mb("VmHWM") if peak_known else None
+    peak = status_mb("VmHWM") if peak_known else None
     trainer.remove_callback(recorder)
     losses = [h["loss"] for h in trainer.state.log_history if "loss" in h]
     scored = _score_model(trainer.engine, trainer.accelerator.unwrap_model(trainer.model), tok, data)
