@@ -90,3 +90,14 @@ def test_text_lengths_are_exact_in_tokens():
             text = budget.text(n, leading_space)
             assert text.startswith(" ") == leading_space
             assert len(tokenizer(text, add_special_tokens=False)["input_ids"]) == n
+
+
+def test_longpair_runs_and_both_attention_paths_give_the_same_loss(capsys):
+    from orpo.bench import longpair
+
+    seg = longpair.main(["--tokens", "400", "--response", "40"])
+    mask = longpair.main(["--tokens", "400", "--response", "40", "--attention", "mask"])
+    assert seg["attention"] == "segments" and mask["attention"] == "mask"
+    assert math.isfinite(seg["loss"][0]) and seg["peak_rss_gib"] > 0
+    assert abs(seg["loss"][0] - mask["loss"][0]) < 1e-5
+    assert capsys.readouterr().out.count("\n") == 2  # one JSON line per run

@@ -8,11 +8,15 @@
               writes RESULT.json; a fresh process per run, so its peak memory is its own
     table   = peak memory, time per pair (the reference pass separately), eval NLL, preference
               accuracy, held-out mean log-probs of chosen and rejected at the end; Markdown + JSON
+    judge   = where the data has a task judge (builtin:codereview -> rules:codereview, or
+              ``judge="rules:FILE.py"``): greedy completions of the first eval prompts, scored by it,
+              each metric's mean with a bootstrap 95% interval over prompts (a second table)
     plot    = held-out mean log-probs of chosen (solid) and rejected (dashed) over training, one pair
               of lines per run (the ORPO paper's Figure 3 and its lambda ablation)
 
 With ``baseline="trl"`` every method TRL 1.16 has (ORPO, DPO/IPO/hinge, SimPO and CPO via its
-CPOTrainer) also runs with TRL's trainer on the same model and data, for memory and time side by side.
+CPOTrainer, SFT via its SFTTrainer on prompt + chosen) also runs with TRL's trainer on the same model
+and data, for memory and time side by side.
 
 What is measured, and how:
 - time per pair: the trainer's steps only (``on_step_begin`` to ``on_step_end``: forward, backward,
@@ -49,11 +53,15 @@ TRL_TRAINERS: dict[str, tuple[str, str, str, dict[str, Any]]] = {
     "hinge": ("trl", "DPOTrainer", "DPOConfig", {"loss_type": ["hinge"]}),
     "simpo": ("trl.experimental.cpo", "CPOTrainer", "CPOConfig", {"loss_type": "simpo", "cpo_alpha": 0.0}),
     "cpo": ("trl.experimental.cpo", "CPOTrainer", "CPOConfig", {"loss_type": "sigmoid"}),
+    "sft": ("trl", "SFTTrainer", "SFTConfig", {}),
 }
 # TRL trainers whose logged ``logps/*`` are length-normalised, like ours (plotted on the same scale).
 TRL_MEAN_LOGPS = ("orpo", "simpo")
-# TRL trainers whose logged ``nll_loss`` is the NLL of the chosen sequence.
+# TRL trainers whose logged ``nll_loss`` is the NLL of the chosen sequence (SFT's is its ``loss``).
 TRL_NLL = ("orpo", "cpo")
+# Eval prompts a task judge scores per run by default, and the cap on a completion's new tokens.
+JUDGE_PROMPTS = 100
+JUDGE_MAX_NEW_TOKENS = 512
 # Training fields passed to TRL's config as they are (the budget, optimiser, precision, lengths).
 TRL_SHARED_FIELDS = (
     "learning_rate",
@@ -178,11 +186,20 @@ def run_compare(
     baseline: str | None = None,
     progress: bool = False,
     log=sys.stderr,
+    judge: str | None = "auto",
+    judge_prompts: int = JUDGE_PROMPTS,
 ) -> dict:
-    """Plan, launch every run in its own process, collect, write compare.json / compare.md / the plot."""
+    """Plan, launch every run in its own process, collect, write compare.json / compare.md / the plot.
+
+    ``judge``: "auto" (the task's judge where the data has one: builtin:codereview -> rules:codereview),
+    "none", or "rules:NAME_OR_FILE.py".
+    """
     from orpo.recipe import load_recipe
 
     recipe = load_recipe(config, list(overrides))
+    judge = resolve_judge(judge, recipe.data.train)
+    if judge_prompts < 1:
+        raise ValueError(f"--judge-prompts {judge_prompts} must be >= 1")
     data = recipe.data
     if data.eval is None and data.eval_split is None and not (data.eval_fraction or 0) > 0:
         raise ValueError(
@@ -207,7 +224,7 @@ def run_compare(
     results = []
     for i, run in enumerate(runs, 1):
         print(f"compare: [{i}/{len(runs)}] {run.label} ...", file=log, flush=True)
-        result = launch(config, overrides, run, root / run.slug, progress)
+        result = launch(config, overrides, run, root / run.slug, progress, judge, judge_prompts)
         results.append(result)
         ms = result.get("ms_per_pair")
         print(
@@ -219,6 +236,7 @@ def run_compare(
         "config": config or "<embedded default>",
         "overrides": list(overrides),
         "grid": [[k, v] for k, v in grid],
+        "judge": judge,
         "runs": results,
         # Compact view: label -> headline numbers (and the final eval metrics), as before.
         "methods": {
@@ -233,11 +251,37 @@ def run_compare(
     return report
 
 
+def resolve_judge(judge: str | None, train_source) -> str | None:
+    """The rules judge a comparison scores with (see ``run_compare``), checked before any run starts."""
+    if judge is None or judge == "none":
+        return None
+    if judge == "auto":
+        return "rules:codereview" if train_source == "builtin:codereview" else None
+    kind, _, name = judge.partition(":")
+    if kind != "rules" or not name:
+        raise ValueError(
+            f"--judge {judge}: compare scores each run on its own, so it takes a rules judge "
+            "(rules:codereview or rules:FILE.py), auto or none; compare two runs pairwise with `orpo judge`"
+        )
+    from orpo.evaluation.judges.rules import load_rules
+
+    load_rules(name)  # a missing file or a file without judge() is a one-line error now, not after training
+    return judge
+
+
 def _row(result: dict) -> dict:
     return {k: result.get(k) for k, _, _ in COLUMNS if result.get(k) is not None}
 
 
-def launch(config: str | None, overrides: list[str], run: RunSpec, out: Path, progress: bool) -> dict:
+def launch(
+    config: str | None,
+    overrides: list[str],
+    run: RunSpec,
+    out: Path,
+    progress: bool,
+    judge: str | None = None,
+    judge_prompts: int = JUDGE_PROMPTS,
+) -> dict:
     """Run one spec in a fresh ``python -m orpo.compare`` process; its RESULT.json, or a one-line error."""
     out.mkdir(parents=True, exist_ok=True)
     spec = {
@@ -248,6 +292,8 @@ def launch(config: str | None, overrides: list[str], run: RunSpec, out: Path, pr
         "ref_mode": run.ref_mode,
         "impl": run.impl,
         "progress": progress,
+        "judge": judge,
+        "judge_prompts": judge_prompts,
         "result": str(out / "result.json"),
     }
     (out / "spec.json").write_text(json.dumps(spec, indent=2))
@@ -273,12 +319,43 @@ def _fmt(value, pattern: str) -> str:
     return pattern.format(value)
 
 
+def _judge_metrics(results: list[dict]) -> list[str]:
+    names: list[str] = []
+    for r in results:
+        for name in (r.get("judge") or {}).get("metrics", {}):
+            if name not in names:
+                names.append(name)
+    return names
+
+
+def _interval(m: dict | None) -> str:
+    return "-" if m is None else f"{m['mean']:.2f} [{m['ci_low']:.2f}, {m['ci_high']:.2f}]"
+
+
+def judge_caption(results: list[dict]) -> str:
+    j = next((r["judge"] for r in results if r.get("judge")), None)
+    if j is None:
+        return ""
+    return (
+        f"{j['judge']} on greedy completions of the first {j['prompts']} eval prompts "
+        f"(at most {j['max_new_tokens']} new tokens); mean [95% bootstrap interval over prompts]"
+    )
+
+
 def format_markdown(results: list[dict]) -> str:
     header = "| run | " + " | ".join(label for _, label, _ in COLUMNS) + " |"
     lines = [header, "|" + "---|" * (len(COLUMNS) + 1)]
     for r in results:
         cells = " | ".join(_fmt(r.get(k), pattern) for k, _, pattern in COLUMNS)
         lines.append(f"| {r['label']} | {cells} |")
+    names = _judge_metrics(results)
+    if names:
+        lines += ["", judge_caption(results) + ":", ""]
+        lines.append("| run | " + " | ".join(names) + " |")
+        lines.append("|" + "---|" * (len(names) + 1))
+        for r in results:
+            metrics = (r.get("judge") or {}).get("metrics", {})
+            lines.append(f"| {r['label']} | " + " | ".join(_interval(metrics.get(n)) for n in names) + " |")
     return "\n".join(lines)
 
 
@@ -290,6 +367,15 @@ def format_table(results: list[dict]) -> str:
     for r in results:
         cells = "".join(f"{_fmt(r.get(k), pattern):>17}" for k, _, pattern in COLUMNS)
         lines.append(f"{r['label']:<{width}}{cells}")
+    names = _judge_metrics(results)
+    if names:
+        lines += ["", judge_caption(results) + ":"]
+        lines.append(f"{'run':<{width}}" + "".join(f"{n:>20}" for n in names))
+        for r in results:
+            metrics = (r.get("judge") or {}).get("metrics", {})
+            lines.append(
+                f"{r['label']:<{width}}" + "".join(f"{_interval(metrics.get(n)):>20}" for n in names)
+            )
     return "\n".join(lines)
 
 
@@ -352,6 +438,61 @@ def _curve(log_history: list[dict], names: tuple[str, str], first: dict | None) 
     return list(points.values())
 
 
+def judge_run(model, tok, eval_rows, args, recipe, judge: str, n_prompts: int) -> dict:
+    """Greedy completions of the first ``n_prompts`` eval prompts, scored by the rules judge ``judge``.
+
+    Prompts are rendered and tokenised as training renders them (template, BOS, truncation); each
+    completion gets at most the longest reference (chosen) response's tokens + 8, capped at
+    ``JUDGE_MAX_NEW_TOKENS``. Returns metric -> mean and bootstrap 95% interval over the prompts.
+    """
+    import numpy as np
+    import torch
+
+    from orpo.data.formats import normalise
+    from orpo.data.tokenize import Limits
+    from orpo.evaluation.generate import GenerationSettings, Prompt, generate_ids, prompt_ids
+    from orpo.evaluation.judges.base import Item
+    from orpo.evaluation.judges.rules import RulesJudge
+    from orpo.evaluation.stats import bootstrap_interval
+
+    start = time.perf_counter()
+    rules = RulesJudge(judge.partition(":")[2])
+    canon = normalise(eval_rows, columns=recipe.data.columns, fmt=recipe.data.format, source_name="eval set")
+    rows = canon.rows.select(range(min(n_prompts, len(canon.rows))))
+    prompts = [
+        Prompt(str(i), list(r["prompt"]), r.get("text_prompt"), r["chosen"]) for i, r in enumerate(rows)
+    ]
+    ids = prompt_ids(prompts, tok, args.chat_template_mode, Limits.from_config(args), args.tokenization)
+    longest = max(len(tok(p.reference, add_special_tokens=False)["input_ids"]) for p in prompts)
+    settings = GenerationSettings(max_new_tokens=min(longest + 8, JUDGE_MAX_NEW_TOKENS), batch_size=16)
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.autocast(
+            "cpu", dtype=torch.bfloat16, enabled=bool(args.bf16) and not torch.cuda.is_available()
+        ):
+            outputs = generate_ids(model, tok, ids, settings)
+    finally:
+        model.train(was_training)
+    scores = []
+    for p, samples in zip(prompts, outputs):
+        text = tok.decode(samples[0][0], skip_special_tokens=True)
+        scores.append(rules.score(Item(p.id, p.text, text, text, p.reference), text))
+    metrics = {}
+    for name in scores[0]:
+        values = np.array([s[name] for s in scores])
+        low, high = bootstrap_interval(values)
+        metrics[name] = {"mean": float(values.mean()), "ci_low": low, "ci_high": high}
+    return {
+        "judge": judge,
+        "prompts": len(prompts),
+        "max_new_tokens": settings.max_new_tokens,
+        "lower_is_better": sorted(rules.lower_is_better),
+        "seconds": time.perf_counter() - start,
+        "metrics": metrics,
+    }
+
+
 def _build(spec: dict):
     """Recipe, args, data and model of a spec, as ``orpo train`` builds them."""
     from orpo.build import load_data, tokenizer_and_model_of
@@ -389,6 +530,10 @@ def _trainer_trl(spec: dict, recipe, args, train_rows, eval_rows, tok, model, ca
     from orpo.build import peft_config_of
 
     module, trainer_name, config_name, extra = TRL_TRAINERS[spec["method"]]
+    if spec["method"] == "sft":  # TRL's SFTTrainer reads prompt-completion rows: the chosen is the completion
+        train_rows, eval_rows = (_prompt_completion(rows, recipe) for rows in (train_rows, eval_rows))
+        # our SFT's NLL covers the prompt too unless nll_on_prompt is off; TRL's the completion only
+        extra = {**extra, "completion_only_loss": not args.nll_on_prompt}
     mod = importlib.import_module(module)
     trainer_cls, config_cls = getattr(mod, trainer_name), getattr(mod, config_name)
     known = {f.name for f in fields(config_cls)}
@@ -420,6 +565,19 @@ def _trainer_trl(spec: dict, recipe, args, train_rows, eval_rows, tok, model, ca
         callbacks=callbacks,
         **kwargs,
     )
+
+
+def _prompt_completion(rows, recipe) -> list[dict]:
+    """Preference rows in TRL's layout (prompt, chosen) as SFTTrainer's prompt-completion rows."""
+    out = []
+    for i, row in enumerate(rows):
+        if "prompt" not in row or "chosen" not in row:
+            raise ValueError(
+                f"--baseline trl for sft: row {i} has no prompt/chosen columns (TRL's layout); "
+                "TRL's SFTTrainer cannot read this data's layout"
+            )
+        out.append({"prompt": row["prompt"], "completion": row["chosen"]})
+    return out
 
 
 def _params(cls) -> set[str]:
@@ -461,6 +619,10 @@ def worker(spec_path: str) -> int:
     trainer.train()
     train_peak = status_mb("VmHWM") if can_reset else None
     final = trainer.evaluate()
+    judged = None
+    if spec.get("judge"):
+        model_now = trainer.accelerator.unwrap_model(trainer.model)
+        judged = judge_run(model_now, tok, eval_rows, args, recipe, spec["judge"], spec["judge_prompts"])
     if spec["impl"] == "orpo":
         trainer.save_model(args.output_dir)  # so `orpo eval / generate` can use any run of the comparison
 
@@ -490,18 +652,24 @@ def worker(spec_path: str) -> int:
         "rss_before_train_mb": rss_before,
         "train_peak_mb": train_peak,
         "cuda_peak_mb": torch.cuda.max_memory_allocated() / 2**20 if torch.cuda.is_available() else None,
-        # TRL's CPOTrainer logs nll_loss = 0 when its NLL weight is 0 (SimPO): not an NLL.
-        "eval_nll": final.get("eval_nll_loss")
-        if spec["impl"] == "orpo" or spec["method"] in TRL_NLL
-        else None,
+        "eval_nll": _eval_nll(spec, final),
         "pref_acc": final.get("eval_rewards/accuracies"),
         "logp_chosen": final.get(f"eval_{names[0]}") if comparable_curve else None,
         "logp_rejected": final.get(f"eval_{names[1]}") if comparable_curve else None,
         "curve": _curve(trainer.state.log_history, names, first) if comparable_curve else [],
         "final": {k: v for k, v in final.items() if isinstance(v, (int, float))},
+        "judge": judged,
     }
     Path(spec["result"]).write_text(json.dumps(result, indent=2))
     return 0
+
+
+def _eval_nll(spec: dict, final: dict) -> float | None:
+    if spec["impl"] == "orpo" or spec["method"] in TRL_NLL:
+        return final.get("eval_nll_loss")
+    if spec["method"] == "sft":  # TRL's SFT loss is the NLL (of the completion, or of all tokens)
+        return final.get("eval_loss")
+    return None  # TRL's CPOTrainer logs nll_loss = 0 when its NLL weight is 0 (SimPO): not an NLL
 
 
 def main(argv: list[str] | None = None) -> int:

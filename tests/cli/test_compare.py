@@ -34,6 +34,8 @@ def test_grid_runs_on_the_builtin_code_review_data(tmp_path, capsys, monkeypatch
         "orpo",
         "--grid",
         "training.beta=0.1,1.0",
+        "--judge-prompts",
+        "12",
     ]
     assert main([*argv, "--json"]) == 0
     report = json.loads(capsys.readouterr().out)
@@ -49,8 +51,19 @@ def test_grid_runs_on_the_builtin_code_review_data(tmp_path, capsys, monkeypatch
     assert low["curve"][0] == high["curve"][0]
     assert low["final"]["eval_loss"] != pytest.approx(high["final"]["eval_loss"], abs=1e-4)
     assert json.loads((out / "compare.json").read_text()) == report
+    # builtin:codereview has a task judge: every run is scored by it, with intervals over 12 prompts
+    assert report["judge"] == "rules:codereview"
+    for run in report["runs"]:
+        judged = run["judge"]
+        assert judged["prompts"] == 12 and judged["max_new_tokens"] > 8
+        for name in ("f1", "recall", "precision", "critical_misses", "valid_format"):
+            m = judged["metrics"][name]
+            assert m["ci_low"] <= m["mean"] <= m["ci_high"]
+        assert 0.0 <= judged["metrics"]["recall"]["mean"] <= 1.0
     table = (out / "compare.md").read_text().splitlines()
-    assert len(table) == 4 and table[2].startswith("| orpo beta=0.1 | orpo |")
+    assert table[2].startswith("| orpo beta=0.1 | orpo |")
+    assert "rules:codereview on greedy completions of the first 12 eval prompts" in table[5]
+    assert table[7].startswith("| run | f1 | recall |") and table[9].startswith("| orpo beta=0.1 | ")
     assert (out / "compare_logps.png").stat().st_size > 1000
     assert (out / "orpo_beta_0.1" / "model.safetensors").is_file()
 
@@ -59,14 +72,16 @@ def test_plan_is_methods_times_grid_plus_trl_where_it_exists():
     runs = plan(parse_methods("sft,dpo:precomputed"), parse_grid(["beta=0.1,0.5"]), baseline="trl")
     assert [r.label for r in runs] == [
         "sft beta=0.1",
+        "sft beta=0.1 (trl)",
         "sft beta=0.5",
+        "sft beta=0.5 (trl)",
         "dpo:precomputed beta=0.1",
         "dpo:precomputed beta=0.1 (trl)",
         "dpo:precomputed beta=0.5",
         "dpo:precomputed beta=0.5 (trl)",
     ]
-    assert runs[3].impl == "trl" and "training.precompute_ref_log_probs=true" in runs[3].overrides
-    assert runs[1].overrides == ["training.method=sft", "beta=0.5"]
+    assert runs[5].impl == "trl" and "training.precompute_ref_log_probs=true" in runs[5].overrides
+    assert runs[2].overrides == ["training.method=sft", "beta=0.5"]
 
 
 @pytest.mark.parametrize("argv", [["compare", "--list-methods"], ["compare", "--methods"]])
@@ -90,6 +105,9 @@ def test_list_methods(capsys, argv):
         (["--grid", "training.bta=0.1,0.2"], "unknown training field 'bta'; did you mean beta?"),
         (["data.eval=null", "data.eval_split=null", "data.eval_fraction=0"], "compare needs an eval set"),
         (["/nope/x.yaml"], "no such config file"),
+        (["--judge", "openai"], "compare scores each run on its own, so it takes a rules judge"),
+        (["--judge", "rules:/nope/j.py"], "rules:/nope/j.py: no such file"),
+        (["--judge-prompts", "0"], "--judge-prompts 0 must be >= 1"),
     ],
 )
 def test_bad_input_is_a_one_line_error(tmp_path, capsys, argv, message):
@@ -108,3 +126,18 @@ def test_trl_baseline_dpo_with_a_frozen_copy_on_full_fine_tuning(tmp_path, capsy
     runs = json.loads(capsys.readouterr().out)["runs"]
     assert [(r["label"], r["impl"]) for r in runs] == [("dpo:model", "orpo"), ("dpo:model (trl)", "trl")]
     assert all(r["steps"] == 1 and r["ms_per_pair"] > 0 for r in runs)
+
+
+def test_trl_baseline_sft_runs_trls_sft_trainer_and_both_are_judged(tmp_path, capsys, monkeypatch):
+    """`--methods sft --baseline trl`: TRL's SFTTrainer on (prompt, chosen) beside ours, both judged."""
+    monkeypatch.setenv("ORPO_CACHE_DIR", str(tmp_path / "cache"))
+    out = tmp_path / "cmp"
+    argv = ["compare", *TINY, "max_steps=1", f"training.output_dir={out}", "--methods", "sft"]
+    assert main([*argv, "--baseline", "trl", "--judge-prompts", "4", "--json"]) == 0
+    runs = json.loads(capsys.readouterr().out)["runs"]
+    assert [(r["label"], r["impl"]) for r in runs] == [("sft", "orpo"), ("sft (trl)", "trl")]
+    ours, trl = runs
+    assert trl["steps"] == 1 and trl["pairs"] == 4 and trl["ms_per_pair"] > 0
+    # the same NLL (prompt + chosen, nll_on_prompt's default) from the same weights, 1 step apart
+    assert trl["eval_nll"] == pytest.approx(ours["eval_nll"], rel=0.05)
+    assert ours["judge"]["prompts"] == trl["judge"]["prompts"] == 4

@@ -21,16 +21,19 @@ import transformers
 
 from orpo.bench.profiles import Profile
 from orpo.engine.packed import PackedPairCollator, packed_forward
-from orpo.losses import pair_losses
+from orpo.losses import Knobs, PairLogps, get_objective
 
 
-def main(argv: list[str] | None = None) -> None:
+def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--tokens", type=int, default=32768, help="prompt + chosen + rejected tokens")
     parser.add_argument("--response", type=int, default=150, help="tokens of each response")
     parser.add_argument("--attention", choices=("segments", "mask"), default="segments")
     parser.add_argument("--steps", type=int, default=1)
+    parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
     args = parser.parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
     shape = Profile("long", "", 0, 0, 0.0)  # the profiles' default model shape
     config = transformers.LlamaConfig(
         vocab_size=shape.vocab_size,
@@ -56,19 +59,16 @@ def main(argv: list[str] | None = None) -> None:
         "rejected_input_ids": ids(args.response),
     }
     batch = PackedPairCollator(0)([row])
-    seconds = []
+    seconds, losses_seen = [], []
     for _ in range(args.steps):
         start = time.perf_counter()
         stats = packed_forward(model, batch, True, chunk_size=1024, attention=args.attention)
-        losses, _ = pair_losses(
-            "orpo",
-            stats.chosen_sum_logps,
-            stats.rejected_sum_logps,
-            stats.chosen_lengths,
-            stats.rejected_lengths,
-            beta=0.1,
+        logps = PairLogps(
+            stats.chosen_sum_logps, stats.rejected_sum_logps, stats.chosen_lengths, stats.rejected_lengths
         )
+        losses, _ = get_objective("orpo").pair_losses(logps, Knobs(beta=0.1))
         loss = losses.mean() + stats.nll_sum / stats.nll_tokens
+        losses_seen.append(loss.item())
         loss.backward()
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
@@ -79,10 +79,12 @@ def main(argv: list[str] | None = None) -> None:
         attention=args.attention,
         params_m=round(params / 1e6, 1),
         step_seconds=seconds,
+        loss=losses_seen,
         peak_rss_gib=round(peak / 2**30, 2),
         threads=torch.get_num_threads(),
     )
     print(json.dumps(result))
+    return result
 
 
 if __name__ == "__main__":

@@ -14,7 +14,11 @@ chosen and rejected log-probs over training, one pair of lines per run).
 
 Eval loss is each method's own objective and is not comparable across methods, so the table shows
 peak memory, time per pair (the reference pass separately), the eval NLL, preference accuracy and
-the held-out mean log-probs of chosen and rejected responses at the end.
+the held-out mean log-probs of chosen and rejected responses at the end. Where the data has a task
+judge (builtin:codereview has rules:codereview; --judge rules:FILE.py for your own), each run also
+answers the first --judge-prompts eval prompts greedily and a second table shows the judge's metrics
+with 95% bootstrap intervals over those prompts. --baseline trl adds TRL's own trainer for every
+method it has (ORPO, DPO/IPO/hinge, SimPO and CPO, SFT) on the same model and data.
 The recipe needs an eval set (data.eval, data.eval_split or data.eval_fraction > 0). Without a
 config, the embedded default recipe (builtin code-review task) is used.
 
@@ -51,6 +55,19 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="sweep a field over values (repeatable: the runs are the product), e.g. training.beta=0.1,0.5,1.0",
     )
     p.add_argument("--baseline", choices=["trl"], help="also run TRL's trainer for every method TRL has")
+    p.add_argument(
+        "--judge",
+        default="auto",
+        metavar="SPEC",
+        help="rules:codereview, rules:FILE.py, auto (the data's own judge, if any; default) or none",
+    )
+    p.add_argument(
+        "--judge-prompts",
+        type=int,
+        default=100,
+        metavar="N",
+        help="eval prompts each run answers for the judge (default 100)",
+    )
     p.add_argument("--progress", action="store_true", help="show each run's progress bar")
     p.add_argument("--no-progress", action="store_true", help=argparse.SUPPRESS)  # the default now
     p.add_argument("--json", action="store_true", help="print compare.json instead of the table")
@@ -68,7 +85,16 @@ def run(args: argparse.Namespace) -> int:
         config, overrides = None, [config, *overrides]
     methods = parse_methods(args.methods)
     grid = parse_grid(args.grid)
-    report = run_compare(config, overrides, methods, grid, args.baseline, progress=args.progress)
+    report = run_compare(
+        config,
+        overrides,
+        methods,
+        grid,
+        args.baseline,
+        progress=args.progress,
+        judge=args.judge,
+        judge_prompts=args.judge_prompts,
+    )
     if args.json:
         print(json.dumps(report))
     else:

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 
 HELP = """\
 The code-review case study, run as it was reported: start from a model that already reviews code
@@ -87,9 +86,6 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    # DeepSpeed (installed with the dev extra) is imported by accelerate during training; without a
-    # known accelerator it prints a warning to stdout, which would break `--json`'s one object.
-    os.environ.setdefault("DS_ACCELERATOR", "cpu")
     from orpo.demo.run import BUDGET_PAIRS, parse_seeds, run_budget_curve, run_demo
 
     size = "quick" if args.quick else args.size

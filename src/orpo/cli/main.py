@@ -68,6 +68,23 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _keep_stdout_for_json() -> None:
+    """Keep ``--json``'s stdout one JSON object.
+
+    DeepSpeed (in the dev extra), imported by accelerate once a trainer is built, logs "Setting
+    accelerator to CPU ..." to stdout when it finds no GPU. Telling it the accelerator it would pick
+    itself (cpu, only where torch sees no CUDA device) changes nothing but the message.
+    """
+    import importlib.util
+
+    if "DS_ACCELERATOR" in os.environ or importlib.util.find_spec("deepspeed") is None:
+        return
+    import torch
+
+    if not torch.cuda.is_available():
+        os.environ["DS_ACCELERATOR"] = "cpu"
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     # bitsandbytes warns on import (transformers -> peft, reached from some subcommand modules while the
@@ -84,6 +101,8 @@ def main(argv: list[str] | None = None) -> int:
         return 0 if args.command is None else 2
     debug = args.debug or os.environ.get("ORPO_DEBUG") == "1"
     _quiet_libraries()
+    if getattr(args, "json", False):
+        _keep_stdout_for_json()
     try:
         return int(args.func(args) or 0)
     except KeyboardInterrupt:

@@ -397,9 +397,8 @@ def train_base(
         saved = json.loads(marker.read_text())
         return Base(path, key, settings, True, saved["corpus"], saved["seconds"])
 
-    from orpo.build import TINY_PREFIX, build_tokenizer_and_model, corpus_of
+    from orpo.build import TINY_PREFIX, build_tokenizer_and_model, corpus_of, new_trainer
     from orpo.recipe import ModelSection
-    from orpo.trainer import ORPOTrainer
 
     start = time.perf_counter()
     exclude = frozenset(e.snippet for examples in splits.values() for e in examples)
@@ -433,7 +432,7 @@ def train_base(
         staging / "run",
         eval_steps=None,
     )
-    trainer = ORPOTrainer(model=model, args=args, train_dataset=rows, processing_class=tok)
+    trainer = new_trainer(args, tok, model, rows)
     _quiet_trainer(trainer, progress)
     trainer.train()
     seconds = round(time.perf_counter() - start, 2)
@@ -550,9 +549,9 @@ def _train_method(
     progress: bool,
 ) -> dict[str, Any]:
     """Train one method for one seed from the base; its curve, test counts, time and peak memory."""
+    from orpo.build import new_trainer
     from orpo.losses import get_objective
     from orpo.memory import reset_peak_rss, status_mb
-    from orpo.trainer import ORPOTrainer
 
     tok, model = base.load()
     args = _config(
@@ -568,14 +567,7 @@ def _train_method(
     recorder = _logp_recorder(get_objective(method).mean_logps_metrics)
     peak_known = reset_peak_rss()
     start = time.perf_counter()
-    trainer = ORPOTrainer(
-        model=model,
-        args=args,
-        train_dataset=data.train,
-        eval_dataset=data.val,
-        processing_class=tok,
-        callbacks=[recorder],
-    )
+    trainer = new_trainer(args, tok, model, data.train, data.val, [recorder])
     _quiet_trainer(trainer, progress)
     trainer.evaluate()  # step 0: the base
     trainer.train()
@@ -601,11 +593,11 @@ def _train_method(
 def _score_base(base: Base, budget: DemoSize, data: _DemoData, out: Path) -> tuple[dict[str, Any], str]:
     """The base's test counts and held-out log-probs, and the engine ``engine="auto"`` picked (every
     method then uses that one, so they run the same code)."""
-    from orpo.trainer import ORPOTrainer
+    from orpo.build import new_trainer
 
     tok, model = base.load()
     args = _config("sft", 0, 1, LEARNING_RATE, budget.batch_size, out / "base", eval_steps=None)
-    trainer = ORPOTrainer(model=model, args=args, processing_class=tok)
+    trainer = new_trainer(args, tok, model, None)
     _quiet_trainer(trainer, progress=False)
     val = trainer.evaluate(eval_dataset=data.val)
     scored = _score_model(trainer.engine, model, tok, data)
@@ -864,19 +856,31 @@ def run_budget_curve(
         tok, _ = base.load()
         data = _prepare_data(splits, tok, _config("orpo", 0, 1, LEARNING_RATE, budget.batch_size, out, None))
         base_scored, engine = _score_base(base, budget, data, out)
-        points: dict[str, list[dict[str, Any]]] = {m: [] for m in BUDGET_METHODS}
+        jobs = []
         for n in pairs:
             sub = dataclasses.replace(budget, n_train=n)
             sub_data = dataclasses.replace(data, train=data.train.select(range(n)))
             for method in BUDGET_METHODS:
-                jobs = [(method, seed, base, sub, sub_data, out / "budget", engine) for seed in seeds]
-                with clock.phase(f"{method}_{n}", f"{method.upper()}, {n} pairs, {len(seeds)} seeds"):
-                    runs = _run_jobs(jobs, progress)
+                jobs += [
+                    (method, seed, base, sub, sub_data, out / "budget" / f"pairs{n}", engine)
+                    for seed in seeds
+                ]
+        with clock.phase(
+            "runs",
+            f"{len(jobs)} runs ({len(BUDGET_METHODS)} methods x {len(pairs)} budgets x {len(seeds)} seeds)",
+        ):
+            done = _run_jobs(jobs, progress)  # all at once: the workers stay busy across budgets
+        points: dict[str, list[dict[str, Any]]] = {m: [] for m in BUDGET_METHODS}
+        for n in pairs:
+            for method in BUDGET_METHODS:
+                runs = [r for job, r in zip(jobs, done) if job[0] == method and len(job[4].train) == n]
                 points[method].append(
                     {
                         "pairs": n,
-                        "steps": sub.steps,
+                        "steps": runs[0]["steps"],
+                        "seeds": [r["seed"] for r in runs],
                         "metrics": summarise([r["counts"] for r in runs], BOOTSTRAP_SEED),
+                        "train_seconds_mean": round(sum(r["train_seconds"] for r in runs) / len(runs), 2),
                     }
                 )
         base_metrics = summarise([base_scored["counts"]], BOOTSTRAP_SEED)

@@ -56,7 +56,8 @@ class RulesJudge:
         self.lower_is_better = set(getattr(self.module, "LOWER_IS_BETTER", ()))
         self.scores: dict[str, list[dict[str, float]]] = {"A": [], "B": []}
 
-    def _score(self, item: Item, completion: str) -> dict[str, float]:
+    def score(self, item: Item, completion: str) -> dict[str, float]:
+        """The rule function's metrics of one completion of ``item``; one-line errors on bad returns."""
         result = self.module.judge(item.prompt, completion, item.reference)
         if not isinstance(result, dict) or not result:
             raise ValueError(
@@ -74,7 +75,7 @@ class RulesJudge:
     def judge(self, items: list[Item]) -> list[Verdict]:
         verdicts = []
         for item in items:
-            a, b = self._score(item, item.a), self._score(item, item.b)
+            a, b = self.score(item, item.a), self.score(item, item.b)
             self.metric = self.metric or next(iter(a))
             if self.metric not in a or self.metric not in b:
                 raise ValueError(f"rules:{self.spec}: no metric {self.metric!r}; judge() returns {sorted(a)}")
