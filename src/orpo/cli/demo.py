@@ -11,8 +11,8 @@ The code-review case study, run as it was reported: start from a model that alre
 imperfectly, fine-tune it on 1,800 pairs whose rejected reviews show its failure modes, and compare
 methods. Everything is built locally (a 1.2M-parameter Llama and its tokenizer; no download).
 
-  base    a tiny Llama trained (SFT) on 3,600 noisy reviews: each violation missed with probability
-          0.33, a false comment added with probability 0.35 (cached: reruns reuse it)
+  base    a tiny Llama trained (SFT, 4 epochs) on 3,600 noisy reviews: each violation missed with
+          probability 0.33, a false comment added with probability 0.35 (cached: reruns reuse it)
   then, from the base, for each seed, with the same pairs, steps, learning rate and schedule:
   SFT     learns the chosen (correct) reviews only
   ORPO    chosen reviews + an odds-ratio term pushing the rejected reviews down
@@ -117,6 +117,8 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _cell(m: dict) -> str:
+    if m.get("denominator") == 0:  # e.g. precision when no review makes a finding
+        return "undefined"
     return f"{m['value']:.2f} [{m['low']:.2f}, {m['high']:.2f}]"
 
 

@@ -50,7 +50,8 @@ def snippet_counts(scores: Sequence[ReviewScore], pref_correct: Sequence[bool]) 
 
 
 def summarise(runs: Sequence[dict[str, list[int]]], seed: int = 0) -> dict[str, dict[str, float]]:
-    """``{metric: {"value", "low", "high"}}`` over runs of one method (same snippets, one run per seed)."""
+    """``{metric: {"value", "low", "high", "denominator"}}`` over runs of one method (same snippets, one
+    run per seed); ``denominator`` 0 means the metric is undefined and ``value`` is its convention."""
     grids = {name: np.array([run[name] for run in runs], dtype=np.float64) for name in COUNTS}  # (S, n)
     out = {}
     for metric, (numerator, denominator, if_empty) in METRICS.items():
@@ -58,7 +59,8 @@ def summarise(runs: Sequence[dict[str, list[int]]], seed: int = 0) -> dict[str, 
         total = den.sum()
         value = float(num.sum() / total) if total > 0 else if_empty
         low, high = bootstrap_ratio_interval(num, den, seed=seed) if total > 0 else (if_empty, if_empty)
-        out[metric] = {"value": value, "low": low, "high": high}
+        # denominator 0 (e.g. precision of reviews that make no finding): the value is a convention
+        out[metric] = {"value": value, "low": low, "high": high, "denominator": float(total)}
     return out
 
 
