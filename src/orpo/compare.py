@@ -619,12 +619,12 @@ def worker(spec_path: str) -> int:
     trainer.train()
     train_peak = status_mb("VmHWM") if can_reset else None
     final = trainer.evaluate()
-    judged = None
-    if spec.get("judge"):
-        model_now = trainer.accelerator.unwrap_model(trainer.model)
-        judged = judge_run(model_now, tok, eval_rows, args, recipe, spec["judge"], spec["judge_prompts"])
     if spec["impl"] == "orpo":
         trainer.save_model(args.output_dir)  # so `orpo eval / generate` can use any run of the comparison
+    judged = None
+    if spec.get("judge"):  # after saving: a judge that fails on this data does not lose the trained model
+        model_now = trainer.accelerator.unwrap_model(trainer.model)
+        judged = judge_run(model_now, tok, eval_rows, args, recipe, spec["judge"], spec["judge_prompts"])
 
     world = max(1, args.world_size)
     pairs = timer.steps * args.per_device_train_batch_size * args.gradient_accumulation_steps * world
