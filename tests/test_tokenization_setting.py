@@ -9,7 +9,7 @@ import pytest
 
 from helpers import tiny_args, toy_rows
 from orpo import ORPOConfig, ORPOTrainer
-from orpo.recipe import load_recipe
+from orpo.run.recipe import load_recipe
 from orpo.tiny import build_model
 
 

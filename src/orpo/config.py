@@ -10,7 +10,6 @@ Old names that tutorials still use are accepted with a one-line notice (see ``LE
 
 from __future__ import annotations
 
-import logging
 import math
 from dataclasses import dataclass, field
 from typing import Any
@@ -18,20 +17,14 @@ from typing import Any
 import torch
 from transformers import TrainingArguments
 
+from orpo._log import notice
 from orpo.losses import OBJECTIVES, get_objective
-
-logger = logging.getLogger("orpo")
 
 ENGINES = ("auto", "packed", "reference")
 TEMPLATE_MODES = ("auto", "always", "never")
 TOKENIZATIONS = ("trl", "orpo")
 TRUNCATION_SIDES = ("left", "right")
 NONFINITE_ACTIONS = ("stop", "skip")
-
-
-def notice(message: str) -> None:
-    """One-line user-facing notice (not a warning with a stack)."""
-    logger.warning("orpo: %s", message)
 
 
 @dataclass

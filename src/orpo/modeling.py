@@ -15,7 +15,7 @@ from typing import Any
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer, BitsAndBytesConfig, PreTrainedModel
 
-from orpo.config import notice
+from orpo._log import notice
 
 CUDA_ONLY_ATTENTION = ("flash_attention_2", "flash_attention_3")
 

@@ -9,7 +9,7 @@ Drop-in for ``trl.experimental.orpo.ORPOTrainer``: same constructor arguments (p
   micro-batch means, which changes the loss with the accumulation split.)
 - ``prediction_step`` / ``log``: evaluation returns the same metrics with the ``eval_`` prefix.
 - ``training_step`` / ``_get_grad_norm`` / ``_save`` / ``_save_checkpoint`` / ``train``: the
-  reliability hooks (logic in ``orpo.guard`` and ``orpo.run_folder``): a non-finite loss or gradient
+  reliability hooks (logic in ``orpo.guard`` and ``orpo.checkpoints``): a non-finite loss or gradient
   norm stops the run before the optimizer step, no save writes NaN weights, checkpoints are written
   to a staging folder and renamed when complete, ``resume_from_checkpoint=True`` takes the newest
   complete one, SIGINT / SIGTERM save a checkpoint and stop.
@@ -33,8 +33,9 @@ from datasets import Dataset, DatasetDict
 from transformers import PreTrainedModel, Trainer, TrainingArguments
 from transformers.trainer_utils import rotate_checkpoints
 
-from orpo import run_folder
-from orpo.config import ORPOConfig, notice
+from orpo import checkpoints
+from orpo._log import notice
+from orpo.config import ORPOConfig
 from orpo.data.pipeline import LENGTH_COLUMN, SOURCE_ROW_COLUMN, DataReport, prepare_dataset
 from orpo.data.tokenize import describe_tokenization
 from orpo.engine import PAIR_COLUMNS, SequenceStats, build_engine
@@ -144,7 +145,7 @@ class ORPOTrainer(Trainer):
             preprocess_logits_for_metrics=preprocess_logits_for_metrics,
             **trainer_kwargs,
         )
-        # Reliability (orpo.guard, orpo.run_folder): non-finite checks, signals, atomic checkpoints.
+        # Reliability (orpo.guard, orpo.checkpoints): non-finite checks, signals, atomic checkpoints.
         self.guard = NonFiniteGuard(args.on_nonfinite, args.max_nonfinite_steps)
         self.stop_on_signal = StopOnSignal()
         self.add_callback(self.stop_on_signal)
@@ -318,14 +319,14 @@ class ORPOTrainer(Trainer):
             running[0] += value
             running[1] += count
 
-    # ---- reliability hooks (logic in orpo.guard and orpo.run_folder) ----
+    # ---- reliability hooks (logic in orpo.guard and orpo.checkpoints) ----
 
     def train(self, resume_from_checkpoint=None, trial=None, ignore_keys_for_eval=None, **kwargs):
         """``Trainer.train``; ``resume_from_checkpoint=True`` takes the newest complete checkpoint, and
         SIGINT / SIGTERM save a checkpoint and stop (``self.stop_on_signal.received`` says which).
         Says once which tokenisation rules built the data."""
         notice(describe_tokenization(self.args.tokenization, self.args.chat_template_mode))
-        resume = run_folder.resolve_resume(Path(self.args.output_dir), resume_from_checkpoint)
+        resume = checkpoints.resolve_resume(Path(self.args.output_dir), resume_from_checkpoint)
         with self.stop_on_signal.installed():
             return super().train(resume, trial, ignore_keys_for_eval, **kwargs)
 
@@ -348,8 +349,8 @@ class ORPOTrainer(Trainer):
         """Trainer's checkpoint, written to ``.tmp-checkpoint-N/`` and renamed when complete."""
         assert_finite(self.model, self.state.global_step, "a checkpoint")
         run_dir = Path(super()._get_output_dir(trial))
-        final = run_dir / f"{run_folder.CHECKPOINT_PREFIX}{self.state.global_step}"
-        staged_root = run_folder.staging_dir(final)
+        final = run_dir / f"{checkpoints.CHECKPOINT_PREFIX}{self.state.global_step}"
+        staged_root = checkpoints.staging_dir(final)
         if self.args.should_save:
             shutil.rmtree(staged_root, ignore_errors=True)
         self.accelerator.wait_for_everyone()
@@ -366,8 +367,7 @@ class ORPOTrainer(Trainer):
         if best is not None and best.startswith(str(staged_root)):
             self.state.best_model_checkpoint = str(run_dir / Path(best).name)
             self.state.save_to_json(str(staged / "trainer_state.json"))
-        run_folder.die_here_if_testing(self.state.global_step)
-        run_folder.publish(staged, final)
+        checkpoints.publish(staged, final)
         staged_root.rmdir()
         rotate_checkpoints(
             output_dir=str(run_dir),

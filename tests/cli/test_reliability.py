@@ -13,7 +13,7 @@ import torch
 from safetensors.torch import load_file
 
 from orpo.cli.main import main
-from orpo.recipe import load_recipe
+from orpo.run.recipe import load_recipe
 
 FIXTURE = "tests/fixtures/data/prompt_strings.jsonl"
 REPO = Path(__file__).resolve().parents[2]
@@ -133,7 +133,7 @@ def test_divergence_stops_the_run_and_saves_nothing_non_finite(tmp_path, capsys)
 def test_metrics_record_non_finite_values_as_null_with_a_flag(tmp_path):
     from transformers import TrainerState
 
-    from orpo.callbacks import MetricsJsonlCallback
+    from orpo.run.callbacks import MetricsJsonlCallback
 
     callback = MetricsJsonlCallback(tmp_path / "metrics.jsonl")
     state = TrainerState()
@@ -193,14 +193,27 @@ def test_the_lock_keeps_a_second_process_out_and_a_stale_lock_is_cleared(tmp_pat
 def _train_subprocess(
     config: Path, *overrides: str, kill_at: int | None = None
 ) -> subprocess.CompletedProcess:
-    env = _env()
-    if kill_at is not None:
-        env["ORPO_TEST_KILL_IN_CHECKPOINT_SAVE"] = str(kill_at)
+    # kill_at: the child SIGKILLs itself inside the save of checkpoint-N, after its files are written
+    # and before it is published, as a crash or `kill -9` would (the fault is injected here, by
+    # wrapping orpo.checkpoints.publish, not by a hook in the product).
+    code = (
+        "import os, signal, sys\n"
+        "from orpo import checkpoints\n"
+        "from orpo.cli.main import main\n"
+        f"KILL_AT = {kill_at!r}\n"
+        "publish = checkpoints.publish\n"
+        "def killing_publish(staged, final):\n"
+        "    if KILL_AT is not None and final.name == f'{checkpoints.CHECKPOINT_PREFIX}{KILL_AT}':\n"
+        "        os.kill(os.getpid(), signal.SIGKILL)\n"
+        "    publish(staged, final)\n"
+        "checkpoints.publish = killing_publish\n"
+        "sys.exit(main(sys.argv[1:]))\n"
+    )
     return subprocess.run(
-        [sys.executable, "-m", "orpo.cli.main", "train", str(config), *overrides, "--no-progress"],
+        [sys.executable, "-c", code, "train", str(config), *overrides, "--no-progress"],
         capture_output=True,
         text=True,
-        env=env,
+        env=_env(),
         cwd=REPO,
         timeout=600,
     )
@@ -241,7 +254,7 @@ def test_sigterm_saves_a_loadable_checkpoint_and_stops(tmp_path, rows, tokenizer
 
     from helpers import tiny_args
     from orpo import ORPOTrainer
-    from orpo.run_folder import is_complete
+    from orpo.checkpoints import is_complete
     from orpo.tiny import build_model
 
     class SendSigterm(TrainerCallback):
@@ -349,7 +362,7 @@ def test_sigterm_to_orpo_train_saves_a_checkpoint_and_says_how_to_resume(tmp_pat
     assert "interrupted by SIGTERM at step" in err and "resume_from_checkpoint=true" in err
     summary = json.loads((tmp_path / "run" / "summary.json").read_text())
     assert summary["status"] == "interrupted" and summary["signal"] == "SIGTERM"
-    from orpo.run_folder import latest_checkpoint
+    from orpo.checkpoints import latest_checkpoint
 
     checkpoint, skipped = latest_checkpoint(tmp_path / "run")
     assert checkpoint is not None and not skipped and checkpoint.name == f"checkpoint-{summary['steps']}"

@@ -1,4 +1,4 @@
-"""`orpo eval / generate / merge / compare` on one tiny LoRA run, and `orpo.loading.open_model`."""
+"""`orpo eval / generate / merge / compare` on one tiny LoRA run, and `orpo.run.loading.open_model`."""
 
 import json
 
@@ -93,7 +93,7 @@ def test_generate_prints_a_response(run_dir, capsys):
 def test_merge_gives_the_adapter_models_logits(run_dir, tmp_path, capsys):
     from transformers import AutoModelForCausalLM
 
-    from orpo.loading import open_model
+    from orpo.run.loading import open_model
 
     out = tmp_path / "merged"
     assert main(["merge", str(run_dir), "--output", str(out)]) == 0

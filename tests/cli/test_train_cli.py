@@ -5,7 +5,7 @@ import json
 import pytest
 
 from orpo.cli.main import SUBCOMMANDS, build_parser, main
-from orpo.recipe import load_recipe
+from orpo.run.recipe import load_recipe
 
 FIXTURE = "tests/fixtures/data/prompt_strings.jsonl"
 

@@ -9,7 +9,7 @@ import pytest
 from orpo.cli.main import main
 from orpo.data.tokenize import Limits
 from orpo.evaluation.generate import GenerationSettings, generate_file, generate_ids, load_prompts, prompt_ids
-from orpo.loading import kind_of, open_model
+from orpo.run.loading import kind_of, open_model
 
 FIXTURE = "tests/fixtures/data/prompt_strings.jsonl"
 CHAT = "tests/fixtures/data/chat_explicit.jsonl"
@@ -37,7 +37,7 @@ def test_prompt_ids_are_the_training_prompt_ids(run_dir, source):
     """Same tokenizer, same config (max_prompt_length 12 truncates these prompts from the left): the
     generator's prompt ids equal the prompt_input_ids the trainer builds for the same rows."""
     from orpo.data.pipeline import prepare_dataset
-    from orpo.run_folder import run_recipe
+    from orpo.run.folder import run_recipe
 
     loaded = open_model(run_dir)
     config = run_recipe(run_dir).training_args()

@@ -41,7 +41,7 @@ def _names(text: str) -> tuple[str, ...]:
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    from orpo.bench.profiles import DEFAULT_PROFILES
+    from orpo.lab.bench.profiles import DEFAULT_PROFILES
 
     p = sub.add_parser(
         "bench",
@@ -92,7 +92,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from orpo.bench.runner import BenchOptions, render, run_bench
+    from orpo.lab.bench.runner import BenchOptions, render, run_bench
 
     fields = dict(
         profiles=_names(args.profile),

@@ -75,7 +75,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from orpo.compare import format_table, list_methods, parse_grid, parse_methods, run_compare
+    from orpo.lab.compare.run import format_table, list_methods, parse_grid, parse_methods, run_compare
 
     if args.list_methods or args.methods == "":
         print(list_methods())

@@ -108,8 +108,8 @@ def _training_config(recipe, args: argparse.Namespace):
 
 def _tokenizer(model, raw, config):
     """The tokenizer training would use: tiny:ARCH trained on the source text, else a pretrained one."""
-    from orpo.build import TINY_PREFIX, build_tokenizer_and_model, corpus_of
     from orpo.data.template import resolve_chat_template
+    from orpo.run.build import TINY_PREFIX, build_tokenizer_and_model, corpus_of
 
     if model.name.startswith(TINY_PREFIX):
         tokenizer, _ = build_tokenizer_and_model(model, None, corpus_of(raw))
@@ -128,7 +128,7 @@ def _tokenizer(model, raw, config):
 def run_inspect(args: argparse.Namespace) -> int:
     from orpo.data.inspect import inspect_source, plot_lengths
     from orpo.data.load import load_source
-    from orpo.recipe import load_recipe
+    from orpo.run.recipe import load_recipe
 
     if args.rows < 0:
         raise ValueError(f"--rows {args.rows}: give 0 or more rows to show")

@@ -49,7 +49,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 def evaluate_run(run_dir: str, source: str, split: str, ref_model: str | None = None) -> dict[str, float]:
     """``ORPOTrainer.evaluate`` of the run's model on ``source``; Trainer output goes to a temp dir.
 
-    Methods with a reference score against the run's starting model (``orpo.loading.open_reference``),
+    Methods with a reference score against the run's starting model (``orpo.run.loading.open_reference``),
     never against a copy of the trained one (whose rewards would all be 0).
     """
     import tempfile
@@ -57,10 +57,10 @@ def evaluate_run(run_dir: str, source: str, split: str, ref_model: str | None = 
 
     from orpo.config import ORPOConfig
     from orpo.data.load import load_source
-    from orpo.loading import kind_of, open_model, open_reference
     from orpo.losses import get_objective
     from orpo.refpass import is_peft
-    from orpo.run_folder import run_recipe
+    from orpo.run.folder import run_recipe
+    from orpo.run.loading import kind_of, open_model, open_reference
     from orpo.trainer import ORPOTrainer
 
     path = Path(run_dir)
@@ -99,7 +99,7 @@ def evaluate_run(run_dir: str, source: str, split: str, ref_model: str | None = 
 
 
 def run(args: argparse.Namespace) -> int:
-    from orpo.run_folder import METRICS
+    from orpo.run.folder import METRICS
 
     metrics = evaluate_run(args.run_dir, args.data, args.split, args.ref_model)
     if args.json:

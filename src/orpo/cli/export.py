@@ -70,7 +70,7 @@ def run(args: argparse.Namespace) -> int:
         raise ValueError(f"--out {out} exists; choose a new file or pass --force")
     from orpo.export import merged_model, write_gguf
     from orpo.export.gguf_file import architecture
-    from orpo.run_folder import run_recipe
+    from orpo.run.folder import run_recipe
 
     run_recipe(args.run_dir)  # a missing or foreign folder fails here, before any model is loaded
     model, tokenizer, _ = merged_model(args.run_dir)

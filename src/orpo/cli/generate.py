@@ -67,7 +67,7 @@ def run(args: argparse.Namespace) -> int:
         load_prompts,
         prompt_ids,
     )
-    from orpo.loading import open_model
+    from orpo.run.loading import open_model
 
     settings = GenerationSettings(
         max_new_tokens=args.max_new_tokens,

@@ -36,7 +36,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from orpo.recipe import describe_fields, load_recipe
+    from orpo.run.recipe import describe_fields, load_recipe
 
     if args.help_config:
         print(describe_fields())
@@ -45,8 +45,8 @@ def run(args: argparse.Namespace) -> int:
     if config is not None and "=" in config and not config.endswith((".yaml", ".yml")):
         config, overrides = None, [config, *overrides]
     recipe = load_recipe(config, overrides)  # every field checked before anything is written
-    from orpo.build import is_main_process, train_from_recipe
     from orpo.guard import NonFiniteError
+    from orpo.run.build import is_main_process, train_from_recipe
 
     try:
         result = train_from_recipe(recipe, progress=not args.no_progress)

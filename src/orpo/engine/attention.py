@@ -49,7 +49,7 @@ import torch.nn.functional as F
 from torch.nn.attention.bias import causal_lower_right
 from transformers import AttentionInterface
 
-from orpo.config import notice
+from orpo._log import notice
 
 SEGMENT_ATTENTION = "orpo_segments"
 FLASH_ATTENTION = ("flash_attention_2", "flash_attention_3")

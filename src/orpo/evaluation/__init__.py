@@ -6,6 +6,6 @@
 - ``stats``: win rate with ties as half, bootstrap interval, AlpacaEval 2's length-controlled win rate.
 - ``callback``: ``generate_during_eval`` (completions of fixed eval prompts at each evaluation).
 
-Models are loaded by ``orpo.loading`` (run folder, checkpoint, adapter folder or plain model), the
+Models are loaded by ``orpo.run.loading`` (run folder, checkpoint, adapter folder or plain model), the
 loader every command shares.
 """

@@ -8,7 +8,7 @@ per prompt to ``OUTPUT_DIR/generations.jsonl``::
      "finished": true}
 
 and, when TensorBoard logging is on, adds them as a text table at that step (``eval/generations``).
-``orpo.report`` shows them in ``report.html``. Only the main process generates.
+``orpo.run.report`` shows them in ``report.html``. Only the main process generates.
 """
 
 from __future__ import annotations

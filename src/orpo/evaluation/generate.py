@@ -301,7 +301,7 @@ def generate_file(
 ) -> tuple[int, int]:
     """Generate the prompts not yet in ``out`` (a JSON-lines file) and append them batch by batch.
 
-    ``loaded`` is an ``orpo.loading.LoadedModel``. Returns (lines written now, lines kept
+    ``loaded`` is an ``orpo.run.loading.LoadedModel``. Returns (lines written now, lines kept
     from an earlier run). An existing file written by another model or other settings is refused.
     """
     out = Path(out)

@@ -11,8 +11,8 @@ from pathlib import Path
 
 def merged_model(run_dir: str | Path):
     """(model, tokenizer, was_adapter) of an ``orpo train`` run folder, with any adapter merged in."""
-    from orpo.loading import open_model
-    from orpo.run_folder import is_adapter_run, run_recipe
+    from orpo.run.folder import is_adapter_run, run_recipe
+    from orpo.run.loading import open_model
 
     run_recipe(run_dir)  # a run folder, not a checkpoint or a bare model: the message says what to pass
     loaded = open_model(run_dir)

@@ -8,15 +8,9 @@ orders' replies of an LLM judge, the two scores of a rule or reward judge, a hum
 
 from __future__ import annotations
 
-import logging
 from dataclasses import dataclass, field
 
-logger = logging.getLogger("orpo")
-
-
-def notice(message: str) -> None:
-    """One-line user-facing notice (as ``orpo.config.notice``, without importing transformers)."""
-    logger.warning("orpo: %s", message)
+from orpo._log import notice
 
 
 @dataclass(frozen=True)

@@ -19,7 +19,8 @@ import random
 from datetime import datetime, timezone
 from pathlib import Path
 
-from orpo.evaluation.judges.base import Item, Verdict, notice
+from orpo._log import notice
+from orpo.evaluation.judges.base import Item, Verdict
 
 KEY_FILE = "human_key.json"
 

@@ -43,7 +43,7 @@ from typing import Any
 
 # Only light imports at module level: `orpo --help` imports every CLI module, and torch plus
 # transformers take seconds to import.
-from orpo.demo.table import snippet_counts, summarise
+from orpo.lab.demo.table import snippet_counts, summarise
 from orpo.tasks.codereview.generator import (
     P_FALSE,
     P_MISS,
@@ -278,7 +278,7 @@ class _Phase:
 def _quiet_trainer(trainer, progress: bool) -> None:
     from transformers.trainer_callback import PrinterCallback, ProgressCallback
 
-    from orpo.callbacks import ProgressBarCallback
+    from orpo.run.callbacks import ProgressBarCallback
 
     trainer.remove_callback(ProgressCallback)
     trainer.remove_callback(PrinterCallback)
@@ -405,8 +405,8 @@ def train_base(
         saved = json.loads(marker.read_text())
         return Base(path, key, settings, True, saved["corpus"], saved["seconds"])
 
-    from orpo.build import TINY_PREFIX, build_tokenizer_and_model, corpus_of, new_trainer
-    from orpo.recipe import ModelSection
+    from orpo.run.build import TINY_PREFIX, build_tokenizer_and_model, corpus_of, new_trainer
+    from orpo.run.recipe import ModelSection
 
     start = time.perf_counter()
     exclude = frozenset(e.snippet for examples in splits.values() for e in examples)
@@ -558,9 +558,9 @@ def _train_method(
     progress: bool,
 ) -> dict[str, Any]:
     """Train one method for one seed from the base; its curve, test counts, time and peak memory."""
-    from orpo.build import new_trainer
+    from orpo.lab.harness import reset_peak_rss, status_mb
     from orpo.losses import get_objective
-    from orpo.memory import reset_peak_rss, status_mb
+    from orpo.run.build import new_trainer
 
     tok, model = base.load()
     args = _config(
@@ -602,7 +602,7 @@ def _train_method(
 def _score_base(base: Base, budget: DemoSize, data: _DemoData, out: Path) -> tuple[dict[str, Any], str]:
     """The base's test counts and held-out log-probs, and the engine ``engine="auto"`` picked (every
     method then uses that one, so they run the same code)."""
-    from orpo.build import new_trainer
+    from orpo.run.build import new_trainer
 
     tok, model = base.load()
     args = _config("sft", 0, 1, LEARNING_RATE, budget.batch_size, out / "base", eval_steps=None)

@@ -1,7 +1,7 @@
 """``orpo bench``: run every (profile, dtype, implementation) in a fresh worker process, compare, render.
 
 For each profile the runner writes the data folder once (``profiles.materialise``), measures this
-machine's matmul peak once per dtype, then launches ``python -m orpo.bench.worker`` per run, one at a
+machine's matmul peak once per dtype, then launches ``python -m orpo.lab.bench.worker`` per run, one at a
 time (each run owns the CPU and its own process, so peak RSS is its own). It derives the useful FLOPs,
 the fraction of the physical limit and the ratios ours/TRL, and checks the targets of issue 4.
 
@@ -28,8 +28,8 @@ from collections import deque
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from orpo.bench.profiles import DEFAULT_PROFILES, PROFILES, materialise
-from orpo.bench.worker import DTYPES, IMPLS, matmul_peak_flops
+from orpo.lab.bench.profiles import DEFAULT_PROFILES, PROFILES, materialise
+from orpo.lab.bench.worker import DTYPES, IMPLS, matmul_peak_flops
 
 TRL_MISSING = "TRL not installed: pip install 'orpo[bench]'"
 
@@ -222,7 +222,7 @@ def run_bench(opts: BenchOptions, log=sys.stderr) -> dict:
                         f" round {repeat + 1}" if opts.repeats > 1 else ""
                     )
                     cmd = [
-                        sys.executable, "-m", "orpo.bench.worker",
+                        sys.executable, "-m", "orpo.lab.bench.worker",
                         "--data", str(folder), "--impl", impl, "--dtype", dtype,
                         "--steps", str(opts.steps), "--pairs-per-step", str(pairs),
                         "--engine", opts.engine, "--learning-rate", str(opts.learning_rate),

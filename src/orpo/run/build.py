@@ -1,7 +1,7 @@
 """Recipe -> tokenizer, model, data and trainer, written once: used by ``orpo train``, ``orpo compare``,
 the demo and the bench (our side).
 
-``train_from_recipe`` is ``orpo train``: it claims and locks the run folder (``orpo.run_folder``),
+``train_from_recipe`` is ``orpo train``: it claims and locks the run folder (``orpo.checkpoints``),
 trains with the non-finite guard and atomic checkpoints (``ORPOTrainer``), and writes the folder's
 files; a failure is recorded in ``summary.json`` before it is raised.
 """
@@ -18,13 +18,14 @@ from typing import Any
 
 import yaml
 
-from orpo import run_folder
-from orpo.callbacks import MetricsJsonlCallback, ProgressBarCallback
-from orpo.config import ORPOConfig, notice
+from orpo import checkpoints
+from orpo._log import notice
+from orpo.checkpoints import BASE_MODEL_DIR
+from orpo.config import ORPOConfig
 from orpo.guard import NonFiniteError, assert_finite
 from orpo.losses import get_objective
-from orpo.recipe import AdapterSection, DataSection, ModelSection, QuantSection, Recipe
-from orpo.run_folder import BASE_MODEL_DIR
+from orpo.run.callbacks import MetricsJsonlCallback, ProgressBarCallback
+from orpo.run.recipe import AdapterSection, DataSection, ModelSection, QuantSection, Recipe
 
 TINY_PREFIX = "tiny:"
 
@@ -214,9 +215,9 @@ def build_trainer(recipe: Recipe, train_rows, eval_rows, out: Path, callbacks: l
     if tiny and (tiny_base or get_objective(args.method).needs_reference) and main:
         # Saved now: get_peft_model (in the trainer) changes the module in place.
         assert_finite(model, 0, "the base model")
-        staged = run_folder.staging_dir(out / BASE_MODEL_DIR)
+        staged = checkpoints.staging_dir(out / BASE_MODEL_DIR)
         model.save_pretrained(staged)
-        run_folder.publish(staged, out / BASE_MODEL_DIR)
+        checkpoints.publish(staged, out / BASE_MODEL_DIR)
     trainer = new_trainer(args, tok, model, train_rows, eval_rows, callbacks, recipe.adapter, recipe.data)
     trainer.remove_callback(ProgressCallback)
     trainer.remove_callback(PrinterCallback)
@@ -262,19 +263,19 @@ def _is_resume(value) -> bool:
 
 
 def train_from_recipe(recipe: Recipe, progress: bool = True) -> RunResult:
-    """Run ``recipe`` end to end and write the run folder (``orpo.run_folder``)."""
+    """Run ``recipe`` end to end and write the run folder (``orpo.checkpoints``)."""
     args: ORPOConfig = recipe.training_args()
     out = Path(args.output_dir)
     # Under torchrun every process runs this; the first one owns the folder (lock, claim, files).
     main = is_main_process()
-    with run_folder.run_lock(out) if main else contextlib.nullcontext():
+    with checkpoints.run_lock(out) if main else contextlib.nullcontext():
         moved = None
         if main:
             resume, overwrite = _is_resume(args.resume_from_checkpoint), bool(args.overwrite_output_dir)
-            moved = run_folder.claim_output_dir(out, resume, overwrite)
+            moved = checkpoints.claim_output_dir(out, resume, overwrite)
         result = _train_locked(recipe, args, out, progress, main)
     result.moved_aside = moved
-    result.data_warnings = run_folder.read_summary(out).get("data_warnings", {})
+    result.data_warnings = checkpoints.read_summary(out).get("data_warnings", {})
     return result
 
 
@@ -285,12 +286,12 @@ def is_main_process() -> bool:
 
 def _train_locked(recipe: Recipe, args: ORPOConfig, out: Path, progress: bool, main: bool) -> RunResult:
     # The checkpoint to resume from is found (or refused) before anything is written.
-    resume = run_folder.resolve_resume(out, args.resume_from_checkpoint)
-    previous = run_folder.read_summary(out) if resume is not None else {}
+    resume = checkpoints.resolve_resume(out, args.resume_from_checkpoint)
+    previous = checkpoints.read_summary(out) if resume is not None else {}
     # Data and model next: a wrong path or model name fails here and leaves no run behind (the
     # folder then holds at most base_model/, which is not a run), so fixing it and rerunning works.
     train_rows, eval_rows = load_data(recipe, args.seed)
-    callbacks = [MetricsJsonlCallback(out / run_folder.METRICS_FILE)]
+    callbacks = [MetricsJsonlCallback(out / checkpoints.METRICS_FILE)]
     trainer, tiny_base = build_trainer(
         recipe, train_rows, eval_rows, out, callbacks + ([ProgressBarCallback()] if progress else []), main
     )
@@ -298,9 +299,9 @@ def _train_locked(recipe: Recipe, args: ORPOConfig, out: Path, progress: bool, m
     data_reports = [asdict(r) for r in trainer.data_reports]
     if main:
         config = yaml.safe_dump(recipe.to_dict(), sort_keys=False)
-        run_folder.write_text_atomic(out / run_folder.CONFIG_FILE, config)
-        run_folder.write_summary(out, summary)
-        run_folder.write_text_atomic(out / run_folder.DATA_REPORT_FILE, json.dumps(data_reports, indent=2))
+        checkpoints.write_text_atomic(out / checkpoints.CONFIG_FILE, config)
+        checkpoints.write_summary(out, summary)
+        checkpoints.write_text_atomic(out / checkpoints.DATA_REPORT_FILE, json.dumps(data_reports, indent=2))
     summary["data"] = data_reports
     warnings = data_warnings(trainer.train_dataset, trainer.processing_class.eos_token_id)
     summary["data_warnings"] = {k: len(v) for k, v in warnings.items()}
@@ -327,7 +328,7 @@ def _train_locked(recipe: Recipe, args: ORPOConfig, out: Path, progress: bool, m
             status=status, error=f"{type(err).__name__}: {first_line}", steps=trainer.state.global_step
         )
         if main:
-            run_folder.write_summary(out, _finite(summary))
+            checkpoints.write_summary(out, _finite(summary))
         raise
     summary["steps"] = trainer.state.global_step
     summary["nonfinite_skipped"] = trainer.guard.skipped
@@ -349,7 +350,7 @@ def _train_locked(recipe: Recipe, args: ORPOConfig, out: Path, progress: bool, m
         )
 
     after = trainer.evaluate() if eval_rows is not None else {}
-    staged = run_folder.staging_dir(out / "model")
+    staged = checkpoints.staging_dir(out / "model")
     trainer.save_model(str(staged))
     if tiny_base and main:
         adapter_config = staged / "adapter_config.json"
@@ -360,7 +361,7 @@ def _train_locked(recipe: Recipe, args: ORPOConfig, out: Path, progress: bool, m
     first, last = _first_last(trainer)
     summary.update(status="finished", after=after, train_loss_first=first, train_loss_last=last)
     if main:
-        run_folder.publish_files(staged, out)
+        checkpoints.publish_files(staged, out)
     report = _finish(out, summary, main)
     return RunResult(
         out,
@@ -386,9 +387,9 @@ def _finish(out: Path, summary: dict, main: bool = True) -> Path | None:
     """Write summary.json (non-finite numbers as null) and the report; return the report's path."""
     if not main:
         return None
-    run_folder.write_summary(out, _finite(summary))
+    checkpoints.write_summary(out, _finite(summary))
     try:
-        from orpo.report import write_report
+        from orpo.run.report import write_report
 
         return write_report(out)
     except ImportError:  # matplotlib missing

@@ -1,7 +1,7 @@
 """The demo table's metrics: pooled ratios, and undefined ones reported as such."""
 
 from orpo.cli.demo import _cell
-from orpo.demo.table import summarise
+from orpo.lab.demo.table import summarise
 
 
 def _run(tp, fp, fn, pref):

@@ -1,6 +1,6 @@
 """One long preference pair through the packed engine: peak memory and time of a training step.
 
-    python -m orpo.bench.longpair --tokens 32768 [--attention segments|mask] [--steps 1]
+    python -m orpo.lab.bench.longpair --tokens 32768 [--attention segments|mask] [--steps 1]
 
 The model is the benchmark profiles' 19.3M-parameter Llama shape (hidden 256, 4 layers, vocab 32k),
 randomly initialised; the pair is random token ids: a prompt of ``tokens - 2 * response`` tokens and
@@ -19,8 +19,8 @@ import time
 import torch
 import transformers
 
-from orpo.bench.profiles import Profile
 from orpo.engine.packed import PackedPairCollator, packed_forward
+from orpo.lab.bench.profiles import Profile
 from orpo.losses import Knobs, PairLogps, get_objective
 
 

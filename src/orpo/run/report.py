@@ -13,7 +13,7 @@ import html
 import json
 from pathlib import Path
 
-from orpo.callbacks import NONFINITE_KEY
+from orpo.run.callbacks import NONFINITE_KEY
 
 PANELS = (
     (

@@ -27,7 +27,7 @@ class MetricsJsonlCallback(TrainerCallback):
 
     def on_train_begin(self, args, state, control, **kwargs):
         if state.is_world_process_zero and state.global_step > 0:
-            from orpo.run_folder import truncate_metrics
+            from orpo.checkpoints import truncate_metrics
 
             truncate_metrics(self.path.parent, state.global_step, self.path.name)
 

@@ -1,8 +1,8 @@
 """One benchmark run in its own process: one implementation, one profile, one dtype.
 
-    python -m orpo.bench.worker --data DIR --impl orpo|trl --dtype fp32|bf16 --steps 4 --pairs-per-step 4
+    python -m orpo.lab.bench.worker --data DIR --impl orpo|trl --dtype fp32|bf16 --steps 4 --pairs-per-step 4
 
-Loads the profile folder written by ``orpo.bench.profiles.materialise``, builds the model from its
+Loads the profile folder written by ``orpo.lab.bench.profiles.materialise``, builds the model from its
 config (seeded, so every process starts from the same weights), constructs the trainer (dataset
 preprocessing happens here, untimed), then runs ``trainer.train()`` for 1 warm-up step + ``--steps``
 timed steps and prints ONE JSON line on stdout. Progress goes to stderr as ``bench: ...`` lines.
@@ -31,7 +31,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from orpo.memory import peak_rss_mb, status_mb
+from orpo.lab.harness import peak_rss_mb, status_mb
 
 IMPLS = ("orpo", "trl")
 DTYPES = ("fp32", "bf16")
@@ -158,8 +158,8 @@ def run(opts: argparse.Namespace) -> dict:
     import torch
     from datasets import Dataset
 
-    from orpo.bench.profiles import load_data
-    from orpo.build import new_trainer
+    from orpo.lab.bench.profiles import load_data
+    from orpo.run.build import new_trainer
     from orpo.tiny import build_model
 
     torch.set_num_threads(opts.threads)
@@ -238,7 +238,9 @@ def run(opts: argparse.Namespace) -> dict:
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--data", required=True, help="profile folder written by orpo.bench.profiles.materialise")
+    p.add_argument(
+        "--data", required=True, help="profile folder written by orpo.lab.bench.profiles.materialise"
+    )
     p.add_argument("--impl", choices=IMPLS, required=True)
     p.add_argument("--dtype", choices=DTYPES, default="fp32")
     p.add_argument("--steps", type=int, default=4, help="timed steps after one warm-up step")

@@ -1,11 +1,11 @@
-"""Typed conversion of config values (``orpo.recipe.convert_field``): YAML strings become the
+"""Typed conversion of config values (``orpo.run.recipe.convert_field``): YAML strings become the
 declared types, and a value that cannot be converted names the field and what was expected."""
 
 from typing import Any
 
 import pytest
 
-from orpo.recipe import convert_field
+from orpo.run.recipe import convert_field
 
 
 @pytest.mark.parametrize(
@@ -57,7 +57,7 @@ def test_a_yaml_recipe_defaults_to_our_tokenization(tmp_path, training, expected
     """A YAML run is the CLI, not a TRL script: it gets tokenization 'orpo' unless it asks for 'trl'
     (the Python API's ORPOConfig defaults to 'trl')."""
     from orpo.config import ORPOConfig
-    from orpo.recipe import load_recipe
+    from orpo.run.recipe import load_recipe
 
     path = tmp_path / "r.yaml"
     path.write_text(

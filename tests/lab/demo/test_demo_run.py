@@ -8,8 +8,8 @@ import pytest
 
 from orpo.cli.demo import format_report
 from orpo.cli.main import main
-from orpo.demo.run import METHODS, SIZES
-from orpo.demo.table import METRICS
+from orpo.lab.demo.run import METHODS, SIZES
+from orpo.lab.demo.table import METRICS
 
 QUICK = SIZES["quick"]
 

@@ -1,4 +1,4 @@
-"""The run folder of ``orpo train``: what it holds, who may write it, and reading it back.
+"""The run folder's safety: its layout, who may write it, atomic checkpoints and which one resumes.
 
 A run folder (``training.output_dir``) holds, at the end of a run:
   config.yaml              the resolved recipe (written first, so a crashed run still has it)
@@ -11,7 +11,7 @@ A run folder (``training.output_dir``) holds, at the end of a run:
   data_report.json         rows kept, dropped and truncated by reason, per source
   summary.json             status (running / finished / failed / interrupted), the error if any,
                            loss and preference accuracy before / after on the eval set
-  plots/*.png, report.html curves and the summary (``orpo.report``)
+  plots/*.png, report.html curves and the summary (``orpo.run.report``)
   checkpoint-N/            written to ``.tmp-checkpoint-N/`` and renamed when complete; its
                            ``COMPLETE.json`` lists every file with its size
 
@@ -26,13 +26,11 @@ import contextlib
 import json
 import os
 import shutil
-import signal
 import socket
 import time
 from pathlib import Path
 
-from orpo.config import notice
-from orpo.recipe import Recipe, load_recipe
+from orpo._log import notice
 
 CONFIG_FILE = "config.yaml"
 METRICS_FILE = "metrics.jsonl"
@@ -52,19 +50,6 @@ RUN_MARKERS = (
     "adapter_model.safetensors",
     "trainer_state.json",
 )
-
-# (key of ORPOTrainer.evaluate, label): what `orpo eval` and `orpo compare` report.
-METRICS = (
-    ("eval_loss", "loss (method objective)"),
-    ("eval_nll_loss", "NLL of chosen"),
-    ("eval_rewards/accuracies", "preference accuracy"),
-    ("eval_rewards/margins", "reward margin"),
-    ("eval_rewards/chosen", "reward chosen"),
-    ("eval_rewards/rejected", "reward rejected"),
-    ("eval_logps/chosen", "log-prob chosen"),
-    ("eval_logps/rejected", "log-prob rejected"),
-)
-
 
 # ---------------------------------------------------------------------------------------------
 # Starting a run: refuse a folder holding another run, lock it
@@ -211,16 +196,6 @@ def is_complete(folder: Path) -> bool:
     )
 
 
-# Tests only: kill this process (SIGKILL, no clean-up) inside the save of checkpoint N, after its files
-# are written and before it is published, as a crash or `kill -9` would.
-KILL_IN_SAVE_ENV = "ORPO_TEST_KILL_IN_CHECKPOINT_SAVE"
-
-
-def die_here_if_testing(step: int) -> None:
-    if os.environ.get(KILL_IN_SAVE_ENV) == str(step):
-        os.kill(os.getpid(), signal.SIGKILL)
-
-
 def publish(staged: Path, final: Path) -> None:
     """Mark ``staged`` complete and rename it to ``final`` (an older ``final`` is replaced)."""
     mark_complete(staged)
@@ -312,27 +287,3 @@ def truncate_metrics(out: Path, step: int, name: str = METRICS_FILE) -> int:
     if len(kept) != len(lines):
         write_text_atomic(path, "".join(line + "\n" for line in kept))
     return len(lines) - len(kept)
-
-
-# ---------------------------------------------------------------------------------------------
-# Reading a finished run back (orpo eval / generate / merge / compare; models: ``orpo.loading``)
-
-
-def _not_a_run(path: Path, why: str) -> ValueError:
-    return ValueError(
-        f"{path} is not an orpo run folder ({why}); pass the training.output_dir of an `orpo train` run"
-    )
-
-
-def run_recipe(run_dir: str | Path) -> Recipe:
-    """The resolved recipe the run was trained with (``RUN/config.yaml``)."""
-    path = Path(run_dir)
-    if not path.is_dir():
-        raise _not_a_run(path, "no such folder")
-    if not (path / CONFIG_FILE).is_file():
-        raise _not_a_run(path, f"no {CONFIG_FILE}")
-    return load_recipe(path / CONFIG_FILE)
-
-
-def is_adapter_run(run_dir: str | Path) -> bool:
-    return (Path(run_dir) / "adapter_config.json").is_file()

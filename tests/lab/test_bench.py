@@ -7,9 +7,9 @@ import math
 
 import pytest
 
-from orpo.bench.profiles import PROFILES, TokenBudget, WordSource
-from orpo.bench.runner import trl_flops, useful_flops
 from orpo.cli.main import main
+from orpo.lab.bench.profiles import PROFILES, TokenBudget, WordSource
+from orpo.lab.bench.runner import trl_flops, useful_flops
 
 
 def _bench_json(capsys, *flags: str) -> dict:
@@ -93,7 +93,7 @@ def test_text_lengths_are_exact_in_tokens():
 
 
 def test_longpair_runs_and_both_attention_paths_give_the_same_loss(capsys):
-    from orpo.bench import longpair
+    from orpo.lab.bench import longpair
 
     seg = longpair.main(["--tokens", "400", "--response", "40"])
     mask = longpair.main(["--tokens", "400", "--response", "40", "--attention", "mask"])

@@ -28,8 +28,9 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
+from orpo.checkpoints import BASE_MODEL_DIR, CONFIG_FILE
 from orpo.data.tokenize import Limits
-from orpo.run_folder import BASE_MODEL_DIR, CONFIG_FILE, run_recipe
+from orpo.run.folder import run_recipe
 
 CHECKPOINT = re.compile(r"^checkpoint-\d+$")
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "tokenizer.model", "vocab.json")

@@ -3,7 +3,7 @@
     runs    = methods x grid values; a method may name its reference mode: dpo:precomputed,
               dpo:adapter, dpo:model (see ``orpo.refpass``); bare dpo uses the adapter-disabled base
               when the recipe has an adapter, else a frozen copy of the initial model
-    process = ``python -m orpo.compare SPEC.json``: builds model and data from the recipe (same seed,
+    process = ``python -m orpo.lab.compare.run SPEC.json``: builds model and data from the recipe (same seed,
               so every run starts from the same weights and sees the same pairs), trains, evaluates,
               writes RESULT.json; a fresh process per run, so its peak memory is its own
     table   = peak memory, time per pair (the reference pass separately), eval NLL, preference
@@ -41,8 +41,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from orpo.lab.harness import peak_rss_mb, reset_peak_rss, status_mb
 from orpo.losses import OBJECTIVES, get_objective
-from orpo.memory import peak_rss_mb, reset_peak_rss, status_mb
 from orpo.refpass import MODES as REF_MODES
 
 # Methods TRL 1.16 has a trainer for: name -> (module, trainer, config, extra config fields).
@@ -194,7 +194,7 @@ def run_compare(
     ``judge``: "auto" (the task's judge where the data has one: builtin:codereview -> rules:codereview),
     "none", or "rules:NAME_OR_FILE.py".
     """
-    from orpo.recipe import load_recipe
+    from orpo.run.recipe import load_recipe
 
     recipe = load_recipe(config, list(overrides))
     judge = resolve_judge(judge, recipe.data.train)
@@ -282,7 +282,7 @@ def launch(
     judge: str | None = None,
     judge_prompts: int = JUDGE_PROMPTS,
 ) -> dict:
-    """Run one spec in a fresh ``python -m orpo.compare`` process; its RESULT.json, or a one-line error."""
+    """Run one spec in a fresh ``python -m orpo.lab.compare.run`` process; its RESULT.json, or a one-line error."""
     out.mkdir(parents=True, exist_ok=True)
     spec = {
         "config": config,
@@ -301,7 +301,7 @@ def launch(
     log_path = out / "worker.log"
     with log_path.open("w") as log:
         code = subprocess.call(
-            [sys.executable, "-m", "orpo.compare", str(out / "spec.json")],
+            [sys.executable, "-m", "orpo.lab.compare.run", str(out / "spec.json")],
             stdout=log,
             stderr=subprocess.STDOUT if not progress else None,
             env={**os.environ, "PYTHONPATH": os.pathsep.join(p for p in sys.path if p)},
@@ -495,8 +495,8 @@ def judge_run(model, tok, eval_rows, args, recipe, judge: str, n_prompts: int) -
 
 def _build(spec: dict):
     """Recipe, args, data and model of a spec, as ``orpo train`` builds them."""
-    from orpo.build import load_data, tokenizer_and_model_of
-    from orpo.recipe import load_recipe
+    from orpo.run.build import load_data, tokenizer_and_model_of
+    from orpo.run.recipe import load_recipe
 
     recipe = load_recipe(spec["config"], spec["overrides"])
     args = recipe.training_args()
@@ -506,7 +506,7 @@ def _build(spec: dict):
 
 
 def _trainer_ours(spec: dict, recipe, args, train_rows, eval_rows, tok, model, callbacks):
-    from orpo.build import new_trainer
+    from orpo.run.build import new_trainer
 
     ref_model = None
     if spec["ref_mode"] == "model" and recipe.adapter is not None:
@@ -527,7 +527,7 @@ def _trainer_trl(spec: dict, recipe, args, train_rows, eval_rows, tok, model, ca
 
     from datasets import Dataset
 
-    from orpo.build import peft_config_of
+    from orpo.run.build import peft_config_of
 
     module, trainer_name, config_name, extra = TRL_TRAINERS[spec["method"]]
     if spec["method"] == "sft":  # TRL's SFTTrainer reads prompt-completion rows: the chosen is the completion
@@ -594,7 +594,7 @@ def worker(spec_path: str) -> int:
     recipe, args, train_rows, eval_rows, tok, model = _build(spec)
     from transformers.trainer_callback import PrinterCallback, ProgressCallback
 
-    from orpo.callbacks import MetricsJsonlCallback
+    from orpo.run.callbacks import MetricsJsonlCallback
 
     timer = _step_timer()
     callbacks = [timer, MetricsJsonlCallback(Path(args.output_dir) / "metrics.jsonl")]
@@ -675,7 +675,7 @@ def _eval_nll(spec: dict, final: dict) -> float | None:
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     if len(argv) != 1:
-        print("usage: python -m orpo.compare SPEC.json (started by `orpo compare`)", file=sys.stderr)
+        print("usage: python -m orpo.lab.compare.run SPEC.json (started by `orpo compare`)", file=sys.stderr)
         return 2
     try:
         return worker(argv[0])

@@ -1,0 +1,11 @@
+"""What ``orpo train`` writes and what ``orpo eval``, ``generate`` and ``export`` read back.
+
+recipe     the typed YAML recipe (sections model / adapter / quantization / data / training)
+build      recipe -> tokenizer, model, data, trainer (used by train, compare, the demo and the bench)
+folder     reading a finished run back (its recipe, adapter or not, the metrics evaluation reports)
+loading    opening a run, checkpoint, adapter or model folder as a model and tokenizer
+callbacks  metrics.jsonl and the progress bar
+report     plots and report.html of a run folder
+
+The drop-in library (``orpo.ORPOConfig``, ``orpo.ORPOTrainer``) never imports this package.
+"""
