@@ -248,9 +248,16 @@ def latest_checkpoint(out: Path) -> tuple[Path | None, list[Path]]:
     return None, skipped
 
 
+def wants_resume(resume) -> bool:
+    """Whether a ``resume_from_checkpoint`` value (bool, path, or "true"/"false" text) asks to resume."""
+    return resume not in (None, False) and not (
+        isinstance(resume, str) and resume.lower() in ("", "false", "no")
+    )
+
+
 def resolve_resume(out: Path, resume) -> str | None:
     """The checkpoint ``resume_from_checkpoint`` means: a path as given, or (True) the newest complete one."""
-    if resume in (None, False) or (isinstance(resume, str) and resume.lower() in ("", "false", "no")):
+    if not wants_resume(resume):
         return None
     if isinstance(resume, str) and resume.lower() not in ("true", "yes"):
         path = Path(resume)

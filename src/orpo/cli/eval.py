@@ -90,11 +90,9 @@ def evaluate_run(run_dir: str, source: str, split: str, ref_model: str | None = 
             data_format=recipe.data.format,
             ref_model=reference,
         )
-        from transformers.trainer_callback import PrinterCallback, ProgressCallback
+        from orpo.run.callbacks import quiet
 
-        # Both print the metrics dict (or a bar) to stdout, which must hold only our output.
-        trainer.remove_callback(PrinterCallback)
-        trainer.remove_callback(ProgressCallback)
+        quiet(trainer)  # stdout must hold only our output
         return trainer.evaluate()
 
 

@@ -46,7 +46,7 @@ def run(args: argparse.Namespace) -> int:
         config, overrides = None, [config, *overrides]
     recipe = load_recipe(config, overrides)  # every field checked before anything is written
     from orpo.guard import NonFiniteError
-    from orpo.run.build import is_main_process, train_from_recipe
+    from orpo.run.train import is_main_process, train_from_recipe
 
     try:
         result = train_from_recipe(recipe, progress=not args.no_progress)

@@ -9,6 +9,7 @@ from pathlib import Path
 
 from tqdm.auto import tqdm
 from transformers import TrainerCallback
+from transformers.trainer_callback import PrinterCallback, ProgressCallback
 
 NONFINITE_KEY = "nonfinite"
 
@@ -85,3 +86,12 @@ class ProgressBarCallback(TrainerCallback):
         if self.bar is not None:
             self.bar.close()
             self.bar = None
+
+
+def quiet(trainer, progress_bar: bool = False) -> None:
+    """Remove the Trainer's own printers (a tqdm bar, metric dicts printed to stdout), which would
+    mix with our output (and with ``--json``); add our progress bar when ``progress_bar``."""
+    trainer.remove_callback(ProgressCallback)
+    trainer.remove_callback(PrinterCallback)
+    if progress_bar:
+        trainer.add_callback(ProgressBarCallback())

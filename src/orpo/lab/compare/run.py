@@ -592,9 +592,7 @@ def worker(spec_path: str) -> int:
 
     spec = json.loads(Path(spec_path).read_text())
     recipe, args, train_rows, eval_rows, tok, model = _build(spec)
-    from transformers.trainer_callback import PrinterCallback, ProgressCallback
-
-    from orpo.run.callbacks import MetricsJsonlCallback
+    from orpo.run.callbacks import MetricsJsonlCallback, quiet
 
     timer = _step_timer()
     callbacks = [timer, MetricsJsonlCallback(Path(args.output_dir) / "metrics.jsonl")]
@@ -602,9 +600,12 @@ def worker(spec_path: str) -> int:
     setup_start = time.perf_counter()
     trainer = build(spec, recipe, args, train_rows, eval_rows, tok, model, callbacks)
     setup_seconds = time.perf_counter() - setup_start
-    if not spec["progress"]:
-        trainer.remove_callback(ProgressCallback)
-    trainer.remove_callback(PrinterCallback)
+    if spec["progress"]:  # keep the Trainer's own bar (TRL's trainers have no other)
+        from transformers.trainer_callback import PrinterCallback
+
+        trainer.remove_callback(PrinterCallback)
+    else:
+        quiet(trainer)
     objective = get_objective(spec["method"])
     # TRL's DPO logs summed logps only; its curve is left out rather than put on another scale.
     names = objective.mean_logps_metrics if spec["impl"] == "orpo" else ("logps/chosen", "logps/rejected")

@@ -44,6 +44,7 @@ from typing import Any
 # Only light imports at module level: `orpo --help` imports every CLI module, and torch plus
 # transformers take seconds to import.
 from orpo.lab.demo.table import snippet_counts, summarise
+from orpo.run.callbacks import quiet
 from orpo.tasks.codereview.generator import (
     P_FALSE,
     P_MISS,
@@ -275,17 +276,6 @@ class _Phase:
         self.clock.times[self.name] = round(time.perf_counter() - self.start, 2)
 
 
-def _quiet_trainer(trainer, progress: bool) -> None:
-    from transformers.trainer_callback import PrinterCallback, ProgressCallback
-
-    from orpo.run.callbacks import ProgressBarCallback
-
-    trainer.remove_callback(ProgressCallback)
-    trainer.remove_callback(PrinterCallback)
-    if progress:
-        trainer.add_callback(ProgressBarCallback())
-
-
 def generate_reviews(
     model, tokenizer, prompt_ids: list[list[int]], max_new_tokens: int, bf16: bool
 ) -> list[str]:
@@ -441,7 +431,7 @@ def train_base(
         eval_steps=None,
     )
     trainer = new_trainer(args, tok, model, rows)
-    _quiet_trainer(trainer, progress)
+    quiet(trainer, progress)
     with _torch_threads(BASE_THREADS):
         trainer.train()
     seconds = round(time.perf_counter() - start, 2)
@@ -577,7 +567,7 @@ def _train_method(
     peak_known = reset_peak_rss()
     start = time.perf_counter()
     trainer = new_trainer(args, tok, model, data.train, data.val, [recorder])
-    _quiet_trainer(trainer, progress)
+    quiet(trainer, progress)
     trainer.evaluate()  # step 0: the base
     trainer.train()
     if recorder.points[-1]["step"] != trainer.state.global_step:
@@ -607,7 +597,7 @@ def _score_base(base: Base, budget: DemoSize, data: _DemoData, out: Path) -> tup
     tok, model = base.load()
     args = _config("sft", 0, 1, LEARNING_RATE, budget.batch_size, out / "base", eval_steps=None)
     trainer = new_trainer(args, tok, model, None)
-    _quiet_trainer(trainer, progress=False)
+    quiet(trainer, progress=False)
     val = trainer.evaluate(eval_dataset=data.val)
     scored = _score_model(trainer.engine, model, tok, data)
     scored["val_logps_chosen"] = val["eval_logps/chosen"]
