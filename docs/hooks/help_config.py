@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+import textwrap
 
 MARKER = "<!-- orpo train --help-config -->"
 
@@ -21,4 +22,9 @@ def on_page_markdown(markdown: str, page, **kwargs) -> str:
         text=True,
         check=True,
     )
-    return markdown.replace(MARKER, "```text\n" + out.stdout.rstrip() + "\n```")
+    # Wrap the one-line help strings so the page reads without scrolling sideways.
+    lines = [
+        textwrap.fill(line, width=100, subsequent_indent=" " * (len(line) - len(line.lstrip()) + 4))
+        for line in out.stdout.rstrip().splitlines()
+    ]
+    return markdown.replace(MARKER, "```text\n" + "\n".join(lines) + "\n```")
