@@ -61,8 +61,8 @@ def odds_ratio_loss(
 
     Returns:
         losses: (B,) float32, >= 0, to minimise (not yet weighted by beta).
-        per-pair metrics (B,): ``log_odds_chosen`` = the log-odds difference,
-        ``log_odds_ratio`` = log sigmoid of it (TRL's names; TRL logs their batch means).
+        metrics: per-pair metrics (B,): ``log_odds_chosen`` = the log-odds difference,
+            ``log_odds_ratio`` = log sigmoid of it (TRL's names; TRL logs their batch means).
     """
     diff = log_odds(chosen_mean_logps) - log_odds(rejected_mean_logps)  # (B,)
     log_sig = F.logsigmoid(diff)
