@@ -113,7 +113,7 @@ class ORPOTrainer(Trainer):
         pad_id = args.padding_value if args.padding_value is not None else processing_class.pad_token_id
         self.engine, fallback = build_engine(args.engine, model, pad_id, args)
         if fallback:
-            notice(f"using the reference engine: {fallback}")
+            notice(f"using the padded engine: {fallback}")
         self.beta = args.beta
         self.aux_loss_coef = float(getattr(model.config, "router_aux_loss_coef", 0.0) or 0.0)
         # split -> metric -> [sum, count] since the last log
