@@ -324,9 +324,11 @@ class ORPOTrainer(Trainer):
     def train(self, resume_from_checkpoint=None, trial=None, ignore_keys_for_eval=None, **kwargs):
         """``Trainer.train``; ``resume_from_checkpoint=True`` takes the newest complete checkpoint, and
         SIGINT / SIGTERM save a checkpoint and stop (``self.stop_on_signal.received`` says which).
-        Says once which tokenisation rules built the data."""
+        Says once which tokenisation rules built the data, and which checkpoint it resumes from."""
         notice(describe_tokenization(self.args.tokenization, self.args.chat_template_mode))
         resume = checkpoints.resolve_resume(Path(self.args.output_dir), resume_from_checkpoint)
+        if resume is not None:
+            notice(f"resuming from {resume} (step {checkpoints.checkpoint_step(Path(resume))})")
         with self.stop_on_signal.installed():
             return super().train(resume, trial, ignore_keys_for_eval, **kwargs)
 
