@@ -10,7 +10,8 @@ A run folder (``training.output_dir``) holds, at the end of a run:
                            starting model (the reference) of a full DPO/IPO/hinge run
   data_report.json         rows kept, dropped and truncated by reason, per source
   summary.json             status (running / finished / failed / interrupted), the error if any,
-                           loss and preference accuracy before / after on the eval set
+                           loss and preference accuracy before / after on the eval set, each resume
+                           (its step and the fields it changed), warnings (e.g. a loss that did not move)
   plots/*.png, report.html curves and the summary (``orpo.run.report``)
   checkpoint-N/            written to ``.tmp-checkpoint-N/`` and renamed when complete; its
                            ``COMPLETE.json`` lists every file with its size

@@ -162,7 +162,12 @@ def is_main_process() -> bool:
 
 
 def _train_locked(
-    recipe: Recipe, args: ORPOConfig, out: Path, progress: bool, main: bool, changed: dict
+    recipe: Recipe,
+    args: ORPOConfig,
+    out: Path,
+    progress: bool,
+    main: bool,
+    changed: dict[str, tuple[Any, Any]],
 ) -> RunResult:
     # The checkpoint to resume from is found (or refused) before anything is written.
     resume = checkpoints.resolve_resume(out, args.resume_from_checkpoint)
@@ -185,7 +190,7 @@ def _train_locked(
     if resume is not None:
         summary["steps"] = checkpoints.checkpoint_step(Path(resume))
         resumed = {
-            "step": checkpoints.checkpoint_step(Path(resume)),
+            "step": summary["steps"],
             "checkpoint": Path(resume).name,
             "changed": {name: list(values) for name, values in changed.items()},
         }
