@@ -35,7 +35,7 @@ def _run(cmd: list[str], cwd: Path) -> None:
     raise AssertionError(result.stderr[-3000:])
 
 
-@pytest.mark.parametrize("engine", ["packed", "reference"])
+@pytest.mark.parametrize("engine", ["packed", "padded"])
 def test_two_processes_equal_one(tmp_path, engine):
     torchrun = shutil.which("torchrun", path=str(Path(sys.executable).parent))
     if torchrun is None:
@@ -82,9 +82,9 @@ def test_every_rank_runs_the_same_number_of_eval_steps(tmp_path):
     assert steps == [2, 2]
 
 
-def test_zero3_trains_on_the_reference_engine(tmp_path):
+def test_zero3_trains_on_the_padded_engine(tmp_path):
     """DeepSpeed ZeRO-3 (2 gloo processes; DeepSpeed runs on CPU): the partitioned head weight sends `auto`
-    to the reference engine before the first step, and training runs through to a finite loss."""
+    to the padded engine before the first step, and training runs through to a finite loss."""
     pytest.importorskip("deepspeed")
     torchrun = shutil.which("torchrun", path=str(Path(sys.executable).parent))
     if torchrun is None:
@@ -103,4 +103,4 @@ def test_zero3_trains_on_the_reference_engine(tmp_path):
     _run(cmd, tmp_path)
     for rank in (0, 1):
         engine, loss = (tmp_path / f"zero3_{rank}.txt").read_text().split()
-        assert engine == "reference" and math.isfinite(float(loss))
+        assert engine == "padded" and math.isfinite(float(loss))

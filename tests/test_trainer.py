@@ -39,8 +39,8 @@ def test_loss_is_nll_plus_beta_times_odds_ratio_term(tmp_path, tokenizer, rows):
 def test_nll_on_prompt_false_is_response_token_mean(tmp_path, tokenizer, rows):
     """Response-only NLL is -sum(chosen response logps) / sum(chosen response lengths), which for
     equal-weight tokens is larger in magnitude than mean logp only when lengths differ; we check
-    the identity on the reference engine's per-sequence stats directly."""
-    trainer = _trainer(tmp_path, tokenizer, rows, nll_on_prompt=False, engine="reference")
+    the identity on the padded engine's per-sequence stats directly."""
+    trainer = _trainer(tmp_path, tokenizer, rows, nll_on_prompt=False, engine="padded")
     batch = trainer.data_collator([trainer.eval_dataset[i] for i in range(8)])
     with torch.no_grad():
         stats = trainer.engine.forward(trainer.model.eval(), batch, False)
@@ -98,7 +98,7 @@ def test_gradient_accumulation_does_not_change_the_update(tmp_path, tokenizer):
             optim="sgd",
             learning_rate=1.0,
             max_grad_norm=0.0,
-            engine="reference",
+            engine="padded",
         )
         trainer.train()
         results.append({k: v.clone() for k, v in trainer.model.state_dict().items()})
@@ -172,6 +172,14 @@ def test_config_errors_are_one_line_and_name_the_value(tmp_path, fields, message
     with pytest.raises(ValueError, match=message) as info:
         ORPOConfig(output_dir=str(tmp_path), **fields)
     assert "\n" not in str(info.value)
+
+
+def test_engine_reference_is_the_old_name_of_padded(tmp_path, caplog):
+    """`engine="reference"` (the padded engine's old name) still works, with a one-line notice; the
+    word now belongs to the DPO reference model only."""
+    args = ORPOConfig(output_dir=str(tmp_path), engine="reference")
+    assert args.engine == "padded"
+    assert "engine='reference' is the old name of engine='padded'; accepted" in caplog.text
 
 
 def test_orpo_alpha_and_tokenizer_alias(tmp_path, tokenizer, rows):
@@ -257,7 +265,7 @@ def test_moe_router_aux_loss_is_added(tmp_path, tokenizer):
     trainer = ORPOTrainer(
         model=model, args=tiny_args(tmp_path, beta=0.0), train_dataset=toy_rows(8), processing_class=tokenizer
     )
-    assert trainer.engine.name == "reference"
+    assert trainer.engine.name == "padded"
     batch = trainer._prepare_inputs(trainer.data_collator([trainer.train_dataset[i] for i in range(4)]))
     stats = trainer.engine.forward(trainer.model, batch, True)
     assert stats.aux_loss is not None and stats.aux_loss.item() > 0

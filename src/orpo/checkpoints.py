@@ -10,7 +10,8 @@ A run folder (``training.output_dir``) holds, at the end of a run:
                            starting model (the reference) of a full DPO/IPO/hinge run
   data_report.json         rows kept, dropped and truncated by reason, per source
   summary.json             status (running / finished / failed / interrupted), the error if any,
-                           loss and preference accuracy before / after on the eval set
+                           loss and preference accuracy before / after on the eval set, each resume
+                           (its step and the fields it changed), warnings (e.g. a loss that did not move)
   plots/*.png, report.html curves and the summary (``orpo.run.report``)
   checkpoint-N/            written to ``.tmp-checkpoint-N/`` and renamed when complete; its
                            ``COMPLETE.json`` lists every file with its size
@@ -107,8 +108,10 @@ def run_lock(out: Path):
     """Hold ``out/orpo.lock`` (pid and host) for the block; refuse a folder another process holds.
 
     A lock left by a dead process on this host (``kill -9``, power loss) is reported and replaced;
-    a lock from another host cannot be checked, so the message says how to clear it.
+    a lock from another host cannot be checked, so the message says how to clear it. A folder the lock
+    created and the block left empty (the run was refused before writing) is removed with the lock.
     """
+    created = not out.exists()
     out.mkdir(parents=True, exist_ok=True)
     path = out / LOCK_FILE
     me = {"pid": os.getpid(), "host": socket.gethostname()}
@@ -146,6 +149,9 @@ def run_lock(out: Path):
         with contextlib.suppress(OSError, ValueError):
             if json.loads(path.read_text()).get("pid") == me["pid"]:
                 path.unlink()
+        if created:
+            with contextlib.suppress(OSError):  # not empty: a run was written there
+                out.rmdir()
 
 
 # ---------------------------------------------------------------------------------------------
@@ -226,6 +232,14 @@ def _step_of(path: Path) -> int:
         return int(path.name.removeprefix(CHECKPOINT_PREFIX))
     except ValueError:
         return -1
+
+
+def checkpoint_step(path: Path) -> int:
+    """The optimizer step a checkpoint was saved at (its ``trainer_state.json``, else its name)."""
+    try:
+        return int(json.loads((Path(path) / "trainer_state.json").read_text())["global_step"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return _step_of(Path(path))
 
 
 def latest_checkpoint(out: Path) -> tuple[Path | None, list[Path]]:

@@ -20,7 +20,10 @@ from transformers import TrainingArguments
 from orpo._log import notice
 from orpo.losses import OBJECTIVES, get_objective
 
-ENGINES = ("auto", "packed", "reference")
+ENGINES = ("auto", "packed", "padded")
+# Old engine names, still accepted: "reference" was the padded engine's name before the word was
+# kept for the reference model of DPO/IPO/hinge.
+ENGINE_ALIASES = {"reference": "padded"}
 TEMPLATE_MODES = ("auto", "always", "never")
 TOKENIZATIONS = ("trl", "orpo")
 TRUNCATION_SIDES = ("left", "right")
@@ -148,8 +151,9 @@ class ORPOConfig(TrainingArguments):
         default="auto",
         metadata={
             "help": "'packed': prompt computed once, pairs packed without padding, output head only where the "
-            "loss needs it. 'reference': chosen and rejected padded in one batch, full logits (slow, simple). "
-            "'auto': packed when the model supports it, else reference with a logged reason."
+            "loss needs it. 'padded': chosen and rejected padded in one batch, full logits (slow, simple; the "
+            "oracle the packed engine is tested against; 'reference' is its old name). "
+            "'auto': packed when the model supports it, else padded with a logged reason."
         },
     )
     max_tokens_per_batch: int | None = field(
@@ -294,6 +298,11 @@ class ORPOConfig(TrainingArguments):
         get_objective(self.method)  # raises on an unknown method, listing the registered ones
         if not 0 <= self.label_smoothing < 0.5:
             raise ValueError(f"label_smoothing={self.label_smoothing} must be in [0, 0.5) (0: plain DPO)")
+        if self.engine in ENGINE_ALIASES:
+            notice(
+                f"engine={self.engine!r} is the old name of engine={ENGINE_ALIASES[self.engine]!r}; accepted"
+            )
+            self.engine = ENGINE_ALIASES[self.engine]
         if self.engine not in ENGINES:
             raise ValueError(f"engine={self.engine!r} is not one of {ENGINES}")
         if self.tokenization not in TOKENIZATIONS:

@@ -113,7 +113,7 @@ class ORPOTrainer(Trainer):
         pad_id = args.padding_value if args.padding_value is not None else processing_class.pad_token_id
         self.engine, fallback = build_engine(args.engine, model, pad_id, args)
         if fallback:
-            notice(f"using the reference engine: {fallback}")
+            notice(f"using the padded engine: {fallback}")
         self.beta = args.beta
         self.aux_loss_coef = float(getattr(model.config, "router_aux_loss_coef", 0.0) or 0.0)
         # split -> metric -> [sum, count] since the last log
@@ -324,9 +324,11 @@ class ORPOTrainer(Trainer):
     def train(self, resume_from_checkpoint=None, trial=None, ignore_keys_for_eval=None, **kwargs):
         """``Trainer.train``; ``resume_from_checkpoint=True`` takes the newest complete checkpoint, and
         SIGINT / SIGTERM save a checkpoint and stop (``self.stop_on_signal.received`` says which).
-        Says once which tokenisation rules built the data."""
+        Says once which tokenisation rules built the data, and which checkpoint it resumes from."""
         notice(describe_tokenization(self.args.tokenization, self.args.chat_template_mode))
         resume = checkpoints.resolve_resume(Path(self.args.output_dir), resume_from_checkpoint)
+        if resume is not None:
+            notice(f"resuming from {resume} (step {checkpoints.checkpoint_step(Path(resume))})")
         with self.stop_on_signal.installed():
             return super().train(resume, trial, ignore_keys_for_eval, **kwargs)
 

@@ -249,6 +249,143 @@ def test_kill_9_inside_a_checkpoint_save_then_resume_equals_an_uninterrupted_run
     assert json.loads((run / "summary.json").read_text())["status"] == "finished"
 
 
+def test_kill_9_then_resume_logs_the_before_training_evaluation_once(tmp_path):
+    """The step-0 ("before training") evaluation is in metrics.jsonl once after a kill -9 and a resume,
+    and every logged step comes in order (the eval curve does not jump back to step 0); summary.json's
+    `before` is the first run's."""
+    steps = ["max_steps=6", "save_strategy=steps", "save_steps=2", "learning_rate=1e-2", "logging_steps=1"]
+    evals = [f"data.eval={FIXTURE}", "eval_strategy=steps", "eval_steps=2"]
+    config = _write(tmp_path)
+    killed = _train_subprocess(config, *steps, *evals, kill_at=4)
+    assert killed.returncode == -signal.SIGKILL
+    run = tmp_path / "run"
+    first = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    (before,) = [r for r in first if "eval_loss" in r and r["step"] == 0]
+    resumed = _train_subprocess(config, *steps, *evals, "resume_from_checkpoint=true")
+    assert resumed.returncode == 0, resumed.stderr
+    assert f"resuming from {run / 'checkpoint-2'} (step 2)" in resumed.stderr
+    records = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in records if "eval_loss" in r] == [0, 2, 4, 6]
+    assert [r["step"] for r in records] == sorted(r["step"] for r in records)
+    summary = json.loads((run / "summary.json").read_text())
+    assert summary["before"]["eval_loss"] == pytest.approx(before["eval_loss"])
+
+
+def test_commands_on_an_interrupted_run_point_to_its_newest_checkpoint(tmp_path, capsys):
+    """A run killed after checkpoint-2 has no final model: eval, generate and export say so in one line
+    and name RUN/checkpoint-2 (which eval and generate then load)."""
+    config = _write(tmp_path)
+    steps = ["max_steps=6", "save_strategy=steps", "save_steps=2", "logging_steps=1"]
+    assert _train_subprocess(config, *steps, kill_at=4).returncode == -signal.SIGKILL
+    run = tmp_path / "run"
+    checkpoint = run / "checkpoint-2"
+    for command in (
+        ["eval", str(run), "--data", FIXTURE],
+        ["generate", str(run), "--prompt", "hi", "--max-new-tokens", "2"],
+        ["export", str(run), "--out", str(tmp_path / "merged")],
+    ):
+        assert main(command) == 2
+        err = _one_line_error(capsys)
+        assert f"{run} holds no final model (status: running)" in err and f"{checkpoint} (step 2)" in err
+    assert "finish the run with resume_from_checkpoint=true, then export it" in err
+    assert not (tmp_path / "merged").exists()
+    assert main(["eval", str(checkpoint), "--data", FIXTURE, "--json"]) == 0
+
+
+def _checkpointed_run(tmp_path) -> tuple[Path, Path]:
+    """(config, run folder) of a finished 2-step run that saved checkpoint-2."""
+    config = _write(tmp_path)
+    assert main(["train", str(config), "save_strategy=steps", "save_steps=2", "--no-progress"]) == 0
+    return config, tmp_path / "run"
+
+
+def test_a_resume_that_changes_what_is_trained_is_refused_and_touches_nothing(tmp_path, capsys):
+    """beta, the model's width and the data are refused, each on its own line `name: old -> new`; the
+    run's files stay byte for byte (a changed hidden_size used to be a traceback that rewrote
+    summary.json as failed at step 0)."""
+    config, run = _checkpointed_run(tmp_path)
+    capsys.readouterr()
+    files = {p: p.read_bytes() for p in run.rglob("*") if p.is_file()}
+    changes = ["beta=0.5", "model.tiny.hidden_size=48", "data.eval_size=1"]
+    assert main(["train", str(config), "resume_from_checkpoint=true", *changes, "--no-progress"]) == 2
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert (
+        lines[0].startswith(f"orpo: error: cannot resume {run}: ")
+        and "another training.output_dir" in lines[0]
+    )
+    assert sorted(lines[1:]) == [
+        "  beta: 0.1 -> 0.5",
+        "  data.eval_size: null -> 1",
+        "  model.tiny.hidden_size: 32 -> 48",
+    ]
+    assert {p: p.read_bytes() for p in run.rglob("*") if p.is_file()} == files
+
+
+def test_a_resume_may_change_how_it_saves_logs_and_how_long_it_trains(tmp_path, capsys):
+    """save_steps, logging_steps and max_steps may change on resume: the run continues from its
+    checkpoint and summary.json and config.yaml record what changed at which step."""
+    from orpo.run.recipe import TRAINING_FIELDS
+    from orpo.run.resume import RESUMABLE
+
+    assert RESUMABLE <= TRAINING_FIELDS  # every name is a real field
+    config, run = _checkpointed_run(tmp_path)
+    more = ["save_strategy=steps", "max_steps=4", "save_steps=3", "logging_steps=2"]
+    assert main(["train", str(config), "resume_from_checkpoint=true", *more, "--no-progress"]) == 0
+    summary = json.loads((run / "summary.json").read_text())
+    assert summary["status"] == "finished" and summary["steps"] == 4
+    assert summary["resumed"] == [
+        {
+            "step": 2,
+            "checkpoint": "checkpoint-2",
+            "changed": {"logging_steps": [1, 2], "max_steps": [2, 4], "save_steps": [2, 3]},
+        }
+    ]
+    text = (run / "config.yaml").read_text()
+    assert text.startswith(
+        "# resumed at step 2 with logging_steps 1 -> 2, max_steps 2 -> 4, save_steps 2 -> 3\n"
+    )
+    assert load_recipe(run / "config.yaml").training["max_steps"] == 4
+    records = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in records if "loss" in r] == [1, 2, 4]
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        (
+            ["max_steps=-1", "num_train_epochs=0"],
+            "num_train_epochs=0 with no max_steps plans no optimizer step",
+        ),
+        (
+            [
+                "max_steps=-1",
+                "num_train_epochs=1",
+                "per_device_train_batch_size=4",
+                "dataloader_drop_last=true",
+            ],
+            "the train set has 3 pair(s), fewer than one batch of 4",
+        ),
+    ],
+)
+def test_a_run_that_plans_no_step_is_an_error_that_writes_nothing(tmp_path, capsys, overrides, message):
+    """It used to exit 0 as finished and save the untrained model."""
+    config = _write(tmp_path)
+    assert main(["train", str(config), *overrides, "--no-progress"]) == 2
+    assert message in _one_line_error(capsys)
+    assert not (tmp_path / "run").exists()
+
+
+def test_a_run_whose_loss_did_not_move_ends_with_a_warning(tmp_path, capsys):
+    """learning_rate 0 on one repeated batch: the loss is the same at every step; `orpo train` says so at
+    the end, with what to try, and summary.json records it."""
+    config = _write(tmp_path, steps=3, lr="0.0")
+    assert main(["train", str(config), "per_device_train_batch_size=3", "--no-progress"]) == 0
+    out = capsys.readouterr().out
+    assert "warning: the training loss did not move" in out and "Raise learning_rate (now 0;" in out
+    (warning,) = json.loads((tmp_path / "run" / "summary.json").read_text())["warnings"]
+    assert "over 3 steps" in warning and "num_train_epochs, max_steps" in warning
+
+
 def test_sigterm_saves_a_loadable_checkpoint_and_stops(tmp_path, rows, tokenizer):
     from transformers import AutoModelForCausalLM, TrainerCallback
 

@@ -1,4 +1,4 @@
-"""The packed engine: layout by hand, then parity with the reference engine (values and gradients)."""
+"""The packed engine: layout by hand, then parity with the padded engine (values and gradients)."""
 
 from __future__ import annotations
 
@@ -18,7 +18,7 @@ from orpo.engine.packed import (
     fast_path_support,
     packed_forward,
 )
-from orpo.engine.reference import PaddedPairCollator, reference_forward
+from orpo.engine.padded import PaddedPairCollator, padded_forward
 from orpo.engine.types import SequenceStats
 
 VOCAB = 97
@@ -76,9 +76,7 @@ def _stats_and_grads(forward, model, batch, nll_on_prompt) -> tuple[SequenceStat
 
 
 def _assert_parity(model, rows, nll_on_prompt, max_tokens_per_row, atol=1e-5, rtol=1e-5):
-    ref_stats, ref_grads = _stats_and_grads(
-        reference_forward, model, PaddedPairCollator(0)(rows), nll_on_prompt
-    )
+    ref_stats, ref_grads = _stats_and_grads(padded_forward, model, PaddedPairCollator(0)(rows), nll_on_prompt)
     batch = PackedPairCollator(0, max_tokens_per_row)(rows)
 
     def packed(m, b, nll):
@@ -179,14 +177,14 @@ def test_empty_prompt_is_a_value_error():
         PackedPairCollator(0)(rows)
 
 
-# --- parity with the reference engine ----------------------------------------------------------------
+# --- parity with the padded engine -------------------------------------------------------------------
 
 
 @pytest.mark.parametrize("family", ["llama", "qwen2", "mistral", "gemma", "phi3"])
 @pytest.mark.parametrize("attn", ["sdpa", "eager"])
 @pytest.mark.parametrize("max_tokens_per_row", [None, 40], ids=["pair-per-row", "packed"])
 @pytest.mark.parametrize("nll_on_prompt", [True, False], ids=["nll-prompt", "nll-response"])
-def test_parity_with_reference(family, attn, max_tokens_per_row, nll_on_prompt):
+def test_parity_with_padded(family, attn, max_tokens_per_row, nll_on_prompt):
     model = _model(family, attn)
     assert fast_path_support(model) is None
     batch = _assert_parity(model, _rows(6, seed=len(family)), nll_on_prompt, max_tokens_per_row)
@@ -231,12 +229,12 @@ def test_parity_with_lora(attn):
 
 
 @pytest.mark.parametrize("attn", ["sdpa", "eager"])
-def test_bf16_autocast_close_to_reference(attn):
+def test_bf16_autocast_close_to_padded(attn):
     """Both engines under bf16 autocast; different summation orders in bf16, so compare loosely."""
     model = _model("llama", attn)
     rows = _rows(5, seed=11)
     with torch.autocast("cpu", dtype=torch.bfloat16):
-        want = reference_forward(model, PaddedPairCollator(0)(rows), True)
+        want = padded_forward(model, PaddedPairCollator(0)(rows), True)
         got = packed_forward(model, PackedPairCollator(0, 40)(rows), True, chunk_size=5)
     torch.testing.assert_close(got.chosen_sum_logps, want.chosen_sum_logps, atol=0.2, rtol=0.02)
     torch.testing.assert_close(got.rejected_sum_logps, want.rejected_sum_logps, atol=0.2, rtol=0.02)
@@ -276,7 +274,7 @@ def test_encoder_decoder_and_router_aux_loss_are_refused():
     assert "router" in fast_path_support(mixtral)
 
 
-def test_zero3_partitioned_head_takes_the_reference_engine(monkeypatch):
+def test_zero3_partitioned_head_takes_the_padded_engine(monkeypatch):
     """A ZeRO-3 head weight (DeepSpeed marks partitioned parameters with ``ds_id``; the local shard is
     empty) is refused before training, and ``auto`` falls back with the reason instead of failing mid-step."""
     from types import SimpleNamespace
@@ -291,7 +289,7 @@ def test_zero3_partitioned_head_takes_the_reference_engine(monkeypatch):
     reason = fast_path_support(model)
     assert reason is not None and "ZeRO-3" in reason
     engine, fallback = build_engine("auto", model, 0, args)
-    assert engine.name == "reference" and "ZeRO-3" in fallback
+    assert engine.name == "padded" and "ZeRO-3" in fallback
     with pytest.raises(ValueError, match="ZeRO-3"):
         build_engine("packed", model, 0, args)
     # Configured for ZeRO-3 but not yet partitioned (the model is wrapped later, at the first step).

@@ -31,7 +31,7 @@ profiles:
 examples:
   orpo bench                                     # every profile, fp32 and bf16, TRL and ours, 3 rounds
   orpo bench --profile body --dtype fp32 --repeats 5 --steps 3
-  orpo bench --profile chat --dtype fp32 --impl orpo --engine reference   # A/B of our engines
+  orpo bench --profile chat --dtype fp32 --impl orpo --engine padded      # A/B of our engines
   orpo bench --profile long-prompt --steps 8 --json > bench.json
 """
 
@@ -69,8 +69,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--engine",
         default="auto",
-        choices=("auto", "packed", "reference"),
-        help="orpo's engine (default auto: packed when supported); reference for an A/B",
+        choices=("auto", "packed", "padded"),
+        help="orpo's engine (default auto: packed when supported); padded for an A/B",
     )
     p.add_argument(
         "--learning-rate", type=float, default=1e-4, metavar="LR", help="both sides (default 1e-4)"

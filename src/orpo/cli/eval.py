@@ -46,57 +46,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=run)
 
 
-def evaluate_run(run_dir: str, source: str, split: str, ref_model: str | None = None) -> dict[str, float]:
-    """``ORPOTrainer.evaluate`` of the run's model on ``source``; Trainer output goes to a temp dir.
-
-    Methods with a reference score against the run's starting model (``orpo.run.loading.open_reference``),
-    never against a copy of the trained one (whose rewards would all be 0).
-    """
-    import tempfile
-    from pathlib import Path
-
-    from orpo.config import ORPOConfig
-    from orpo.data.load import load_source
-    from orpo.losses import get_objective
-    from orpo.refpass import is_peft
-    from orpo.run.folder import run_recipe
-    from orpo.run.loading import kind_of, open_model, open_reference
-    from orpo.trainer import ORPOTrainer
-
-    path = Path(run_dir)
-    is_checkpoint = path.is_dir() and kind_of(path) == "checkpoint"
-    # A checkpoint has no config.yaml of its own: its run's config says how it was trained.
-    run = path.parent if is_checkpoint else path
-    recipe = run_recipe(run)
-    loaded = open_model(path)
-    model, tok = loaded.model, loaded.tokenizer
-    reference = None
-    if get_objective(recipe.training_args().method).needs_reference and (ref_model or not is_peft(model)):
-        reference = open_reference(run, ref_model)
-    rows = load_source(source, split=split)
-    with tempfile.TemporaryDirectory(prefix="orpo-eval-") as tmp:
-        training = {
-            **recipe.training,
-            "output_dir": tmp,
-            "report_to": "none",
-            "gradient_checkpointing": False,
-        }
-        trainer = ORPOTrainer(
-            model=model,
-            args=ORPOConfig(**training),
-            eval_dataset=rows,
-            processing_class=tok,
-            data_columns=recipe.data.columns,
-            data_format=recipe.data.format,
-            ref_model=reference,
-        )
-        from orpo.run.callbacks import quiet
-
-        quiet(trainer)  # stdout must hold only our output
-        return trainer.evaluate()
-
-
 def run(args: argparse.Namespace) -> int:
+    # Deferred: torch and transformers load only when the command runs (fast `orpo --help`).
+    from orpo.run.evaluate import evaluate_run
     from orpo.run.folder import METRICS
 
     metrics = evaluate_run(args.run_dir, args.data, args.split, args.ref_model)

@@ -56,23 +56,27 @@ def run(args: argparse.Namespace) -> int:
         raise ValueError(f"--format {args.format!r}: use one of {', '.join(FORMATS)}")
     if args.dtype not in DTYPES:
         raise ValueError(f"--dtype {args.dtype!r}: use one of {', '.join(DTYPES)}")
+    if args.format == "merged" and args.dtype != "f16":
+        raise ValueError("--dtype is for --format gguf; a merged folder keeps the run's dtype")
+    out = Path(args.out)
+    if args.format == "gguf" and out.is_dir():
+        raise ValueError(f"--out {out} is a folder; give the .gguf file to write, e.g. {out / 'model.gguf'}")
+    if args.format == "gguf" and out.exists() and not args.force:
+        raise ValueError(f"--out {out} exists; choose a new file or pass --force")
+    from orpo.run.folder import run_recipe
+    from orpo.run.loading import has_final_model, no_final_model
+
+    run_recipe(args.run_dir)  # a missing or foreign folder fails here, before any model is loaded
+    if not has_final_model(args.run_dir):  # an interrupted run: name its checkpoint and how to finish
+        raise no_final_model(Path(args.run_dir), checkpoint_ok=False)
     if args.format == "merged":
-        if args.dtype != "f16":
-            raise ValueError("--dtype is for --format gguf; a merged folder keeps the run's dtype")
         from orpo.export import write_merged
 
         print(write_merged(args.run_dir, args.out, args.force))
         return 0
-    out = Path(args.out)
-    if out.is_dir():
-        raise ValueError(f"--out {out} is a folder; give the .gguf file to write, e.g. {out / 'model.gguf'}")
-    if out.exists() and not args.force:
-        raise ValueError(f"--out {out} exists; choose a new file or pass --force")
     from orpo.export import merged_model, write_gguf
     from orpo.export.gguf_file import architecture
-    from orpo.run.folder import run_recipe
 
-    run_recipe(args.run_dir)  # a missing or foreign folder fails here, before any model is loaded
     model, tokenizer, _ = merged_model(args.run_dir)
     architecture(model.config)
     path = write_gguf(model, tokenizer, out, args.dtype, name=Path(args.run_dir).resolve().name)

@@ -46,6 +46,7 @@ def run(args: argparse.Namespace) -> int:
         config, overrides = None, [config, *overrides]
     recipe = load_recipe(config, overrides)  # every field checked before anything is written
     from orpo.guard import NonFiniteError
+    from orpo.run.resume import ResumeRefused
     from orpo.run.train import is_main_process, train_from_recipe
 
     try:
@@ -54,6 +55,9 @@ def run(args: argparse.Namespace) -> int:
         out = recipe.training.get("output_dir")
         print(f"orpo: error: {err} (recorded in {out}/summary.json)", file=sys.stderr)
         return EXIT_NONFINITE
+    except ResumeRefused as err:  # one line, then one line per refused field: `name: old -> new`
+        print(f"orpo: error: {err}", file=sys.stderr)
+        return 2
     if is_main_process():  # under torchrun, one summary
         print(format_summary(result))
     if result.status == "interrupted":
@@ -97,6 +101,7 @@ def format_summary(result) -> str:
         lines.append(f"data warnings (train pairs): {warned}")
     if result.report is not None:
         lines.append(f"report: {result.report}")
+    lines += [f"warning: {w}" for w in result.warnings]
     return "\n".join(lines)
 
 

@@ -1,6 +1,6 @@
 """Engines: turn collated batches of pairs into ``SequenceStats``.
 
-- ``reference``: padded chosen/rejected rows, full logits. Simple; the oracle in tests.
+- ``padded``: padded chosen/rejected rows, full logits. Simple; the oracle in tests.
 - ``packed``: prompt once per pair, pairs packed without padding, the output head applied in
   chunks only where the loss needs it. The default when the model supports it.
 """
@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 import torch
 
-from orpo.engine.reference import PaddedPairCollator, reference_forward
+from orpo.engine.padded import PaddedPairCollator, padded_forward
 from orpo.engine.types import IGNORE_INDEX, PAIR_COLUMNS, SequenceStats
 
 __all__ = ["IGNORE_INDEX", "PAIR_COLUMNS", "Engine", "SequenceStats", "build_engine"]
@@ -28,10 +28,8 @@ class Engine:
     count_items: Callable[[dict[str, torch.Tensor], bool], tuple[torch.Tensor, torch.Tensor]]
 
 
-def _reference_counts(
-    batch: dict[str, torch.Tensor], nll_on_prompt: bool
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """(NLL tokens, pairs) of a padded reference batch."""
+def _padded_counts(batch: dict[str, torch.Tensor], nll_on_prompt: bool) -> tuple[torch.Tensor, torch.Tensor]:
+    """(NLL tokens, pairs) of a padded batch."""
     n = batch["prompt_lengths"].shape[0]
     if nll_on_prompt:
         nll = batch["attention_mask"][:n, 1:].sum()
@@ -47,7 +45,7 @@ def _packed_counts(batch: dict[str, torch.Tensor], nll_on_prompt: bool) -> tuple
 
 
 def build_engine(name: str, model: torch.nn.Module, pad_token_id: int, args) -> tuple[Engine, str | None]:
-    """The engine to use and, when 'auto' had to fall back to the reference path, the reason why."""
+    """The engine to use and, when 'auto' had to fall back to the padded engine, the reason why."""
     from orpo.engine import packed
 
     reason = None
@@ -63,10 +61,10 @@ def build_engine(name: str, model: torch.nn.Module, pad_token_id: int, args) -> 
             collator = packed.PackedPairCollator(pad_token_id, args.max_tokens_per_batch)
             return Engine("packed", collator, packed_forward, _packed_counts), None
         if name == "packed":
-            raise ValueError(f"engine='packed' cannot run this model: {reason}; use engine='reference'")
+            raise ValueError(f"engine='packed' cannot run this model: {reason}; use engine='padded'")
     aux = bool(getattr(getattr(model, "config", None), "output_router_logits", False))
 
     def forward(model, batch, nll_on_prompt):
-        return reference_forward(model, batch, nll_on_prompt, aux_loss=aux)
+        return padded_forward(model, batch, nll_on_prompt, aux_loss=aux)
 
-    return Engine("reference", PaddedPairCollator(pad_token_id), forward, _reference_counts), reason
+    return Engine("padded", PaddedPairCollator(pad_token_id), forward, _padded_counts), reason

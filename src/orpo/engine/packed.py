@@ -1,7 +1,7 @@
 """The fast engine (``engine="packed"``): prefix sharing, padding-free packing, completion-only head.
 
 Layout. Each pair (x, y_w, y_l) becomes ONE segment ``[x | y_w | y_l]`` of P + C + R tokens, so the
-prompt is encoded once instead of twice (the reference path runs it in both rows):
+prompt is encoded once instead of twice (the padded engine runs it in both rows):
 
     tokens     x_0 .. x_{P-1}   w_0 .. w_{C-1}    l_0 .. l_{R-1}
     positions  0   .. P-1       P   .. P+C-1      P   .. P+R-1      (rejected restarts after the prompt)
@@ -9,7 +9,7 @@ prompt is encoded once instead of twice (the reference path runs it in both rows
 
 With these position ids and this mask, every rejected token sees exactly the keys, at exactly the
 rotary positions, it would see in the separate sequence ``x + y_l``; so the hidden states, and
-everything computed from them, equal the reference path's. Several segments may share a row
+everything computed from them, equal the padded engine's. Several segments may share a row
 (``max_tokens_per_row``); the mask keeps them apart, so packing removes padding without changing
 any result. Only padding of the last few slots of each row remains.
 
@@ -274,7 +274,7 @@ def fast_path_support(model: torch.nn.Module) -> str | None:
     if attn not in _MASKED_ATTENTION + FLASH_ATTENTION:
         return (
             f"attention implementation {attn!r} is not one the packed path runs; load the model with "
-            "attn_implementation='sdpa', 'eager' or 'flash_attention_2'/'flash_attention_3', or use engine='reference'"
+            "attn_implementation='sdpa', 'eager' or 'flash_attention_2'/'flash_attention_3', or use engine='padded'"
         )
     layer_types = set(getattr(config, "layer_types", None) or ())
     if not layer_types <= set(_LAYER_TYPES):
@@ -282,7 +282,7 @@ def fast_path_support(model: torch.nn.Module) -> str | None:
             f"layer types {sorted(layer_types - set(_LAYER_TYPES))} need masks the packed path cannot build"
         )
     if getattr(config, "output_router_logits", False):
-        return "mixture-of-experts router auxiliary loss needs router logits over unpacked rows; use engine='reference'"
+        return "mixture-of-experts router auxiliary loss needs router logits over unpacked rows; use engine='padded'"
     for scale in ("logit_scale", "logits_scaling"):
         if getattr(config, scale, None) not in (None, 1, 1.0):
             return f"config.{scale} rescales the logits in the model's forward, which the packed head does not apply"
@@ -300,7 +300,7 @@ def fast_path_support(model: torch.nn.Module) -> str | None:
     weight = head.weight
     if hasattr(weight, "ds_id") or is_deepspeed_zero3_enabled():
         # The chunked head runs after the model's forward, where ZeRO-3 has re-partitioned the weight; deciding
-        # here, before training, means a ZeRO-3 run takes the reference engine instead of failing mid-step.
+        # here, before training, means a ZeRO-3 run takes the padded engine instead of failing mid-step.
         return (
             "DeepSpeed ZeRO-3 partitions the output head weight across processes, and the chunked head reads it "
             "outside the model's forward; use ZeRO-2 or FSDP2 for the packed engine"

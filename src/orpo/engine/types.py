@@ -4,7 +4,7 @@ An *engine* turns a collated batch of tokenised preference pairs into per-sequen
 summed response log-probs, response lengths, the chosen-sequence NLL numerator and denominator,
 and logit summaries for logging. Losses (``orpo.losses``) consume these; they never see logits.
 
-Every engine (the padded reference path, the packed prefix-sharing fast path) returns exactly
+Every engine (the padded oracle, the packed prefix-sharing fast path) returns exactly
 this container, so the two can be compared field by field in tests.
 
 Symbols: B = pairs in the batch.

@@ -4,8 +4,9 @@
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 from orpo import checkpoints
 from orpo.checkpoints import BASE_MODEL_DIR
@@ -169,24 +170,42 @@ def new_trainer(
     )
 
 
-def build_trainer(recipe: Recipe, train_rows, eval_rows, out: Path, callbacks: list, main: bool = True):
-    """(trainer, tiny_base): the recipe's tokenizer and model with its trainer on these rows.
+class BuiltTrainer(NamedTuple):
+    """What ``build_trainer`` returns.
 
     ``tiny_base``: the model is a tiny:ARCH built in memory under an adapter; its base is saved to
     ``RUN/base_model/`` so the adapter can be reloaded (``orpo eval/generate/merge``).
+    ``staged_base``: where that base (or the starting model of a full DPO/IPO/hinge run) was saved, not
+    yet published as ``RUN/base_model/`` (``checkpoints.publish``): the caller publishes it once the run
+    is known to start, and removes it otherwise, so a refused run leaves nothing behind.
     """
+
+    trainer: Any
+    tiny_base: bool
+    staged_base: Path | None
+
+
+def build_trainer(
+    recipe: Recipe, train_rows, eval_rows, out: Path, callbacks: list, main: bool = True
+) -> BuiltTrainer:
+    """The recipe's tokenizer and model with its trainer on these rows (see ``BuiltTrainer``)."""
     args: ORPOConfig = recipe.training_args()
     tok, model = tokenizer_and_model_of(recipe, args, train_rows)
     tiny = recipe.model.name.startswith(TINY_PREFIX)
     tiny_base = recipe.adapter is not None and tiny
     # A tiny model exists only in memory: saved when the run cannot be read back without it (an
     # adapter's base; the starting model a full DPO/IPO/hinge run is evaluated against).
+    staged = None
     if tiny and (tiny_base or get_objective(args.method).needs_reference) and main:
         # Saved now: get_peft_model (in the trainer) changes the module in place.
         assert_finite(model, 0, "the base model")
         staged = checkpoints.staging_dir(out / BASE_MODEL_DIR)
         model.save_pretrained(staged)
-        checkpoints.publish(staged, out / BASE_MODEL_DIR)
-    trainer = new_trainer(args, tok, model, train_rows, eval_rows, callbacks, recipe.adapter, recipe.data)
+    try:
+        trainer = new_trainer(args, tok, model, train_rows, eval_rows, callbacks, recipe.adapter, recipe.data)
+    except BaseException:  # bad data: no run starts, so no base_model/ is left behind
+        if staged is not None:
+            shutil.rmtree(staged, ignore_errors=True)
+        raise
     quiet(trainer)
-    return trainer, tiny_base
+    return BuiltTrainer(trainer=trainer, tiny_base=tiny_base, staged_base=staged)

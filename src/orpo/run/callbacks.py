@@ -1,4 +1,5 @@
-"""Trainer callbacks of the CLI: metrics as JSON lines, and a progress bar with loss and throughput."""
+"""Trainer callbacks of the CLI: metrics as JSON lines, a progress bar with loss and throughput, and the
+current logging / eval / save intervals on resume."""
 
 from __future__ import annotations
 
@@ -48,6 +49,18 @@ class MetricsJsonlCallback(TrainerCallback):
             record[NONFINITE_KEY] = bad
         with self.path.open("a") as fh:
             fh.write(json.dumps(record) + "\n")
+
+
+class CurrentIntervals(TrainerCallback):
+    """Logging, eval and save every N steps as the current config says, also on resume.
+
+    A resumed ``Trainer`` keeps the intervals stored in the checkpoint's ``trainer_state.json`` (and only
+    warns that the arguments differ); ``orpo train`` accepts new ones on resume (``orpo.run.resume``) and
+    records them, so they must also be the ones applied.
+    """
+
+    def on_train_begin(self, args, state, control, **kwargs):
+        state.compute_steps(args, state.max_steps)
 
 
 class ProgressBarCallback(TrainerCallback):

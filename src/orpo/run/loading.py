@@ -28,7 +28,7 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-from orpo.checkpoints import BASE_MODEL_DIR, CONFIG_FILE
+from orpo.checkpoints import BASE_MODEL_DIR, CONFIG_FILE, checkpoint_step, latest_checkpoint, read_summary
 from orpo.data.tokenize import Limits
 from orpo.run.folder import run_recipe
 
@@ -130,6 +130,34 @@ def _tokenizer_source(folder: Path, explicit: str | None, run: Path | None, base
     raise ValueError(f"{folder}: no tokenizer files here or in its run folder; pass --tokenizer PATH")
 
 
+def has_final_model(run: str | Path) -> bool:
+    """Whether a run folder holds its final model or adapter (an interrupted or failed run does not)."""
+    return (Path(run) / "adapter_config.json").is_file() or _has_weights(Path(run))
+
+
+def no_final_model(run: Path, checkpoint_ok: bool = True) -> ValueError:
+    """The error for a run folder without its final model (interrupted, failed or still training): it
+    names the run's newest complete checkpoint, which eval and generate load like a finished run
+    (``checkpoint_ok``; export takes finished runs only)."""
+    status = read_summary(run).get("status", "unknown")
+    found, _ = latest_checkpoint(run)
+    if found is None:
+        return ValueError(
+            f"{run} holds no final model (status: {status}) and no complete checkpoint; train it to the end "
+            "(the run's command again, with resume_from_checkpoint=true if it saved checkpoints)"
+        )
+    where = f"its newest checkpoint is {found} (step {checkpoint_step(found)})"
+    if checkpoint_ok:
+        return ValueError(
+            f"{run} holds no final model (status: {status}); {where}: pass that, or finish the run with "
+            "resume_from_checkpoint=true"
+        )
+    return ValueError(
+        f"{run} holds no final model (status: {status}) to export; {where}: finish the run with "
+        "resume_from_checkpoint=true, then export it"
+    )
+
+
 def open_model(
     path: str | Path, base: str | None = None, tokenizer: str | None = None, dtype: str | None = None
 ) -> LoadedModel:
@@ -164,6 +192,8 @@ def open_model(
     elif kind == "model" or _has_weights(folder):
         model = load_model(str(path), init, trust)
         tok_source = _tokenizer_source(folder, tokenizer, run, None)
+    elif kind == "run":
+        raise no_final_model(folder)
     else:
         raise ValueError(f"{path}: no model weights (config.json + *.safetensors) and no adapter_config.json")
     tok = load_tokenizer(tok_source, trust)

@@ -1,17 +1,24 @@
 """``orpo train``'s lifecycle: claim and lock the run folder, train, write the folder's files.
 
 ``train_from_recipe`` takes the folder (``orpo.checkpoints``: refuse another run's folder, lock it,
-resolve the checkpoint to resume from), builds the trainer from the recipe (``orpo.run.build``),
+resolve the checkpoint to resume from; a resume must keep what is trained, ``orpo.run.resume``),
+builds the trainer from the recipe (``orpo.run.build``), refuses a run that plans no optimizer step,
 evaluates before, trains with the non-finite guard and atomic checkpoints (``ORPOTrainer``), evaluates
 after, and writes the model, ``summary.json`` and the report. A failure is recorded in
-``summary.json`` before it is raised.
+``summary.json`` before it is raised; a refusal (bad resume, nothing to train) writes nothing.
+
+On resume the "before training" evaluation is the first run's (``summary.json``, else the step-0 line
+of ``metrics.jsonl``): the model is no longer the starting one, and a second step-0 line would break
+"each step once".
 """
 
 from __future__ import annotations
 
 import contextlib
 import json
+import math
 import os
+import shutil
 import signal
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -25,8 +32,9 @@ from orpo.checkpoints import BASE_MODEL_DIR
 from orpo.config import ORPOConfig
 from orpo.guard import NonFiniteError
 from orpo.run.build import build_trainer, load_data
-from orpo.run.callbacks import MetricsJsonlCallback, ProgressBarCallback
-from orpo.run.recipe import Recipe
+from orpo.run.callbacks import NONFINITE_KEY, CurrentIntervals, MetricsJsonlCallback, ProgressBarCallback
+from orpo.run.recipe import Recipe, load_recipe
+from orpo.run.resume import ResumeRefused, compare
 
 
 @dataclass(kw_only=True)
@@ -46,6 +54,7 @@ class RunResult:
     nonfinite_skipped: int = 0
     moved_aside: Path | None = None
     data_warnings: dict[str, int] = field(default_factory=dict)
+    warnings: list[str] = field(default_factory=list)  # e.g. the training loss did not move
 
 
 WARNING_LABELS = {
@@ -83,21 +92,68 @@ def data_warnings(dataset, eos_id: int | None) -> dict[str, list[int]]:
 def train_from_recipe(recipe: Recipe, progress: bool = True) -> RunResult:
     """Run ``recipe`` end to end and write the run folder (``orpo.checkpoints``)."""
     args: ORPOConfig = recipe.training_args()
+    if args.max_steps <= 0 and args.num_train_epochs <= 0:
+        raise ValueError(
+            f"training.num_train_epochs={args.num_train_epochs:g} with no max_steps plans no optimizer step; "
+            "set num_train_epochs >= 1 or max_steps >= 1"
+        )
     out = Path(args.output_dir)
     # Under torchrun every process runs this; the first one owns the folder (lock, claim, files).
     main = is_main_process()
+    resume = checkpoints.wants_resume(args.resume_from_checkpoint)
     with checkpoints.run_lock(out) if main else contextlib.nullcontext():
         moved = None
+        # Checked before anything in the folder changes: a refused resume leaves the run as it was.
+        changed = resume_changes(out, recipe) if resume else {}
         if main:
-            resume, overwrite = (
-                checkpoints.wants_resume(args.resume_from_checkpoint),
-                bool(args.overwrite_output_dir),
-            )
-            moved = checkpoints.claim_output_dir(out, resume, overwrite)
-        result = _train_locked(recipe, args, out, progress, main)
+            moved = checkpoints.claim_output_dir(out, resume, bool(args.overwrite_output_dir))
+        result = _train_locked(recipe, args, out, progress, main, changed)
     result.moved_aside = moved
     result.data_warnings = checkpoints.read_summary(out).get("data_warnings", {})
     return result
+
+
+def resume_changes(out: Path, recipe: Recipe) -> dict[str, tuple[Any, Any]]:
+    """The fields ``recipe`` changes in the run of ``out`` that a resume may change (``orpo.run.resume``);
+    ``ResumeRefused`` naming every field that changes what is trained."""
+    path = out / checkpoints.CONFIG_FILE
+    if not path.is_file():  # not our run (e.g. a plain transformers Trainer folder): nothing to compare
+        return {}
+    try:
+        old = load_recipe(path)
+    except ValueError as err:
+        raise ValueError(f"cannot check the resume against {path}: {err}") from None
+    refused, accepted = compare(old, recipe)
+    if refused:
+        raise ResumeRefused(str(out), refused)
+    return accepted
+
+
+def zero_steps_reason(args: ORPOConfig, pairs: int) -> str | None:
+    """Why a train set of ``pairs`` plans no optimizer step under ``args`` (None: it plans some)."""
+    per_step = args.train_batch_size * args.world_size  # pairs of one batch, over all processes
+    batches = pairs // per_step if args.dataloader_drop_last else math.ceil(pairs / per_step)
+    if batches > 0:
+        return None
+    return (
+        f"the train set has {pairs} pair(s), fewer than one batch of {per_step} "
+        f"(per_device_train_batch_size x processes) with dataloader_drop_last=true: no optimizer step; "
+        "lower per_device_train_batch_size, set dataloader_drop_last=false, or add rows"
+        if args.dataloader_drop_last
+        else f"the train set has {pairs} pairs: no optimizer step; add rows"
+    )
+
+
+def before_from_metrics(out: Path) -> dict[str, float]:
+    """The "before training" evaluation as ``metrics.jsonl`` recorded it (its step-0 eval line), or {}."""
+    path = out / checkpoints.METRICS_FILE
+    if not path.is_file():
+        return {}
+    for line in path.read_text().splitlines():
+        record = json.loads(line) if line.strip() else {}
+        if record.get("step") == 0 and any(k.startswith("eval_") for k in record):
+            return {k: v for k, v in record.items() if k not in ("step", NONFINITE_KEY)}
+    return {}
 
 
 def is_main_process() -> bool:
@@ -105,21 +161,45 @@ def is_main_process() -> bool:
     return int(os.environ.get("RANK", "0")) == 0
 
 
-def _train_locked(recipe: Recipe, args: ORPOConfig, out: Path, progress: bool, main: bool) -> RunResult:
+def _train_locked(
+    recipe: Recipe,
+    args: ORPOConfig,
+    out: Path,
+    progress: bool,
+    main: bool,
+    changed: dict[str, tuple[Any, Any]],
+) -> RunResult:
     # The checkpoint to resume from is found (or refused) before anything is written.
     resume = checkpoints.resolve_resume(out, args.resume_from_checkpoint)
     previous = checkpoints.read_summary(out) if resume is not None else {}
-    # Data and model next: a wrong path or model name fails here and leaves no run behind (the
-    # folder then holds at most base_model/, which is not a run), so fixing it and rerunning works.
+    # Data and model next: a wrong path or model name fails here and leaves no run behind, so fixing
+    # it and rerunning works.
     train_rows, eval_rows = load_data(recipe, args.seed)
-    callbacks = [MetricsJsonlCallback(out / checkpoints.METRICS_FILE)]
-    trainer, tiny_base = build_trainer(
+    callbacks = [MetricsJsonlCallback(out / checkpoints.METRICS_FILE), CurrentIntervals()]
+    trainer, tiny_base, staged_base = build_trainer(
         recipe, train_rows, eval_rows, out, callbacks + ([ProgressBarCallback()] if progress else []), main
     )
+    reason = zero_steps_reason(args, len(trainer.train_dataset))
+    if reason is not None:
+        if staged_base is not None:
+            shutil.rmtree(staged_base, ignore_errors=True)
+        raise ValueError(reason)
+    if staged_base is not None:
+        checkpoints.publish(staged_base, out / BASE_MODEL_DIR)
     summary: dict[str, Any] = {"status": "running", "steps": 0}
+    if resume is not None:
+        summary["steps"] = checkpoints.checkpoint_step(Path(resume))
+        resumed = {
+            "step": summary["steps"],
+            "checkpoint": Path(resume).name,
+            "changed": {name: list(values) for name, values in changed.items()},
+        }
+        summary["resumed"] = [*previous.get("resumed", []), resumed]
     data_reports = [asdict(r) for r in trainer.data_reports]
     if main:
-        config = yaml.safe_dump(recipe.to_dict(), sort_keys=False)
+        config = _config_header(summary.get("resumed", [])) + yaml.safe_dump(
+            recipe.to_dict(), sort_keys=False
+        )
         checkpoints.write_text_atomic(out / checkpoints.CONFIG_FILE, config)
         checkpoints.write_summary(out, summary)
         checkpoints.write_text_atomic(out / checkpoints.DATA_REPORT_FILE, json.dumps(data_reports, indent=2))
@@ -133,9 +213,13 @@ def _train_locked(recipe: Recipe, args: ORPOConfig, out: Path, progress: bool, m
                 f"train: {len(rows)} pair(s) {WARNING_LABELS[kind]} (rows {shown}); see `orpo data inspect`"
             )
 
-    # On resume the "before" numbers are the first run's (the model is no longer the starting one).
-    before = previous.get("before") or (trainer.evaluate() if eval_rows is not None else {})
+    if resume is not None:  # the first run's numbers (module docstring); never a second step-0 line
+        before = previous.get("before") or before_from_metrics(out)
+    else:
+        before = trainer.evaluate() if eval_rows is not None else {}
     summary["before"] = before
+    if main:  # kept by a crash from here on, for the resume to find
+        checkpoints.write_summary(out, _finite(summary))
     try:
         trainer.train(resume_from_checkpoint=resume)
     except NonFiniteError as err:
@@ -172,7 +256,7 @@ def _train_locked(recipe: Recipe, args: ORPOConfig, out: Path, progress: bool, m
             nonfinite_skipped=trainer.guard.skipped,
         )
 
-    after = trainer.evaluate() if eval_rows is not None else {}
+    after = _final_evaluation(trainer) if eval_rows is not None else {}
     staged = checkpoints.staging_dir(out / "model")
     trainer.save_model(str(staged))
     if tiny_base and main:
@@ -182,11 +266,15 @@ def _train_locked(recipe: Recipe, args: ORPOConfig, out: Path, progress: bool, m
         adapter_config.write_text(json.dumps(saved, indent=2))
     trainer.save_state()
     first, last = _first_last(trainer)
+    warnings = [w for w in (flat_loss_warning(trainer, args),) if w]
     summary.update(status="finished", after=after, train_loss_first=first, train_loss_last=last)
+    if warnings:
+        summary["warnings"] = warnings
     if main:
         checkpoints.publish_files(staged, out)
     report = _finish(out, summary, main)
     return RunResult(
+        warnings=warnings,
         output_dir=out,
         before=before,
         after=after,
@@ -198,6 +286,51 @@ def _train_locked(recipe: Recipe, args: ORPOConfig, out: Path, progress: bool, m
         data_reports=data_reports,
         nonfinite_skipped=trainer.guard.skipped,
     )
+
+
+# A relative change of the training loss (first log -> last log) below this: the run learned nothing.
+FLAT_LOSS = 1e-3
+
+
+def flat_loss_warning(trainer, args: ORPOConfig) -> str | None:
+    """A warning when the logged training loss barely moved over the run (None otherwise, or when fewer
+    than two losses were logged)."""
+    losses = [h["loss"] for h in trainer.state.log_history if "loss" in h]
+    if len(losses) < 2 or not all(math.isfinite(v) for v in (losses[0], losses[-1])):
+        return None
+    first, last = losses[0], losses[-1]
+    change = abs(last - first) / max(abs(first), 1e-12)
+    if change >= FLAT_LOSS:
+        return None
+    return (
+        f"the training loss did not move ({first:.4f} -> {last:.4f}, relative change {change:.1e} over "
+        f"{trainer.state.global_step} steps): the model learned next to nothing. Raise learning_rate (now "
+        f"{args.learning_rate:g}; about 1e-4 is common for LoRA, 1e-5 for a full fine-tune of a pretrained "
+        "model) or train longer (num_train_epochs, max_steps)"
+    )
+
+
+def _final_evaluation(trainer) -> dict[str, float]:
+    """The evaluation after training: the one the eval schedule logged at the last step when there is
+    one (evaluating again would log that step twice), else a new one."""
+    evals = [h for h in trainer.state.log_history if "eval_loss" in h]
+    if (
+        evals
+        and evals[-1].get("step") == trainer.state.global_step
+        and not trainer.args.load_best_model_at_end
+    ):
+        return {k: v for k, v in evals[-1].items() if k != "step"}
+    return trainer.evaluate()
+
+
+def _config_header(resumed: list[dict]) -> str:
+    """YAML comments above config.yaml's fields: the values each resume changed, and at which step."""
+    lines = []
+    for entry in resumed:
+        if entry["changed"]:
+            shown = ", ".join(f"{k} {old} -> {new}" for k, (old, new) in entry["changed"].items())
+            lines.append(f"# resumed at step {entry['step']} with {shown}\n")
+    return "".join(lines)
 
 
 def _first_last(trainer) -> tuple[float | None, float | None]:

@@ -67,8 +67,8 @@ class BenchOptions:
             raise ValueError(f"--steps {self.steps}: give at least 1 timed step")
         if self.pairs_per_step is not None and self.pairs_per_step < 1:
             raise ValueError(f"--pairs-per-step {self.pairs_per_step}: give at least 1 pair")
-        if self.engine not in ("auto", "packed", "reference"):
-            raise ValueError(f"--engine {self.engine}: choose auto, packed or reference")
+        if self.engine not in ("auto", "packed", "padded"):
+            raise ValueError(f"--engine {self.engine}: choose auto, packed or padded")
 
 
 def trl_available() -> bool:

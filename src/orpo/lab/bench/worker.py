@@ -245,7 +245,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--dtype", choices=DTYPES, default="fp32")
     p.add_argument("--steps", type=int, default=4, help="timed steps after one warm-up step")
     p.add_argument("--pairs-per-step", type=int, required=True)
-    p.add_argument("--engine", default="auto", help="our engine: auto, packed or reference (ignored for trl)")
+    p.add_argument("--engine", default="auto", help="our engine: auto, packed or padded (ignored for trl)")
     p.add_argument("--learning-rate", type=float, default=1e-4)
     p.add_argument("--beta", type=float, default=0.1)
     p.add_argument("--seed", type=int, default=0)

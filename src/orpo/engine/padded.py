@@ -1,4 +1,4 @@
-"""The reference engine: simple, obviously correct, slow. The oracle the fast path is tested against.
+"""The padded engine: simple, obviously correct, slow. The oracle the packed engine is tested against.
 
 Layout (as TRL's ORPO forward): each pair becomes two right-padded rows, prompt + chosen and
 prompt + rejected; the B chosen rows come first, then the B rejected rows, in one (2B, T) batch.
@@ -18,7 +18,7 @@ from orpo.engine.types import IGNORE_INDEX, SequenceStats
 
 @dataclass
 class PaddedPairCollator:
-    """Collates tokenised pairs into the padded (2B, T) reference layout.
+    """Collates tokenised pairs into the padded (2B, T) layout.
 
     Output keys (tensors): ``pair_index`` (B,) row order in the batch (first key so transformers'
     batch-size detection sees B), ``input_ids`` (2B, T), ``attention_mask`` (2B, T), ``labels`` (2B, T)
@@ -52,7 +52,7 @@ class PaddedPairCollator:
         }
 
 
-def reference_forward(
+def padded_forward(
     model: torch.nn.Module, batch: dict[str, torch.Tensor], nll_on_prompt: bool, aux_loss: bool = False
 ) -> SequenceStats:
     """Full-logits forward over the padded layout; see the module docstring."""
