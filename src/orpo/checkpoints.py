@@ -16,7 +16,7 @@ A run folder (``training.output_dir``) holds, at the end of a run:
   checkpoint-N/            written to ``.tmp-checkpoint-N/`` and renamed when complete; its
                            ``COMPLETE.json`` lists every file with its size
 
-Guarantees (README "Reliability"): a folder that holds a run is never written by a second run unless
+Guarantees (docs/reliability.md): a folder that holds a run is never written by a second run unless
 it resumes it or moves it aside (``overwrite_output_dir``); two processes never share a folder (the
 lock); a checkpoint folder with its final name is complete, and resume uses the newest complete one.
 """

@@ -31,7 +31,7 @@ setting) and DIR/logps.png (held-out log-probs over training, mean over seeds wi
 
 Time on a 2-CPU machine (measured; longer while other jobs share the CPU):
   --quick          ~1 min; numbers meaningless (for tests): every method, two seeds
-  default          see the README (base once, then 4 methods x 3 seeds x 57 steps of 32 pairs)
+  default          see docs/demo.md (base once, then 4 methods x 3 seeds x 57 steps of 32 pairs)
 """
 
 _COLUMNS = (  # (metric, header)
