@@ -159,7 +159,7 @@ def train_base(
         eval_steps=None,
     )
     trainer = new_trainer(args, tok, model, rows)
-    quiet(trainer, progress)
+    quiet(trainer, progress_bar=progress)
     with torch_threads(BASE_THREADS):
         trainer.train()
     seconds = round(time.perf_counter() - start, 2)

@@ -180,7 +180,7 @@ def train_method(job: DemoJob, progress: bool = False) -> dict[str, Any]:
     peak_known = reset_peak_rss()
     start = time.perf_counter()
     trainer = new_trainer(args, tok, model, data.train, data.val, [recorder])
-    quiet(trainer, progress)
+    quiet(trainer, progress_bar=progress)
     trainer.evaluate()  # step 0: the base
     trainer.train()
     if recorder.points[-1]["step"] != trainer.state.global_step:
@@ -210,7 +210,7 @@ def score_base(base: Base, budget: DemoSize, data: DemoData, out: Path) -> tuple
     tok, model = base.load()
     args = scoring_config("sft", budget.batch_size, out / "base")
     trainer = new_trainer(args, tok, model, None)
-    quiet(trainer, progress=False)
+    quiet(trainer)
     val = trainer.evaluate(eval_dataset=data.val)
     scored = score_model(trainer.engine, model, tok, data)
     scored["val_logps_chosen"] = val["eval_logps/chosen"]
