@@ -25,6 +25,7 @@ import sys
 import tempfile
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import TextIO
 
 from orpo.lab.bench.flops import executed_flops, trl_flops, useful_flops
 from orpo.lab.bench.profiles import DEFAULT_PROFILES, PROFILES, materialise
@@ -88,8 +89,12 @@ def _worker_result(ran: ProcessResult) -> dict:
     return {"error": ran.cause(), "stderr_tail": ran.tail}
 
 
-def run_bench(opts: BenchOptions, log=sys.stderr) -> dict:
-    """Every run of ``opts``; returns one JSON-ready dict (see ``render`` for what is in it)."""
+def run_bench(opts: BenchOptions, log: TextIO | None = None) -> dict:
+    """Every run of ``opts``; returns one JSON-ready dict (see ``render`` for what is in it).
+
+    Progress goes to ``log``, by default the ``sys.stderr`` of the moment of the call (not of the import).
+    """
+    log = sys.stderr if log is None else log
     import torch
 
     impls = list(opts.impls)

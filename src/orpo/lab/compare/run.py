@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import sys
 from pathlib import Path
+from typing import TextIO
 
 from orpo.lab.compare.plan import JUDGE_PROMPTS, RunSpec, plan, resolve_judge
 from orpo.lab.compare.tables import format_markdown, headline
@@ -22,15 +23,16 @@ def run_compare(
     grid: list[tuple[str, list[str]]],
     baseline: str | None = None,
     progress: bool = False,
-    log=sys.stderr,
+    log: TextIO | None = None,
     judge: str | None = "auto",
     judge_prompts: int = JUDGE_PROMPTS,
 ) -> dict:
     """Plan, launch every run in its own process, collect, write compare.json / compare.md / the plot.
 
     ``judge``: "auto" (the task's judge where the data has one: builtin:codereview -> rules:codereview),
-    "none", or "rules:NAME_OR_FILE.py".
+    "none", or "rules:NAME_OR_FILE.py". Progress goes to ``log``, by default ``sys.stderr`` at the call.
     """
+    log = sys.stderr if log is None else log
     from orpo.run.recipe import load_recipe
 
     recipe = load_recipe(config, list(overrides))
