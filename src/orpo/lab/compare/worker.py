@@ -24,9 +24,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from transformers.trainer_callback import PrinterCallback
+
 from orpo.lab.harness import StepTimer, peak_rss_mb, reset_peak_rss, status_mb
 from orpo.lab.trl_baseline import TRL_MEAN_LOGPS, TRL_NLL, shared_settings, trl_trainer
 from orpo.losses import get_objective
+from orpo.run.callbacks import MetricsJsonlCallback, quiet
 
 # The cap on a judged completion's new tokens.
 JUDGE_MAX_NEW_TOKENS = 512
@@ -181,8 +184,6 @@ def worker(spec_path: str) -> int:
     spec = json.loads(Path(spec_path).read_text())
     setup = Setup.of(spec)
     args = setup.args
-    from orpo.run.callbacks import MetricsJsonlCallback, quiet
-
     timer = StepTimer()
     callbacks = [timer, MetricsJsonlCallback(Path(args.output_dir) / "metrics.jsonl")]
     build = _trainer_trl if spec["impl"] == "trl" else _trainer_ours
@@ -190,8 +191,6 @@ def worker(spec_path: str) -> int:
     trainer = build(spec, setup, callbacks)
     setup_seconds = time.perf_counter() - setup_start
     if spec["progress"]:  # keep the Trainer's own bar (TRL's trainers have no other)
-        from transformers.trainer_callback import PrinterCallback
-
         trainer.remove_callback(PrinterCallback)
     else:
         quiet(trainer)
