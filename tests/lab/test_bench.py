@@ -8,8 +8,8 @@ import math
 import pytest
 
 from orpo.cli.main import main
+from orpo.lab.bench.flops import trl_flops, useful_flops
 from orpo.lab.bench.profiles import PROFILES, TokenBudget, WordSource
-from orpo.lab.bench.runner import trl_flops, useful_flops
 
 
 def _bench_json(capsys, *flags: str) -> dict:

@@ -5,7 +5,7 @@ import json
 import pytest
 
 from orpo.cli.main import main
-from orpo.lab.compare.run import parse_grid, parse_methods, plan
+from orpo.lab.compare.plan import parse_grid, parse_methods, plan
 
 TINY = [
     "model.tiny.hidden_size=32",

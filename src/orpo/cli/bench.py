@@ -92,7 +92,8 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from orpo.lab.bench.runner import BenchOptions, render, run_bench
+    from orpo.lab.bench.report import render
+    from orpo.lab.bench.runner import BenchOptions, run_bench
 
     fields = dict(
         profiles=_names(args.profile),

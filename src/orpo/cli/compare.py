@@ -75,11 +75,15 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from orpo.lab.compare.run import format_table, list_methods, parse_grid, parse_methods, run_compare
+    from orpo.lab.compare.plan import list_methods, parse_grid, parse_methods
 
     if args.list_methods or args.methods == "":
         print(list_methods())
         return 0
+    # Deferred: the launcher and the trainers' callbacks import transformers, which takes seconds.
+    from orpo.lab.compare.run import run_compare
+    from orpo.lab.compare.tables import format_table
+
     config, overrides = args.config, list(args.overrides)
     if config is not None and "=" in config:  # `orpo compare beta=0.2`: an override, no config
         config, overrides = None, [config, *overrides]

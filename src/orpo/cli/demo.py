@@ -51,7 +51,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         description=HELP,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    from orpo.lab.demo.run import SIZES
+    from orpo.lab.demo.settings import SIZES
 
     size = p.add_mutually_exclusive_group()
     size.add_argument("--quick", action="store_true", help="smallest run, about a minute (for tests)")
@@ -86,7 +86,8 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from orpo.lab.demo.run import BUDGET_PAIRS, parse_seeds, run_budget_curve, run_demo
+    from orpo.lab.demo.curve import BUDGET_PAIRS, run_budget_curve
+    from orpo.lab.demo.run import parse_seeds, run_demo
 
     size = "quick" if args.quick else args.size
     try:
@@ -128,7 +129,7 @@ def _row(label: str, values: list[str], width: int = 19) -> str:
 
 def format_report(results: dict) -> str:
     """The case-study table with intervals, time and memory per method, and the held-out log-probs."""
-    from orpo.lab.demo.run import METHODS
+    from orpo.lab.demo.settings import METHODS
     from orpo.lab.demo.table import overlap
 
     s = results["settings"]

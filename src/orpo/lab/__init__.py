@@ -1,7 +1,9 @@
 """Measured experiments, each run in its own process: ``orpo compare``, ``orpo demo``, ``orpo bench``.
 
-harness    process memory (and the shared launcher and step timer of a measured run)
-compare    one recipe trained once per method and grid value
-demo       the code-review case study from an imperfect base, over seeds, with intervals
-bench      speed and memory side by side with TRL
+harness       the one launcher of a run in its own process, the step timer, process memory
+plots         the held-out log-prob curves and the demo's budget plot
+trl_baseline  TRL's trainer for a method, on the same model and data as ours
+compare       one recipe trained once per method and grid value
+demo          the code-review case study from an imperfect base, over seeds, with intervals
+bench         speed and memory side by side with TRL
 """

@@ -4,7 +4,8 @@ import dataclasses
 
 import pytest
 
-from orpo.lab.demo.run import SIZES, base_settings, settings_key, train_base
+from orpo.lab.demo.base import base_settings, settings_key, train_base
+from orpo.lab.demo.settings import SIZES
 from orpo.refpass import model_fingerprint
 from orpo.tasks.codereview.generator import P_MISS, make_splits
 

@@ -9,7 +9,7 @@ import pytest
 
 from orpo.cli.demo import format_budget
 from orpo.cli.main import main
-from orpo.lab.demo.run import SIZES
+from orpo.lab.demo.settings import SIZES
 
 QUICK = SIZES["quick"]
 PAIRS = (16, 48)  # the CLI's budgets at --quick

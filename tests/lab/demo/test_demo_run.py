@@ -8,7 +8,7 @@ import pytest
 
 from orpo.cli.demo import format_report
 from orpo.cli.main import main
-from orpo.lab.demo.run import METHODS, SIZES
+from orpo.lab.demo.settings import METHODS, SIZES
 from orpo.lab.demo.table import METRICS
 
 QUICK = SIZES["quick"]

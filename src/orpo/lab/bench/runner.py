@@ -3,7 +3,9 @@
 For each profile the runner writes the data folder once (``profiles.materialise``), measures this
 machine's matmul peak once per dtype, then launches ``python -m orpo.lab.bench.worker`` per run, one at a
 time (each run owns the CPU and its own process, so peak RSS is its own). It derives the useful FLOPs,
-the fraction of the physical limit and the ratios ours/TRL, and checks the targets of issue 4.
+the fraction of the physical limit and the ratios ours/TRL, and checks the targets (``check_targets``:
+ours at least 2x TRL's pairs/s on chat and 3x on long-prompt, at most half its peak RSS on large-vocab,
+long-prompt fp32 at 50% of the matmul peak or more).
 
 Noise. On a shared machine one run's speed can move 2x with the neighbours' load. So the runs of a
 (profile, dtype) are interleaved, TRL, ours, TRL, ours, ... for ``repeats`` rounds, each ratio is taken
@@ -19,17 +21,16 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
 import sys
 import tempfile
-import threading
-import time
-from collections import deque
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import TextIO
 
+from orpo.lab.bench.flops import executed_flops, trl_flops, useful_flops
 from orpo.lab.bench.profiles import DEFAULT_PROFILES, PROFILES, materialise
 from orpo.lab.bench.worker import DTYPES, IMPLS, matmul_peak_flops
+from orpo.lab.harness import ProcessResult, Relay, run_in_process
 
 TRL_MISSING = "TRL not installed: pip install 'orpo[bench]'"
 
@@ -80,91 +81,20 @@ def trl_available() -> bool:
         return False
 
 
-def useful_flops(pair_lengths: list[tuple[int, int, int]], model: dict, nll_on_prompt: bool = True) -> float:
-    """The FLOPs the ORPO objective needs for these pairs, with nothing wasted (forward + backward).
-
-    Per pair of P prompt, C chosen and R rejected tokens (BOS and EOS included, prompt counted ONCE):
-
-        body = 6 * N * (P + C + R)
-        head = 6 * H * V * (C + R + (P - 1 if nll_on_prompt else 0))
-        attn = 12 * n_layers * d_attn * A,   A = P(P+1)/2 + C*P + C(C+1)/2 + R*P + R(R+1)/2
-
-    N: non-embedding parameters (every weight matmul of the decoder layers); 6 = 2 FLOPs per
-    multiply-add x 3 for the forward, the input gradient and the weight gradient.
-    head: the output head only at the positions the loss reads: every response token, plus the prompt
-    tokens after the first when the NLL covers the prompt (no position predicts the first token).
-    attn: A counts (query, key) pairs under the causal prefix-shared mask (a chosen token sees the
-    prompt and the chosen tokens before it, a rejected token the prompt and the rejected ones);
-    each pair costs 2 * d_attn FLOPs for q.k and 2 * d_attn for the weighted sum of v in the forward,
-    x3 with the backward. d_attn = num_heads * head_dim. Norms, activations, softmax and the optimizer
-    are left out (a few percent at these shapes).
-    """
-    n, h, v = model["non_embedding"], model["hidden_size"], model["vocab_size"]
-    layers, d_attn = model["num_layers"], model["attention_width"]
-    total = 0.0
-    for p, c, r in pair_lengths:
-        head_positions = c + r + (p - 1 if nll_on_prompt else 0)
-        attended = p * (p + 1) / 2 + c * p + c * (c + 1) / 2 + r * p + r * (r + 1) / 2
-        total += 6 * n * (p + c + r) + 6 * h * v * head_positions + 12 * layers * d_attn * attended
-    return total
-
-
-def trl_flops(pair_lengths: list[tuple[int, int, int]], model: dict) -> float:
-    """The FLOPs TRL's ORPOTrainer executes for these pairs (forward + backward), padding left out.
-
-    TRL runs two rows per pair, ``x + y_w`` and ``x + y_l``, through the body, and the output head at
-    every position of both (then masks the prompt out of the log-probs):
-
-        body = 6 * N * (2P + C + R),   head = 6 * H * V * (2P + C + R)
-        attn = 12 * n_layers * d_attn * (T_w (T_w + 1) / 2 + T_l (T_l + 1) / 2),   T_w = P + C, T_l = P + R
-    """
-    n, h, v = model["non_embedding"], model["hidden_size"], model["vocab_size"]
-    layers, d_attn = model["num_layers"], model["attention_width"]
-    total = 0.0
-    for p, c, r in pair_lengths:
-        tokens, tw, tl = 2 * p + c + r, p + c, p + r
-        total += 6 * (n + h * v) * tokens + 12 * layers * d_attn * (tw * (tw + 1) / 2 + tl * (tl + 1) / 2)
-    return total
-
-
-def executed_flops(pair_lengths: list[tuple[int, int, int]], model: dict, impl: str) -> float:
-    """FLOPs the implementation runs: TRL's two full rows, or ours (= ``useful_flops``, prompt once)."""
-    return trl_flops(pair_lengths, model) if impl == "trl" else useful_flops(pair_lengths, model)
-
-
-def _launch(cmd: list[str], label: str, timeout: float, log) -> dict:
-    """Run one worker; stream its ``bench:`` lines to ``log``; return its JSON or {"error": ...}."""
-    tail: deque[str] = deque(maxlen=15)
-    with tempfile.TemporaryFile("w+") as out:
-        proc = subprocess.Popen(
-            cmd, stdout=out, stderr=subprocess.PIPE, text=True, env={**os.environ, "PYTHONUNBUFFERED": "1"}
-        )
-        assert proc.stderr is not None
-        killer = threading.Timer(timeout, proc.kill)
-        killer.start()
-        try:
-            for line in proc.stderr:
-                line = line.rstrip()
-                if line.startswith("bench: "):
-                    print(f"  {label}: {line[7:]}", file=log, flush=True)
-                elif line:
-                    tail.append(line)
-            code = proc.wait()
-        finally:
-            killer.cancel()
-        out.seek(0)
-        lines = [line for line in out.read().splitlines() if line.startswith("{")]
-    if code == 0 and lines:
+def _worker_result(ran: ProcessResult) -> dict:
+    """The worker's JSON line (the last line of its stdout that is one), or {"error": ...}."""
+    lines = [line for line in ran.stdout.splitlines() if line.startswith("{")]
+    if ran.ok and lines:
         return json.loads(lines[-1])
-    if code in (-9, 137):
-        cause = f"killed (timeout {timeout:.0f} s or out of memory)"
-    else:
-        cause = next((t for t in reversed(tail) if t.strip()), f"exit code {code}")
-    return {"error": cause, "stderr_tail": list(tail)}
+    return {"error": ran.cause(), "stderr_tail": ran.tail}
 
 
-def run_bench(opts: BenchOptions, log=sys.stderr) -> dict:
-    """Every run of ``opts``; returns one JSON-ready dict (see ``render`` for what is in it)."""
+def run_bench(opts: BenchOptions, log: TextIO | None = None) -> dict:
+    """Every run of ``opts``; returns one JSON-ready dict (see ``render`` for what is in it).
+
+    Progress goes to ``log``, by default the ``sys.stderr`` of the moment of the call (not of the import).
+    """
+    log = sys.stderr if log is None else log
     import torch
 
     impls = list(opts.impls)
@@ -228,15 +158,9 @@ def run_bench(opts: BenchOptions, log=sys.stderr) -> dict:
                         "--engine", opts.engine, "--learning-rate", str(opts.learning_rate),
                         "--beta", str(opts.beta), "--seed", str(opts.seed), "--threads", str(opts.threads),
                     ] + (["--gradient-checkpointing"] if opts.gradient_checkpointing else [])  # fmt: skip
-                    start = time.perf_counter()
-                    run = _launch(cmd, label, opts.timeout, log)
-                    run.update(
-                        profile=name,
-                        dtype=dtype,
-                        impl=impl,
-                        repeat=repeat,
-                        wall_seconds=time.perf_counter() - start,
-                    )
+                    ran = run_in_process(cmd, timeout=opts.timeout, relay=Relay("bench: ", label, log))
+                    run = _worker_result(ran)
+                    run.update(profile=name, dtype=dtype, impl=impl, repeat=repeat, wall_seconds=ran.seconds)
                     if "error" not in run:
                         results["profiles"][name]["model"] = run["model"]
                         timed = [tuple(p) for batch in run["pair_lengths"][1:] for p in batch]
@@ -330,7 +254,9 @@ def _compare(runs: list[dict], profile: str, dtype: str) -> dict:
 
 
 def check_targets(results: dict) -> list[dict]:
-    """Issue 4's targets against the measured ratios (only those whose runs are present)."""
+    """The targets against the measured ratios (only those whose runs are present): pairs/s at least
+    2x TRL's on chat and 3x on long-prompt, peak RSS at most 0.5x TRL's on large-vocab, long-prompt
+    fp32 at 50% of the matmul peak or more."""
     targets = []
     by_key = {(c["profile"], c["dtype"]): c for c in results["comparisons"]}
     for profile, need in (("chat", 2.0), ("long-prompt", 3.0)):
@@ -351,136 +277,3 @@ def check_targets(results: dict) -> list[dict]:
 def _target(name: str, value: float, bound: float, at_least: bool) -> dict:
     met = value >= bound if at_least else value <= bound
     return {"target": name, "value": value, "bound": bound, "met": met}
-
-
-# ---------------------------------------------------------------------------------------------
-# Rendering
-
-
-def _count(n: int) -> str:
-    return f"{n / 1e6:.2f}M" if n >= 1e6 else f"{n / 1e3:.1f}k"
-
-
-def _gib(mb: float) -> str:
-    return f"{mb / 1024:.2f} GiB"
-
-
-def _row(cells: list[str], widths: list[int]) -> str:
-    return "  ".join(
-        c.ljust(w) if i < 3 else c.rjust(w) for i, (c, w) in enumerate(zip(cells, widths))
-    ).rstrip()
-
-
-def render(results: dict) -> str:
-    """The human-readable report: settings, one table of runs with ratio rows, and the targets."""
-    m, o = results["machine"], results["options"]
-    lines = [
-        f"orpo bench: torch {m['torch']}, transformers {m['transformers']}, trl {m['trl'] or '-'}; "
-        f"{m['threads']} threads on {m['cpus']} CPUs; load average {m['load_average_start'][0]:.2f} at start, "
-        f"{m['load_average_end'][0]:.2f} at end",
-        "matmul peak (torch.mm 2048x2048, best of 5): "
-        + ", ".join(f"{d} {f / 1e9:.1f} GFLOP/s" for d, f in results["matmul_peak_flops"].items()),
-        f"{o['steps']} timed steps after 1 warm-up; lr {o['learning_rate']:g}, beta {o['beta']:g}, "
-        f"gradient checkpointing {'on' if o['gradient_checkpointing'] else 'off'}, ours engine={o['engine']}",
-        *results["notes"],
-    ]
-    for name, p in results["profiles"].items():
-        shape = p.get("model")
-        size = (
-            f"llama {_count(shape['params'])} params ({_count(shape['non_embedding'])} non-embedding), "
-            f"V={shape['vocab_size']}, H={shape['hidden_size']}, {shape['num_layers']} layers"
-            if shape
-            else "model not built"
-        )
-        t = p["text_tokens_mean"]
-        lines.append(
-            f"  {name}: {size}; {p['pairs_per_step']} pairs/step; text tokens mean prompt {t['prompt']:.0f}, "
-            f"chosen {t['chosen']:.0f}, rejected {t['rejected']:.0f} (+BOS/EOS)"
-        )
-    header = [
-        "profile",
-        "dtype",
-        "impl",
-        "pairs/s",
-        "tokens/s",
-        "steps s",
-        "peak RSS",
-        "pre-train",
-        "train +",
-        "loss",
-        "%peak",
-        "GFLOP/s",
-        "limit",
-    ]
-    table = [header]
-    for name in results["profiles"]:
-        for dtype in o["dtypes"]:
-            for run in results["runs"]:
-                if (run["profile"], run["dtype"]) != (name, dtype):
-                    continue
-                impl = run["impl"] if run["impl"] == "trl" else f"orpo:{run.get('engine', '?')}"
-                if o.get("repeats", 1) > 1:
-                    impl += f" #{run.get('repeat', 0) + 1}"
-                if "error" in run:
-                    table.append([name, dtype, impl, "FAILED: " + run["error"][:80]])
-                    continue
-                timed = run["step_seconds"][1:]
-                table.append(
-                    [
-                        name,
-                        dtype,
-                        impl,
-                        f"{run['pairs_per_s']:.2f}",
-                        f"{run['tokens_per_s']:.0f}",
-                        f"{min(timed):.1f}-{max(timed):.1f}",
-                        _gib(run["peak_rss_mb"]),
-                        _gib(run["rss_before_train_mb"]),
-                        _gib(run["train_rss_delta_mb"]),
-                        f"{run['loss']:.4f}",
-                        f"{100 * run['peak_fraction']:.1f}%",
-                        f"{run['gflops_per_s']:.0f} ({100 * run['executed_peak_fraction']:.0f}%)",
-                        "",
-                    ]
-                )
-            for c in results["comparisons"]:
-                if (c["profile"], c["dtype"]) == (name, dtype) and "throughput" in c:
-                    low, high = c["throughput_range"]
-                    table.append(
-                        [
-                            "",
-                            "",
-                            f"ours/TRL median of {c['rounds']}",
-                            f"{c['throughput']:.2f}x",
-                            f"{c['tokens_per_s']:.2f}x",
-                            f"{low:.2f}-{high:.2f}x",
-                            f"{c['peak_rss']:.2f}x",
-                            "",
-                            f"{c['train_rss_delta']:.2f}x",
-                            f"d={c['loss_abs_diff']:.1e}" + ("" if c["same_data"] else " DATA DIFFERS"),
-                            "",
-                            "",
-                            f"{c['flop_limit']:.2f}x",
-                        ]
-                    )
-    widths = [
-        max(len(r[i]) for r in table if i < len(r) and len(r) == len(header)) for i in range(len(header))
-    ]
-    lines.append("")
-    for r in table:
-        lines.append(_row(r, widths) if len(r) == len(header) else "  ".join(r))
-    lines.append(
-        "pairs/s, tokens/s (prompt once + both responses): timed steps of trainer.train(); peak RSS: ru_maxrss "
-        "of the worker; steps s: fastest-slowest timed step; pre-train: RSS before train(); train +: peak - pre-train; loss: logged loss of the "
-        "last step; %peak: useful FLOPs / (time x matmul peak); GFLOP/s: the run's executed FLOPs per second "
-        "(TRL: two full rows per pair, head at every position; ours: prompt once, head where the loss reads) and "
-        "its fraction of the matmul peak. ours/TRL rows: median over rounds (TRL and ours interleaved), the "
-        "'steps s' cell holds the range of the per-round speed ratios; limit: TRL's executed FLOPs / ours, the "
-        "speed-up the FLOP counts alone allow"
-    )
-    if results.get("targets"):
-        lines.append("")
-        lines.append("targets (issue 4):")
-        for t in results["targets"]:
-            verdict = "met" if t["met"] else "MISSED"
-            lines.append(f"  {t['target']}: {t['value']:.2f} (bound {t['bound']:g}) {verdict}")
-    return "\n".join(lines)

@@ -8,7 +8,7 @@ preprocessing happens here, untimed), then runs ``trainer.train()`` for 1 warm-u
 timed steps and prints ONE JSON line on stdout. Progress goes to stderr as ``bench: ...`` lines.
 
 What is measured, and how:
-- time: a ``TrainerCallback`` stamps every step's begin and end; the timed window runs from the end of
+- time: the harness's ``StepTimer`` stamps every step's begin and end; the timed window runs from the end of
   the warm-up step to the end of the last step, so it is the trainer's whole loop (collation, forward,
   backward, optimizer, logging) for the timed steps.
 - tokens: a wrapper around the trainer's own collator records each pair's (P, C, R) token counts,
@@ -31,7 +31,8 @@ import tempfile
 import time
 from pathlib import Path
 
-from orpo.lab.harness import peak_rss_mb, status_mb
+from orpo.lab.harness import StepTimer, peak_rss_mb, status_mb
+from orpo.lab.trl_baseline import trl_trainer
 
 IMPLS = ("orpo", "trl")
 DTYPES = ("fp32", "bf16")
@@ -98,28 +99,9 @@ class RecordingCollator:
         return self.inner(rows)
 
 
-def step_timer():
-    """A TrainerCallback recording wall-clock stamps at every step's begin and end."""
-    from transformers import TrainerCallback
-
-    class StepTimer(TrainerCallback):
-        def __init__(self):
-            self.begin: list[float] = []
-            self.end: list[float] = []
-
-        def on_step_begin(self, args, state, control, **kwargs):
-            self.begin.append(time.perf_counter())
-
-        def on_step_end(self, args, state, control, **kwargs):
-            self.end.append(time.perf_counter())
-            progress(f"step {state.global_step}/{state.max_steps}: {self.end[-1] - self.begin[-1]:.2f} s")
-
-    return StepTimer()
-
-
-def training_args(impl: str, output_dir: str, opts: argparse.Namespace, max_length: int):
-    """The same settings both sides; only the config class differs (and ``engine`` for ours)."""
-    common = dict(
+def settings(opts: argparse.Namespace, output_dir: str, max_length: int) -> dict:
+    """The same settings both sides (our ``engine`` is added to ours only)."""
+    return dict(
         output_dir=output_dir,
         max_steps=opts.steps + 1,
         per_device_train_batch_size=opts.pairs_per_step,
@@ -138,26 +120,17 @@ def training_args(impl: str, output_dir: str, opts: argparse.Namespace, max_leng
         seed=opts.seed,
         data_seed=opts.seed,
     )
-    config_class, _ = implementation(impl)
-    return config_class(**common) if impl == "trl" else config_class(**common, engine=opts.engine)
 
 
-def implementation(impl: str) -> tuple[type, type]:
-    """(config class, trainer class) of ``impl``."""
-    if impl == "trl":
-        from trl.experimental.orpo import ORPOConfig as TRLConfig
-        from trl.experimental.orpo import ORPOTrainer as TRLTrainer
-
-        return TRLConfig, TRLTrainer
-    from orpo import ORPOConfig, ORPOTrainer
-
-    return ORPOConfig, ORPOTrainer
+def _report_step(state, seconds: float) -> None:
+    progress(f"step {state.global_step}/{state.max_steps}: {seconds:.2f} s")
 
 
 def run(opts: argparse.Namespace) -> dict:
     import torch
     from datasets import Dataset
 
+    from orpo import ORPOConfig
     from orpo.lab.bench.profiles import load_data
     from orpo.run.build import new_trainer
     from orpo.tiny import build_model
@@ -185,17 +158,15 @@ def run(opts: argparse.Namespace) -> dict:
         **overrides,
     )
     shape = model_shape(model)
-    timer = step_timer()
+    timer = StepTimer(on_step=_report_step)
     with tempfile.TemporaryDirectory(prefix="orpo-bench-") as out:
-        args = training_args(opts.impl, out, opts, meta["max_length"])
-        _, trainer_class = implementation(opts.impl)
+        common = settings(opts, out, meta["max_length"])
         progress("preprocessing the dataset (untimed)")
         if opts.impl == "orpo":  # our side is the trainer `orpo train` builds (no adapter, canonical rows)
+            args = ORPOConfig(**common, engine=opts.engine)
             trainer = new_trainer(args, tokenizer, model, dataset, callbacks=[timer])
         else:
-            trainer = trainer_class(
-                model=model, args=args, train_dataset=dataset, processing_class=tokenizer, callbacks=[timer]
-            )
+            trainer = trl_trainer("orpo", common, model, tokenizer, dataset, callbacks=[timer])
         recorder = RecordingCollator(trainer.data_collator, opts.impl)
         trainer.data_collator = recorder
         engine = trainer.engine.name if opts.impl == "orpo" else "trl"
@@ -219,7 +190,7 @@ def run(opts: argparse.Namespace) -> dict:
         "steps": opts.steps,
         "pairs_per_step": opts.pairs_per_step,
         "seconds": seconds,
-        "step_seconds": [e - b for b, e in zip(timer.begin, timer.end)],
+        "step_seconds": timer.step_seconds,
         "pairs": len(pairs),
         "tokens": tokens,
         "pairs_per_s": len(pairs) / seconds,

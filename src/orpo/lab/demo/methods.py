@@ -1,0 +1,268 @@
+"""One method of the demo trained and scored: from the base, on the tokenised splits, in its own process.
+
+prepare_data   the three splits tokenised once, so every method trains and is scored on the same ids
+train_method   one (method, seed) from the base: the held-out log-prob curve, then the test scores
+score_model    greedy reviews of the test snippets judged by the rules, preference accuracy, samples
+run_jobs       every (method, seed) run, each in a fresh process, ``WORKERS`` at a time
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from transformers import TrainerCallback
+
+from orpo.lab.demo.base import Base
+from orpo.lab.demo.settings import (
+    BF16,
+    EVAL_BATCH_SIZE,
+    GEN_BATCH_SIZE,
+    GEN_MARGIN_TOKENS,
+    LEARNING_RATE,
+    NUM_THREADS,
+    WORKERS,
+    DemoSize,
+    eval_steps_of,
+    orpo_config,
+    scoring_config,
+    torch_threads,
+)
+from orpo.lab.demo.table import snippet_counts
+from orpo.lab.harness import ProcessResult, reset_peak_rss, run_all, status_mb
+from orpo.losses import get_objective
+from orpo.run.callbacks import quiet
+from orpo.tasks.codereview.generator import ReviewExample, to_rows
+from orpo.tasks.codereview.judge import score_review
+
+
+@dataclass
+class DemoData:
+    """The three splits tokenised once, so every method trains and is scored on identical token ids.
+
+    Attributes:
+        train, val, test: `datasets.Dataset`s with the engine's token columns, one row per pair.
+        test_rows: the test split's raw rows (prompt / chosen / rejected), aligned with `test`.
+        test_examples: the test split's snippets with their true violations, aligned with `test`.
+        max_new_tokens: generation budget: the longest training chosen review + GEN_MARGIN_TOKENS.
+    """
+
+    train: Any
+    val: Any
+    test: Any
+    test_rows: list[dict[str, str]]
+    test_examples: list[ReviewExample]
+    max_new_tokens: int
+
+
+def prepare_data(splits: dict[str, list[ReviewExample]], tok, config) -> DemoData:
+    from orpo.data.pipeline import prepare_dataset
+
+    tokenised = {}
+    for name, examples in splits.items():
+        rows = to_rows(examples)
+        tokenised[name], report = prepare_dataset(rows, tok, config, source_name=name)
+        # Rows must stay aligned with their snippets (the judge needs each test row's violations).
+        if report.kept != len(rows):
+            raise ValueError(f"demo {name} split: {report.summary()}; the demo expects every row kept")
+    longest = max(len(ids) for ids in tokenised["train"]["chosen_input_ids"])
+    return DemoData(
+        **tokenised,
+        test_rows=to_rows(splits["test"]),
+        test_examples=splits["test"],
+        max_new_tokens=longest + GEN_MARGIN_TOKENS,
+    )
+
+
+def generate_reviews(
+    model, tokenizer, prompt_ids: list[list[int]], max_new_tokens: int, bf16: bool
+) -> list[str]:
+    """Greedy reviews for tokenised prompts through the one generator (`orpo.evaluation.generate`).
+
+    Each review is decoded up to and including its first stop token, special tokens kept (the judge
+    cuts the review at the EOS marker; a review without one ran out of ``max_new_tokens``).
+    """
+    import torch
+
+    from orpo.evaluation.generate import GenerationSettings, generate_ids
+
+    settings = GenerationSettings(max_new_tokens=max_new_tokens, batch_size=GEN_BATCH_SIZE)
+    model.eval()
+    with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+        results = generate_ids(model, tokenizer, prompt_ids, settings)
+    return [tokenizer.decode(samples[0][0], skip_special_tokens=False) for samples in results]
+
+
+def pair_mean_logps(engine, model, dataset) -> tuple[list[float], list[float]]:
+    """Per pair: mean log-prob per token of the chosen and of the rejected response (no grad, bf16
+    autocast as in training)."""
+    import torch
+    from torch.utils.data import DataLoader
+
+    from orpo.engine.types import PAIR_COLUMNS
+
+    loader = DataLoader(
+        dataset.select_columns(list(PAIR_COLUMNS)),
+        batch_size=EVAL_BATCH_SIZE,
+        shuffle=False,
+        collate_fn=engine.collator,
+    )
+    chosen: list[float] = []
+    rejected: list[float] = []
+    model.eval()
+    for batch in loader:
+        batch = {k: v.to(model.device) for k, v in batch.items()}
+        with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16, enabled=BF16):
+            stats = engine.forward(model, batch, False)
+        chosen += stats.chosen_mean_logps.float().tolist()
+        rejected += stats.rejected_mean_logps.float().tolist()
+    return chosen, rejected
+
+
+def score_model(engine, model, tok, data: DemoData) -> dict[str, Any]:
+    """Per test snippet counts (`table.snippet_counts`), the mean test log-probs, and three samples."""
+    reviews = generate_reviews(model, tok, data.test["prompt_input_ids"], data.max_new_tokens, BF16)
+    scores = [score_review(text, ex.violations) for text, ex in zip(reviews, data.test_examples)]
+    chosen, rejected = pair_mean_logps(engine, model, data.test)
+    return {
+        "counts": snippet_counts(scores, [c > r for c, r in zip(chosen, rejected)]),
+        "test_logps_chosen": sum(chosen) / len(chosen),
+        "test_logps_rejected": sum(rejected) / len(rejected),
+        "samples": [
+            {"prompt": row["prompt"], "expected": row["chosen"], "generated": text}
+            for row, text in list(zip(data.test_rows, reviews))[:3]
+        ],
+    }
+
+
+class LogpRecorder(TrainerCallback):
+    """Keeps (step, held-out chosen / rejected mean log-prob) at every evaluation while it is attached.
+
+    ``names``: the objective's metrics holding mean log-probs per token (``Objective.mean_logps_metrics``;
+    DPO's ``logps/*`` are sums).
+    """
+
+    def __init__(self, names: tuple[str, str]) -> None:
+        self.chosen_key, self.rejected_key = (f"eval_{n}" for n in names)
+        self.points: list[dict[str, float]] = []
+
+    def on_evaluate(self, args, state, control, metrics=None, **kwargs):
+        if metrics and self.chosen_key in metrics:
+            self.points.append(
+                {
+                    "step": state.global_step,
+                    "logps_chosen": metrics[self.chosen_key],
+                    "logps_rejected": metrics[self.rejected_key],
+                }
+            )
+
+
+def train_method(job: DemoJob, progress: bool = False) -> dict[str, Any]:
+    """Train one method for one seed from the base; its curve, test counts, time and peak memory."""
+    from orpo.run.build import new_trainer
+
+    tok, model = job.base.load()
+    args = orpo_config(
+        job.method,
+        seed=job.seed,
+        epochs=job.budget.epochs,
+        learning_rate=LEARNING_RATE,
+        batch_size=job.budget.batch_size,
+        output_dir=job.out / f"{job.method}-seed{job.seed}",
+        eval_steps=eval_steps_of(job.budget),
+        engine=job.engine,
+    )
+    data = job.data
+    recorder = LogpRecorder(get_objective(job.method).mean_logps_metrics)
+    peak_known = reset_peak_rss()
+    start = time.perf_counter()
+    trainer = new_trainer(args, tok, model, data.train, data.val, [recorder])
+    quiet(trainer, progress_bar=progress)
+    trainer.evaluate()  # step 0: the base
+    trainer.train()
+    if recorder.points[-1]["step"] != trainer.state.global_step:
+        trainer.evaluate()
+    seconds = time.perf_counter() - start
+    peak = status_mb("VmHWM") if peak_known else None
+    trainer.remove_callback(recorder)
+    losses = [h["loss"] for h in trainer.state.log_history if "loss" in h]
+    scored = score_model(trainer.engine, trainer.accelerator.unwrap_model(trainer.model), tok, data)
+    return {
+        "seed": job.seed,
+        "steps": trainer.state.global_step,
+        "train_seconds": round(seconds, 2),  # construction (DPO: its reference pass), training, evaluations
+        "peak_rss_mb": None if peak is None else round(peak, 1),
+        "curve": recorder.points,
+        "train_loss_first": losses[0] if losses else None,
+        "train_loss_last": losses[-1] if losses else None,
+        **scored,
+    }
+
+
+def score_base(base: Base, budget: DemoSize, data: DemoData, out: Path) -> tuple[dict[str, Any], str]:
+    """The base's test counts and held-out log-probs, and the engine ``engine="auto"`` picked (every
+    method then uses that one, so they run the same code)."""
+    from orpo.run.build import new_trainer
+
+    tok, model = base.load()
+    args = scoring_config("sft", budget.batch_size, out / "base")
+    trainer = new_trainer(args, tok, model, None)
+    quiet(trainer)
+    val = trainer.evaluate(eval_dataset=data.val)
+    scored = score_model(trainer.engine, model, tok, data)
+    scored["val_logps_chosen"] = val["eval_logps/chosen"]
+    scored["val_logps_rejected"] = val["eval_logps/rejected"]
+    return scored, trainer.engine.name
+
+
+@dataclass(frozen=True)
+class DemoJob:
+    """One (method, seed) run of the demo; calling it trains and scores that run (in a worker process).
+
+    Attributes:
+        method, seed: what to train, with which data order.
+        base: the base every run starts from (loaded from disk by each run).
+        budget: the size's budget (the budget curve narrows ``n_train``).
+        data: the tokenised splits (the budget curve's train split is its first ``n`` pairs).
+        out: the folder the run's trainer writes under.
+        engine: the engine every method uses (the one the base's scoring picked).
+    """
+
+    method: str
+    seed: int
+    base: Base
+    budget: DemoSize
+    data: DemoData
+    out: Path
+    engine: str
+
+    def __call__(self) -> dict[str, Any]:
+        """No progress bars: several runs share the terminal."""
+        with torch_threads(NUM_THREADS):
+            return train_method(self, progress=False)
+
+
+def run_jobs(jobs: list[DemoJob], progress: bool) -> list[dict[str, Any]]:
+    """The runs' results in job order, each run in a fresh process (spawned, so no torch state is
+    shared), ``WORKERS`` at a time. Each run's time and peak memory are its own process's."""
+
+    def done(index: int, result: ProcessResult) -> None:
+        job = jobs[index]
+        if progress and result.ok:
+            print(
+                f"[demo] {job.method.upper()} seed {job.seed} ({len(job.data.train)} pairs): done in "
+                f"{result.value['train_seconds']:.0f} s",
+                file=sys.stderr,
+                flush=True,
+            )
+
+    results = run_all(jobs, WORKERS, on_done=done)
+    for job, result in zip(jobs, results):
+        if not result.ok:
+            if isinstance(result.error, Exception):
+                raise result.error
+            raise RuntimeError(f"demo run {job.method} seed {job.seed} failed: {result.cause()}")
+    return [result.value for result in results]
