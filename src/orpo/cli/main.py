@@ -127,6 +127,12 @@ def main(argv: list[str] | None = None) -> int:
     # bitsandbytes warns on import (transformers -> peft, reached from some subcommand modules while the
     # parser is built) that an optional CPU kernel is missing: noise on every command.
     logging.getLogger("bitsandbytes").setLevel(logging.ERROR)
+    # DeepSpeed's logger is created (level and handler set) when it is first imported, which may be
+    # while the parser is built; a filter set before then survives.
+    deepspeed_logger = logging.getLogger("DeepSpeed")
+    for old in [f for f in deepspeed_logger.filters if isinstance(f, _DeepSpeedAcceleratorNotice)]:
+        deepspeed_logger.removeFilter(old)  # main() run again in one process (tests)
+    deepspeed_logger.addFilter(_DeepSpeedAcceleratorNotice(json_output="--json" in argv))
     # --debug is accepted anywhere on the line, before or after the subcommand.
     debug_flag = "--debug" in argv
     argv = [a for a in argv if a != "--debug"]
@@ -138,11 +144,6 @@ def main(argv: list[str] | None = None) -> int:
         return 0 if args.command is None else 2
     debug = args.debug or os.environ.get("ORPO_DEBUG") == "1"
     _quiet_libraries()
-    # DeepSpeed's logger is created (level and handler set) on import; a filter set before survives.
-    deepspeed_logger = logging.getLogger("DeepSpeed")
-    for old in [f for f in deepspeed_logger.filters if isinstance(f, _DeepSpeedAcceleratorNotice)]:
-        deepspeed_logger.removeFilter(old)  # main() run again in one process (tests)
-    deepspeed_logger.addFilter(_DeepSpeedAcceleratorNotice(bool(getattr(args, "json", False))))
     try:
         return int(args.func(args) or 0)
     except KeyboardInterrupt:
