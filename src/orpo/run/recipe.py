@@ -439,6 +439,8 @@ def _short(x: float) -> str:
 
 @dataclass(frozen=True)
 class RecipeDefault:
+    """A training field's default in a YAML recipe, where it departs from the Python API's."""
+
     shown: str  # the default as --help-config shows it
     why: str
 
@@ -447,13 +449,12 @@ RECIPE_DEFAULTS = {
     "learning_rate": RecipeDefault(
         f"{_short(LEARNING_RATE_TINY)} for tiny:ARCH models, {_short(LEARNING_RATE_ADAPTER)} with an adapter "
         f"(LoRA, DoRA, QLoRA), {_short(LEARNING_RATE_FULL)} for a full fine-tune",
-        "Peak learning rate of AdamW. A full fine-tune of a pretrained model: 5e-6, the low end of the 5e-6 "
-        "to 1e-5 commonly used for preference fine-tuning of 1B-8B models (TRL's 1e-6 barely moves a model "
-        "in a short run). "
-        "LoRA/DoRA/QLoRA train low-rank matrices that start at zero, and take about 10-20x a full "
-        "fine-tune's rate: 1e-4, the low end of the usual 1e-4 to 2e-4 (preference losses overshoot "
-        "sooner than SFT). tiny:ARCH models start from random weights, as in pretraining: 1e-3 (the "
-        "embedded default recipe's).",
+        f"Peak learning rate of AdamW. A full fine-tune of a pretrained model: {_short(LEARNING_RATE_FULL)}, "
+        "the low end of the 5e-6 to 1e-5 commonly used for preference fine-tuning of 1B-8B models (TRL's "
+        "1e-6 barely moves a model in a short run). LoRA/DoRA/QLoRA train low-rank matrices that start at "
+        f"zero, and take about 10-20x a full fine-tune's rate: {_short(LEARNING_RATE_ADAPTER)}, the low end "
+        "of the usual 1e-4 to 2e-4 (preference losses overshoot sooner than SFT). tiny:ARCH models start "
+        f"from random weights, as in pretraining: {_short(LEARNING_RATE_TINY)}.",
     ),
     "output_dir": RecipeDefault(
         "runs/<the config file's name without .yaml>",
@@ -461,7 +462,7 @@ RECIPE_DEFAULTS = {
     ),
     "logging_steps": RecipeDefault(
         f"{LOGGING_RATIO}, a fraction of the run's steps: about {round(1 / LOGGING_RATIO)} logs per run, "
-        f"every step in runs under {round(1 / LOGGING_RATIO)} steps",
+        f"every step in runs of up to {round(1 / LOGGING_RATIO)} steps",
         "Log metrics every N optimizer steps, or this fraction of the run's steps when < 1 (TRL's 10 "
         "gives a short run one log or none: no loss curve to look at).",
     ),
