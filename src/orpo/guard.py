@@ -42,7 +42,11 @@ def _rows(rows: list[int] | None) -> str:
     return f" (batch: train rows {shown})"
 
 
-ADVICE = "Lower learning_rate, set max_grad_norm (e.g. 1.0), check the data rows, or set on_nonfinite=skip"
+ADVICE = "Lower learning_rate, set max_grad_norm (e.g. 1.0), or check the data rows"
+# on_nonfinite=skip is suggested only where it is off: a run in skip mode that gave up has it on.
+STOP_ADVICE = (
+    "Lower learning_rate, set max_grad_norm (e.g. 1.0), check the data rows, or set on_nonfinite=skip"
+)
 
 
 class NonFiniteGuard:
@@ -64,7 +68,8 @@ class NonFiniteGuard:
             return
         if self.action == "stop":
             raise NonFiniteError(
-                f"step {step}: the loss is {value}{_rows(rows)}; stopped before the weights changed. {ADVICE}",
+                f"step {step}: the loss is {value}{_rows(rows)}; stopped before the weights changed. "
+                f"{STOP_ADVICE}",
                 step,
             )
         if self._bad_loss is None:
@@ -83,7 +88,8 @@ class NonFiniteGuard:
         what = f"the loss is {bad_loss[0]}" if bad_loss is not None else f"the gradient norm is {norm}"
         if self.action == "stop":
             raise NonFiniteError(
-                f"step {step}: {what}{_rows(rows)}; stopped before the weights changed. {ADVICE}", step
+                f"step {step}: {what}{_rows(rows)}; stopped before the weights changed. {STOP_ADVICE}",
+                step,
             )
         self.skipped += 1
         self.in_a_row += 1

@@ -65,3 +65,140 @@ def test_a_yaml_recipe_defaults_to_our_tokenization(tmp_path, training, expected
     )
     assert load_recipe(path).training_args().tokenization == expected
     assert ORPOConfig(output_dir=str(tmp_path)).tokenization == "trl"
+
+
+# ---- where a bad value came from
+
+
+def _recipe(tmp_path, text: str, name: str = "r.yaml"):
+    (tmp_path / name).write_text(text)
+    return name  # relative: errors name the file as the user gave it
+
+
+@pytest.fixture(autouse=True)
+def _in_tmp(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        (
+            "model: {name: tiny:llama}\ntraining:\n  beta: -1\n",
+            "r.yaml:3 (training.beta): beta=-1.0 must be a finite number >= 0",
+        ),
+        ("training:\n  method: ppo\n", "r.yaml:2 (training.method): method='ppo' is not one of orpo"),
+        (
+            "training:\n  max_length: 512\n  max_prompt_length: 600\n",
+            "r.yaml:3 (training.max_prompt_length) and r.yaml:2 (training.max_length): "
+            "max_prompt_length=600 leaves no room for a response within max_length=512",
+        ),
+        (
+            "adapter:\n  r: 4\n  type: ia3\n",
+            "r.yaml:3 (adapter.type): adapter.type='ia3' must be 'lora' or 'dora'",
+        ),
+    ],
+)
+def test_a_bad_value_in_the_file_is_blamed_on_its_key_not_on_the_last_override(tmp_path, text, message):
+    """The value came from the file: the error names the file, the line and the key, whatever overrides
+    follow (each of these used to be pinned on the last override, here `adapter.alpha=8`)."""
+    from orpo.run.recipe import load_recipe
+
+    with pytest.raises(ValueError) as info:
+        load_recipe(_recipe(tmp_path, text), ["max_steps=5", "adapter.alpha=8"])
+    assert str(info.value).startswith(message)
+    assert "override '" not in str(info.value)
+
+
+@pytest.mark.parametrize(
+    ("overrides", "origins"),
+    [
+        (
+            ["max_length=100", "max_steps=3"],
+            "r.yaml:2 (training.max_prompt_length) and override 'max_length=100'",
+        ),
+        (
+            ["max_prompt_length=2000", "save_steps=7"],
+            "override 'max_prompt_length=2000' and the default of training.max_length",
+        ),
+    ],
+)
+def test_a_check_across_fields_names_where_each_value_came_from(tmp_path, overrides, origins):
+    from orpo.run.recipe import load_recipe
+
+    path = _recipe(tmp_path, "training:\n  max_prompt_length: 600\n")
+    with pytest.raises(ValueError) as info:
+        load_recipe(path, overrides)
+    assert str(info.value).startswith(origins + ": max_prompt_length=")
+
+
+def test_a_bad_value_set_by_an_override_is_blamed_on_that_override(tmp_path):
+    from orpo.run.recipe import load_recipe
+
+    path = _recipe(tmp_path, "training:\n  beta: 0.1\n")
+    with pytest.raises(ValueError, match=r"^override 'beta=-2': beta=-2.0 must be"):
+        load_recipe(path, ["beta=-2", "max_steps=3"])
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        (
+            "training: {beta: 1\n",
+            "r.yaml:2:1: not valid YAML: expected ',' or '}', but got '<stream end>' "
+            "(while parsing a flow mapping that starts at 1:11)",
+        ),
+        (
+            "training:\n  beta: 0.1\n\tseed: 1\n",
+            "r.yaml:3:1: not valid YAML: found character '\\t' that cannot "
+            "start any token; indent with spaces, not tabs",
+        ),
+        ("data:\n  train: a: b\n", "r.yaml:2:11: not valid YAML: mapping values are not allowed here"),
+    ],
+)
+def test_a_yaml_syntax_error_gives_file_line_and_column(tmp_path, text, message):
+    from orpo.run.recipe import load_recipe
+
+    with pytest.raises(ValueError) as info:
+        load_recipe(_recipe(tmp_path, text))
+    assert str(info.value) == message
+
+
+# ---- the defaults a YAML recipe gets
+
+
+@pytest.mark.parametrize(
+    ("model", "adapter", "learning_rate"),
+    [
+        ("{name: tiny:llama}", "null", 1e-3),
+        ("{name: Qwen/Qwen2.5-0.5B}", "null", 5e-6),
+        ("{name: Qwen/Qwen2.5-0.5B}", "{type: lora, r: 8}", 1e-4),
+    ],
+)
+def test_a_yaml_recipe_gets_defaults_that_train(tmp_path, model, adapter, learning_rate):
+    """Learning rate per kind of run, a run folder named after the recipe, logs through the run; the
+    Python API keeps TRL's (1e-6, trainer_output, every 10 steps)."""
+    from orpo.config import ORPOConfig
+    from orpo.run.recipe import load_recipe
+
+    path = _recipe(tmp_path, f"model: {model}\nadapter: {adapter}\ndata: {{train: x.jsonl}}\n", "my-run.yaml")
+    args = load_recipe(path).training_args()
+    assert args.learning_rate == learning_rate
+    assert args.output_dir == "runs/my-run"
+    assert args.logging_steps == 0.02
+    # what the recipe says wins over a default
+    assert load_recipe(path, ["learning_rate=3e-5"]).training_args().learning_rate == 3e-5
+    api = ORPOConfig()
+    assert (api.learning_rate, api.logging_steps, api.output_dir) == (1e-6, 10, "trainer_output")
+
+
+def test_help_config_shows_the_recipe_defaults_and_marks_those_unlike_trl():
+    from orpo.run.recipe import describe_fields
+
+    lines = {line.split(" (")[0].strip(): line for line in describe_fields().splitlines()}
+    assert "1e-3 for tiny:ARCH models, 1e-4 with an adapter" in lines["learning_rate"]
+    assert "[TRL: 1e-06]" in lines["learning_rate"]
+    assert "runs/<the config file's name without .yaml>" in lines["output_dir"]
+    assert "[TRL: 'trainer_output']" in lines["output_dir"]
+    assert "[TRL: 'trl']" in lines["tokenization"]
+    assert "[TRL" not in lines["beta"]  # the same in both

@@ -1,14 +1,16 @@
 """`orpo` entry point: parses the subcommand, runs it, turns user errors into one-line messages.
 
 Every subcommand module exposes ``register(subparsers)`` which adds its parser and sets
-``func(args) -> int``. Errors a user can fix (``ValueError``, missing files, bad YAML) print
-``orpo: error: <cause>`` and exit 2; ``--debug`` shows the traceback instead.
+``func(args) -> int``. A subcommand takes its flags anywhere among its positionals
+(``orpo train my.yaml --no-progress beta=0.2``). Errors a user can fix (``ValueError``, missing files,
+bad YAML) print ``orpo: error: <cause>`` and exit 2; ``--debug`` shows the traceback instead.
 """
 
 from __future__ import annotations
 
 import argparse
 import importlib
+import importlib.metadata
 import logging
 import os
 import sys
@@ -51,12 +53,44 @@ def _quiet_libraries() -> None:
     hf_logging.disable_progress_bar()
 
 
+class CommandParser(argparse.ArgumentParser):
+    """A subcommand's parser: flags may come before, between or after its positionals.
+
+    argparse matches positionals in runs: in ``orpo train my.yaml --no-progress beta=0.2`` the config
+    and an empty list of overrides are taken before the flag, and ``beta=0.2`` is left over ("unrecognized
+    arguments"). ``parse_known_intermixed_args`` parses the flags first, then the positionals, so
+    ``key=value`` overrides may follow any flag. It cannot handle a parser holding subcommands of its own
+    (``orpo data``): those parse as usual and hand the rest to their subcommand's parser, intermixed.
+    """
+
+    _intermixing = False
+
+    def parse_known_args(self, args=None, namespace=None):
+        nested = any(a.nargs in (argparse.PARSER, argparse.REMAINDER) for a in self._get_positional_actions())
+        if self._intermixing or nested:
+            return super().parse_known_args(args, namespace)
+        # parse_known_intermixed_args calls parse_known_args twice (flags, then positionals).
+        self._intermixing = True
+        try:
+            return self.parse_known_intermixed_args(args, namespace)
+        finally:
+            self._intermixing = False
+
+
+def _version() -> str:
+    try:
+        return importlib.metadata.version("orpo")
+    except importlib.metadata.PackageNotFoundError:  # run from a source tree that is not installed
+        return "unknown (not installed)"
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="orpo", description=DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter
     )
+    parser.add_argument("--version", action="version", version=f"orpo {_version()}")
     parser.add_argument("--debug", action="store_true", help="show full tracebacks on errors")
-    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=CommandParser)
     for name in SUBCOMMANDS:
         try:
             module = importlib.import_module(f"orpo.cli.{name}")
@@ -68,21 +102,24 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _keep_stdout_for_json() -> None:
-    """Keep ``--json``'s stdout one JSON object.
+class _DeepSpeedAcceleratorNotice(logging.Filter):
+    """Drops DeepSpeed's "Setting accelerator to CPU ..." from a run that does not use DeepSpeed.
 
-    DeepSpeed (in the dev extra), imported by accelerate once a trainer is built, logs "Setting
-    accelerator to CPU ..." to stdout when it finds no GPU. Telling it the accelerator it would pick
-    itself (cpu, only where torch sees no CUDA device) changes nothing but the message.
+    DeepSpeed (in the dev extra) is imported by accelerate whenever a Trainer is built, used or not,
+    and logs which accelerator it picked, at WARNING, to stdout (which also breaks ``--json``). A run
+    that uses DeepSpeed is launched with ACCELERATE_USE_DEEPSPEED=true (``accelerate launch``); there the
+    notice is kept, except under ``--json``.
     """
-    import importlib.util
 
-    if "DS_ACCELERATOR" in os.environ or importlib.util.find_spec("deepspeed") is None:
-        return
-    import torch
+    def __init__(self, json_output: bool):
+        super().__init__()
+        self.json_output = json_output
 
-    if not torch.cuda.is_available():
-        os.environ["DS_ACCELERATOR"] = "cpu"
+    def filter(self, record: logging.LogRecord) -> bool:
+        if not record.pathname.replace("\\", "/").endswith("accelerator/real_accelerator.py"):
+            return True
+        uses_deepspeed = os.environ.get("ACCELERATE_USE_DEEPSPEED", "").lower() in ("1", "true")
+        return record.levelno >= logging.ERROR or (uses_deepspeed and not self.json_output)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -90,6 +127,12 @@ def main(argv: list[str] | None = None) -> int:
     # bitsandbytes warns on import (transformers -> peft, reached from some subcommand modules while the
     # parser is built) that an optional CPU kernel is missing: noise on every command.
     logging.getLogger("bitsandbytes").setLevel(logging.ERROR)
+    # DeepSpeed's logger is created (level and handler set) when it is first imported, which may be
+    # while the parser is built; a filter set before then survives.
+    deepspeed_logger = logging.getLogger("DeepSpeed")
+    for old in [f for f in deepspeed_logger.filters if isinstance(f, _DeepSpeedAcceleratorNotice)]:
+        deepspeed_logger.removeFilter(old)  # main() run again in one process (tests)
+    deepspeed_logger.addFilter(_DeepSpeedAcceleratorNotice(json_output="--json" in argv))
     # --debug is accepted anywhere on the line, before or after the subcommand.
     debug_flag = "--debug" in argv
     argv = [a for a in argv if a != "--debug"]
@@ -101,8 +144,6 @@ def main(argv: list[str] | None = None) -> int:
         return 0 if args.command is None else 2
     debug = args.debug or os.environ.get("ORPO_DEBUG") == "1"
     _quiet_libraries()
-    if getattr(args, "json", False):
-        _keep_stdout_for_json()
     try:
         return int(args.func(args) or 0)
     except KeyboardInterrupt:

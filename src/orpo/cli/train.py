@@ -10,9 +10,14 @@ HELP = """\
 Train a model with ORPO from a YAML config (see `orpo train --help-config` for every field).
 Without CONFIG, runs the embedded default: a tiny model on the builtin code-review task (CPU, minutes).
 
-Overrides take section.field=value, or field=value for training fields:
+Overrides take section.field=value, or field=value for training fields (flags may go between them):
   orpo train my.yaml beta=0.2 max_steps=100 model.name=Qwen/Qwen2.5-0.5B adapter.r=8
+  orpo train my.yaml --no-progress max_steps=20
   orpo train my.yaml resume_from_checkpoint=true     # continue from the last checkpoint
+
+Training fields the config leaves out get TRL's defaults, except where TRL's do not train a short run
+(--help-config lists them): the learning rate follows the kind of run (a tiny:ARCH model, an adapter,
+a full fine-tune), metrics are logged through the run, and the run folder is runs/<config name>.
 
 The run folder (training.output_dir) receives config.yaml, metrics.jsonl, the model or adapter
 (safetensors) with its tokenizer, data_report.json, summary.json, plots/ and report.html.

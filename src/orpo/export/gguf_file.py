@@ -52,7 +52,9 @@ experts and every other architecture; each is refused up front with a one-line e
 
 from __future__ import annotations
 
+import contextlib
 import json
+import logging
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -253,10 +255,34 @@ def _bpe_pre(tokenizer_json: dict) -> str:
     )
 
 
+class _PairSeparatorNotice(logging.Filter):
+    """gguf-py's "Unknown separator token '<s>' in TemplateProcessing<pair>", dropped.
+
+    It reads the tokenizer's template for a *pair* of sequences (``<s> A <s> B``, as Llama 2, Llama 3
+    and orpo's tiny tokenizers have it: BOS before each) to decide whether a separator token goes between
+    two inputs. BOS is not the separator it knows, so it warns, and writes no separator, which is right:
+    a causal LM is given one sequence, never a pair (llama.cpp's converter prints the same warning for
+    these tokenizers and writes the same keys).
+    """
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not record.getMessage().startswith("Unknown separator token")
+
+
+@contextlib.contextmanager
+def _without_pair_separator_notice():
+    logger, notice = logging.getLogger("gguf.vocab"), _PairSeparatorNotice()
+    logger.addFilter(notice)
+    try:
+        yield
+    finally:
+        logger.removeFilter(notice)
+
+
 def _write_tokenizer(writer: gguf.GGUFWriter, tokenizer, n_vocab: int) -> None:
     """The ``tokenizer.*`` keys: byte-level BPE as the converter's ``_set_vocab_gpt2``, SentencePiece-style
     BPE (metaspace + byte fallback, Llama 2 / Mistral) as its ``_set_vocab_llama_hf``."""
-    with tempfile.TemporaryDirectory(prefix="orpo-gguf-tok-") as folder:
+    with tempfile.TemporaryDirectory(prefix="orpo-gguf-tok-") as folder, _without_pair_separator_notice():
         tokenizer.save_pretrained(folder)
         tokenizer_json = json.loads((Path(folder) / "tokenizer.json").read_text(encoding="utf-8"))
         model = tokenizer_json.get("model") or {}

@@ -14,9 +14,7 @@ from orpo.config import ORPOConfig
 from orpo.guard import assert_finite
 from orpo.losses import get_objective
 from orpo.run.callbacks import quiet
-from orpo.run.recipe import AdapterSection, DataSection, ModelSection, QuantSection, Recipe
-
-TINY_PREFIX = "tiny:"
+from orpo.run.recipe import TINY_PREFIX, AdapterSection, DataSection, ModelSection, QuantSection, Recipe
 
 
 def _strings(value: Any):

@@ -19,6 +19,7 @@ import copy
 import difflib
 import enum
 import math
+import re
 import typing
 from dataclasses import MISSING, asdict, dataclass, field, fields
 from importlib import resources
@@ -31,6 +32,7 @@ import yaml
 from orpo.config import ORPOConfig
 
 DEFAULT_RECIPE = "default.yaml"
+TINY_PREFIX = "tiny:"  # model.name of a tiny random model built from a config
 DTYPES = ("auto", "float32", "bfloat16", "float16", "float64")
 TRAINING_FIELDS = frozenset(ORPOConfig.__dataclass_fields__)
 # field -> smallest valid value: ranges TrainingArguments does not check itself.
@@ -320,22 +322,51 @@ def convert_field(name: str, value: Any, hint) -> Any:
 
 
 class _Origins:
-    """Where each value came from (the file or an override), for error messages."""
+    """Where each value came from, for error messages: an override, a key of the file (with its line),
+    else a default."""
 
-    def __init__(self, source: str):
+    def __init__(self, source: str, lines: dict[tuple[str, ...], int]):
         self.source = source
-        self.by_key: dict[tuple[str, ...], str] = {}
+        self.lines = lines  # (section,) or (section, field) -> line of the key in the file (1-based)
+        self.overrides: dict[tuple[str, ...], str] = {}
 
-    def section(self, name: str) -> str:
-        """The last override of any field of section ``name``, else the file."""
-        hits = [origin for key, origin in self.by_key.items() if key[0] == name]
-        return hits[-1] if hits else self.source
+    def at(self, *key: str) -> str:
+        """``FILE:LINE`` of a key of the file (the file alone when the line is unknown)."""
+        line = self.lines.get(key)
+        return f"{self.source}:{line}" if line else self.source
+
+    def set_by(self, *key: str) -> str | None:
+        """The override or the file key that set ``key`` (or its whole section), None for a default."""
+        for n in range(len(key), 0, -1):
+            if key[:n] in self.overrides:
+                return self.overrides[key[:n]]
+        if key in self.lines:
+            return f"{self.at(*key)} ({'.'.join(key)})"
+        return None
 
     def of(self, *key: str) -> str:
-        for n in range(len(key), 0, -1):
-            if key[:n] in self.by_key:
-                return self.by_key[key[:n]]
-        return self.source
+        return self.set_by(*key) or self.source
+
+    def blame(self, section: str, message: str, known) -> str:
+        """The origins of the fields of ``section`` that a validation ``message`` names.
+
+        A check may involve several fields (``max_prompt_length`` against ``max_length``): each field
+        named as ``field=`` (or ``section.field=``), or named bare when the recipe set it, is traced to
+        the override or file key that set it, or said to be the default. A message naming no field
+        falls back to the file and the section's overrides: the check read them all.
+        """
+        named: dict[str, int] = {}  # field -> where the message first names it
+        for m in re.finditer(rf"(?<![\w.])(?:{section}\.)?(\w+)=", message):
+            named.setdefault(m.group(1), m.start())
+        for m in re.finditer(r"\w+", message):  # "--load_best_model_at_end requires ...": no value
+            if self.set_by(section, m.group(0)):
+                named.setdefault(m.group(0), m.start())
+        fields_named = sorted((f for f in named if f in known), key=named.get)
+        origins = [self.set_by(section, f) for f in fields_named]
+        if any(origins):
+            return " and ".join(o or f"the default of {section}.{f}" for o, f in zip(origins, fields_named))
+        overrides = [o for key, o in self.overrides.items() if key[0] == section]
+        return f"{self.source} with {', '.join(overrides)}" if overrides else self.source
 
 
 # Fields whose YAML values are wider than their declared type: `resume_from_checkpoint: true` means
@@ -363,10 +394,11 @@ def _section(name: str, cls, value, origins: _Origins):
     try:
         return cls(**converted)
     except ValueError as err:
-        raise ValueError(f"{origins.section(name)}: {err}") from None
+        known = {f.name for f in fields(cls)}
+        raise ValueError(f"{origins.blame(name, str(err), known)}: {err}") from None
 
 
-def _training(values: dict, origins: _Origins) -> dict[str, Any]:
+def _training(values: dict, origins: _Origins, defaults: dict[str, Any]) -> dict[str, Any]:
     if not isinstance(values, dict):
         raise ValueError(f"{origins.of('training')}: `training` must be a mapping of fields, got {values!r}")
     training = dict(values)
@@ -376,9 +408,8 @@ def _training(values: dict, origins: _Origins) -> dict[str, Any]:
             training[key] = "no"
     if training.get("report_to") is False:
         training["report_to"] = "none"
-    # A YAML run is our CLI, not a TRL script: it gets our tokenisation unless it asks for TRL's
-    # (the Python API's default is 'trl', so that a TRL script gets TRL's tokens).
-    training.setdefault("tokenization", "orpo")
+    for key, value in defaults.items():
+        training.setdefault(key, value)
     training = _convert_section("training", ORPOConfig, training, origins)
     for key, low in TRAINING_MINIMUMS.items():
         value = training.get(key)
@@ -387,35 +418,140 @@ def _training(values: dict, origins: _Origins) -> dict[str, Any]:
     return training
 
 
+# ---- what a YAML run gets for the training fields it leaves out
+#
+# The Python API keeps TRL's defaults, so that a TRL script behaves the same after changing its import.
+# A YAML recipe is our CLI, not a TRL script: where TRL's defaults make a short run learn nothing
+# visible (learning rate 1e-6, a log every 10 steps, output in ./trainer_output), it gets defaults
+# that train. `orpo train --help-config` lists them with TRL's.
+
+LEARNING_RATE_TINY = 1e-3
+LEARNING_RATE_ADAPTER = 1e-4
+LEARNING_RATE_FULL = 5e-6
+LOGGING_RATIO = 0.02
+
+
+def _short(x: float) -> str:
+    """1e-3, not 0.001: learning rates as people write them."""
+    mantissa, exponent = f"{x:.0e}".split("e")
+    return f"{mantissa}e{int(exponent)}"
+
+
+@dataclass(frozen=True)
+class RecipeDefault:
+    """A training field's default in a YAML recipe, where it departs from the Python API's."""
+
+    shown: str  # the default as --help-config shows it
+    why: str
+
+
+RECIPE_DEFAULTS = {
+    "learning_rate": RecipeDefault(
+        f"{_short(LEARNING_RATE_TINY)} for tiny:ARCH models, {_short(LEARNING_RATE_ADAPTER)} with an adapter "
+        f"(LoRA, DoRA, QLoRA), {_short(LEARNING_RATE_FULL)} for a full fine-tune",
+        f"Peak learning rate of AdamW. A full fine-tune of a pretrained model: {_short(LEARNING_RATE_FULL)}, "
+        "the low end of the 5e-6 to 1e-5 commonly used for preference fine-tuning of 1B-8B models (TRL's "
+        "1e-6 barely moves a model in a short run). LoRA/DoRA/QLoRA train low-rank matrices that start at "
+        f"zero, and take about 10-20x a full fine-tune's rate: {_short(LEARNING_RATE_ADAPTER)}, the low end "
+        "of the usual 1e-4 to 2e-4 (preference losses overshoot sooner than SFT). tiny:ARCH models start "
+        f"from random weights, as in pretraining: {_short(LEARNING_RATE_TINY)}.",
+    ),
+    "output_dir": RecipeDefault(
+        "runs/<the config file's name without .yaml>",
+        "The run folder: one per recipe, so that two recipes never write into each other's folder.",
+    ),
+    "logging_steps": RecipeDefault(
+        f"{LOGGING_RATIO}, a fraction of the run's steps: about {round(1 / LOGGING_RATIO)} logs per run, "
+        f"every step in runs of up to {round(1 / LOGGING_RATIO)} steps",
+        "Log metrics every N optimizer steps, or this fraction of the run's steps when < 1 (TRL's 10 "
+        "gives a short run one log or none: no loss curve to look at).",
+    ),
+    "tokenization": RecipeDefault(
+        "'orpo'",
+        "Our tokenisation (chat template on string rows for chat models, BOS as the tokenizer adds it, "
+        "no token across the prompt/response boundary); 'trl' gives TRL 1.16's exact tokens, the Python "
+        "API's default so that a TRL script gets TRL's tokens.",
+    ),
+}
+
+
+def recipe_defaults(model: ModelSection, adapter: AdapterSection | None, stem: str) -> dict[str, Any]:
+    """The values of ``RECIPE_DEFAULTS`` for a recipe with this model and adapter, read from ``stem``.yaml."""
+    if model.name.startswith(TINY_PREFIX):
+        learning_rate = LEARNING_RATE_TINY
+    elif adapter is not None:
+        learning_rate = LEARNING_RATE_ADAPTER
+    else:
+        learning_rate = LEARNING_RATE_FULL
+    return {
+        "learning_rate": learning_rate,
+        "output_dir": f"runs/{stem}",
+        "logging_steps": LOGGING_RATIO,
+        "tokenization": "orpo",
+    }
+
+
+def _key_lines(text: str) -> dict[tuple[str, ...], int]:
+    """(section,) and (section, field) -> the line (1-based) of that key in a YAML text."""
+    lines: dict[tuple[str, ...], int] = {}
+    root = yaml.compose(text, Loader=yaml.SafeLoader)
+    if not isinstance(root, yaml.MappingNode):
+        return lines
+    for key, value in root.value:
+        section = str(key.value)
+        lines[(section,)] = key.start_mark.line + 1
+        if isinstance(value, yaml.MappingNode):
+            for sub, _ in value.value:
+                lines[(section, str(sub.value))] = sub.start_mark.line + 1
+    return lines
+
+
+def _yaml_error(source: str, err: yaml.YAMLError) -> ValueError:
+    """``FILE:LINE:COL: not valid YAML: problem (context)``, as compilers and editors point at a spot."""
+    mark = getattr(err, "problem_mark", None)
+    problem = getattr(err, "problem", None)
+    if mark is None or problem is None:
+        return ValueError(f"{source}: not valid YAML ({str(err).splitlines()[0]})")
+    message = f"{source}:{mark.line + 1}:{mark.column + 1}: not valid YAML: {problem}"
+    context, where = getattr(err, "context", None), getattr(err, "context_mark", None)
+    if context and where is not None:
+        message += f" ({context} that starts at {where.line + 1}:{where.column + 1})"
+    if "\\t" in problem:
+        message += "; indent with spaces, not tabs"
+    return ValueError(message)
+
+
 def load_recipe(path: str | Path | None = None, overrides: list[str] = ()) -> Recipe:
     """Read a YAML run config (None: the embedded default) and apply ``key=value`` overrides.
 
     Every value is converted to its field's declared type and checked (``ORPOConfig`` included)
     here, before anything is written: a bad config fails with one line and leaves no run folder.
+    Training fields left out get ``RECIPE_DEFAULTS``.
     """
     if path is None:
         text = resources.files("orpo.resources").joinpath(DEFAULT_RECIPE).read_text()
-        source = "<embedded default>"
+        source, stem = "<embedded default>", Path(DEFAULT_RECIPE).stem
     else:
         path = Path(path)
         if not path.is_file():
             raise ValueError(f"no such config file: {path}")
-        text, source = path.read_text(), str(path)
+        text, source, stem = path.read_text(), str(path), path.stem
     try:
         raw = yaml.safe_load(text) or {}
+        lines = _key_lines(text)
     except yaml.YAMLError as err:
-        raise ValueError(f"{source}: not valid YAML ({str(err).splitlines()[0]})") from None
+        raise _yaml_error(source, err) from None
     if not isinstance(raw, dict):
         raise ValueError(
             f"{source}: the top level must be a mapping with model/adapter/quantization/data/training"
         )
     raw = copy.deepcopy(raw)
+    origins = _Origins(source, lines)
     for key, value in raw.items():
-        _check_path([key], source)
+        _check_path([key], origins.at(str(key)))
         if isinstance(value, dict):
             for name in value:
-                _check_path([key, str(name)], source)
-    origins = _Origins(source)
+                _check_path([key, str(name)], origins.at(str(key), str(name)))
     for item in overrides:
         keys, value = _parse_override(item)
         node = raw
@@ -424,35 +560,49 @@ def load_recipe(path: str | Path | None = None, overrides: list[str] = ()) -> Re
                 node[key] = {}
             node = node[key]
         node[keys[-1]] = value
-        origins.by_key[tuple(keys[:2])] = f"override {item!r}"
+        origins.overrides[tuple(keys[:2])] = f"override {item!r}"
+    model = _section("model", ModelSection, raw.get("model", {}), origins) or ModelSection()
+    adapter = _section("adapter", AdapterSection, raw.get("adapter"), origins)
     recipe = Recipe(
-        model=_section("model", ModelSection, raw.get("model", {}), origins) or ModelSection(),
-        adapter=_section("adapter", AdapterSection, raw.get("adapter"), origins),
+        model=model,
+        adapter=adapter,
         quantization=_section("quantization", QuantSection, raw.get("quantization"), origins),
         data=_section("data", DataSection, raw.get("data", {}), origins) or DataSection(),
-        training=_training(raw.get("training") or {}, origins),
+        training=_training(raw.get("training") or {}, origins, recipe_defaults(model, adapter, stem)),
     )
     try:
         recipe.training_args()
     except (TypeError, ValueError) as err:
-        raise ValueError(f"{origins.section('training')}: {str(err).strip().splitlines()[0]}") from None
+        message = " ".join(line.strip() for line in str(err).strip().splitlines() if line.strip())
+        raise ValueError(f"{origins.blame('training', message, TRAINING_FIELDS)}: {message}") from None
     return recipe
 
 
+def _default_of(f) -> Any:
+    if f.default is not MISSING:
+        return f.default
+    return f.default_factory() if f.default_factory is not MISSING else None
+
+
 def describe_fields() -> str:
-    """Reference of every YAML field with its help string (for ``orpo train --help-config``)."""
+    """Reference of every YAML field with its help string and the default a YAML recipe gets
+    (for ``orpo train --help-config``); training fields whose recipe default differs from the Python
+    API's (TRL's) are marked with TRL's value."""
     lines = []
     for name, cls in SECTIONS.items():
         lines.append(f"{name}:")
         for f in fields(cls):
-            default = (
-                f.default
-                if f.default is not MISSING
-                else (f.default_factory() if f.default_factory is not MISSING else None)
-            )
-            lines.append(f"  {f.name} (default {default!r}): {f.metadata.get('help', '')}")
-    lines.append("training: any ORPOConfig field, including:")
+            lines.append(f"  {f.name} (default {_default_of(f)!r}): {f.metadata.get('help', '')}")
+    by_name = {f.name: f for f in fields(ORPOConfig)}
+    lines.append(
+        "training: any ORPOConfig field (transformers' TrainingArguments plus the ORPO fields below). A YAML "
+        "recipe gets the Python API's defaults, which are TRL's, except where marked [TRL: ...]:"
+    )
+    for name, default in RECIPE_DEFAULTS.items():
+        api = _default_of(by_name[name])
+        api = "trainer_output" if name == "output_dir" and api is None else api
+        lines.append(f"  {name} (default {default.shown}) [TRL: {api!r}]: {default.why}")
     for f in fields(ORPOConfig):
-        if f.name in ORPOConfig.__annotations__ and f.metadata.get("help"):
+        if f.name in ORPOConfig.__annotations__ and f.metadata.get("help") and f.name not in RECIPE_DEFAULTS:
             lines.append(f"  {f.name} (default {f.default!r}): {f.metadata['help']}")
     return "\n".join(lines)
