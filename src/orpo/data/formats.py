@@ -534,7 +534,7 @@ def detect_layouts(column_names: list[str], rows: Iterable[dict], source_name: s
     """The layout of every row (see ``row_layout``), read under canonical names.
 
     Two choices are made for the whole dataset, from all its rows: a transcript and implicit-prompt
-    strings differ by content, not type (an ``"\n\nAssistant:"`` turn), so the string rows without a
+    strings differ by content, not type (an ``"\\n\\nAssistant:"`` turn), so the string rows without a
     prompt column all take the more common of the two (a transcript row that lacks the turn is then
     dropped as a transcript, not split as plain strings); and a row of no layout takes the most common
     layout, which only names the reason it is dropped. Ties go to the layout seen first.
