@@ -82,7 +82,8 @@ class RulesJudge:
             raise ValueError(
                 f"rules:{self.spec}: no metric {self.metric!r}; judge() returns {sorted(metrics)}"
             )
-        return -metrics[self.metric] if self.metric in self.lower_is_better else metrics[self.metric]
+        value = metrics[self.metric]
+        return 0.0 - value if self.metric in self.lower_is_better else value  # 0.0 - 0.0 is 0.0, not -0.0
 
     def pointwise(self, prompt: str, completion: str, reference: str | None, *, item_id: str = "?") -> float:
         """One completion's score on its own (higher is better; see ``value``): what ``judge`` compares."""
