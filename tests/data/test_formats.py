@@ -5,6 +5,7 @@ Every expected row below is written out by hand from the fixture line it comes f
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -19,12 +20,14 @@ from orpo.data.formats import (
     TRANSCRIPT,
     ColumnMap,
     Drop,
-    detect_format,
+    as_dataset,
+    describe_layouts,
+    detect_layouts,
     normalise,
     normalise_row,
     trl_extract_prompt,
 )
-from orpo.data.load import load_source
+from orpo.data.load import load_source, train_eval_split
 
 FIXTURES = Path(__file__).parents[1] / "fixtures" / "data"
 
@@ -308,7 +311,7 @@ def test_unknown_layout_names_columns_and_layouts():
     with pytest.raises(
         ValueError, match=r"`x.jsonl`: cannot tell the data format from columns \['answer', 'question'\]"
     ):
-        detect_format(["question", "answer"], [{"question": "q", "answer": "a"}], source_name="x.jsonl")
+        detect_layouts(["question", "answer"], [{"question": "q", "answer": "a"}], source_name="x.jsonl")
 
 
 def test_malformed_rows_are_dropped_by_reason():
@@ -429,3 +432,91 @@ def test_implicit_strings_without_a_shared_prefix_are_dropped():
     result = normalise(rows)
     assert result.dropped == {"no_shared_prefix": 1}
     assert result.drop_examples["no_shared_prefix"] == "row 0: `chosen` and `rejected` share no prompt prefix"
+
+
+# ---- files that mix layouts ----------------------------------------------------------------------
+
+
+def _strings_then_chats(n: int = 20) -> list[dict]:
+    """n prompt/chosen/rejected string rows, then n chosen/rejected conversations (no prompt field)."""
+    strings = [
+        {"prompt": f"What is {i} + {i}?", "chosen": str(2 * i), "rejected": str(2 * i + 1)} for i in range(n)
+    ]
+    chats = [
+        {
+            "chosen": [user(f"Name colour {i}."), assistant("Red.")],
+            "rejected": [user(f"Name colour {i}."), assistant("Blue.")],
+        }
+        for i in range(n)
+    ]
+    return strings + chats
+
+
+@pytest.mark.parametrize("reverse", [False, True], ids=["strings_first", "chats_first"])
+def test_a_file_mixing_layouts_keeps_every_row_in_its_own_layout(tmp_path, reverse):
+    """20 string rows and 20 conversations in one .jsonl, in either order: all 40 kept (the first row's
+    layout used to decide for the file, and the other 20 were dropped as missing_field / not_text)."""
+    rows = _strings_then_chats()
+    rows = rows[20:] + rows[:20] if reverse else rows
+    path = tmp_path / "mixed.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    result = normalise(load_source(path), source_name="mixed.jsonl")
+    assert (result.format, result.kept, result.dropped) == ("mixed", 40, {})
+    assert result.layouts == {PROMPT_STRINGS: 20, CHAT_IMPLICIT: 20}
+    expected = "mixed layouts: 20 rows prompt_strings, 20 rows chat_implicit"
+    if reverse:
+        expected = "mixed layouts: 20 rows chat_implicit, 20 rows prompt_strings"
+    assert describe_layouts(result.layouts) == expected
+    by_prompt = {r["prompt"][-1]["content"]: r for r in result.rows}
+    assert (by_prompt["What is 3 + 3?"]["layout"], by_prompt["What is 3 + 3?"]["chosen"]) == (
+        PROMPT_STRINGS,
+        "6",
+    )
+    assert by_prompt["What is 3 + 3?"]["text_prompt"] == "What is 3 + 3?"
+    assert (by_prompt["Name colour 3."]["layout"], by_prompt["Name colour 3."]["chosen"]) == (
+        CHAT_IMPLICIT,
+        "Red.",
+    )
+
+
+def test_train_and_eval_splits_of_a_mixed_file_agree():
+    """The eval split of a mixed file used to be detected on its own (train prompt_strings, eval
+    chat_implicit, each dropping the other's rows). Now a row's layout depends on the row alone: both
+    splits keep every row, each in the layout it has in the whole file."""
+    rows = _strings_then_chats()
+    whole = {r["prompt"][-1]["content"]: r["layout"] for r in normalise(rows).rows}
+    train, evaluation = train_eval_split(as_dataset(rows), eval_fraction=0.25, seed=0)
+    seen = []
+    for split in (train, evaluation):
+        result = normalise(split)
+        assert result.dropped == {} and result.format == "mixed"
+        seen += [(r["prompt"][-1]["content"], r["layout"]) for r in result.rows]
+    assert sorted(seen) == sorted(whole.items())
+    assert len(seen) == 40 and set(whole.values()) == {PROMPT_STRINGS, CHAT_IMPLICIT}
+
+
+def test_rows_of_no_layout_take_the_files_layout_and_are_not_a_mix():
+    """A null chosen (or a null prompt next to a string chosen) fits no layout: the row is dropped
+    under the file's layout, and the file is not reported as mixed."""
+    rows = [
+        {"prompt": "a", "chosen": "x", "rejected": "y"},
+        {"prompt": None, "chosen": "x", "rejected": "y"},
+        {"prompt": "c", "chosen": None, "rejected": "y"},
+    ]
+    result = normalise(rows)
+    assert (result.format, result.layouts, result.dropped) == (
+        PROMPT_STRINGS,
+        {PROMPT_STRINGS: 3},
+        {"missing_field": 2},
+    )
+
+
+def test_a_transcript_row_without_an_assistant_turn_stays_a_transcript_row():
+    """Transcript or implicit strings is a matter of content, decided for the file by most rows: the
+    row without "\\n\\nAssistant:" is dropped as a transcript, not split as a plain string pair."""
+    rows = [
+        {"chosen": f"\n\nHuman: q{i}\n\nAssistant: yes", "rejected": f"\n\nHuman: q{i}\n\nAssistant: no"}
+        for i in range(3)
+    ] + [{"chosen": "The sky is blue.", "rejected": "The sky is green."}]
+    result = normalise(rows)
+    assert (result.format, result.kept, result.dropped) == (TRANSCRIPT, 3, {"no_shared_prefix": 1})

@@ -215,3 +215,33 @@ def test_human_report_shows_counts_and_the_masked_tokens(capsys, monkeypatch):
     assert "How about Shelly or Sheldon?<|im_end|>" in out
     assert "[<s>]" in out  # the first prompt token is a target of nothing
     assert "row 1" not in out  # --rows 1
+
+
+def test_a_file_mixing_layouts_is_reported_as_mixed(capsys, tmp_path):
+    """20 string rows, then 20 conversations: every row kept, and both outputs say how many rows are in
+    each layout (the first row's layout used to be the file's, and half the rows were dropped)."""
+    path = tmp_path / "mixed.jsonl"
+    rows = [
+        {"prompt": f"Add {i} and {i}.", "chosen": str(2 * i), "rejected": str(2 * i + 1)} for i in range(20)
+    ]
+    rows += [
+        {
+            "chosen": [{"role": "user", "content": f"Colour {i}?"}, {"role": "assistant", "content": "Red."}],
+            "rejected": [
+                {"role": "user", "content": f"Colour {i}?"},
+                {"role": "assistant", "content": "Blue."},
+            ],
+        }
+        for i in range(20)
+    ]
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    report = inspect_json(capsys, path)
+    assert (report["format"], report["rows"], report["kept"], report["dropped"]) == ("mixed", 40, 40, {})
+    assert report["layouts"] == {"prompt_strings": 20, "chat_implicit": 20}
+    assert set(report["trl_differences"]) == {"prompt_strings", "chat_implicit"}
+    assert main(["data", "inspect", str(path), "--rows", "0"]) == 0
+    out = " ".join(capsys.readouterr().out.split())  # rich wraps long lines
+    assert out.startswith(
+        f"{path}: format mixed, 40 rows, 40 kept, 0 dropped, 0 exact duplicate pair(s) mixed layouts: 20 rows "
+        "prompt_strings, 20 rows chat_implicit; each row is normalised in its own layout"
+    )

@@ -156,6 +156,15 @@ def test_unparseable_jsonl_names_file_and_line():
     assert str(err.value) == f"{path} line 3: not valid JSON (Expecting ':' delimiter at column 26)"
 
 
+def test_a_json_message_ending_in_at_does_not_say_at_twice(tmp_path):
+    """json says "Unterminated string starting at"; the column follows it once."""
+    path = tmp_path / "cut.jsonl"
+    path.write_text('{"prompt": "a", "chosen": "b", "rejected": "c"}\n{"prompt": "unfinished\n')
+    with pytest.raises(ValueError) as err:
+        load_source(path)
+    assert str(err.value) == f"{path} line 2: not valid JSON (Unterminated string starting at column 12)"
+
+
 def test_unparseable_json_array_names_line(tmp_path):
     path = tmp_path / "rows.json"
     path.write_text(

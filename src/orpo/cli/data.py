@@ -192,6 +192,8 @@ def print_report(report, plot: str | None = None, file=None) -> None:
     from rich.table import Table
     from rich.text import Text
 
+    from orpo.data.formats import describe_layouts
+
     data = report.to_dict()
     console = Console(file=file or sys.stdout, highlight=False)
     total_dropped = sum(data["dropped"].values())
@@ -202,6 +204,9 @@ def print_report(report, plot: str | None = None, file=None) -> None:
             f"{data['duplicates']} exact duplicate pair(s)",
         )
     )
+    mixed = describe_layouts(data["layouts"])
+    if mixed:
+        console.print(Text(f"{mixed}; each row is normalised in its own layout"))
     rendering = "string rows wrapped in the chat template" if data["strings_templated"] else "string rows raw"
     console.print(
         Text(

@@ -1,6 +1,6 @@
-"""Detect which preference-data layout a dataset uses and normalise every row to one canonical pair.
+"""Detect which preference-data layout each row of a dataset is in and normalise it to one canonical pair.
 
-Accepted layouts (format names in quotes; SPEC "Data formats to accept"):
+The accepted layouts (format names in quotes), each with a public dataset that uses it:
 
 1-2. "prompt_strings": ``prompt``, ``chosen``, ``rejected`` strings, optional ``system``
      (TRL's standard layout; jondurbin/truthy-dpo-v0.1). ``chosen``/``rejected`` may also be one
@@ -36,6 +36,13 @@ Canonical row (the contract ``orpo.data.template`` consumes), one per pair::
 For the implicit string layouts (6, 8) ``text_prompt + chosen`` is the source's ``chosen`` string exactly
 (the transcript's response keeps the space after ``Assistant:``), so the raw text is never altered.
 
+Detection (``detect_layouts``) reads every row: the columns tell layouts with different fields apart,
+each row's values tell a message list from a string. So a file may mix, say, prompt/chosen/rejected
+strings with whole conversations: every row is normalised in its own layout, the source's format is
+``"mixed"`` and ``describe_layouts`` says how many rows are in each. A kept row's layout depends on that
+row alone (transcript vs implicit strings aside, see ``detect_layouts``), so a file split into train
+and eval sets gives each row the same layout in either.
+
 Rows that cannot train are dropped, never fixed silently, and counted by reason (``DROP_REASONS``).
 """
 
@@ -46,6 +53,7 @@ import json
 import os
 import re
 from collections import Counter
+from collections.abc import Iterable
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 
@@ -62,6 +70,7 @@ IMPLICIT_STRINGS = "implicit_strings"
 FORMATS = (PROMPT_STRINGS, INSTRUCTION, CHAT_EXPLICIT, CHAT_IMPLICIT, TRANSCRIPT, SHAREGPT, IMPLICIT_STRINGS)
 # Layouts whose prompt is extracted from chosen/rejected rather than given.
 IMPLICIT_STRING_LAYOUTS = (TRANSCRIPT, IMPLICIT_STRINGS)
+MIXED = "mixed"  # the format of a source whose rows are in more than one layout
 
 # Drop reasons: user-visible names in counts, keep them stable.
 MISSING_FIELD = "missing_field"  # the field is absent or null (Arrow cannot tell the two apart)
@@ -84,7 +93,8 @@ DROP_REASONS = (
 )
 
 MAX_REPORTED_ROWS = 5  # row numbers kept per drop reason for messages
-DETECTION_SAMPLE = 20  # rows looked at to tell string fields from message lists
+_STRING_FEATURES = (Value("string"), Value("large_string"))
+DETECTION_BATCH = 1000  # rows read at a time when every row's layout is detected
 
 CANONICAL_FEATURES = Features(
     {
@@ -171,6 +181,8 @@ class NormaliseResult:
 
     ``rows`` has exactly the ``CANONICAL_FEATURES`` columns (after ``load_mixture``'s limit/fraction it
     is the selected subset, so ``len(rows) <= kept``). Row numbers are 0-based positions in the source.
+    ``format`` is the layout of every row, or ``MIXED`` when the rows are in several (``layouts`` counts
+    them; each row is normalised in its own and says which in its ``layout`` column).
     """
 
     rows: Dataset
@@ -183,6 +195,7 @@ class NormaliseResult:
     source_name: str = "<data>"
     drop_examples: dict[str, str] = field(default_factory=dict)  # reason -> "row N: <detail>"
     source_index: list[int] = field(default_factory=list)  # source row number of each kept row
+    layouts: dict[str, int] = field(default_factory=dict)  # layout -> source rows in it (most first)
 
 
 class _Dropped(Exception):
@@ -476,46 +489,80 @@ def normalise_row(row: dict, fmt: str, columns: ColumnMap | None = None) -> dict
 # Detection
 
 
-def _first_value(rows: list[dict], key: str):
-    return next((row[key] for row in rows if row.get(key) is not None), None)
-
-
 def _is_conversation(value) -> bool:
-    """A list of messages that is more than a single assistant reply."""
-    if not isinstance(value, list) or not value:
+    """A list of messages with a turn that is not the assistant's (a whole conversation, not a reply)."""
+    if not isinstance(value, list):
         return False
-    if len(value) > 1:
-        return True
-    first = value[0]
-    role = (first.get("role") or first.get("from")) if isinstance(first, dict) else None
-    return _ROLES.get(str(role).lower()) != "assistant"
+    for message in value:
+        role = (message.get("role") or message.get("from")) if isinstance(message, dict) else None
+        if _ROLES.get(str(role).lower()) != "assistant":
+            return True
+    return False
 
 
-def detect_format(column_names: list[str], sample_rows: list[dict], source_name: str = "<data>") -> str:
-    """The layout of a dataset from its column names and a few rows (read under canonical names)."""
-    columns = set(column_names)
-    if {"chosen", "rejected"} <= columns:
-        chosen = _first_value(sample_rows, "chosen")
-        if "conversations" in columns:
-            return SHAREGPT
-        if "prompt" in columns:
-            if isinstance(_first_value(sample_rows, "prompt"), list):
-                return CHAT_EXPLICIT
+def row_layout(columns: set[str], row: dict) -> str | None:
+    """The layout of one row (read under canonical names) of a dataset with these ``columns``.
+
+    Columns decide between layouts told apart by their fields (``conversations``, an instruction
+    column, ``prompt``); the row's own values decide between layouts told apart by type (a message
+    list or a string), so a file may hold rows of several layouts. None when a value the choice rests
+    on is null or of no layout's type: such a row cannot train in any layout.
+    """
+    if not {"chosen", "rejected"} <= columns:
+        return None
+    if "conversations" in columns:
+        return SHAREGPT
+    chosen = row.get("chosen")
+    if "prompt" in columns:
+        prompt = row.get("prompt")
+        if isinstance(prompt, list):
+            return CHAT_EXPLICIT
+        if _is_conversation(chosen):
             # ultrafeedback_binarized carries a prompt string next to whole conversations.
-            return CHAT_IMPLICIT if _is_conversation(chosen) else PROMPT_STRINGS
-        if columns & set(_INSTRUCTION_FIELDS):
-            return INSTRUCTION
-        if isinstance(chosen, list):
             return CHAT_IMPLICIT
-        if isinstance(chosen, str) and _ASSISTANT_MARK in chosen:
-            return TRANSCRIPT
-        if isinstance(chosen, str):
-            return IMPLICIT_STRINGS
-    raise ValueError(
-        f"`{source_name}`: cannot tell the data format from columns {sorted(column_names)}; accepted layouts: "
-        f"{LAYOUTS_HELP}. Map your columns with `columns: {{prompt: ..., chosen: ..., rejected: ...}}` "
-        f"or set the format to one of {list(FORMATS)}"
-    )
+        return PROMPT_STRINGS if prompt is not None and chosen is not None else None
+    if columns & set(_INSTRUCTION_FIELDS):
+        return INSTRUCTION
+    if isinstance(chosen, list):
+        return CHAT_IMPLICIT
+    if isinstance(chosen, str):
+        return TRANSCRIPT if _ASSISTANT_MARK in chosen else IMPLICIT_STRINGS
+    return None
+
+
+def detect_layouts(column_names: list[str], rows: Iterable[dict], source_name: str = "<data>") -> list[str]:
+    """The layout of every row (see ``row_layout``), read under canonical names.
+
+    Two choices are made for the whole dataset, from all its rows: a transcript and implicit-prompt
+    strings differ by content, not type (an ``"\\n\\nAssistant:"`` turn), so the string rows without a
+    prompt column all take the more common of the two (a transcript row that lacks the turn is then
+    dropped as a transcript, not split as plain strings); and a row of no layout takes the most common
+    layout, which only names the reason it is dropped. Ties go to the layout seen first.
+    """
+    columns = set(column_names)
+    votes = [row_layout(columns, row) for row in rows]
+    counts = Counter(v for v in votes if v)
+    if not counts:
+        raise ValueError(
+            f"`{source_name}`: cannot tell the data format from columns {sorted(column_names)}; accepted "
+            f"layouts: {LAYOUTS_HELP}. Map your columns with `columns: {{prompt: ..., chosen: ..., "
+            f"rejected: ...}}` or set the format to one of {list(FORMATS)}"
+        )
+    if counts[TRANSCRIPT] and counts[IMPLICIT_STRINGS]:
+        strings = next(v for v, _ in counts.most_common() if v in IMPLICIT_STRING_LAYOUTS)
+        votes = [strings if v in IMPLICIT_STRING_LAYOUTS else v for v in votes]
+        counts = Counter(v for v in votes if v)
+    fallback = counts.most_common(1)[0][0]
+    return [v or fallback for v in votes]
+
+
+def describe_layouts(layouts: dict[str, int]) -> str:
+    """``"mixed layouts: 20 rows prompt_strings, 20 rows chat_implicit"`` (most rows first) for a source
+    whose rows are in several layouts; "" for one layout."""
+    if len(layouts) < 2:
+        return ""
+    parts = sorted(layouts.items(), key=lambda kv: -kv[1])
+    return "mixed layouts: " + ", ".join(f"{n} row{'s' * (n != 1)} {name}" for name, n in parts)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -550,11 +597,15 @@ def as_dataset(rows: Dataset | list[dict], source_name: str = "<data>") -> Datas
     return Dataset(pa.table(arrays))
 
 
-def _normalise_example(row: dict, fmt: str, names: dict[str, str], code_hash: str) -> dict:
+def _normalise_example(
+    row: dict, index: int, layouts: str | list[str], names: dict[str, str], code_hash: str
+) -> dict:
     """``Dataset.map`` body: canonical columns plus the drop reason/detail and a pair hash.
 
-    ``code_hash`` is unused here; it is in the map's fingerprint (see ``_CODE_HASH``).
+    ``layouts`` is the layout of every row, or one name when all rows share it. ``code_hash`` is
+    unused here; it is in the map's fingerprint (see ``_CODE_HASH``).
     """
+    fmt = layouts if isinstance(layouts, str) else layouts[index]
     result = normalise_row(row, fmt, ColumnMap(**names))
     if isinstance(result, Drop):
         empty: dict = {"prompt": [], "chosen": "", "rejected": "", "text_prompt": None, "layout": fmt}
@@ -564,6 +615,23 @@ def _normalise_example(row: dict, fmt: str, names: dict[str, str], code_hash: st
     )
     key = hashlib.blake2b(text.encode(), digest_size=16).hexdigest()
     return {**result, "_drop": "", "_detail": "", "_key": key}
+
+
+def _row_layouts(ds: Dataset, names: dict[str, str], source_name: str) -> list[str]:
+    """``detect_layouts`` over every row of ``ds``, reading only the columns the choice rests on."""
+    visible = [*ds.column_names, *names]
+    wanted = [names.get(key, key) for key in ("prompt", "chosen") if names.get(key, key) in ds.column_names]
+    if "prompt" in visible and all(ds.features[c] in _STRING_FEATURES for c in wanted):
+        # String columns: every row with both values is prompt strings and a row with a null is of no
+        # layout (so it takes that one too); no need to read a million rows to learn it.
+        return detect_layouts(visible, [{"prompt": "", "chosen": ""}], source_name) * len(ds)
+    columns = ds.select_columns(wanted)
+    rows = (
+        {key: row.get(names.get(key, key)) for key in ("prompt", "chosen")}
+        for batch in columns.iter(batch_size=DETECTION_BATCH)
+        for row in (dict(zip(batch, values)) for values in zip(*batch.values()))
+    )
+    return detect_layouts(visible, rows, source_name)
 
 
 def _keep_batch(reasons: list[str]) -> list[bool]:
@@ -595,20 +663,20 @@ def normalise(
     if len(ds) == 0:
         raise ValueError(f"`{source_name}`: the source has no rows")
     if fmt is None:
-        visible = [*ds.column_names, *names]
-        sample = [
-            {**row, **{key: row[col] for key, col in names.items()}}
-            for row in ds.select(range(min(len(ds), DETECTION_SAMPLE)))
-        ]
-        fmt = detect_format(visible, sample, source_name)
+        per_row = _row_layouts(ds, names, source_name)
+        layouts = dict(Counter(per_row).most_common())
+        fmt = next(iter(layouts)) if len(layouts) == 1 else MIXED
     elif fmt not in FORMATS:
         raise ValueError(
             f"`{source_name}`: unknown format {fmt!r}; use one of {list(FORMATS)} or leave it unset"
         )
+    else:
+        layouts = {fmt: len(ds)}
 
     mapped = ds.map(
         _normalise_example,
-        fn_kwargs={"fmt": fmt, "names": names, "code_hash": _CODE_HASH},
+        with_indices=True,
+        fn_kwargs={"layouts": per_row if fmt == MIXED else fmt, "names": names, "code_hash": _CODE_HASH},
         remove_columns=ds.column_names,
         features=_WORK_FEATURES,
         num_proc=num_proc,
@@ -649,4 +717,5 @@ def normalise(
         source_name=source_name,
         drop_examples=examples,
         source_index=source_index,
+        layouts=layouts,
     )

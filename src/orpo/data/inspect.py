@@ -3,7 +3,7 @@
 ``inspect_source`` runs the training pipeline (``orpo.data.pipeline.prepare_dataset``) on a source and
 reports what it did, plus what only inspection needs:
 
-- the detected format, rows kept and dropped by reason (first row numbers and one example line each),
+- the detected format (or each layout's row count when the rows mix layouts), rows kept and dropped by reason (first row numbers and one example line each),
   exact-duplicate pairs;
 - token-length percentiles of prompt / chosen / rejected BEFORE truncation, and how many kept pairs
   the configured ``max_prompt_length`` / ``max_completion_length`` / ``max_length`` truncate (pairs
@@ -95,7 +95,8 @@ class Example:
 class InspectReport:
     """Everything ``orpo data inspect`` shows; ``to_dict`` is its ``--json`` output.
 
-    Counts: ``rows`` in the source, ``kept`` after every filter and truncation, ``dropped`` reason ->
+    ``format`` is the layout of every row, or "mixed" with ``layouts`` (layout -> source rows in it)
+    saying how many rows are in each. Counts: ``rows`` in the source, ``kept`` after every filter and truncation, ``dropped`` reason ->
     count, ``first_dropped`` reason -> first source row numbers (0-based), ``drop_examples`` reason ->
     "row N: why". ``lengths`` segment -> {p50, p90, p99, max} tokens before truncation, over the rows
     that passed the format checks; ``truncated`` segment -> kept pairs cut by the limits.
@@ -106,6 +107,7 @@ class InspectReport:
 
     source: str
     format: str
+    layouts: dict[str, int]
     rows: int
     kept: int
     dropped: dict[str, int]
@@ -344,6 +346,7 @@ def inspect_source(
     return InspectReport(
         source=name,
         format=report.format,
+        layouts=dict(report.layouts),
         rows=report.rows,
         kept=report.kept,
         dropped=dict(report.dropped),

@@ -1,6 +1,6 @@
 """Load preference data from wherever it lives, mix several sources, and split off an eval set.
 
-Sources (SPEC "Sources"): a .jsonl / .json / .csv / .parquet file (optionally .gz for the text
+Sources: a .jsonl / .json / .csv / .parquet file (optionally .gz for the text
 kinds), a folder of such files, a glob, a folder written by ``datasets.save_to_disk``, a Hub dataset
 name ``org/name`` (with split and subset), and in Python a ``Dataset``, ``DatasetDict`` or list of
 dicts. Files are read with the ``datasets`` builders, so they are cached by fingerprint; when a file
@@ -267,6 +267,12 @@ def _root_message(err: BaseException) -> str:
     return str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
 
 
+def _json_error(err: json.JSONDecodeError) -> str:
+    """ "Expecting ',' delimiter at column 9"; some messages already end in "at" ("Unterminated string
+    starting at"), which is not repeated."""
+    return f"{err.msg.removesuffix(' at')} at column {err.colno}"
+
+
 def _read_json_records(path: Path, encoding: str = "utf-8") -> list[dict]:
     """The records of a JSON array or JSON Lines file; ValueError naming the first line that is wrong."""
     text = _decode(path, _read_bytes(path), encoding)
@@ -275,9 +281,7 @@ def _read_json_records(path: Path, encoding: str = "utf-8") -> list[dict]:
             records = json.loads(text)
         except json.JSONDecodeError as err:
             if err.msg != "Extra data":
-                raise ValueError(
-                    f"{path} line {err.lineno}: not valid JSON ({err.msg} at column {err.colno})"
-                ) from None
+                raise ValueError(f"{path} line {err.lineno}: not valid JSON ({_json_error(err)})") from None
             records = None  # more than one value: the file is JSON Lines after all
         if records is not None:
             if not isinstance(records, list) or not all(isinstance(r, dict) for r in records):
@@ -291,9 +295,7 @@ def _read_json_records(path: Path, encoding: str = "utf-8") -> list[dict]:
         try:
             record = json.loads(line)
         except json.JSONDecodeError as err:
-            raise ValueError(
-                f"{path} line {number}: not valid JSON ({err.msg} at column {err.colno})"
-            ) from None
+            raise ValueError(f"{path} line {number}: not valid JSON ({_json_error(err)})") from None
         if not isinstance(record, dict):
             raise ValueError(
                 f"{path} line {number}: expected one JSON object per line, got {type(record).__name__}"

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field, fields
 
 from datasets import Dataset
 
+from orpo.data.formats import CANONICAL_FEATURES, NormaliseResult, describe_layouts, normalise
 from orpo.data.template import render_pair, resolve_chat_template, template_markers
 from orpo.data.tokenize import Limits, PairTokenizer
 from orpo.engine.types import PAIR_COLUMNS
@@ -31,12 +32,17 @@ def _with_length(row: dict) -> dict:
 
 @dataclass
 class DataReport:
-    """What preparation did to one dataset; printed by the CLI and ``orpo data inspect``."""
+    """What preparation did to one dataset; printed by the CLI and ``orpo data inspect``.
+
+    ``format`` is the layout of every row or "mixed"; ``layouts`` counts the source rows per layout
+    (empty for rows that came already normalised or tokenised).
+    """
 
     source: str
     format: str
     rows: int
     kept: int = 0
+    layouts: dict[str, int] = field(default_factory=dict)
     dropped: dict[str, int] = field(default_factory=dict)
     first_dropped: dict[str, list[int]] = field(default_factory=dict)
     duplicates: int = 0
@@ -45,7 +51,9 @@ class DataReport:
 
     def summary(self) -> str:
         drops = ", ".join(f"{k}={v}" for k, v in sorted(self.dropped.items())) or "none"
-        return f"{self.source}: format {self.format}, {self.rows} rows, {self.kept} kept, dropped: {drops}"
+        mixed = describe_layouts(self.layouts)
+        line = f"{self.source}: format {self.format}, {self.rows} rows, {self.kept} kept, dropped: {drops}"
+        return f"{line}; {mixed}" if mixed else line
 
 
 def is_tokenised(data) -> bool:
@@ -70,8 +78,6 @@ def prepare_dataset(
         if LENGTH_COLUMN not in data.column_names:
             data = data.map(_with_length, desc=f"Measuring {source_name}")
         return data, DataReport(source_name, "tokenised", len(data), kept=len(data))
-    from orpo.data.formats import CANONICAL_FEATURES, NormaliseResult, normalise
-
     num_proc = config.dataset_num_proc
     if isinstance(data, Dataset) and set(data.column_names) == set(CANONICAL_FEATURES):
         # Already normalised (``load_mixture`` output): normalising again would lose text_prompt.
@@ -86,6 +92,7 @@ def prepare_dataset(
         dropped=dict(norm.dropped),
         first_dropped={k: list(v) for k, v in norm.first_dropped.items()},
         duplicates=norm.duplicates,
+        layouts=dict(norm.layouts),
     )
     tokenization = getattr(config, "tokenization", "orpo")
     wrap = resolve_chat_template(tokenizer, None, config.chat_template_mode)

@@ -8,7 +8,8 @@
   human                              a blinded HTML page for people; its exported choices are imported (``human``)
 
 Every judge has ``judge(items) -> list[Verdict]`` and ``settings() -> dict``; rule and reward judges
-also have ``per_model()`` (each model's mean scores with intervals).
+also have ``per_model()`` (each model's mean scores with intervals); a rules judge also scores one
+completion on its own (``pointwise(prompt, completion, reference) -> float``, higher is better).
 """
 
 from __future__ import annotations

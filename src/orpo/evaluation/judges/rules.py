@@ -8,7 +8,9 @@ completion; ``reference`` is the line's reference answer or None). Optional modu
 ``rules:codereview`` is the builtin code-review judge (``orpo.tasks.codereview.judge``): the reference is the
 chosen review, whose findings are the snippet's true violations.
 
-Per model, every metric is reported as a mean over items with a bootstrap 95% interval.
+B wins an item when its pairwise metric is better; ``pointwise`` gives one completion's value of it
+on its own (negated for a lower-is-better metric, so higher is always better). Per model, every metric
+is reported as a mean over items with a bootstrap 95% interval.
 """
 
 from __future__ import annotations
@@ -72,17 +74,28 @@ class RulesJudge:
             )
         return {k: float(v) for k, v in result.items()}
 
+    def value(self, metrics: dict[str, float]) -> float:
+        """The pairwise metric of one completion's ``metrics``, negated when lower is better, so that a
+        higher value is always the better completion."""
+        self.metric = self.metric or next(iter(metrics))
+        if self.metric not in metrics:
+            raise ValueError(
+                f"rules:{self.spec}: no metric {self.metric!r}; judge() returns {sorted(metrics)}"
+            )
+        value = metrics[self.metric]
+        return 0.0 - value if self.metric in self.lower_is_better else value  # 0.0 - 0.0 is 0.0, not -0.0
+
+    def pointwise(self, prompt: str, completion: str, reference: str | None, *, item_id: str = "?") -> float:
+        """One completion's score on its own (higher is better; see ``value``): what ``judge`` compares."""
+        return self.value(self.score(Item(item_id, prompt, completion, completion, reference), completion))
+
     def judge(self, items: list[Item]) -> list[Verdict]:
         verdicts = []
         for item in items:
             a, b = self.score(item, item.a), self.score(item, item.b)
-            self.metric = self.metric or next(iter(a))
-            if self.metric not in a or self.metric not in b:
-                raise ValueError(f"rules:{self.spec}: no metric {self.metric!r}; judge() returns {sorted(a)}")
+            diff = self.value(b) - self.value(a)
             self.scores["A"].append(a)
             self.scores["B"].append(b)
-            sign = -1.0 if self.metric in self.lower_is_better else 1.0
-            diff = sign * (b[self.metric] - a[self.metric])
             winner = "B" if diff > 0 else "A" if diff < 0 else "tie"
             verdicts.append(Verdict(item.id, winner, {"A": a, "B": b}))
         return verdicts
