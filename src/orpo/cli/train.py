@@ -114,7 +114,10 @@ def _data_line(report: dict) -> str:
     """One line per data source: rows kept, dropped by reason, pairs truncated by segment."""
     dropped = ", ".join(f"{k} {v}" for k, v in sorted(report.get("dropped", {}).items()) if v) or "none"
     truncated = ", ".join(f"{k} {v}" for k, v in sorted(report.get("truncated", {}).items()) if v) or "none"
+    from orpo.data.formats import describe_layouts  # deferred: the CLI starts without datasets
+
+    mixed = describe_layouts(report.get("layouts", {}))
     return (
         f"{report['source']}: {report['kept']} of {report['rows']} rows kept; dropped: {dropped}; "
-        f"truncated pairs: {truncated}"
+        f"truncated pairs: {truncated}" + (f"; {mixed}" if mixed else "")
     )
