@@ -13,6 +13,7 @@ average over the response positions only.
 
 import copy
 import functools
+import random
 import types
 
 import pytest
@@ -145,7 +146,8 @@ def _trl_tokenize(tok, row: dict, max_length: int) -> dict:
 
 
 def _label_split(labels: list[int]) -> int:
-    return next(i for i, label in enumerate(labels) if label != -100)
+    """Where TRL's response starts (its first label that is not -100; the end when truncation left none)."""
+    return next((i for i, label in enumerate(labels) if label != -100), len(labels))
 
 
 @pytest.mark.parametrize("kind", ["nobos", "bos", "bos-unused"])
@@ -161,29 +163,69 @@ def test_token_ids_and_labels_equal_trls(kind, layout):
     for canonical, row in zip(norm.rows, rows):
         ours = tokenise(render_pair(canonical, tok, False, tokenization="trl"))
         theirs = _trl_tokenize(tok, row, max_length=256)
-        assert not ours.trl_shared_prompt
+        assert ours.chosen_prompt_tail_length == ours.rejected_prompt_tail_length == 0
         for side in ("chosen", "rejected"):
             sequence = ours.prompt_input_ids + getattr(ours, f"{side}_input_ids")
             assert sequence == theirs[f"{side}_input_ids"], (side, row)
             assert len(ours.prompt_input_ids) == _label_split(theirs[f"{side}_labels"]), (side, row)
 
 
-def test_one_sided_boundary_merge_keeps_trls_ids_and_is_flagged():
-    """Only one side merges with the prompt's trailing space (" five" is a token of this vocabulary,
-    " six" is not): the ids of both sequences stay TRL's, the shared prompt is the shorter side's, and
-    the row is flagged (the other side's log-prob then covers one prompt token TRL masks)."""
-    tok = _tokenizer("nobos")
-    row = {"prompt": "Answer: ", "chosen": "five", "rejected": "six"}
-    rendered = render_pair(normalise([row]).rows[0], tok, False, tokenization="trl")
-    ours = PairTokenizer(tok, Limits(max_length=40), "trl")(rendered)
-    theirs = _trl_tokenize(tok, row, max_length=40)
-    splits = [_label_split(theirs[f"{s}_labels"]) for s in ("chosen", "rejected")]
-    if splits[0] == splits[1]:
-        pytest.skip("this tokenizer merged both sides alike; nothing one-sided to check")
-    assert ours.trl_shared_prompt
-    assert len(ours.prompt_input_ids) == min(splits)
-    for side in ("chosen", "rejected"):
-        assert ours.prompt_input_ids + getattr(ours, f"{side}_input_ids") == theirs[f"{side}_input_ids"]
+# Rows whose response merges into the prompt's last word, for a byte-level BPE trained on random
+# common English words (``_merge_tokenizer``): TRL tokenises prompt + response as is, so a response
+# without a leading space joins the prompt's last word into one pre-token. Each row's comment gives
+# what the BPE does and the (chosen, rejected) prompt tails that follow (``MERGE_TAILS``).
+MERGE_WORDS = (
+    "the of and to in is you that it he was for on are as with his they at be this have from or one had "
+    "by word but not what all were we when your can said there use an each which she do how their if will "
+    "up other about out many then them these so some her would make like him into time has look two more "
+    "write go see number no way could people my than first water been call who oil its now find long down "
+    "day did get come made may part"
+).split()
+MERGE_ROWS = [
+    # Neither side merges (both responses start with a space).
+    {"prompt": "what is the word for no", "chosen": " water", "rejected": " oil"},
+    # The chosen side merges: " no" + "the" -> "Ġnot", "he"; its prompt ends one token early, so the
+    # rejected sequence keeps "Ġno" as its prompt tail.
+    {"prompt": "say it to me: no", "chosen": "the way", "rejected": " up"},
+    # The rejected side merges: " to" + "water" -> "Ġt", "ow", ...; the chosen tail is "Ġto".
+    {"prompt": "what do we call to", "chosen": " them", "rejected": "water now"},
+    # Both sides merge alike (" be" + "the" / "one"): both prompts end one token early, no tails.
+    {"prompt": "which one can it be", "chosen": "the oil", "rejected": "one time"},
+    # " from" is "Ġf", "r", "o", "m"; " from" + "each" re-splits it as "Ġf", "r", "ome", "ach": TRL's
+    # prompt for that side is "Ġf", "r", "ome", the other keeps "Ġf", "r", "o", "m". Both sides get a
+    # tail ("ome" against "o", "m"), in both orders.
+    {"prompt": "come down from", "chosen": "each word", "rejected": " you"},
+    {"prompt": "come down from", "chosen": " you", "rejected": "each word"},
+]
+MERGE_TAILS = [(0, 0), (0, 1), (1, 0), (0, 0), (1, 2), (2, 1)]
+
+
+@functools.cache
+def _merge_tokenizer(with_bos: bool):
+    rng = random.Random(0)
+    corpus = [" ".join(rng.choice(MERGE_WORDS) for _ in range(12)) for _ in range(300)]
+    return build_tokenizer(corpus, vocab_size=400, with_bos=with_bos)
+
+
+@pytest.mark.parametrize("with_bos", [True, False], ids=["bos", "nobos"])
+@pytest.mark.parametrize("max_length", [256, 9, 12])
+def test_prompt_merged_into_a_response_keeps_trls_ids_and_labels(with_bos, max_length):
+    """Every merge row: each sequence is TRL's (ids, and the response starting where TRL's labels do,
+    after truncation at ``max_length``), the shared prompt is the longest common prefix of the two
+    prompts, and what remains of each prompt is recorded as that side's tail."""
+    tok = _merge_tokenizer(with_bos)
+    tokenise = PairTokenizer(tok, Limits(max_length=max_length), "trl")
+    for row, tails in zip(MERGE_ROWS, MERGE_TAILS):
+        ours = tokenise(render_pair(normalise([row]).rows[0], tok, False, tokenization="trl"))
+        theirs = _trl_tokenize(tok, row, max_length=max_length)
+        assert (ours.chosen_prompt_tail_length, ours.rejected_prompt_tail_length) == tails, row
+        assert ours.boundary_retokenised == (row["chosen"][0] != " " or row["rejected"][0] != " "), row
+        for side, tail in zip(("chosen", "rejected"), tails):
+            sequence = ours.prompt_input_ids + getattr(ours, f"{side}_input_ids")
+            assert sequence == theirs[f"{side}_input_ids"], (side, row)
+            assert len(ours.prompt_input_ids) + tail == _label_split(theirs[f"{side}_labels"]), (side, row)
+        if not ours.drop_reason:
+            assert ours.prompt_input_ids == theirs["prompt_input_ids"][: len(ours.prompt_input_ids)]
 
 
 def test_truncation_cuts_responses_at_max_length_like_trl():
@@ -254,3 +296,15 @@ def test_orpo_tokenization_differs_from_trl_on_plain_strings(tmp_path):
     rows = _layout_rows("strings", tok)
     ours, theirs = _evaluate_both(model, tok, rows, tmp_path, ours_only={"tokenization": "orpo"})
     assert abs(ours["eval_loss"] - theirs["eval_loss"]) > 1e-3
+
+
+@pytest.mark.parametrize("engine", ["packed", "padded"])
+@pytest.mark.parametrize(("with_bos", "arch"), [(True, "llama"), (False, "qwen2")], ids=["bos", "nobos"])
+def test_evaluate_matches_trl_on_rows_merged_at_the_boundary(tmp_path, with_bos, arch, engine):
+    """Rows merged on one side, on both and on neither (``MERGE_ROWS``): every metric is TRL's, on the
+    packed engine (one shared prompt per pair, the tails in the branches) and on the padded one."""
+    tok = _merge_tokenizer(with_bos)
+    model = build_model(tok, arch, hidden_size=32, num_layers=2)
+    ours, theirs = _evaluate_both(model, tok, MERGE_ROWS, tmp_path, ours_only={"engine": engine}, beta=0.25)
+    for key in COMPARED:
+        assert ours[key] == pytest.approx(theirs[key], abs=1e-5), key
