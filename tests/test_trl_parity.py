@@ -13,14 +13,13 @@ average over the response positions only.
 
 import copy
 import functools
-import random
 import types
 
 import pytest
 from accelerate import PartialState
 from datasets import Dataset
 
-from helpers import toy_rows
+from helpers import MERGE_ROWS, MERGE_TAILS, merge_tokenizer, toy_rows
 from orpo import ORPOConfig, ORPOTrainer
 from orpo.data.formats import normalise
 from orpo.data.template import render_pair
@@ -170,50 +169,13 @@ def test_token_ids_and_labels_equal_trls(kind, layout):
             assert len(ours.prompt_input_ids) == _label_split(theirs[f"{side}_labels"]), (side, row)
 
 
-# Rows whose response merges into the prompt's last word, for a byte-level BPE trained on random
-# common English words (``_merge_tokenizer``): TRL tokenises prompt + response as is, so a response
-# without a leading space joins the prompt's last word into one pre-token. Each row's comment gives
-# what the BPE does and the (chosen, rejected) prompt tails that follow (``MERGE_TAILS``).
-MERGE_WORDS = (
-    "the of and to in is you that it he was for on are as with his they at be this have from or one had "
-    "by word but not what all were we when your can said there use an each which she do how their if will "
-    "up other about out many then them these so some her would make like him into time has look two more "
-    "write go see number no way could people my than first water been call who oil its now find long down "
-    "day did get come made may part"
-).split()
-MERGE_ROWS = [
-    # Neither side merges (both responses start with a space).
-    {"prompt": "what is the word for no", "chosen": " water", "rejected": " oil"},
-    # The chosen side merges: " no" + "the" -> "Ġnot", "he"; its prompt ends one token early, so the
-    # rejected sequence keeps "Ġno" as its prompt tail.
-    {"prompt": "say it to me: no", "chosen": "the way", "rejected": " up"},
-    # The rejected side merges: " to" + "water" -> "Ġt", "ow", ...; the chosen tail is "Ġto".
-    {"prompt": "what do we call to", "chosen": " them", "rejected": "water now"},
-    # Both sides merge alike (" be" + "the" / "one"): both prompts end one token early, no tails.
-    {"prompt": "which one can it be", "chosen": "the oil", "rejected": "one time"},
-    # " from" is "Ġf", "r", "o", "m"; " from" + "each" re-splits it as "Ġf", "r", "ome", "ach": TRL's
-    # prompt for that side is "Ġf", "r", "ome", the other keeps "Ġf", "r", "o", "m". Both sides get a
-    # tail ("ome" against "o", "m"), in both orders.
-    {"prompt": "come down from", "chosen": "each word", "rejected": " you"},
-    {"prompt": "come down from", "chosen": " you", "rejected": "each word"},
-]
-MERGE_TAILS = [(0, 0), (0, 1), (1, 0), (0, 0), (1, 2), (2, 1)]
-
-
-@functools.cache
-def _merge_tokenizer(with_bos: bool):
-    rng = random.Random(0)
-    corpus = [" ".join(rng.choice(MERGE_WORDS) for _ in range(12)) for _ in range(300)]
-    return build_tokenizer(corpus, vocab_size=400, with_bos=with_bos)
-
-
 @pytest.mark.parametrize("with_bos", [True, False], ids=["bos", "nobos"])
 @pytest.mark.parametrize("max_length", [256, 9, 12])
 def test_prompt_merged_into_a_response_keeps_trls_ids_and_labels(with_bos, max_length):
     """Every merge row: each sequence is TRL's (ids, and the response starting where TRL's labels do,
     after truncation at ``max_length``), the shared prompt is the longest common prefix of the two
     prompts, and what remains of each prompt is recorded as that side's tail."""
-    tok = _merge_tokenizer(with_bos)
+    tok = merge_tokenizer(with_bos)
     tokenise = PairTokenizer(tok, Limits(max_length=max_length), "trl")
     for row, tails in zip(MERGE_ROWS, MERGE_TAILS):
         ours = tokenise(render_pair(normalise([row]).rows[0], tok, False, tokenization="trl"))
@@ -301,9 +263,9 @@ def test_orpo_tokenization_differs_from_trl_on_plain_strings(tmp_path):
 @pytest.mark.parametrize("engine", ["packed", "padded"])
 @pytest.mark.parametrize(("with_bos", "arch"), [(True, "llama"), (False, "qwen2")], ids=["bos", "nobos"])
 def test_evaluate_matches_trl_on_rows_merged_at_the_boundary(tmp_path, with_bos, arch, engine):
-    """Rows merged on one side, on both and on neither (``MERGE_ROWS``): every metric is TRL's, on the
+    """Rows merged on one side, on both and on neither (``helpers.MERGE_ROWS``): every metric is TRL's, on the
     packed engine (one shared prompt per pair, the tails in the branches) and on the padded one."""
-    tok = _merge_tokenizer(with_bos)
+    tok = merge_tokenizer(with_bos)
     model = build_model(tok, arch, hidden_size=32, num_layers=2)
     ours, theirs = _evaluate_both(model, tok, MERGE_ROWS, tmp_path, ours_only={"engine": engine}, beta=0.25)
     for key in COMPARED:
