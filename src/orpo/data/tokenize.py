@@ -13,7 +13,7 @@ Two rule sets, chosen by ``ORPOConfig.tokenization``:
 - ``bos_token_id`` is prepended whenever the tokenizer has one and the prompt does not start with it,
   even when the tokenizer itself adds no BOS to plain text;
 - ``eos_token_id`` is appended unless the response already ends with it;
-- a response is cut to ``max_length - prompt`` tokens (``max_length`` None is TRL's 512); TRL 1.16 has
+- a response is cut to ``max_length`` minus its own sequence's prompt tokens (None is TRL's 512); TRL 1.16 has
   no prompt truncation, and ``max_prompt_length`` / ``max_completion_length`` apply only when set.
 Where we depart, and why: a pair whose response is cut to nothing is dropped (TRL divides by zero).
 The engine encodes the prompt once per pair, so ``prompt_input_ids`` is the longest common prefix of the

@@ -32,7 +32,7 @@ the branches):
     never scored        the rejected tail b: prompt of the rejected sequence, which no term counts (as TRL)
 Only these positions' hidden states reach the output head (``orpo.engine.head``), chunked, so no
 (tokens, V) logits tensor ever exists. The chosen response rows serve both the chosen log-probs and
-the NLL. x_{P-1} is scored twice (for z^w_0 and for z^l_0): one extra row per pair, kept for simplicity.
+the NLL. x_{P-1} predicts twice (z^w_0 and z^l_0): one extra head row per pair, kept for simplicity.
 
 Attention. By default (``attention="segments"``) no mask exists: ``orpo.engine.attention`` runs each
 pair's two blocks ([x | z^w] causal; z^l against [x | z^l], causal aligned bottom-right) through
