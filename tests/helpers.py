@@ -1,5 +1,6 @@
 """Plain helpers shared by tests (importable as `helpers`; fixtures live in conftest.py)."""
 
+import functools
 import random
 
 WORDS = ["red", "green", "blue", "cat", "dog", "bird", "one", "two", "three", "sun", "moon", "star"]
@@ -44,3 +45,43 @@ def tiny_args(tmp_path, **overrides):
     )
     fields.update(overrides)
     return ORPOConfig(**fields)
+
+
+# Rows whose response merges into the prompt's last word, for a byte-level BPE trained on random
+# common English words (``merge_tokenizer``): TRL tokenises prompt + response as is, so a response
+# without a leading space joins the prompt's last word into one pre-token. Each row's comment gives
+# what the BPE does and the (chosen, rejected) prompt tails that follow (``MERGE_TAILS``).
+MERGE_WORDS = (
+    "the of and to in is you that it he was for on are as with his they at be this have from or one had "
+    "by word but not what all were we when your can said there use an each which she do how their if will "
+    "up other about out many then them these so some her would make like him into time has look two more "
+    "write go see number no way could people my than first water been call who oil its now find long down "
+    "day did get come made may part"
+).split()
+MERGE_ROWS = [
+    # Neither side merges (both responses start with a space).
+    {"prompt": "what is the word for no", "chosen": " water", "rejected": " oil"},
+    # The chosen side merges: " no" + "the" -> "Ġnot", "he"; its prompt ends one token early, so the
+    # rejected sequence keeps "Ġno" as its prompt tail.
+    {"prompt": "say it to me: no", "chosen": "the way", "rejected": " up"},
+    # The rejected side merges: " to" + "water" -> "Ġt", "ow", ...; the chosen tail is "Ġto".
+    {"prompt": "what do we call to", "chosen": " them", "rejected": "water now"},
+    # Both sides merge alike (" be" + "the" / "one"): both prompts end one token early, no tails.
+    {"prompt": "which one can it be", "chosen": "the oil", "rejected": "one time"},
+    # " from" is "Ġf", "r", "o", "m"; " from" + "each" re-splits it as "Ġf", "r", "ome", "ach": TRL's
+    # prompt for that side is "Ġf", "r", "ome", the other keeps "Ġf", "r", "o", "m". Both sides get a
+    # tail ("ome" against "o", "m"), in both orders.
+    {"prompt": "come down from", "chosen": "each word", "rejected": " you"},
+    {"prompt": "come down from", "chosen": " you", "rejected": "each word"},
+]
+MERGE_TAILS = [(0, 0), (0, 1), (1, 0), (0, 0), (1, 2), (2, 1)]
+
+
+@functools.cache
+def merge_tokenizer(with_bos: bool):
+    """The byte-level BPE ``MERGE_ROWS`` are built for: trained here on random lines of ``MERGE_WORDS``."""
+    from orpo.tiny import build_tokenizer
+
+    rng = random.Random(0)
+    corpus = [" ".join(rng.choice(MERGE_WORDS) for _ in range(12)) for _ in range(300)]
+    return build_tokenizer(corpus, vocab_size=400, with_bos=with_bos)

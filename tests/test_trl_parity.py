@@ -19,7 +19,7 @@ import pytest
 from accelerate import PartialState
 from datasets import Dataset
 
-from helpers import toy_rows
+from helpers import MERGE_ROWS, MERGE_TAILS, merge_tokenizer, toy_rows
 from orpo import ORPOConfig, ORPOTrainer
 from orpo.data.formats import normalise
 from orpo.data.template import render_pair
@@ -145,7 +145,8 @@ def _trl_tokenize(tok, row: dict, max_length: int) -> dict:
 
 
 def _label_split(labels: list[int]) -> int:
-    return next(i for i, label in enumerate(labels) if label != -100)
+    """Where TRL's response starts (its first label that is not -100; the end when truncation left none)."""
+    return next((i for i, label in enumerate(labels) if label != -100), len(labels))
 
 
 @pytest.mark.parametrize("kind", ["nobos", "bos", "bos-unused"])
@@ -161,29 +162,32 @@ def test_token_ids_and_labels_equal_trls(kind, layout):
     for canonical, row in zip(norm.rows, rows):
         ours = tokenise(render_pair(canonical, tok, False, tokenization="trl"))
         theirs = _trl_tokenize(tok, row, max_length=256)
-        assert not ours.trl_shared_prompt
+        assert ours.chosen_prompt_tail_length == ours.rejected_prompt_tail_length == 0
         for side in ("chosen", "rejected"):
             sequence = ours.prompt_input_ids + getattr(ours, f"{side}_input_ids")
             assert sequence == theirs[f"{side}_input_ids"], (side, row)
             assert len(ours.prompt_input_ids) == _label_split(theirs[f"{side}_labels"]), (side, row)
 
 
-def test_one_sided_boundary_merge_keeps_trls_ids_and_is_flagged():
-    """Only one side merges with the prompt's trailing space (" five" is a token of this vocabulary,
-    " six" is not): the ids of both sequences stay TRL's, the shared prompt is the shorter side's, and
-    the row is flagged (the other side's log-prob then covers one prompt token TRL masks)."""
-    tok = _tokenizer("nobos")
-    row = {"prompt": "Answer: ", "chosen": "five", "rejected": "six"}
-    rendered = render_pair(normalise([row]).rows[0], tok, False, tokenization="trl")
-    ours = PairTokenizer(tok, Limits(max_length=40), "trl")(rendered)
-    theirs = _trl_tokenize(tok, row, max_length=40)
-    splits = [_label_split(theirs[f"{s}_labels"]) for s in ("chosen", "rejected")]
-    if splits[0] == splits[1]:
-        pytest.skip("this tokenizer merged both sides alike; nothing one-sided to check")
-    assert ours.trl_shared_prompt
-    assert len(ours.prompt_input_ids) == min(splits)
-    for side in ("chosen", "rejected"):
-        assert ours.prompt_input_ids + getattr(ours, f"{side}_input_ids") == theirs[f"{side}_input_ids"]
+@pytest.mark.parametrize("with_bos", [True, False], ids=["bos", "nobos"])
+@pytest.mark.parametrize("max_length", [256, 9, 12])
+def test_prompt_merged_into_a_response_keeps_trls_ids_and_labels(with_bos, max_length):
+    """Every merge row: each sequence is TRL's (ids, and the response starting where TRL's labels do,
+    after truncation at ``max_length``), the shared prompt is the longest common prefix of the two
+    prompts, and what remains of each prompt is recorded as that side's tail."""
+    tok = merge_tokenizer(with_bos)
+    tokenise = PairTokenizer(tok, Limits(max_length=max_length), "trl")
+    for row, tails in zip(MERGE_ROWS, MERGE_TAILS):
+        ours = tokenise(render_pair(normalise([row]).rows[0], tok, False, tokenization="trl"))
+        theirs = _trl_tokenize(tok, row, max_length=max_length)
+        assert (ours.chosen_prompt_tail_length, ours.rejected_prompt_tail_length) == tails, row
+        assert ours.boundary_retokenised == (row["chosen"][0] != " " or row["rejected"][0] != " "), row
+        for side, tail in zip(("chosen", "rejected"), tails):
+            sequence = ours.prompt_input_ids + getattr(ours, f"{side}_input_ids")
+            assert sequence == theirs[f"{side}_input_ids"], (side, row)
+            assert len(ours.prompt_input_ids) + tail == _label_split(theirs[f"{side}_labels"]), (side, row)
+        if not ours.drop_reason:
+            assert ours.prompt_input_ids == theirs["prompt_input_ids"][: len(ours.prompt_input_ids)]
 
 
 def test_truncation_cuts_responses_at_max_length_like_trl():
@@ -254,3 +258,15 @@ def test_orpo_tokenization_differs_from_trl_on_plain_strings(tmp_path):
     rows = _layout_rows("strings", tok)
     ours, theirs = _evaluate_both(model, tok, rows, tmp_path, ours_only={"tokenization": "orpo"})
     assert abs(ours["eval_loss"] - theirs["eval_loss"]) > 1e-3
+
+
+@pytest.mark.parametrize("engine", ["packed", "padded"])
+@pytest.mark.parametrize(("with_bos", "arch"), [(True, "llama"), (False, "qwen2")], ids=["bos", "nobos"])
+def test_evaluate_matches_trl_on_rows_merged_at_the_boundary(tmp_path, with_bos, arch, engine):
+    """Rows merged on one side, on both and on neither (``helpers.MERGE_ROWS``): every metric is TRL's, on the
+    packed engine (one shared prompt per pair, the tails in the branches) and on the padded one."""
+    tok = merge_tokenizer(with_bos)
+    model = build_model(tok, arch, hidden_size=32, num_layers=2)
+    ours, theirs = _evaluate_both(model, tok, MERGE_ROWS, tmp_path, ours_only={"engine": engine}, beta=0.25)
+    for key in COMPARED:
+        assert ours[key] == pytest.approx(theirs[key], abs=1e-5), key

@@ -30,7 +30,7 @@ import torch
 from datasets import Dataset
 from torch.utils.data import DataLoader
 
-from orpo.engine.types import PAIR_COLUMNS
+from orpo.engine.types import PAIR_COLUMNS, PROMPT_TAIL_COLUMNS
 
 # Dataset / batch columns of precomputed reference log-probs (TRL's names): summed, float32.
 REF_COLUMNS = ("ref_chosen_logps", "ref_rejected_logps")
@@ -137,14 +137,27 @@ def model_fingerprint(model: torch.nn.Module, skip_adapter: bool) -> str:
     return h.hexdigest()
 
 
+def _token_columns(dataset: Dataset) -> list[str]:
+    """The columns the engine reads: the token ids, and the prompt tails where the dataset has them."""
+    return [*PAIR_COLUMNS, *(c for c in PROMPT_TAIL_COLUMNS if c in dataset.column_names)]
+
+
 def data_fingerprint(dataset: Dataset) -> str:
-    """sha256 over the token columns, row by row."""
+    """sha256 over the token columns and each side's prompt-tail length (0 when absent), row by row.
+
+    The tails count: the same ids with another prompt/response split score other tokens.
+    """
     h = hashlib.sha256()
-    for row in dataset.select_columns(list(PAIR_COLUMNS)).iter(batch_size=1000):
+    columns = _token_columns(dataset)
+    for batch in dataset.select_columns(columns).iter(batch_size=1000):
+        n = len(batch[PAIR_COLUMNS[0]])
         for column in PAIR_COLUMNS:
-            for ids in row[column]:
+            for ids in batch[column]:
                 h.update(len(ids).to_bytes(4, "little"))
                 h.update(torch.tensor(ids, dtype=torch.int64).numpy().tobytes())
+        for column in PROMPT_TAIL_COLUMNS:
+            for tail in batch.get(column, [0] * n):
+                h.update(int(tail).to_bytes(4, "little"))
     return h.hexdigest()
 
 
@@ -182,7 +195,7 @@ def precompute(
         chosen, rejected = cached["chosen"], cached["rejected"]
     else:
         loader = DataLoader(
-            dataset.select_columns(list(PAIR_COLUMNS)),
+            dataset.select_columns(_token_columns(dataset)),
             batch_size=batch_size,
             shuffle=False,
             collate_fn=engine.collator,

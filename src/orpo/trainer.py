@@ -38,7 +38,7 @@ from orpo._log import notice
 from orpo.config import ORPOConfig
 from orpo.data.pipeline import LENGTH_COLUMN, SOURCE_ROW_COLUMN, DataReport, prepare_dataset
 from orpo.data.tokenize import describe_tokenization
-from orpo.engine import PAIR_COLUMNS, SequenceStats, build_engine
+from orpo.engine import PAIR_COLUMNS, PROMPT_TAIL_COLUMNS, SequenceStats, build_engine
 from orpo.guard import NonFiniteGuard, StopOnSignal, assert_finite
 from orpo.losses import Knobs, PairLogps, get_objective
 from orpo.modeling import ensure_pad_token, load_model, load_tokenizer, prepare_model
@@ -237,7 +237,13 @@ class ORPOTrainer(Trainer):
         # The model never sees dataset columns directly; keep the token columns and the pair length
         # (which `group_by_length` uses to batch similar lengths together).
         if self._signature_columns is None:
-            self._signature_columns = [*PAIR_COLUMNS, LENGTH_COLUMN, SOURCE_ROW_COLUMN, *REF_COLUMNS]
+            self._signature_columns = [
+                *PAIR_COLUMNS,
+                *PROMPT_TAIL_COLUMNS,
+                LENGTH_COLUMN,
+                SOURCE_ROW_COLUMN,
+                *REF_COLUMNS,
+            ]
 
     # ---- loss ----
 

@@ -10,8 +10,8 @@ from __future__ import annotations
 
 from functools import cache
 
-from helpers import tiny_args, toy_rows
-from orpo.data.inspect import inspect_source
+from helpers import MERGE_ROWS, merge_tokenizer, tiny_args, toy_rows
+from orpo.data.inspect import LOGP, MASKED, NLL, NLL_AND_LOGP, inspect_source
 from orpo.tiny import build_tokenizer
 
 IMPLICIT = [
@@ -79,3 +79,25 @@ def test_orpo_without_template_differs_by_bos_or_boundary(tmp_path):
     counts = differences(tmp_path, merged, _tokenizer(False), tokenization="orpo", chat_template_mode="never")
     counts = counts["prompt_strings"]
     assert counts["differ"] == counts["boundary"] == 8
+
+
+def test_rows_merged_at_the_boundary_are_trls_tokens(tmp_path):
+    """``helpers.MERGE_ROWS`` (prompts merged with a response on one side, on both, on neither) under
+    tokenization "trl": every row is TRL's (no "boundary" difference), five of the six merged, and an
+    example's prompt tail is marked as prompt: the chosen one in the NLL (nll_on_prompt), the rejected
+    one in nothing."""
+    report = inspect_source(
+        MERGE_ROWS, merge_tokenizer(True), tiny_args(tmp_path, max_length=128), n_examples=6
+    )
+    counts = report.trl_differences["prompt_strings"]
+    assert (counts["rows"], counts["differ"], counts["boundary"]) == (6, 0, 0)
+    assert report.boundary_retokenised == 5
+    chosen_merged, rejected_merged = report.examples[1], report.examples[2]
+    assert [t.mark for t in chosen_merged.rejected_tokens] == [MASKED] + [LOGP] * (
+        len(chosen_merged.rejected_tokens) - 1
+    )
+    assert chosen_merged.rejected_tokens[0].text == " no"
+    assert [t.mark for t in rejected_merged.chosen_tokens] == [NLL] + [NLL_AND_LOGP] * (
+        len(rejected_merged.chosen_tokens) - 1
+    )
+    assert rejected_merged.chosen_tokens[0].text == " to"

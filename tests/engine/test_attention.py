@@ -67,6 +67,14 @@ def test_segments_equal_mask(family, attn, max_tokens_per_row):
         assert batch["input_ids"].shape[0] < 6  # several pairs did share a row
 
 
+@pytest.mark.parametrize("family", ["llama", "gemma2"])
+def test_segments_equal_mask_when_prompts_part_before_the_responses(family):
+    """Each side's prompt tail opens its branch: the rejected tail is attended like its response, and
+    never the chosen branch (tail included)."""
+    config = dict(sliding_window=3) if family == "gemma2" else {}
+    _assert_paths_equal(_model(family, "eager", **config), _rows(6, seed=5, tails=True))
+
+
 @pytest.mark.parametrize(
     ("family", "attn", "config"),
     [

@@ -48,8 +48,13 @@ def _model(family: str, attn: str = "sdpa", seed: int = 0, **config) -> torch.nn
     return model.eval()  # no dropout: the two engines must see the same function
 
 
-def _rows(n: int, seed: int) -> list[dict]:
-    """Random pairs of mixed lengths; pair 0 has one-token prompt and responses, the edge of every index."""
+def _rows(n: int, seed: int, tails: bool = False) -> list[dict]:
+    """Random pairs of mixed lengths; pair 0 has one-token prompt and responses, the edge of every index.
+
+    ``tails``: each side's ids open with 0-2 tokens of its own prompt tail (the shared prompt then ends
+    where the two sequences' prompts part); pairs 1, 2 and 3 have tails on both sides, on the chosen side
+    only and on the rejected side only, the others random ones.
+    """
     rng = random.Random(seed)
 
     def ids(lo: int, hi: int) -> list[int]:
@@ -60,6 +65,15 @@ def _rows(n: int, seed: int) -> list[dict]:
         {"prompt_input_ids": ids(1, 9), "chosen_input_ids": ids(1, 7), "rejected_input_ids": ids(1, 7)}
         for _ in range(n - 1)
     ]
+    if tails:
+        fixed = {1: (2, 1), 2: (1, 0), 3: (0, 2)}
+        for i, row in enumerate(rows):
+            pair = fixed.get(i, (rng.randint(0, 2), rng.randint(0, 2)))
+            for side, tail in zip(("chosen", "rejected"), pair):
+                row[f"{side}_input_ids"] = [rng.randrange(1, VOCAB) for _ in range(tail)] + row[
+                    f"{side}_input_ids"
+                ]
+                row[f"{side}_prompt_tail_length"] = tail
     return rows
 
 
@@ -129,6 +143,47 @@ def test_layout_of_two_pairs_in_one_row():
     assert batch["prompt_nll_labels"].tolist() == [12]
 
 
+def test_layout_with_prompt_tails_by_hand():
+    """Shared prompt [11, 12]; chosen ids [41, 21, 22] of which 41 is its prompt tail; rejected ids
+    [51, 52, 31] of which 51 52 are. Columns 0..7: 11 12 | 41 21 22 | 51 52 31, positions 0 1 | 2 3 4 | 2 3 4.
+    Chosen response 21 <- col 2 (41, the chosen tail), 22 <- col 3. Rejected response 31 <- col 6 (52);
+    51 and 52 are the rejected sequence's prompt: no target at all. Prompt NLL (the chosen sequence's
+    prompt): 12 <- col 0, 41 <- col 1. Attention spans cover the whole branches: (0, 0, 2, 3, 3)."""
+    rows = [
+        {
+            "prompt_input_ids": [11, 12],
+            "chosen_input_ids": [41, 21, 22],
+            "rejected_input_ids": [51, 52, 31],
+            "chosen_prompt_tail_length": 1,
+            "rejected_prompt_tail_length": 2,
+        }
+    ]
+    batch = PackedPairCollator(pad_token_id=0)(rows)
+    assert batch["input_ids"].tolist() == [[11, 12, 41, 21, 22, 51, 52, 31]]
+    assert batch["position_ids"].tolist() == [[0, 1, 2, 3, 4, 2, 3, 4]]
+    P, C, R = PROMPT, CHOSEN, REJECTED
+    assert batch["token_roles"].tolist() == [[P, P, C, C, C, R, R, R]]
+    assert batch["chosen_index"].tolist() == [2, 3]
+    assert batch["chosen_labels"].tolist() == [21, 22]
+    assert batch["rejected_index"].tolist() == [6]
+    assert batch["rejected_labels"].tolist() == [31]
+    assert batch["prompt_nll_index"].tolist() == [0, 1]
+    assert batch["prompt_nll_labels"].tolist() == [12, 41]
+    assert batch["segment_spans"].tolist() == [[0, 0, 2, 3, 3]]
+    padded = PaddedPairCollator(pad_token_id=0)(rows)
+    assert padded["input_ids"].tolist() == [[11, 12, 41, 21, 22], [11, 12, 51, 52, 31]]
+    assert padded["labels"].tolist() == [[-100, -100, -100, 21, 22], [-100, -100, -100, -100, 31]]
+
+
+def test_a_tail_that_leaves_no_response_is_a_value_error():
+    row = {"prompt_input_ids": [1], "chosen_input_ids": [2, 3], "rejected_input_ids": [4]}
+    for collator in (PackedPairCollator(0), PaddedPairCollator(0)):
+        with pytest.raises(
+            ValueError, match="rejected_input_ids has 1 tokens and rejected_prompt_tail_length=1"
+        ):
+            collator([{**row, "rejected_prompt_tail_length": 1}])
+
+
 def test_one_pair_per_row_pads_to_longest():
     rows = [
         {"prompt_input_ids": [5], "chosen_input_ids": [6], "rejected_input_ids": [7]},
@@ -190,6 +245,16 @@ def test_parity_with_padded(family, attn, max_tokens_per_row, nll_on_prompt):
     batch = _assert_parity(model, _rows(6, seed=len(family)), nll_on_prompt, max_tokens_per_row)
     if max_tokens_per_row is not None:
         assert batch["input_ids"].shape[0] < 6  # several pairs did share a row
+
+
+@pytest.mark.parametrize("family", ["llama", "qwen2", "mistral", "gemma", "phi3"])
+@pytest.mark.parametrize("nll_on_prompt", [True, False], ids=["nll-prompt", "nll-response"])
+def test_parity_with_padded_when_prompts_part_before_the_responses(family, nll_on_prompt):
+    """Pairs whose two sequences' prompts differ at the end (each side's own tail opens its branch):
+    every statistic and every gradient equal the padded engine's, packed and one pair per row."""
+    rows = _rows(6, seed=len(family), tails=True)
+    _assert_parity(_model(family, "sdpa"), rows, nll_on_prompt, max_tokens_per_row=48)
+    _assert_parity(_model(family, "eager"), rows, nll_on_prompt, max_tokens_per_row=None)
 
 
 @pytest.mark.parametrize(

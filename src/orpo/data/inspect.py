@@ -13,8 +13,9 @@ reports what it did, plus what only inspection needs:
 - the first rows as the model sees them: decoded token ids, and per token whether it is a target of
   the NLL, of the log-probs of the odds ratio, of both, or of nothing (``MARKS``);
 - per source layout, how many kept rows' tokens differ from what TRL 1.16's ORPOTrainer would train on,
-  and why (``TRL_DIFF_REASONS``): with ``tokenization: trl`` only the rare one-sided boundary merge and
-  our drops remain; with ``tokenization: orpo`` this is what the improvements change.
+  and why (``TRL_DIFF_REASONS``): with ``tokenization: trl`` only our drops remain (a prompt merged
+  with a response on one side is TRL's too: that side's prompt tail); with ``tokenization: orpo`` this
+  is what the improvements change.
 
 Lengths before truncation come from the same ``PairTokenizer`` with the limits switched off (run only
 on the pairs the limits changed); the example tokens are the rows ``prepare_dataset`` returns, so
@@ -42,6 +43,7 @@ from orpo.data.tokenize import (
     TokenisedPair,
     trl_sequences,
 )
+from orpo.engine.types import prompt_tails
 from orpo.losses import NLL_WEIGHT
 
 if TYPE_CHECKING:
@@ -77,7 +79,9 @@ class Example:
     """One kept pair exactly as the model sees it (after templating and truncation).
 
     ``prompt`` / ``chosen`` / ``rejected`` are the decoded training ids (special tokens included);
-    the ``*_tokens`` lists hold the same ids one by one. Prompt marks are those of the chosen
+    the ``*_tokens`` lists hold the same ids one by one. ``prompt`` is what the two sequences share;
+    ``chosen`` / ``rejected`` open with their own prompt tail when the tokenizer merged the prompt's end
+    into a response (``orpo.data.tokenize``), marked as prompt. Prompt marks are those of the chosen
     sequence; in the rejected sequence every prompt token is masked.
     """
 
@@ -160,18 +164,24 @@ def _token_views(tokenizer, ids: list[int], marks: list[str]) -> list[TokenView]
 
 def _example(tokenizer, row: dict, source_row: int, truncated: dict[str, bool], config) -> Example:
     prompt, chosen, rejected = (row[f"{s}_input_ids"] for s in SEGMENTS)
+    chosen_tail, rejected_tail = prompt_tails(row)
     has_nll = NLL_WEIGHT.get(config.method, 1.0) > 0
     # Nothing predicts the first token of a sequence, so it is never a target.
     prompt_mark = NLL if has_nll and config.nll_on_prompt else MASKED
     prompt_marks = [MASKED] + [prompt_mark] * (len(prompt) - 1)
+    chosen_marks = [prompt_mark] * chosen_tail + [NLL_AND_LOGP if has_nll else LOGP] * (
+        len(chosen) - chosen_tail
+    )
     return Example(
         source_row=source_row,
         prompt=tokenizer.decode(prompt),
         chosen=tokenizer.decode(chosen),
         rejected=tokenizer.decode(rejected),
         prompt_tokens=_token_views(tokenizer, prompt, prompt_marks),
-        chosen_tokens=_token_views(tokenizer, chosen, [NLL_AND_LOGP if has_nll else LOGP] * len(chosen)),
-        rejected_tokens=_token_views(tokenizer, rejected, [LOGP] * len(rejected)),
+        chosen_tokens=_token_views(tokenizer, chosen, chosen_marks),
+        rejected_tokens=_token_views(
+            tokenizer, rejected, [MASKED] * rejected_tail + [LOGP] * (len(rejected) - rejected_tail)
+        ),
         truncated=truncated,
     )
 
@@ -186,8 +196,14 @@ def _trl_reference(tokenizer, row: dict, max_length: int | None) -> tuple[list[i
 
 
 def _as_trl(pair: TokenisedPair) -> tuple[list[int], int, list[int], int]:
+    """(chosen ids, chosen prompt length, rejected ids, rejected prompt length), as ``_trl_reference``."""
     prompt = pair.prompt_input_ids
-    return prompt + pair.chosen_input_ids, len(prompt), prompt + pair.rejected_input_ids, len(prompt)
+    return (
+        prompt + pair.chosen_input_ids,
+        len(prompt) + pair.chosen_prompt_tail_length,
+        prompt + pair.rejected_input_ids,
+        len(prompt) + pair.rejected_prompt_tail_length,
+    )
 
 
 def _without_bos(ref: tuple[list[int], int, list[int], int], bos: int | None) -> tuple:
@@ -289,16 +305,18 @@ def inspect_source(
         shortened = cut.prompt_truncated or cut.chosen_truncated or cut.rejected_truncated
         full = unlimited(rendered) if shortened or cut.drop_reason == DROP_NO_ROOM else cut
         bad_eos = 0
-        for side in ("chosen", "rejected"):
-            ids = getattr(cut, f"{side}_input_ids")
+        for side, ids in zip(("chosen", "rejected"), cut.responses()):
             complete = not getattr(cut, f"{side}_truncated")
             if eos_id is not None and complete and (ids[-1:] != [eos_id] or ids.count(eos_id) != 1):
                 bad_eos += 1
+        full_chosen, full_rejected = full.responses()
         return {
-            "prompt": len(full.prompt_input_ids),
-            "chosen": len(full.chosen_input_ids),
-            "rejected": len(full.rejected_input_ids),
-            "kept_prompt": len(cut.prompt_input_ids),
+            # The chosen sequence's prompt (the shared prompt and its tail); responses without tails.
+            "prompt": len(full.prompt_input_ids) + full.chosen_prompt_tail_length,
+            "chosen": len(full_chosen),
+            "rejected": len(full_rejected),
+            "kept_prompt": len(cut.prompt_input_ids)
+            + max(cut.chosen_prompt_tail_length, cut.rejected_prompt_tail_length),
             "drop_reason": cut.drop_reason,
             "truncated": [cut.prompt_truncated, cut.chosen_truncated, cut.rejected_truncated],
             "repeated_bos": _leading(cut.prompt_input_ids, bos_id) > 1,

@@ -15,7 +15,7 @@ from datasets import Dataset
 from orpo.data.formats import CANONICAL_FEATURES, NormaliseResult, describe_layouts, normalise
 from orpo.data.template import render_pair, resolve_chat_template, template_markers
 from orpo.data.tokenize import Limits, PairTokenizer
-from orpo.engine.types import PAIR_COLUMNS
+from orpo.engine.types import PAIR_COLUMNS, PROMPT_TAIL_COLUMNS
 
 FLAG_COLUMNS = ("prompt_truncated", "chosen_truncated", "rejected_truncated", "boundary_retokenised")
 MAX_EXAMPLE_ROWS = 5
@@ -129,4 +129,6 @@ def prepare_dataset(
     report.boundary_retokenised = sum(kept["boundary_retokenised"])
     if report.kept == 0:
         raise ValueError(f"{source_name}: no usable rows after tokenisation ({report.summary()})")
-    return kept.select_columns([*PAIR_COLUMNS, LENGTH_COLUMN, SOURCE_ROW_COLUMN]), report
+    return kept.select_columns(
+        [*PAIR_COLUMNS, *PROMPT_TAIL_COLUMNS, LENGTH_COLUMN, SOURCE_ROW_COLUMN]
+    ), report

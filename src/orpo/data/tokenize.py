@@ -1,7 +1,9 @@
 """Tokenise a rendered pair into the engine's columns, with truncation that never breaks a pair.
 
-Output columns (``orpo.engine.types.PAIR_COLUMNS``): ``prompt_input_ids``, ``chosen_input_ids``,
-``rejected_input_ids``.
+Output columns (``orpo.engine.types.PAIR_COLUMNS`` and ``PROMPT_TAIL_COLUMNS``): ``prompt_input_ids``
+(the prompt tokens both sequences share), ``chosen_input_ids`` / ``rejected_input_ids`` (the rest of each
+sequence), and ``chosen_prompt_tail_length`` / ``rejected_prompt_tail_length`` (how many of those are
+still that sequence's prompt; 0 unless "trl" kept a merge across the boundary, see below).
 
 Two rule sets, chosen by ``ORPOConfig.tokenization``:
 
@@ -11,13 +13,14 @@ Two rule sets, chosen by ``ORPOConfig.tokenization``:
 - ``bos_token_id`` is prepended whenever the tokenizer has one and the prompt does not start with it,
   even when the tokenizer itself adds no BOS to plain text;
 - ``eos_token_id`` is appended unless the response already ends with it;
-- a response is cut to ``max_length - prompt`` tokens (``max_length`` None is TRL's 512); TRL 1.16 has
+- a response is cut to ``max_length`` minus its own sequence's prompt tokens (None is TRL's 512); TRL 1.16 has
   no prompt truncation, and ``max_prompt_length`` / ``max_completion_length`` apply only when set.
 Where we depart, and why: a pair whose response is cut to nothing is dropped (TRL divides by zero).
-The engine shares one prompt per pair, so the shared prompt is the part of both sides' prompts they
-have in common; when only one side merged across the boundary, the other side's response starts one
-token early (its last prompt token counts in its log-prob; the input ids stay TRL's) and
-``TokenisedPair.trl_shared_prompt`` says so (``orpo data inspect`` counts these rows).
+The engine encodes the prompt once per pair, so ``prompt_input_ids`` is the longest common prefix of the
+two sequences' prompts. When only one side merged across the boundary (or both merged differently), the
+rest of each side's prompt, its tail, opens that side's ids and its length is recorded: the tail is
+prompt (masked in the log-probs, in the NLL when it covers the prompt), exactly as TRL's labels have it,
+and every input id stays TRL's.
 
 "orpo" (our improvements):
 - The prompt ids are computed once and shared by chosen and rejected.
@@ -95,9 +98,17 @@ class TokenisedPair:
     prompt_truncated: bool = False
     chosen_truncated: bool = False
     rejected_truncated: bool = False
+    chosen_prompt_tail_length: int = 0
+    rejected_prompt_tail_length: int = 0
     boundary_retokenised: bool = False
-    trl_shared_prompt: bool = False
     drop_reason: str = ""
+
+    def responses(self) -> tuple[list[int], list[int]]:
+        """(chosen, rejected) response ids, without the prompt tails."""
+        return (
+            self.chosen_input_ids[self.chosen_prompt_tail_length :],
+            self.rejected_input_ids[self.rejected_prompt_tail_length :],
+        )
 
 
 @dataclass(frozen=True)
@@ -105,13 +116,15 @@ class TrlSequences:
     """TRL 1.16's two training sequences of one pair, before truncation.
 
     ``chosen`` / ``rejected`` are the full input ids (prompt, response, EOS); the first
-    ``chosen_prompt`` / ``rejected_prompt`` of them are prompt (label -100 in TRL).
+    ``chosen_prompt`` / ``rejected_prompt`` of them are prompt (label -100 in TRL). ``merged``: the
+    tokenizer merged prompt and response across the boundary on at least one side.
     """
 
     chosen: list[int]
     chosen_prompt: int
     rejected: list[int]
     rejected_prompt: int
+    merged: bool = False
 
 
 def trl_sequences(tokenizer, pair: RenderedPair) -> TrlSequences:
@@ -123,16 +136,18 @@ def trl_sequences(tokenizer, pair: RenderedPair) -> TrlSequences:
     prompt_ids = encode(pair.prompt)
     bos, eos = tokenizer.bos_token_id, tokenizer.eos_token_id
     sides = []
+    merged = False
     for response in (pair.chosen, pair.rejected):
         full = encode(pair.prompt + response)
         split = len(prompt_ids) if full[: len(prompt_ids)] == prompt_ids else max(len(prompt_ids) - 1, 0)
+        merged |= split != len(prompt_ids)
         prompt, answer = full[:split], full[split:]
         if bos is not None and prompt[:1] != [bos]:
             prompt = [bos, *prompt]
         if eos is not None and answer[-1:] != [eos]:
             answer = [*answer, eos]
         sides.append((prompt + answer, len(prompt)))
-    return TrlSequences(sides[0][0], sides[0][1], sides[1][0], sides[1][1])
+    return TrlSequences(sides[0][0], sides[0][1], sides[1][0], sides[1][1], merged)
 
 
 class PairTokenizer:
@@ -199,30 +214,30 @@ class PairTokenizer:
         room = max(room, 0)
         return ids[:room], room < len(ids)
 
-    def _trl_ids(self, pair: RenderedPair) -> tuple[list[int], list[int], list[int], bool, bool]:
-        """(prompt, chosen, rejected, merged at the boundary, prompt shorter than a side's TRL prompt)."""
+    def _trl_pair(self, pair: RenderedPair) -> TokenisedPair:
+        """TRL's two sequences, each truncated on its own as TRL does, then split at their common prefix."""
         seqs = trl_sequences(self.tokenizer, pair)
-        chosen_prompt = seqs.chosen[: seqs.chosen_prompt]
-        rejected_prompt = seqs.rejected[: seqs.rejected_prompt]
+        prompts, responses, cuts = [], [], []
+        for ids, split in ((seqs.chosen, seqs.chosen_prompt), (seqs.rejected, seqs.rejected_prompt)):
+            prompt, prompt_cut = self._truncate_prompt(ids[:split])
+            response, response_cut = self._truncate_response(ids[split:], len(prompt))
+            prompts.append(prompt)
+            responses.append(response)
+            cuts.append((prompt_cut, response_cut))
         shared = 0
-        while (
-            shared < min(len(chosen_prompt), len(rejected_prompt))
-            and chosen_prompt[shared] == rejected_prompt[shared]
-        ):
+        while shared < min(map(len, prompts)) and prompts[0][shared] == prompts[1][shared]:
             shared += 1
-        merged = seqs.chosen_prompt != seqs.rejected_prompt or shared < len(chosen_prompt)
-        early = shared < len(chosen_prompt) or shared < len(rejected_prompt)
-        return chosen_prompt[:shared], seqs.chosen[shared:], seqs.rejected[shared:], merged, early
+        return self._finish(
+            prompts[0][:shared],
+            (prompts[0][shared:], prompts[1][shared:]),
+            (responses[0], responses[1]),
+            (cuts[0][0] or cuts[1][0], cuts[0][1], cuts[1][1]),
+            seqs.merged,
+        )
 
     def __call__(self, pair: RenderedPair) -> TokenisedPair:
         if self.tokenization == "trl":
-            prompt, chosen, rejected, merged, early = self._trl_ids(pair)
-            prompt, prompt_cut = self._truncate_prompt(prompt)
-            chosen, chosen_cut = self._truncate_response(chosen, len(prompt))
-            rejected, rejected_cut = self._truncate_response(rejected, len(prompt))
-            return self._finish(
-                prompt, chosen, rejected, (prompt_cut, chosen_cut, rejected_cut), merged, early
-            )
+            return self._trl_pair(pair)
         raw_prompt = self._encode(pair.prompt)
         chosen, merged_c = self._response_ids(pair.prompt, raw_prompt, pair.chosen)
         rejected, merged_r = self._response_ids(pair.prompt, raw_prompt, pair.rejected)
@@ -233,33 +248,34 @@ class PairTokenizer:
         chosen, chosen_cut = self._truncate_response(self._end_with_eos(chosen), len(prompt))
         rejected, rejected_cut = self._truncate_response(self._end_with_eos(rejected), len(prompt))
         return self._finish(
-            prompt, chosen, rejected, (prompt_cut, chosen_cut, rejected_cut), merged_c or merged_r
+            prompt, ([], []), (chosen, rejected), (prompt_cut, chosen_cut, rejected_cut), merged_c or merged_r
         )
 
     def _finish(
         self,
         prompt: list[int],
-        chosen: list[int],
-        rejected: list[int],
+        tails: tuple[list[int], list[int]],
+        responses: tuple[list[int], list[int]],
         cut: tuple[bool, bool, bool],
         merged: bool,
-        early: bool = False,
     ) -> TokenisedPair:
+        """The pair with each side's prompt tail before its response, or its drop reason."""
         drop = ""
         if not prompt:
-            # Only a one-token prompt merged into the response, with no BOS, gets here: the engine
-            # needs a prompt token to predict the response's first token from.
+            # Only without a BOS: the prompt's first word merged into a response, so the two sequences
+            # share no prompt token, and the engine needs one to predict the responses from.
             drop = DROP_EMPTY_PROMPT
-        elif min(len(chosen), len(rejected)) < self.limits.min_response_tokens:
+        elif min(map(len, responses)) < self.limits.min_response_tokens:
             drop = DROP_NO_ROOM if (cut[1] or cut[2]) else DROP_TOO_SHORT
         return TokenisedPair(
             prompt_input_ids=prompt,
-            chosen_input_ids=chosen,
-            rejected_input_ids=rejected,
+            chosen_input_ids=tails[0] + responses[0],
+            rejected_input_ids=tails[1] + responses[1],
+            chosen_prompt_tail_length=len(tails[0]),
+            rejected_prompt_tail_length=len(tails[1]),
             prompt_truncated=cut[0],
             chosen_truncated=cut[1],
             rejected_truncated=cut[2],
             boundary_retokenised=merged,
-            trl_shared_prompt=early,
             drop_reason=drop,
         )

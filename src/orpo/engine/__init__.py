@@ -1,7 +1,7 @@
 """Engines: turn collated batches of pairs into ``SequenceStats``.
 
 - ``padded``: padded chosen/rejected rows, full logits. Simple; the oracle in tests.
-- ``packed``: prompt once per pair, pairs packed without padding, the output head applied in
+- ``packed``: the shared prompt once per pair, pairs packed without padding, the output head applied in
   chunks only where the loss needs it. The default when the model supports it.
 """
 
@@ -13,9 +13,9 @@ from dataclasses import dataclass
 import torch
 
 from orpo.engine.padded import PaddedPairCollator, padded_forward
-from orpo.engine.types import IGNORE_INDEX, PAIR_COLUMNS, SequenceStats
+from orpo.engine.types import IGNORE_INDEX, PAIR_COLUMNS, PROMPT_TAIL_COLUMNS, SequenceStats
 
-__all__ = ["IGNORE_INDEX", "PAIR_COLUMNS", "Engine", "SequenceStats", "build_engine"]
+__all__ = ["IGNORE_INDEX", "PAIR_COLUMNS", "PROMPT_TAIL_COLUMNS", "Engine", "SequenceStats", "build_engine"]
 
 
 @dataclass(frozen=True)

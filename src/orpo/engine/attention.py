@@ -1,15 +1,17 @@
 """Prefix-shared attention without an L x L mask: each pair's blocks run through causal kernels.
 
-The packed layout (``orpo.engine.packed``) puts one pair per segment ``[x | y_w | y_l]``. Its
-attention pattern is two causal problems per segment, which is what this module computes:
+The packed layout (``orpo.engine.packed``) puts one pair per segment ``[x | z_w | z_l]``: the shared
+prompt, then the chosen and the rejected branch (each its sequence's prompt tail, usually empty, then
+its response). Its attention pattern is two causal problems per segment, which is what this module
+computes:
 
     block      queries       keys                 alignment
-    prefix     x + y_w       x + y_w              causal, square
-    rejected   y_l           x + y_l              causal, bottom-right: y_l's j-th query sees x and l_<=j
+    prefix     x + z_w       x + z_w              causal, square
+    rejected   z_l           x + z_l              causal, bottom-right: z_l's j-th query sees x and z_l_<=j
 
 Bottom-right alignment (``torch.nn.attention.bias.causal_lower_right``; FlashAttention's ``causal``
 when queries are shorter than keys) is what makes the rejected block equal the separate sequence
-``x + y_l``. Nothing of size (row length)^2 is built: memory grows with the number of tokens (the
+``x + z_l``. Nothing of size (row length)^2 is built: memory grows with the number of tokens (the
 rejected block's (R x (P + R)) bias is linear in the prompt length), so one 32k-token pair fits
 where the dense mask did not.
 
@@ -62,7 +64,8 @@ class SegmentLayout:
 
     Attributes:
         rows: R. length: L.
-        spans: per segment ``(row, start column, P, C, R)``: prompt, chosen and rejected lengths.
+        spans: per segment ``(row, start column, P, C, R)``: shared prompt, chosen branch and rejected
+            branch lengths (a branch is its sequence's prompt tail, then its response).
         kernel: "sdpa", or a flash implementation name (CUDA only), whose transformers wrapper is
             called with varlen arguments.
     """

@@ -1,28 +1,41 @@
 """The fast engine (``engine="packed"``): prefix sharing, padding-free packing, completion-only head.
 
-Layout. Each pair (x, y_w, y_l) becomes ONE segment ``[x | y_w | y_l]`` of P + C + R tokens, so the
-prompt is encoded once instead of twice (the padded engine runs it in both rows):
+Layout. Each pair (x, y_w, y_l) becomes ONE segment: the prompt tokens its two sequences share, then
+each sequence's own branch, so the shared prompt is encoded once instead of twice (the padded engine
+runs it in both rows):
 
-    tokens     x_0 .. x_{P-1}   w_0 .. w_{C-1}    l_0 .. l_{R-1}
-    positions  0   .. P-1       P   .. P+C-1      P   .. P+R-1      (rejected restarts after the prompt)
-    attends    causal prompt    prompt + w_<j     prompt + l_<j     (never the chosen tokens)
+    tokens     x_0 .. x_{P-1}   a_0 .. a_{A-1} w_0 .. w_{C-1}    b_0 .. b_{E-1} l_0 .. l_{R-1}
+               shared prompt    chosen branch (A + C tokens)      rejected branch (E + R tokens)
+    positions  0   .. P-1       P   .. P+A+C-1                    P   .. P+E+R-1   (restarts after x)
+    attends    causal prompt    x + chosen branch_<j              x + rejected branch_<j (never the chosen)
 
-With these position ids and this mask, every rejected token sees exactly the keys, at exactly the
-rotary positions, it would see in the separate sequence ``x + y_l``; so the hidden states, and
+A branch opens with its sequence's prompt tail (a: A tokens, b: E tokens), the part of that sequence's
+prompt the other does not share; usually A = E = 0. Tails exist when the tokenizer merged the prompt's
+last word with a response's first characters on one side only, or on both sides differently
+(``tokenization="trl"`` keeps such merges, as TRL does: " you" + "this" may tokenise as "Ġ", "y", ...):
+the two sequences' prompts then differ in their last tokens, x is their longest common prefix, and each
+sequence stays exactly its own tokens (``prompt_input_ids + chosen_input_ids``; the tails' lengths are
+the ``PROMPT_TAIL_COLUMNS`` of ``orpo.engine.types``).
+
+With these position ids and this mask, every rejected-branch token sees exactly the keys, at exactly
+the rotary positions, it would see in the separate sequence ``x + b + y_l``; so the hidden states, and
 everything computed from them, equal the padded engine's. Several segments may share a row
 (``max_tokens_per_row``); the mask keeps them apart, so packing removes padding without changing
 any result. Only padding of the last few slots of each row remains.
 
-Scored positions (position t predicts token t+1 of its own sequence):
-    chosen  w_j  <- the position before it: x_{P-1} for j = 0, else w_{j-1}
-    rejected l_j <- x_{P-1} for j = 0 (the LAST PROMPT position, not w_{C-1}), else l_{j-1}
-    prompt NLL x_i (i >= 1) <- x_{i-1}; used only when ``nll_on_prompt``
+Scored positions (position t predicts token t+1 of its own sequence; z^w = a + y_w and z^l = b + y_l are
+the branches):
+    chosen branch   z^w_k <- x_{P-1} for k = 0, else z^w_{k-1}
+    rejected branch z^l_k <- x_{P-1} for k = 0 (the LAST SHARED position, not the chosen branch's), else z^l_{k-1}
+    chosen log-probs    z^w_k for k >= A (the response w); rejected log-probs z^l_k for k >= E (l)
+    prompt NLL          x_i (i >= 1) <- x_{i-1}, and the chosen tail z^w_k (k < A); only when ``nll_on_prompt``
+    never scored        the rejected tail b: prompt of the rejected sequence, which no term counts (as TRL)
 Only these positions' hidden states reach the output head (``orpo.engine.head``), chunked, so no
 (tokens, V) logits tensor ever exists. The chosen response rows serve both the chosen log-probs and
-the NLL. x_{P-1} is scored twice (for w_0 and for l_0): one extra row per pair, kept for simplicity.
+the NLL. x_{P-1} predicts twice (z^w_0 and z^l_0): one extra head row per pair, kept for simplicity.
 
 Attention. By default (``attention="segments"``) no mask exists: ``orpo.engine.attention`` runs each
-pair's two blocks ([x | y_w] causal; y_l against [x | y_l], causal aligned bottom-right) through
+pair's two blocks ([x | z^w] causal; z^l against [x | z^l], causal aligned bottom-right) through
 causal kernels, from the ``segment_spans`` the collator emits; memory is linear in length, and
 flash_attention_2/3 models take FlashAttention's varlen kernels on CUDA. The dense mask below is the
 fallback (``attention="mask"``, config ``packed_attention``) and the oracle in tests.
@@ -38,7 +51,8 @@ Padding attends only to itself so no softmax row is fully masked (which would gi
 Sliding-window layers (Mistral, Qwen2, Gemma-2) get the window applied on position ids, which within a
 segment equal distances in the original sequence; models with mixed layer types get one mask per type.
 
-Symbols: B pairs, R rows, L row length, H hidden size, V vocabulary, N scored positions.
+Symbols: B pairs, R rows (and, in a segment, rejected response tokens), L row length, H hidden size,
+V vocabulary, N scored positions.
 """
 
 from __future__ import annotations
@@ -54,9 +68,10 @@ from transformers.integrations.deepspeed import is_deepspeed_zero3_enabled
 
 from orpo.engine.attention import FLASH_ATTENTION, SegmentLayout, choose_kernel, segments_active
 from orpo.engine.head import summed_token_logps, token_logps
-from orpo.engine.types import SequenceStats
+from orpo.engine.types import SequenceStats, prompt_tails
 
-# Token roles in the packed layout (``token_roles`` in the batch).
+# Token roles in the packed layout (``token_roles`` in the batch): the shared prompt, the chosen branch
+# (its prompt tail, then the response), the rejected branch, padding. Attention needs only these.
 PROMPT, CHOSEN, REJECTED, PAD = 0, 1, 2, 3
 
 _MASKED_ATTENTION = ("sdpa", "eager")  # implementations that take a custom 4D mask
@@ -66,11 +81,13 @@ _LAYER_TYPES = ("full_attention", "sliding_attention")  # layer types whose mask
 
 @dataclass
 class _Segment:
-    """One pair laid out as ``[prompt | chosen | rejected]``; indices are offsets into the segment."""
+    """One pair laid out as ``[shared prompt | chosen branch | rejected branch]``; indices are offsets
+    into the segment. ``*_predictors`` and the target lists beside them have equal lengths."""
 
     tokens: list[int]
     positions: list[int]
     roles: list[int]
+    lengths: tuple[int, int, int]  # P, chosen branch, rejected branch
     chosen_predictors: list[int]
     rejected_predictors: list[int]
     prompt_predictors: list[int]
@@ -89,24 +106,32 @@ def _segment(row: dict, pair: int) -> _Segment:
                 f"pair {pair} of the batch has an empty {name}_input_ids; every pair needs a prompt and both "
                 "responses of at least one token (the data pipeline drops such rows; check a custom collator or dataset)"
             )
+    chosen_tail, rejected_tail = prompt_tails(row)
     p, c, r = len(prompt), len(chosen), len(rejected)
+    # Predictor of branch token k: the last shared prompt token for k = 0, else the branch's token k - 1.
+    # The rejected branch sits after the chosen one, so its first token looks back past it.
+    chosen_predictors = list(range(p - 1, p + c - 1))
+    rejected_predictors = [p - 1] + list(range(p + c, p + c + r - 1))
     return _Segment(
         tokens=prompt + chosen + rejected,
         positions=list(range(p + c)) + list(range(p, p + r)),
         roles=[PROMPT] * p + [CHOSEN] * c + [REJECTED] * r,
-        chosen_predictors=list(range(p - 1, p + c - 1)),
-        # l_0 is predicted by the last prompt token, which sits before the chosen block.
-        rejected_predictors=[p - 1] + list(range(p + c, p + c + r - 1)),
-        prompt_predictors=list(range(p - 1)),
-        chosen=chosen,
-        rejected=rejected,
-        prompt_targets=prompt[1:],
+        lengths=(p, c, r),
+        chosen_predictors=chosen_predictors[chosen_tail:],
+        rejected_predictors=rejected_predictors[rejected_tail:],
+        # The chosen sequence's prompt: shared tokens 1.., then the chosen tail (the rejected tail is
+        # the rejected sequence's prompt, which nothing scores).
+        prompt_predictors=list(range(p - 1)) + chosen_predictors[:chosen_tail],
+        chosen=chosen[chosen_tail:],
+        rejected=rejected[rejected_tail:],
+        prompt_targets=prompt[1:] + chosen[:chosen_tail],
     )
 
 
 @dataclass
 class PackedPairCollator:
-    """Collates tokenised pairs into packed rows of ``[prompt | chosen | rejected]`` segments.
+    """Collates tokenised pairs into packed rows of ``[shared prompt | chosen branch | rejected branch]``
+    segments (module docstring).
 
     Args:
         pad_token_id: token id written into padding slots (never scored, never attended to).
@@ -117,14 +142,15 @@ class PackedPairCollator:
     Output keys (all tensors; "flat" indices address the (R*L) grid of ``input_ids.view(-1)``):
         pair_index (B,): 0..B-1, first so transformers' batch-size detection sees B.
         input_ids, position_ids (R, L).
-        segment_ids (R, L): pair id of each token, -1 on padding. token_roles (R, L): PROMPT, CHOSEN,
-            REJECTED or PAD. Together with position_ids these describe the attention mask.
+        segment_ids (R, L): pair id of each token, -1 on padding. token_roles (R, L): PROMPT (shared),
+            CHOSEN / REJECTED (the branch, prompt tail included) or PAD. Together with position_ids these
+            describe the attention mask.
         chosen_index, chosen_labels, chosen_pair (Nc,): flat predictor position, target token and pair
             id of every chosen response token, EOS included. rejected_* (Nr,): same for rejected.
-        prompt_nll_index, prompt_nll_labels (Np,): prompt tokens 1.. and their predictors, for the NLL
-            when it covers the prompt.
-        segment_spans (S, 5): per segment (row, start column, P, C, R), the layout the per-segment
-            attention (``orpo.engine.attention``) runs on; S = B.
+        prompt_nll_index, prompt_nll_labels (Np,): the chosen sequence's prompt tokens 1.. (shared
+            prompt, then the chosen tail) and their predictors, for the NLL when it covers the prompt.
+        segment_spans (S, 5): per segment (row, start column, P, chosen branch, rejected branch
+            lengths), the layout the per-segment attention (``orpo.engine.attention``) runs on; S = B.
     """
 
     pad_token_id: int
@@ -149,7 +175,7 @@ class PackedPairCollator:
         index: dict[str, list[int]] = {k: [] for k in ("chosen", "rejected", "prompt_nll")}
         labels: dict[str, list[int]] = {k: [] for k in ("chosen", "rejected", "prompt_nll")}
         pair_of: dict[str, list[int]] = {"chosen": [], "rejected": []}
-        spans: list[list[int]] = []  # (row, start column, P, C, R) per segment, for per-segment attention
+        spans: list[list[int]] = []  # (row, start column, P, branch lengths) per segment, for attention
         for r, pack in enumerate(packs):
             col = 0
             for i in pack:
@@ -168,8 +194,7 @@ class PackedPairCollator:
                 labels["prompt_nll"] += seg.prompt_targets
                 pair_of["chosen"] += [i] * len(seg.chosen)
                 pair_of["rejected"] += [i] * len(seg.rejected)
-                prompt_len = len(seg.tokens) - len(seg.chosen) - len(seg.rejected)
-                spans.append([r, col, prompt_len, len(seg.chosen), len(seg.rejected)])
+                spans.append([r, col, *seg.lengths])
                 col += len(seg.tokens)
 
         def longs(values: list[int]) -> torch.Tensor:

@@ -2,6 +2,8 @@
 
 Layout (as TRL's ORPO forward): each pair becomes two right-padded rows, prompt + chosen and
 prompt + rejected; the B chosen rows come first, then the B rejected rows, in one (2B, T) batch.
+A row is its whole sequence; its labels mask the prompt, including the sequence's own prompt tail
+(``orpo.engine.types.PROMPT_TAIL_COLUMNS``) at the start of ``chosen_input_ids`` / ``rejected_input_ids``.
 The model computes full logits (2B, T, V); log-probs come from a float32 log-softmax.
 
 Symbols: B pairs, T padded length, V vocabulary.
@@ -13,7 +15,7 @@ from dataclasses import dataclass
 
 import torch
 
-from orpo.engine.types import IGNORE_INDEX, SequenceStats
+from orpo.engine.types import IGNORE_INDEX, SequenceStats, prompt_tails
 
 
 @dataclass
@@ -29,11 +31,13 @@ class PaddedPairCollator:
 
     def __call__(self, rows: list[dict]) -> dict[str, torch.Tensor]:
         sequences, labels = [], []
-        for side in ("chosen_input_ids", "rejected_input_ids"):
-            for row in rows:
-                prompt, response = list(row["prompt_input_ids"]), list(row[side])
-                sequences.append(prompt + response)
-                labels.append([IGNORE_INDEX] * len(prompt) + response)
+        tails = [prompt_tails(row) for row in rows]
+        for side, name in enumerate(("chosen_input_ids", "rejected_input_ids")):
+            for row, tail in zip(rows, tails):
+                prompt, branch = list(row["prompt_input_ids"]), list(row[name])
+                sequences.append(prompt + branch)
+                unscored = len(prompt) + tail[side]  # the sequence's whole prompt
+                labels.append([IGNORE_INDEX] * unscored + branch[tail[side] :])
         width = max(len(s) for s in sequences)
         n = len(sequences)
         input_ids = torch.full((n, width), self.pad_token_id, dtype=torch.long)

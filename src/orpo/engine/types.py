@@ -17,12 +17,37 @@ from dataclasses import dataclass
 import torch
 
 # The dataset columns every engine consumes (one row = one pair). Produced by ``orpo.data.tokenize``.
-#   prompt_input_ids:   list[int]  prompt tokens, BOS first when the tokenizer has one
-#   chosen_input_ids:   list[int]  chosen response tokens, ending with EOS exactly once
-#   rejected_input_ids: list[int]  rejected response tokens, ending with EOS exactly once
+#   prompt_input_ids:   list[int]  the prompt tokens both sequences share, BOS first when the tokenizer has one
+#   chosen_input_ids:   list[int]  the rest of the chosen sequence: its own prompt tail (see below), then
+#                                  the chosen response, ending with EOS exactly once
+#   rejected_input_ids: list[int]  the same for the rejected sequence
+# So prompt + chosen is the whole chosen sequence, token for token (and likewise for rejected).
 PAIR_COLUMNS = ("prompt_input_ids", "chosen_input_ids", "rejected_input_ids")
+# Optional columns, 0 when absent: how many leading tokens of chosen_input_ids / rejected_input_ids are
+# still prompt (never in the response log-probs; the chosen one is in the NLL when it covers the prompt).
+# Non-zero only when the tokenizer merged the prompt's last word with a response's first characters
+# and the two sequences' prompts then differ in their last tokens (tokenization="trl" keeps the merge,
+# as TRL does); the shared prompt is the longest prefix the two sequences' prompts have in common.
+PROMPT_TAIL_COLUMNS = ("chosen_prompt_tail_length", "rejected_prompt_tail_length")
 
 IGNORE_INDEX = -100
+
+
+def prompt_tails(row: dict) -> tuple[int, int]:
+    """(chosen, rejected) prompt-tail lengths of one tokenised row; 0 for rows without the columns.
+
+    Raises ValueError when a side has no response token after its tail.
+    """
+    chosen, rejected = (int(row.get(column) or 0) for column in PROMPT_TAIL_COLUMNS)
+    for side, tail in (("chosen", chosen), ("rejected", rejected)):
+        branch = len(row[f"{side}_input_ids"])
+        if not 0 <= tail < branch:
+            raise ValueError(
+                f"{side}_input_ids has {branch} tokens and {side}_prompt_tail_length={tail} of them are prompt; "
+                "every pair needs at least one response token per side (the data pipeline drops such rows; "
+                "check a custom collator or dataset)"
+            )
+    return chosen, rejected
 
 
 @dataclass
