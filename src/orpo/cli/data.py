@@ -290,7 +290,7 @@ def print_report(report, plot: str | None = None, file=None) -> None:
             + (
                 "tokenization=orpo: set tokenization: trl for TRL's exact tokens"
                 if data["tokenization"] == "orpo"
-                else "tokenization=trl: a boundary row here merged on one side only (see orpo.data.tokenize)"
+                else "tokenization=trl: TRL's exact tokens; only rows we drop should differ here"
             )
         )
     )
