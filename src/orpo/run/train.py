@@ -80,8 +80,9 @@ def data_warnings(dataset, eos_id: int | None) -> dict[str, list[int]]:
     return found
 
 
-def train_from_recipe(recipe: Recipe, progress: bool = True) -> RunResult:
-    """Run ``recipe`` end to end and write the run folder (``orpo.checkpoints``)."""
+def train_from_recipe(recipe: Recipe, progress: bool = True, callbacks: list | None = None) -> RunResult:
+    """Run ``recipe`` end to end and write the run folder (``orpo.checkpoints``); ``callbacks`` are
+    extra ``TrainerCallback``s (``orpo tune`` reports evaluations to its study with one)."""
     args: ORPOConfig = recipe.training_args()
     out = Path(args.output_dir)
     # Under torchrun every process runs this; the first one owns the folder (lock, claim, files).
@@ -94,7 +95,7 @@ def train_from_recipe(recipe: Recipe, progress: bool = True) -> RunResult:
                 bool(args.overwrite_output_dir),
             )
             moved = checkpoints.claim_output_dir(out, resume, overwrite)
-        result = _train_locked(recipe, args, out, progress, main)
+        result = _train_locked(recipe, args, out, progress, main, callbacks or [])
     result.moved_aside = moved
     result.data_warnings = checkpoints.read_summary(out).get("data_warnings", {})
     return result
@@ -105,14 +106,16 @@ def is_main_process() -> bool:
     return int(os.environ.get("RANK", "0")) == 0
 
 
-def _train_locked(recipe: Recipe, args: ORPOConfig, out: Path, progress: bool, main: bool) -> RunResult:
+def _train_locked(
+    recipe: Recipe, args: ORPOConfig, out: Path, progress: bool, main: bool, extra: list
+) -> RunResult:
     # The checkpoint to resume from is found (or refused) before anything is written.
     resume = checkpoints.resolve_resume(out, args.resume_from_checkpoint)
     previous = checkpoints.read_summary(out) if resume is not None else {}
     # Data and model next: a wrong path or model name fails here and leaves no run behind (the
     # folder then holds at most base_model/, which is not a run), so fixing it and rerunning works.
     train_rows, eval_rows = load_data(recipe, args.seed)
-    callbacks = [MetricsJsonlCallback(out / checkpoints.METRICS_FILE)]
+    callbacks = [MetricsJsonlCallback(out / checkpoints.METRICS_FILE), *extra]
     trainer, tiny_base = build_trainer(
         recipe, train_rows, eval_rows, out, callbacks + ([ProgressBarCallback()] if progress else []), main
     )
@@ -144,7 +147,8 @@ def _train_locked(recipe: Recipe, args: ORPOConfig, out: Path, progress: bool, m
         raise
     except BaseException as err:  # out of memory, a second Ctrl-C, a bug: the folder says so
         first_line = (str(err).strip().splitlines() or [""])[0]
-        status = "interrupted" if isinstance(err, KeyboardInterrupt) else "failed"
+        # An exception may name the status it means (a trial pruned by `orpo tune` is "pruned").
+        status = "interrupted" if isinstance(err, KeyboardInterrupt) else getattr(err, "run_status", "failed")
         summary.update(
             status=status, error=f"{type(err).__name__}: {first_line}", steps=trainer.state.global_step
         )

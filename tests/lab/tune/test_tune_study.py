@@ -1,0 +1,138 @@
+"""`orpo tune` end to end on tiny models: a study, its files, a rerun, divergence, the eval split.
+
+Each trial is a real `orpo train` run in its own process (tens of seconds on a busy CPU), so the
+studies here are 2-3 trials of 2-4 steps on 64 training pairs.
+"""
+
+import csv
+import json
+import sqlite3
+
+import pytest
+import yaml
+
+from orpo.cli.main import main
+
+TINY = [
+    "model.tiny.hidden_size=32",
+    "model.tiny.num_layers=1",
+    "model.tiny.num_heads=2",
+    "model.tiny.num_kv_heads=1",
+    "model.tiny.vocab_size=300",
+    'data.train=[{path: "builtin:codereview", limit: 64}]',
+    'data.eval=[{path: "builtin:codereview", split: val, limit: 16}]',
+    "max_steps=4",
+    "eval_steps=1",
+    "logging_steps=1",
+    "save_strategy=no",
+    "per_device_train_batch_size=4",
+    "per_device_eval_batch_size=16",
+]
+
+
+def _trials(out):
+    with (out / "trials.csv").open() as f:
+        return list(csv.DictReader(f))
+
+
+@pytest.fixture(scope="module")
+def study(tmp_path_factory):
+    """A 3-trial study over learning rate and beta with the median pruner, run once for the module."""
+    out = tmp_path_factory.mktemp("tune") / "tune-tiny"
+    argv = [
+        "tune",
+        *TINY,
+        "--space",
+        "learning_rate=log:1e-4..3e-2",
+        "--space",
+        "beta=0.1,0.5",
+        "--trials",
+        "3",
+        "--pruner",
+        "median",
+        "--out",
+        str(out),
+    ]
+    return argv, out, main(argv)
+
+
+def test_a_study_writes_its_trials_best_yaml_and_figures(study, capsys):
+    argv, out, code = study
+    assert code == 0
+    rows = _trials(out)
+    assert [r["trial"] for r in rows] == ["0", "1", "2"]
+    assert {r["state"] for r in rows} <= {"complete", "pruned"}
+    complete = [r for r in rows if r["state"] == "complete"]
+    best = min(complete, key=lambda r: float(r["value"]))
+    for r in rows:
+        assert 1e-4 <= float(r["learning_rate"]) <= 3e-2 and r["beta"] in ("0.1", "0.5")
+    # --keep best: only the best trial's run folder stays, and it is a finished `orpo train` run
+    assert sorted(p.name for p in out.glob("trial-*")) == [f"trial-{int(best['trial']):04d}"]
+    summary = json.loads((out / f"trial-{int(best['trial']):04d}" / "summary.json").read_text())
+    assert summary["status"] == "finished" and summary["steps"] == 4
+    # best.yaml is the base recipe with the chosen values written in
+    chosen = yaml.safe_load((out / "best.yaml").read_text())
+    assert chosen["training"]["learning_rate"] == float(best["learning_rate"])
+    assert chosen["training"]["beta"] == float(best["beta"])
+    assert chosen["training"]["max_steps"] == 4 and chosen["model"]["tiny"]["hidden_size"] == 32
+    assert chosen["training"]["output_dir"] == str(out / "best")
+    for name in ("history.png", "params.png", "curves.png", "report.html", "study.db"):
+        assert (out / name).stat().st_size > 500
+
+
+def test_the_objective_is_the_eval_split_metric_of_the_trial_run(study):
+    """The value told to the study is the trial's final eval_loss on data.eval (16 rows of the val
+    split), as its own summary.json and data_report.json record it: not a train loss, not a test split."""
+    _, out, _ = study
+    best = min((r for r in _trials(out) if r["state"] == "complete"), key=lambda r: float(r["value"]))
+    folder = out / f"trial-{int(best['trial']):04d}"
+    summary = json.loads((folder / "summary.json").read_text())
+    assert float(best["value"]) == pytest.approx(summary["after"]["eval_loss"], rel=1e-9)
+    assert summary["after"]["eval_loss"] != pytest.approx(summary["train_loss_last"], rel=1e-6)
+    reports = json.loads((folder / "data_report.json").read_text())
+    evals = [r for r in reports if r["source"] == "eval"]
+    assert len(evals) == 1 and evals[0]["kept"] == 16
+    # each evaluation during training was reported to the study at its step (the pruner's input)
+    db = sqlite3.connect(out / "study.db")
+    steps = db.execute(
+        "select step from trial_intermediate_values v join trials t using (trial_id) where t.number = ?"
+        " order by step",
+        (int(best["trial"]),),
+    ).fetchall()
+    assert [s for (s,) in steps] == [1, 2, 3, 4]
+
+
+def test_a_rerun_with_the_same_trials_runs_nothing_new(study, capsys):
+    argv, out, _ = study
+    before = _trials(out)
+    capsys.readouterr()
+    assert main(argv) == 0
+    err = capsys.readouterr().err
+    assert "tune: trial" not in err
+    assert _trials(out) == before
+
+
+def test_best_yaml_trains_with_orpo_train_as_is(study, capsys):
+    _, out, _ = study
+    assert main(["train", str(out / "best.yaml"), "--no-progress"]) == 0
+    summary = json.loads((out / "best" / "summary.json").read_text())
+    assert summary["status"] == "finished" and summary["steps"] == 4
+
+
+def test_a_diverging_trial_is_failed_with_its_reason_and_the_study_finishes(tmp_path, capsys):
+    """Plain SGD at learning rate 1e4 without clipping blows up within 4 steps; the non-finite guard
+    (default on_nonfinite=stop) stops the run. The second trial runs after the first failed, both are
+    failed with the guard's reason, and the tune ends with a one-line error: nothing to choose."""
+    out = tmp_path / "tune"
+    diverging = ["optim=sgd", "max_grad_norm=1e9", "warmup_steps=0"]
+    space = ["--space", "learning_rate=1e4,1e5", "--trials", "2", "--out", str(out)]
+    code = main(["tune", *TINY, *diverging, *space])
+    err = capsys.readouterr().err
+    assert code == 1
+    assert "no trial finished, so there is no best value" in err
+    rows = _trials(out)
+    assert [r["state"] for r in rows] == ["failed", "failed"]
+    assert all(
+        r["reason"].startswith("step ") and "stopped before the weights changed" in r["reason"] for r in rows
+    )
+    assert not (out / "best.yaml").exists()
