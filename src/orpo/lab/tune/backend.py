@@ -17,6 +17,7 @@ the two see the same storage and the same pruner.
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 from typing import Any
 
@@ -32,9 +33,22 @@ def open_storage(url: str):
     if "://" in url:
         # SQLite: wait for another process's write instead of failing with "database is locked".
         engine = {"connect_args": {"timeout": 60}} if url.startswith("sqlite") else None
-        return optuna.storages.RDBStorage(
-            url, engine_kwargs=engine, heartbeat_interval=HEARTBEAT_SECONDS, grace_period=GRACE_SECONDS
-        )
+        from sqlalchemy.exc import SQLAlchemyError
+
+        for attempt in range(3):
+            try:
+                return optuna.storages.RDBStorage(
+                    url,
+                    engine_kwargs=engine,
+                    heartbeat_interval=HEARTBEAT_SECONDS,
+                    grace_period=GRACE_SECONDS,
+                )
+            except SQLAlchemyError:
+                # Two processes creating a new database at once: one creates the tables, the other's
+                # insert of the schema version collides; the tables are there on the next try.
+                if attempt == 2:
+                    raise
+                time.sleep(1.0 + attempt)
     from optuna.storages.journal import JournalFileBackend
 
     Path(url).parent.mkdir(parents=True, exist_ok=True)

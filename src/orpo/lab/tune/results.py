@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import csv
 import html
+import io
 import warnings
 from pathlib import Path
 from typing import Any
@@ -60,10 +61,11 @@ def trial_rows(study, params: list[Param]) -> list[dict[str, Any]]:
 def write_csv(rows: list[dict[str, Any]], path: Path) -> None:
     if not rows:
         return
-    with path.open("w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=list(rows[0]))
-        writer.writeheader()
-        writer.writerows(rows)
+    text = io.StringIO()
+    writer = csv.DictWriter(text, fieldnames=list(rows[0]))
+    writer.writeheader()
+    writer.writerows(rows)
+    write_text_atomic(path, text.getvalue())  # several tune processes may share the folder
 
 
 def _cell(value) -> str:
