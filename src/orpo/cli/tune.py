@@ -10,11 +10,15 @@ Choose recipe fields (learning rate, beta, epochs, any field) on the validation 
 study: each trial is an ordinary `orpo train` run folder (tune folder/trial-NNNN/), trained in a fresh
 process, scored by --objective on the recipe's eval data after training (never on a test split).
 Evaluations during training (eval_steps) feed the pruner, which stops unpromising trials early.
+A judge objective (judge:rules:codereview:f1) scores greedy answers to the first --judge-prompts
+eval prompts once, after training; its trials are not pruned.
 
 Search space, one --space per field (dotted name, or the short name of a training field):
-  learning_rate=log:1e-6..1e-3   log-uniform        warmup_ratio=0.0..0.2   uniform
+  learning_rate=log:1e-6..1e-3   log-uniform        warmup_steps=0.0..0.2   uniform
   num_train_epochs=int:1..3      integers           beta=0.05,0.1,0.2,0.5   one of these values
-Every bound and value is checked against the recipe before the first trial.
+Every bound and value is checked against the recipe before the first trial. Without --space: the
+learning rate over log:1e-6..1e-3 and the method's own knobs over their usual ranges (orpo: beta
+log:0.05..1.0; simpo: beta 2..10 and simpo_gamma 0.3..1.6; dpo: beta log:0.01..0.5; ...).
 
 --trials N is the study's total: a rerun with the same N runs nothing new, and a tune killed midway
 resumes where it stopped (a trial whose process died is not counted and is run again with new
@@ -28,7 +32,8 @@ Several processes or machines share one study with --storage (postgresql://..., 
 journal file on a shared disk) and --study NAME: each runs trials until the study holds N.
 
   orpo tune --space learning_rate=log:1e-4..3e-3 --space beta=0.05,0.1,0.2,0.5 --trials 8
-  orpo tune my.yaml --space warmup_ratio=0.0..0.2 --trials 20 --objective eval_rewards/accuracies
+  orpo tune my.yaml --space warmup_steps=0.0..0.2 --trials 20 --objective eval_rewards/accuracies
+  orpo tune --space learning_rate=log:1e-4..3e-3 --trials 8 --objective judge:rules:codereview:f1
   orpo tune my.yaml --space learning_rate=log:1e-6..1e-4 --trials 30 \\
       --storage postgresql://user:pw@db/orpo --study lr-sweep     # the same line on each machine
 """
@@ -47,16 +52,24 @@ def register(sub: argparse._SubParsersAction) -> None:
         "--space",
         action="append",
         default=[],
-        required=True,
         metavar="FIELD=RANGE",
-        help="a searched field: FIELD=log:LO..HI, FIELD=LO..HI, FIELD=int:LO..HI or FIELD=V1,V2,... (repeatable)",
+        help="a searched field: FIELD=log:LO..HI, FIELD=LO..HI, FIELD=int:LO..HI or FIELD=V1,V2,... "
+        "(repeatable; default: the learning rate and the method's own knobs, see above)",
     )
     p.add_argument("--trials", type=int, required=True, metavar="N", help="trials in the study in all")
     p.add_argument(
         "--objective",
         default="eval_loss",
         metavar="METRIC",
-        help="eval metric to choose on, as the runs log it (default eval_loss; e.g. eval_rewards/accuracies)",
+        help="eval metric to choose on, as the runs log it (default eval_loss; e.g. eval_rewards/accuracies), "
+        "or a judge's metric on greedy answers to the eval prompts: judge:rules:codereview:f1",
+    )
+    p.add_argument(
+        "--judge-prompts",
+        type=int,
+        default=100,
+        metavar="N",
+        help="eval prompts each trial answers for a judge:... objective (default 100)",
     )
     p.add_argument(
         "--direction",
@@ -98,16 +111,22 @@ def run(args: argparse.Namespace) -> int:
         write_figures,
         write_report,
     )
-    from orpo.lab.tune.space import parse_space
+    from orpo.lab.tune.space import default_space, parse_space
     from orpo.lab.tune.study import TuneSettings, _best_number, metric_name, run_study
+    from orpo.run.recipe import load_recipe
 
     config, overrides = args.config, list(args.overrides)
     if config is not None and "=" in config and not config.endswith((".yaml", ".yml")):
         config, overrides = None, [config, *overrides]
+    space = args.space
+    if not space:
+        method = load_recipe(config, overrides).training.get("method", "orpo")
+        space = default_space(method)
+        print(f"tune: searching {' '.join(space)} (the defaults for method={method})", file=sys.stderr)
     settings = TuneSettings(
         config=config,
         overrides=overrides,
-        params=parse_space(args.space),
+        params=parse_space(space),
         trials=args.trials,
         objective=args.objective,
         direction=args.direction,
@@ -116,6 +135,7 @@ def run(args: argparse.Namespace) -> int:
         storage=args.storage,
         study=args.study,
         keep=args.keep,
+        judge_prompts=args.judge_prompts,
     )
     done = run_study(settings, say=lambda line: print(line, file=sys.stderr))
     study, out = done["study"], done["out"]

@@ -101,3 +101,36 @@ def test_direction_follows_the_metric_unless_told():
     assert direction_of("eval_rewards/chosen", "minimize") == "minimize"
     with pytest.raises(ValueError, match="eval_rewards/chosen: is lower or higher better"):
         direction_of("eval_rewards/chosen", "auto")
+
+
+def test_every_objective_ships_a_space_the_recipe_accepts():
+    """The loss registry's per-objective knobs, with the shared learning rate, are valid --space specs
+    for a recipe of that method (the default space of `orpo tune` without --space)."""
+    from orpo.lab.tune.space import default_space
+    from orpo.losses import OBJECTIVES
+
+    for name in OBJECTIVES:
+        specs = default_space(name)
+        assert specs[0] == "learning_rate=log:1e-6..1e-3"
+        check_space(parse_space(specs), None, [f"method={name}"])
+    assert [p.name for p in parse_space(default_space("simpo"))] == ["learning_rate", "beta", "simpo_gamma"]
+    assert default_space("sft") == ["learning_rate=log:1e-6..1e-3"]
+
+
+def test_the_help_examples_parse_and_their_spaces_check():
+    """Every `orpo tune ...` line of the help parses, and its space is valid for the embedded recipe."""
+    import shlex
+
+    from orpo.cli.main import build_parser
+    from orpo.cli.tune import HELP
+    from orpo.lab.tune.space import default_space
+
+    text = HELP.replace("\\\n", " ")
+    examples = [
+        line.split("#")[0].strip() for line in text.splitlines() if line.strip().startswith("orpo tune")
+    ]
+    assert len(examples) == 4
+    for line in examples:
+        args = build_parser().parse_args(shlex.split(line)[1:])
+        assert args.command == "tune" and args.trials > 0
+        check_space(parse_space(args.space or default_space("orpo")), None, [])

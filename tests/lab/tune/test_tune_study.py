@@ -136,3 +136,30 @@ def test_a_diverging_trial_is_failed_with_its_reason_and_the_study_finishes(tmp_
         r["reason"].startswith("step ") and "stopped before the weights changed" in r["reason"] for r in rows
     )
     assert not (out / "best.yaml").exists()
+
+
+def test_a_judge_objective_scores_greedy_answers_to_eval_prompts(tmp_path, capsys):
+    """judge:rules:codereview:f1: the trial's value is the rules judge's mean f1 over the first 4
+    prompts of data.eval (the val split), as the trial's result records it; f1 is maximised."""
+    out = tmp_path / "tune"
+    argv = ["tune", *TINY, "max_steps=1", "--space", "learning_rate=1e-3,2e-3", "--trials", "1"]
+    judged = ["--objective", "judge:rules:codereview:f1", "--judge-prompts", "4", "--out", str(out)]
+    assert main([*argv, *judged]) == 0
+    (row,) = _trials(out)
+    result = json.loads((out / "logs" / "trial-0000.result.json").read_text())
+    assert result["judge"]["prompts"] == 4 and result["judge"]["judge"] == "rules:codereview"
+    assert float(row["value"]) == pytest.approx(result["judge"]["metrics"]["f1"]["mean"])
+    assert 0.0 <= float(row["value"]) <= 1.0
+    import optuna
+
+    study = optuna.load_study(study_name="tune", storage=f"sqlite:///{out / 'study.db'}")
+    assert study.direction == optuna.study.StudyDirection.MAXIMIZE
+    assert study.trials[0].intermediate_values == {}  # a judge objective is not pruned
+
+
+def test_a_judge_objective_with_a_missing_rules_file_is_one_line(tmp_path, capsys):
+    out = tmp_path / "tune"
+    argv = ["tune", "--space", "beta=0.1,0.2", "--trials", "1", "--out", str(out)]
+    assert main([*argv, "--objective", "judge:rules:nowhere.py:f1"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("orpo: error: ") and "nowhere.py" in err and "\n" not in err

@@ -1,7 +1,7 @@
 """``--space`` specs of ``orpo tune``: which recipe fields a study chooses, and from what.
 
     learning_rate=log:1e-6..1e-3     float, log-uniform (bounds > 0)
-    warmup_ratio=0.0..0.2            float, uniform
+    warmup_steps=0.0..0.2            float, uniform (a fraction of the steps)
     num_train_epochs=int:1..3        integer, uniform (an integer field is an integer range anyway)
     beta=0.05,0.1,0.2,0.5            categorical: two or more values, comma-separated
     adapter.r=int:log:4..64          integer, log-uniform
@@ -9,7 +9,8 @@
 The field is any recipe field, by its dotted name (``adapter.r``, ``training.beta``) or, for a
 training field, its short name (``beta``), exactly as ``orpo train``'s ``key=value`` overrides.
 ``check_space`` loads the recipe with every bound and every value, so a wrong field, a value of the
-wrong type or one the field refuses is one line before the first trial.
+wrong type or one the field refuses is one line before the first trial. Without ``--space``, the
+learning rate and the recipe's objective's knobs are searched (``default_space``).
 """
 
 from __future__ import annotations
@@ -26,6 +27,16 @@ from orpo.config import ORPOConfig
 from orpo.run.recipe import SECTIONS, load_recipe
 
 EXAMPLES = "e.g. learning_rate=log:1e-6..1e-3, beta=0.05,0.1,0.2, num_train_epochs=int:1..3"
+# Without --space: the learning rate over the usual fine-tuning range, and the recipe's objective's
+# own knobs over their usual ranges (``Objective.search_space`` in the loss registry).
+LEARNING_RATE_SPACE = "learning_rate=log:1e-6..1e-3"
+
+
+def default_space(method: str) -> list[str]:
+    """The ``--space`` specs ``orpo tune`` searches when none is given, for objective ``method``."""
+    from orpo.losses import get_objective
+
+    return [LEARNING_RATE_SPACE, *get_objective(method).search_space]
 
 
 @dataclass(frozen=True)

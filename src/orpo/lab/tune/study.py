@@ -58,12 +58,34 @@ class TuneSettings:
     storage: str | None = None
     study: str | None = None
     keep: str = "best"
+    judge_prompts: int = 100
     extra: dict[str, Any] = field(default_factory=dict)
 
 
 def metric_name(objective: str) -> str:
-    """The key the evaluation logs ``objective`` under: ``eval_loss`` for ``loss`` or ``eval_loss``."""
-    return objective if objective.startswith("eval_") else f"eval_{objective}"
+    """The key the objective is logged under: ``eval_loss`` for ``loss`` or ``eval_loss``; a judge
+    objective (``judge:rules:codereview:f1``) as given."""
+    if objective.startswith("judge:") or objective.startswith("eval_"):
+        return objective
+    return f"eval_{objective}"
+
+
+def judge_of(objective: str) -> tuple[str, str] | None:
+    """(judge spec, metric) of ``judge:rules:NAME:METRIC``; None for an eval metric. The judge is
+    loaded now, so a missing rules file is one line before the first trial."""
+    if not objective.startswith("judge:"):
+        return None
+    judge, _, metric = objective.removeprefix("judge:").rpartition(":")
+    kind, _, name = judge.partition(":")
+    if kind != "rules" or not name or not metric:
+        raise ValueError(
+            f"--objective {objective}: a judge objective is judge:rules:NAME:METRIC "
+            "(e.g. judge:rules:codereview:f1, judge:rules:my_rules.py:score)"
+        )
+    from orpo.evaluation.judges.rules import load_rules
+
+    load_rules(name)
+    return judge, metric
 
 
 def direction_of(metric: str, direction: str) -> str:
@@ -71,6 +93,12 @@ def direction_of(metric: str, direction: str) -> str:
         return direction
     if direction != "auto":
         raise ValueError(f"--direction {direction}: give minimize, maximize or auto")
+    judged = judge_of(metric)
+    if judged is not None:
+        from orpo.evaluation.judges.rules import RulesJudge
+
+        rules = RulesJudge(judged[0].partition(":")[2])
+        return "minimize" if judged[1] in rules.lower_is_better else "maximize"
     low = metric.lower()
     if any(w in low for w in MINIMIZE_WORDS):
         return "minimize"
@@ -178,6 +206,7 @@ def run_study(s: TuneSettings, say=print) -> dict[str, Any]:
         raise ValueError(f"--keep {s.keep}: not one of {', '.join(KEEP)}")
     recipe = load_recipe(s.config, s.overrides)  # the base recipe is valid before any trial
     check_space(s.params, s.config, s.overrides)
+    judge_of(s.objective)  # a judge objective's rules load now
     if (
         recipe.data.eval is None
         and not recipe.data.eval_split
@@ -228,7 +257,11 @@ def run_study(s: TuneSettings, say=print) -> dict[str, Any]:
             "study": study.study_name,
             "trial_id": trial._trial_id,
             "metric": metric_name(s.objective),
-            "prune": s.pruner != "none",
+            "judge": judge_of(s.objective),
+            "judge_prompts": s.judge_prompts,
+            # Evaluations during training are eval metrics: they can feed the pruner only when the
+            # objective is one of them (a judge scores generations once, after training).
+            "prune": s.pruner != "none" and judge_of(s.objective) is None,
             "pruner": settings,
             "parent_pid": os.getpid(),
             "result": str(logs / f"trial-{trial.number:04d}.result.json"),

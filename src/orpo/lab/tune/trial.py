@@ -69,6 +69,15 @@ class ReportCallback(TrainerCallback):
             raise Pruned(f"pruned by the study at step {step} ({self.metric}={value:.4g})")
 
 
+class ModelCallback(TrainerCallback):
+    """Keeps the trained model and its tokenizer (for a judge objective, scored after training)."""
+
+    model = tokenizer = None
+
+    def on_train_end(self, args, state, control, model=None, processing_class=None, **kwargs):
+        self.model, self.tokenizer = model, processing_class
+
+
 def _exit_with_parent(parent: int) -> None:
     """Stop this process when the tune process that started it is gone (its parent changes)."""
 
@@ -104,7 +113,9 @@ def run_trial(spec: dict[str, Any]) -> int:
     trial = optuna.trial.Trial(study, spec["trial_id"])
     metric = spec["metric"]
     recipe = load_recipe(spec["config"], spec["overrides"])
+    model_of = ModelCallback()
     callbacks = [ReportCallback(trial, metric)] if spec["prune"] else []
+    callbacks.append(model_of)
     try:
         result = train_from_recipe(recipe, progress=False, callbacks=callbacks)
     except Pruned as err:
@@ -117,6 +128,8 @@ def run_trial(spec: dict[str, Any]) -> int:
     if result.status == "interrupted":
         _write(spec["result"], {"state": "interrupted", "steps": result.steps})
         return 1
+    if spec.get("judge"):
+        return _judge_result(spec, recipe, model_of, result.steps)
     value = result.after.get(metric)
     if value is None:
         logged = ", ".join(sorted(k for k in result.after if k.startswith("eval_"))) or "none"
@@ -128,6 +141,28 @@ def run_trial(spec: dict[str, Any]) -> int:
         _write(spec["result"], {"state": "failed", "diverged": True, "reason": reason, "steps": result.steps})
         return EXIT_DIVERGED
     _write(spec["result"], {"state": "complete", "value": float(value), "steps": result.steps})
+    return 0
+
+
+def _judge_result(spec: dict[str, Any], recipe, model_of: ModelCallback, steps: int) -> int:
+    """Score the trained model's greedy answers to the eval prompts with the rules judge; the
+    objective is the judge metric's mean over those prompts."""
+    from orpo.lab.compare.run import judge_run
+    from orpo.run.build import load_data
+
+    judge, name = spec["judge"]
+    args = recipe.training_args()
+    _, eval_rows = load_data(recipe, args.seed)  # the recipe's eval data: the validation split
+    judged = judge_run(
+        model_of.model, model_of.tokenizer, eval_rows, args, recipe, judge, spec["judge_prompts"]
+    )
+    metrics = judged["metrics"]
+    if name not in metrics:
+        reason = f"--objective {spec['metric']}: {judge} has no metric {name!r} (it has {', '.join(metrics)})"
+        _write(spec["result"], {"state": "failed", "reason": reason, "steps": steps})
+        return 2
+    value = metrics[name]["mean"]
+    _write(spec["result"], {"state": "complete", "value": float(value), "steps": steps, "judge": judged})
     return 0
 
 
