@@ -112,7 +112,7 @@ def run(args: argparse.Namespace) -> int:
         write_report,
     )
     from orpo.lab.tune.space import default_space, parse_space
-    from orpo.lab.tune.study import TuneSettings, _best_number, metric_name, run_study
+    from orpo.lab.tune.study import TuneSettings, best_number, metric_name, run_study
     from orpo.run.recipe import load_recipe
 
     config, overrides = args.config, list(args.overrides)
@@ -142,7 +142,7 @@ def run(args: argparse.Namespace) -> int:
     metric = metric_name(args.objective)
     rows = trial_rows(study, settings.params)
     write_csv(rows, out / "trials.csv")
-    best = _best_number(study)
+    best = best_number(study)
     table = format_table(rows, metric, best)
     print(table)
     if best is None:
@@ -150,7 +150,7 @@ def run(args: argparse.Namespace) -> int:
         return 1
     best_yaml = write_best_yaml(config, overrides, settings.params, study.best_trial.params, out)
     best_line = f"best: trial {best}, {metric} = {study.best_value:.4g}; train it: orpo train {best_yaml}"
-    figures = write_figures(study, out)
+    figures = write_figures(study, out, settings.params)
     report = write_report(out, table, best_line, figures)
     print(best_line)
     print(f"written: {out / 'trials.csv'}, {best_yaml}, {report}", file=sys.stderr)

@@ -134,3 +134,26 @@ def test_the_help_examples_parse_and_their_spaces_check():
         args = build_parser().parse_args(shlex.split(line)[1:])
         assert args.command == "tune" and args.trials > 0
         check_space(parse_space(args.space or default_space("orpo")), None, [])
+
+
+def test_a_study_keeps_its_objective(tmp_path, capsys):
+    """Values of two objectives in one study would be compared as one: a rerun that changes
+    --objective (or --direction) is refused before any trial, naming what the study holds."""
+    import optuna
+
+    out = tmp_path / "tune-x"
+    out.mkdir()
+    study = optuna.create_study(storage=f"sqlite:///{out / 'study.db'}", study_name="tune-x")
+    study.set_user_attr("objective", "eval_loss")
+    argv = ["tune", "--space", "beta=0.1,0.2", "--trials", "2", "--out", str(out)]
+    assert main([*argv, "--objective", "eval_nll_loss"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err == (
+        f"orpo: error: study 'tune-x' in sqlite:///{(out / 'study.db').resolve()} chooses on eval_loss; "
+        "--objective eval_nll_loss needs another --study name or --out folder"
+    )
+    assert main([*argv, "--direction", "maximize"]) == 2
+    assert (
+        "was created to minimize; --direction maximize needs another --study name" in capsys.readouterr().err
+    )
+    assert not list(out.glob("trial-*")) and not (out / "logs").exists()

@@ -1,10 +1,11 @@
 """What a tune leaves in its folder: best.yaml, trials.csv, the terminal table, figures, report.html.
 
 ``best.yaml`` is the base recipe with the best trial's values written in (and its own output folder,
-``<tune folder>/best``), so ``orpo train best.yaml`` trains it as is. The figures come from Optuna's
-matplotlib visualisation: the optimisation history, the objective against each parameter (finished
-trials), and the reported evaluations of every trial over training, pruned ones included (where a
-pruned trial's curve stops is where the pruner stopped it).
+``<tune folder>/best``), so ``orpo train best.yaml`` trains it as is. The figures: the optimisation
+history and the reported evaluations of every trial over training, pruned ones included (where a
+pruned trial's curve stops is where the pruner stopped it), from Optuna's matplotlib visualisation;
+and the objective against each parameter with pruned trials marked (our own: Optuna's slice plot
+leaves pruned trials out).
 """
 
 from __future__ import annotations
@@ -105,7 +106,7 @@ def write_best_yaml(
     return path
 
 
-def write_figures(study, out: Path) -> list[Path]:
+def write_figures(study, out: Path, params: list[Param] = ()) -> list[Path]:
     """history.png, params.png (objective against each parameter) and curves.png (reported
     evaluations per trial) where the study has what each needs; the paths written."""
     import matplotlib
@@ -116,10 +117,9 @@ def write_figures(study, out: Path) -> list[Path]:
     from optuna.visualization import matplotlib as ovm
 
     trials = study.get_trials(deepcopy=False)
-    complete = [t for t in trials if t.state == TrialState.COMPLETE]
     plots = []
-    if complete:
-        plots += [("history.png", ovm.plot_optimization_history), ("params.png", ovm.plot_slice)]
+    if any(t.state == TrialState.COMPLETE for t in trials):
+        plots.append(("history.png", ovm.plot_optimization_history))
     if any(t.intermediate_values for t in trials):
         plots.append(("curves.png", ovm.plot_intermediate_values))
     written = []
@@ -127,13 +127,54 @@ def write_figures(study, out: Path) -> list[Path]:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # Optuna marks its matplotlib plots experimental
             axes = plot(study)
-        figure = (axes.flat[0] if hasattr(axes, "flat") else axes).get_figure()
-        figure.set_size_inches(max(6.4, figure.get_size_inches()[0]), 4.8)
+        figure = axes.get_figure()
         figure.tight_layout()
         figure.savefig(out / name, dpi=100)
         plt.close(figure)
         written.append(out / name)
+    if params and plot_params(study, params, out / "params.png"):
+        written.insert(1, out / "params.png")
     return written
+
+
+def plot_params(study, params: list[Param], path: Path) -> bool:
+    """The objective against each parameter: finished trials as dots, pruned ones as crosses at
+    their last reported evaluation, the best as a star. (Optuna's slice plot leaves pruned trials
+    out; where they sit is what shows the pruner's work.) False when there is nothing to plot."""
+    import matplotlib.pyplot as plt
+    from optuna.trial import TrialState
+
+    points = []
+    for t in study.get_trials(deepcopy=False):
+        if t.state == TrialState.COMPLETE:
+            points.append((t, t.value, "complete"))
+        elif t.state == TrialState.PRUNED and t.intermediate_values:
+            points.append((t, t.intermediate_values[t.last_step], "pruned"))
+    if not points:
+        return False
+    best = study.best_trial.number if any(kind == "complete" for _, _, kind in points) else None
+    figure, axes = plt.subplots(1, len(params), figsize=(3.6 * len(params) + 0.8, 3.6), squeeze=False)
+    for ax, p in zip(axes[0], params):
+        for kind, marker, color in (("complete", "o", "tab:blue"), ("pruned", "x", "tab:gray")):
+            xs = [t.params[p.name] for t, _, k in points if k == kind and p.name in t.params]
+            ys = [v for t, v, k in points if k == kind and p.name in t.params]
+            if p.kind == "categorical":
+                xs = [str(x) for x in xs]
+            ax.scatter(xs, ys, marker=marker, color=color, label=kind)
+        for t, value, _ in points:
+            if t.number == best:
+                x = str(t.params[p.name]) if p.kind == "categorical" else t.params[p.name]
+                ax.scatter([x], [value], marker="*", s=200, color="tab:red", label="best", zorder=3)
+        if p.log:
+            ax.set_xscale("log")
+        ax.set_xlabel(p.name)
+        ax.grid(alpha=0.3)
+    axes[0][0].set_ylabel(study.user_attrs.get("objective", "objective"))
+    axes[0][-1].legend(fontsize=8)
+    figure.tight_layout()
+    figure.savefig(path, dpi=100)
+    plt.close(figure)
+    return True
 
 
 def write_report(out: Path, table: str, best_line: str, figures: list[Path]) -> Path:

@@ -167,6 +167,13 @@ def open_study(s: TuneSettings, out: Path, training: dict[str, Any]):
         pruner=make_pruner(pruner_settings(s.pruner, training)),
         load_if_exists=True,
     )
+    chosen_on = study.user_attrs.get("objective")
+    if chosen_on is not None and chosen_on != metric_name(s.objective):
+        raise ValueError(
+            f"study {study.study_name!r} in {storage_url} chooses on {chosen_on}; "
+            f"--objective {s.objective} needs another --study name or --out folder"
+        )
+    study.set_user_attr("objective", metric_name(s.objective))
     wanted = direction_of(metric_name(s.objective), s.direction)
     if study.direction.name.lower() != wanted:
         raise ValueError(
@@ -182,14 +189,14 @@ def tidy_folders(study, out: Path, keep: str) -> None:
         return
     from optuna.trial import TrialState
 
-    best = _best_number(study) if keep == "best" else None
+    best = best_number(study) if keep == "best" else None
     for t in study.get_trials(deepcopy=False):
         folder = out / f"trial-{t.number:04d}"
         if t.state != TrialState.RUNNING and t.number != best and folder.is_dir():
             shutil.rmtree(folder, ignore_errors=True)
 
 
-def _best_number(study) -> int | None:
+def best_number(study) -> int | None:
     try:
         return study.best_trial.number
     except ValueError:  # no finished trial yet
