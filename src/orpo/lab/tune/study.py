@@ -26,6 +26,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from orpo.checkpoints import _pid_alive  # the run lock's own liveness test
 from orpo.lab.tune.backend import (
     default_storage,
     make_pruner,
@@ -121,16 +122,6 @@ def counts(trial) -> bool:
     return True
 
 
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
 def fail_stale(study) -> list[int]:
     """Fail the running trials whose tune process is gone; return their numbers.
 
@@ -145,7 +136,7 @@ def fail_stale(study) -> list[int]:
     host = socket.gethostname()
     for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
         pid = t.user_attrs.get("pid")
-        if t.user_attrs.get("host") == host and isinstance(pid, int) and not _alive(pid):
+        if t.user_attrs.get("host") == host and isinstance(pid, int) and not _pid_alive(pid):
             try:
                 study._storage.set_trial_state_values(t._trial_id, state=TrialState.FAIL)
             except optuna.exceptions.UpdateFinishedTrialError:
