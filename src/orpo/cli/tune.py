@@ -30,6 +30,8 @@ in a web page (pip install optuna-dashboard).
 
 Several processes or machines share one study with --storage (postgresql://..., mysql://..., or a
 journal file on a shared disk) and --study NAME: each runs trials until the study holds N.
+Exit status: 0 with a best trial, 1 when no trial finished (all failed or pruned), 2 for a bad
+command line, recipe or space, or a trial that failed for a reason every trial would hit.
 
   orpo tune --space learning_rate=log:1e-4..3e-3 --space beta=0.05,0.1,0.2,0.5 --trials 8
   orpo tune my.yaml --space warmup_steps=0.0..0.2 --trials 20 --objective eval_rewards/accuracies

@@ -285,3 +285,22 @@ def test_keep_none_leaves_no_trial_folder(tmp_path, keep, kept):
     )
     assert len(list(out.glob("trial-*"))) == kept
     assert (out / "best.yaml").is_file()
+
+
+def test_a_journal_file_storage_and_a_study_name(tmp_path, capsys):
+    """--storage PATH (no ://) is Optuna's journal file, --study names the study in it; a rerun with
+    the same N finds its trial there (no study.db is made)."""
+    import optuna
+    from optuna.storages.journal import JournalFileBackend
+
+    out, journal = tmp_path / "tune", tmp_path / "shared" / "journal.log"
+    argv = ["tune", *TINY, "max_steps=1", *SPACE, "--trials", "1", "--out", str(out)]
+    shared = ["--storage", str(journal), "--study", "lr"]
+    assert main([*argv, *shared]) == 0
+    assert main([*argv, *shared]) == 0
+    assert "tune: trial 0 (" in capsys.readouterr().err  # once: the rerun ran nothing
+    assert not (out / "study.db").exists()
+    study = optuna.load_study(
+        study_name="lr", storage=optuna.storages.JournalStorage(JournalFileBackend(str(journal)))
+    )
+    assert [t.state.name for t in study.trials] == ["COMPLETE"]
