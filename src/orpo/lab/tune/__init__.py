@@ -4,6 +4,7 @@ space.py   ``--space`` specs (``learning_rate=log:1e-6..1e-3``) parsed and check
            typed recipe before the first trial
 trial.py   one trial = one ordinary run folder, trained in a fresh process that reports each
            evaluation to the study (pruning) and writes its result
-study.py   the study: storage, sampler, pruner, the trial loop, resume and sharing
+backend.py Optuna's storage, sampler and pruner, opened alike by both processes
+study.py   the study: the trial loop, counting, stale trials, resume and sharing
 results.py what a tune leaves: best.yaml, trials.csv, the terminal table, figures, report.html
 """
