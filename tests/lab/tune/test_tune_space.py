@@ -157,3 +157,16 @@ def test_a_study_keeps_its_objective(tmp_path, capsys):
         "was created to minimize; --direction maximize needs another --study name" in capsys.readouterr().err
     )
     assert not list(out.glob("trial-*")) and not (out / "logs").exists()
+
+
+def test_without_space_the_method_knobs_are_searched(tmp_path, capsys):
+    """No --space: the learning rate and the recipe's objective's own knobs (here SimPO's beta and
+    gamma). --trials 0 then stops before any trial, so only the chosen space is seen."""
+    out = tmp_path / "tune"
+    assert main(["tune", "method=simpo", "--trials", "0", "--out", str(out)]) == 2
+    err = capsys.readouterr().err.splitlines()
+    assert err == [
+        "tune: searching learning_rate=log:1e-6..1e-3 beta=2.0..10.0 simpo_gamma=0.3..1.6 "
+        "(the defaults for method=simpo)",
+        "orpo: error: --trials 0: give at least 1",
+    ]
