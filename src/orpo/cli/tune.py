@@ -11,7 +11,8 @@ study: each trial is an ordinary `orpo train` run folder (tune folder/trial-NNNN
 process, scored by --objective on the recipe's eval data after training (never on a test split).
 Evaluations during training (eval_steps) feed the pruner, which stops unpromising trials early.
 A judge objective (judge:rules:codereview:f1) scores greedy answers to the first --judge-prompts
-eval prompts once, after training; its trials are not pruned.
+eval prompts once, after training; its trials are not pruned. eval_loss (the default) is refused
+when the space holds beta or another loss knob: the loss itself changes with them.
 
 Search space, one --space per field (dotted name, or the short name of a training field):
   learning_rate=log:1e-6..1e-3   log-uniform        warmup_steps=0.0..0.2   uniform
@@ -33,9 +34,10 @@ journal file on a shared disk) and --study NAME: each runs trials until the stud
 Exit status: 0 with a best trial, 1 when no trial finished (all failed or pruned), 2 for a bad
 command line, recipe or space, or a trial that failed for a reason every trial would hit.
 
-  orpo tune --space learning_rate=log:1e-4..3e-3 --space beta=0.05,0.1,0.2,0.5 --trials 8
+  orpo tune --space learning_rate=log:1e-4..3e-3 --trials 8
+  orpo tune --space learning_rate=log:1e-4..3e-3 --space beta=0.05,0.1,0.2,0.5 --trials 8 \
+      --objective judge:rules:codereview:f1
   orpo tune my.yaml --space warmup_steps=0.0..0.2 --trials 20 --objective eval_rewards/accuracies
-  orpo tune --space learning_rate=log:1e-4..3e-3 --trials 8 --objective judge:rules:codereview:f1
   orpo tune my.yaml --space learning_rate=log:1e-6..1e-4 --trials 30 \\
       --storage postgresql://user:pw@db/orpo --study lr-sweep     # the same line on each machine
 """

@@ -6,7 +6,7 @@ import pytest
 
 from orpo.cli.main import main
 from orpo.lab.tune.space import Param, check_space, parse_param, parse_space
-from orpo.lab.tune.study import direction_of, metric_name
+from orpo.lab.tune.study import TuneSettings, check_comparable, direction_of, metric_name
 
 
 def test_specs_become_the_distributions_they_say():
@@ -133,7 +133,11 @@ def test_the_help_examples_parse_and_their_spaces_check():
     for line in examples:
         args = build_parser().parse_args(shlex.split(line)[1:])
         assert args.command == "tune" and args.trials > 0
-        check_space(parse_space(args.space or default_space("orpo")), None, [])
+        params = parse_space(args.space or default_space("orpo"))
+        check_space(params, None, [])
+        check_comparable(
+            TuneSettings(config=None, overrides=[], params=params, trials=1, objective=args.objective)
+        )
 
 
 def test_a_study_keeps_its_objective(tmp_path, capsys):
@@ -145,7 +149,7 @@ def test_a_study_keeps_its_objective(tmp_path, capsys):
     out.mkdir()
     study = optuna.create_study(storage=f"sqlite:///{out / 'study.db'}", study_name="tune-x")
     study.set_user_attr("objective", "eval_loss")
-    argv = ["tune", "--space", "beta=0.1,0.2", "--trials", "2", "--out", str(out)]
+    argv = ["tune", "--space", "learning_rate=1e-3,2e-3", "--trials", "2", "--out", str(out)]
     assert main([*argv, "--objective", "eval_nll_loss"]) == 2
     err = capsys.readouterr().err.strip()
     assert err == (
@@ -170,3 +174,17 @@ def test_without_space_the_method_knobs_are_searched(tmp_path, capsys):
         "(the defaults for method=simpo)",
         "orpo: error: --trials 0: give at least 1",
     ]
+
+
+def test_eval_loss_is_refused_when_the_space_changes_the_loss(tmp_path, capsys):
+    """ORPO's eval_loss is NLL + beta * the odds-ratio term: searching beta on it would pick the
+    smallest beta. The tune stops before anything is written; eval_nll_loss is comparable."""
+    out = tmp_path / "tune"
+    argv = ["tune", "--space", "beta=0.1,0.5", "--space", "learning_rate=1e-3,2e-3", "--trials", "1"]
+    assert main([*argv, "--out", str(out)]) == 2
+    assert capsys.readouterr().err.strip() == (
+        "orpo: error: --objective eval_loss: its value depends on beta (searched), so trials would be "
+        "ranked by that, not by quality; choose on eval_nll_loss, eval_rewards/accuracies or a judge "
+        "(judge:rules:codereview:f1)"
+    )
+    assert not out.exists()

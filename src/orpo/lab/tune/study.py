@@ -145,6 +145,28 @@ def fail_stale(study) -> list[int]:
     return sorted(before - running)
 
 
+def loss_knobs() -> set[str]:
+    """Fields that change what ``eval_loss`` measures: the method and every objective's knobs."""
+    from orpo.losses import OBJECTIVES
+
+    return {"method", "beta", *(k for o in OBJECTIVES.values() for k in o.knobs)}
+
+
+def check_comparable(s: TuneSettings) -> None:
+    """Refuse ``eval_loss`` as the objective when the space changes the loss itself: eval_loss is
+    NLL + beta * (preference term) for ORPO, so a smaller beta gives a smaller eval_loss whatever
+    the model learnt, and trials would be ranked by their beta, not their quality."""
+    if metric_name(s.objective) != "eval_loss":
+        return
+    knobs = sorted(p.name for p in s.params if p.name in loss_knobs())
+    if knobs:
+        raise ValueError(
+            f"--objective eval_loss: its value depends on {', '.join(knobs)} (searched), so trials would be "
+            "ranked by that, not by quality; choose on eval_nll_loss, eval_rewards/accuracies or a judge "
+            "(judge:rules:codereview:f1)"
+        )
+
+
 def open_study(s: TuneSettings, out: Path, training: dict[str, Any]):
     """Create the study, or load it when it exists (a rerun, another process)."""
     import optuna
@@ -205,6 +227,7 @@ def run_study(s: TuneSettings, say=print) -> dict[str, Any]:
     recipe = load_recipe(s.config, s.overrides)  # the base recipe is valid before any trial
     check_space(s.params, s.config, s.overrides)
     judge_of(s.objective)  # a judge objective's rules load now
+    check_comparable(s)
     if (
         recipe.data.eval is None
         and not recipe.data.eval_split
