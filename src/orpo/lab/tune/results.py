@@ -88,7 +88,7 @@ def format_table(rows: list[dict[str, Any]], metric: str, best: int | None) -> s
         line[0] = f"{r['trial']}{' *' if r['trial'] == best else ''}"
     widths = [max(len(h), *(len(line[i]) for line in body)) for i, h in enumerate(headers)]
     fmt = "  ".join(f"{{:<{w}}}" for w in widths)
-    return "\n".join([fmt.format(*headers), *(fmt.format(*line) for line in body)]).rstrip()
+    return "\n".join(fmt.format(*line).rstrip() for line in [headers, *body])
 
 
 def write_best_yaml(
