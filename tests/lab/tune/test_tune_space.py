@@ -188,3 +188,17 @@ def test_eval_loss_is_refused_when_the_space_changes_the_loss(tmp_path, capsys):
         "(judge:rules:codereview:f1)"
     )
     assert not out.exists()
+
+
+def test_the_trials_table_marks_the_best_and_shows_dashes_for_missing_values():
+    from orpo.lab.tune.results import format_table
+
+    rows = [
+        {"trial": 0, "state": "complete", "value": 1.23456, "beta": 0.1, "steps": 4, "reason": ""},
+        {"trial": 1, "state": "failed", "value": None, "beta": 0.5, "steps": 2, "reason": "step 2: nan"},
+    ]
+    assert format_table(rows, "eval_nll_loss", best=0).splitlines() == [
+        "trial  state     eval_nll_loss  beta  steps  reason",
+        "0 *    complete  1.235          0.1   4",
+        "1      failed    -              0.5   2      step 2: nan",
+    ]
