@@ -70,6 +70,8 @@ class Objective:
             prompt part of the NLL, which the loss would not use).
         knobs: the config fields it reads besides ``beta``.
         beta_means: what ``beta`` is for this objective, for the help text.
+        search_space: ``orpo tune --space`` specs of its knobs over their usual ranges (the
+            learning rate, common to every objective, is tune's own default).
         mean_logps_metrics: names of its metrics holding length-normalised log-probs (chosen,
             rejected): the one scale on which `orpo compare` plots every method.
     """
@@ -80,6 +82,7 @@ class Objective:
     nll_weight: float = 0.0
     knobs: tuple[str, ...] = ()
     beta_means: str = ""
+    search_space: tuple[str, ...] = ()
     mean_logps_metrics: tuple[str, str] = ("logps/chosen", "logps/rejected")
 
     def pair_losses(self, x: PairLogps, k: Knobs) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:

@@ -22,6 +22,7 @@ class CPO(Objective):
     summary = "reference-free DPO on summed log-probs + NLL (arXiv:2401.08417)"
     nll_weight = 1.0
     beta_means = "temperature of the summed log-prob margin"
+    search_space = ("beta=log:0.01..1.0",)  # 0.1 in the CPO paper
 
     def pair_losses(self, x: PairLogps, k: Knobs) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         margin = k.beta * (x.chosen_sum_logps.float() - x.rejected_sum_logps.float())

@@ -22,6 +22,7 @@ class Hinge(Objective):
     summary = "hinge on the log-ratio margin to a reference model (SLiC, arXiv:2305.10425)"
     needs_reference = True
     beta_means = "inverse margin 1/delta"
+    search_space = ("beta=log:0.01..1.0",)  # 1/delta: 0.01 to 1
     mean_logps_metrics = ("mean_logps/chosen", "mean_logps/rejected")
 
     def pair_losses(self, x: PairLogps, k: Knobs) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:

@@ -22,6 +22,7 @@ class IPO(Objective):
     summary = "squared loss on the per-token log-ratio margin, target 1/(2 beta) (arXiv:2310.12036)"
     needs_reference = True
     beta_means = "regularisation tau (target margin 1/(2 beta))"
+    search_space = ("beta=log:0.01..1.0",)  # tau: 0.01 to 1
     mean_logps_metrics = ("mean_logps/chosen", "mean_logps/rejected")
 
     def pair_losses(self, x: PairLogps, k: Knobs) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:

@@ -80,6 +80,7 @@ class ORPO(Objective):
     summary = "odds-ratio preference term + NLL, no reference model (arXiv:2403.07691)"
     nll_weight = 1.0
     beta_means = "weight lambda of the odds-ratio term"
+    search_space = ("beta=log:0.05..1.0",)  # lambda: 0.1 in the paper, its ablation up to 1.0
 
     def pair_losses(self, x: PairLogps, k: Knobs) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         losses, metrics = odds_ratio_loss(x.chosen_mean_logps, x.rejected_mean_logps)

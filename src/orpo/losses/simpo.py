@@ -23,6 +23,10 @@ class SimPO(Objective):
     summary = "length-normalised margin with target gamma, no NLL, no reference (arXiv:2405.14734)"
     knobs = ("simpo_gamma",)
     beta_means = "temperature of the length-normalised margin"
+    search_space = (
+        "beta=2.0..10.0",
+        "simpo_gamma=0.3..1.6",
+    )  # the SimPO paper's grids: beta 2 to 10, gamma 0.3 to 1.6
 
     def pair_losses(self, x: PairLogps, k: Knobs) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         margin = k.beta * (x.chosen_mean_logps - x.rejected_mean_logps) - k.simpo_gamma

@@ -89,8 +89,9 @@ def data_warnings(dataset, eos_id: int | None) -> dict[str, list[int]]:
     return found
 
 
-def train_from_recipe(recipe: Recipe, progress: bool = True) -> RunResult:
-    """Run ``recipe`` end to end and write the run folder (``orpo.checkpoints``)."""
+def train_from_recipe(recipe: Recipe, progress: bool = True, callbacks: list | None = None) -> RunResult:
+    """Run ``recipe`` end to end and write the run folder (``orpo.checkpoints``); ``callbacks`` are
+    extra ``TrainerCallback``s (``orpo tune`` reports evaluations to its study with one)."""
     args: ORPOConfig = recipe.training_args()
     if args.max_steps <= 0 and args.num_train_epochs <= 0:
         raise ValueError(
@@ -107,7 +108,7 @@ def train_from_recipe(recipe: Recipe, progress: bool = True) -> RunResult:
         changed = resume_changes(out, recipe) if resume else {}
         if main:
             moved = checkpoints.claim_output_dir(out, resume, bool(args.overwrite_output_dir))
-        result = _train_locked(recipe, args, out, progress, main, changed)
+        result = _train_locked(recipe, args, out, progress, main, changed, callbacks or [])
     result.moved_aside = moved
     result.data_warnings = checkpoints.read_summary(out).get("data_warnings", {})
     return result
@@ -168,6 +169,7 @@ def _train_locked(
     progress: bool,
     main: bool,
     changed: dict[str, tuple[Any, Any]],
+    extra: list,
 ) -> RunResult:
     # The checkpoint to resume from is found (or refused) before anything is written.
     resume = checkpoints.resolve_resume(out, args.resume_from_checkpoint)
@@ -175,7 +177,7 @@ def _train_locked(
     # Data and model next: a wrong path or model name fails here and leaves no run behind, so fixing
     # it and rerunning works.
     train_rows, eval_rows = load_data(recipe, args.seed)
-    callbacks = [MetricsJsonlCallback(out / checkpoints.METRICS_FILE), CurrentIntervals()]
+    callbacks = [MetricsJsonlCallback(out / checkpoints.METRICS_FILE), CurrentIntervals(), *extra]
     trainer, tiny_base, staged_base = build_trainer(
         recipe, train_rows, eval_rows, out, callbacks + ([ProgressBarCallback()] if progress else []), main
     )
@@ -228,7 +230,8 @@ def _train_locked(
         raise
     except BaseException as err:  # out of memory, a second Ctrl-C, a bug: the folder says so
         first_line = (str(err).strip().splitlines() or [""])[0]
-        status = "interrupted" if isinstance(err, KeyboardInterrupt) else "failed"
+        # An exception may name the status it means (a trial pruned by `orpo tune` is "pruned").
+        status = "interrupted" if isinstance(err, KeyboardInterrupt) else getattr(err, "run_status", "failed")
         summary.update(
             status=status, error=f"{type(err).__name__}: {first_line}", steps=trainer.state.global_step
         )

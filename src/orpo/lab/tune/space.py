@@ -1,0 +1,182 @@
+"""``--space`` specs of ``orpo tune``: which recipe fields a study chooses, and from what.
+
+    learning_rate=log:1e-6..1e-3     float, log-uniform (bounds > 0)
+    warmup_steps=0.0..0.2            float, uniform (a fraction of the steps)
+    num_train_epochs=int:1..3        integer, uniform (an integer field is an integer range anyway)
+    beta=0.05,0.1,0.2,0.5            categorical: two or more values, comma-separated
+    adapter.r=int:log:4..64          integer, log-uniform
+
+The field is any recipe field, by its dotted name (``adapter.r``, ``training.beta``) or, for a
+training field, its short name (``beta``), exactly as ``orpo train``'s ``key=value`` overrides.
+``check_space`` loads the recipe with every bound and every value, so a wrong field, a value of the
+wrong type or one the field refuses is one line before the first trial. Without ``--space``, the
+learning rate and the recipe's objective's knobs are searched (``default_space``).
+"""
+
+from __future__ import annotations
+
+import math
+import typing
+from dataclasses import dataclass, fields
+from types import UnionType
+from typing import Any, Union
+
+import yaml
+
+from orpo.config import ORPOConfig
+from orpo.run.recipe import SECTIONS, load_recipe
+
+EXAMPLES = "e.g. learning_rate=log:1e-6..1e-3, beta=0.05,0.1,0.2, num_train_epochs=int:1..3"
+# Without --space: the learning rate over the usual fine-tuning range, and the recipe's objective's
+# own knobs over their usual ranges (``Objective.search_space`` in the loss registry).
+LEARNING_RATE_SPACE = "learning_rate=log:1e-6..1e-3"
+
+
+def default_space(method: str) -> list[str]:
+    """The ``--space`` specs ``orpo tune`` searches when none is given, for objective ``method``."""
+    from orpo.losses import get_objective
+
+    return [LEARNING_RATE_SPACE, *get_objective(method).search_space]
+
+
+@dataclass(frozen=True)
+class Param:
+    """One searched field: ``kind`` float | int | categorical; ``low``/``high`` for ranges."""
+
+    name: str  # as overrides take it: `beta` for a training field, `adapter.r` otherwise
+    kind: str
+    low: float | int | None = None
+    high: float | int | None = None
+    log: bool = False
+    choices: tuple[Any, ...] = ()
+    spec: str = ""  # the text it came from, for messages
+
+    def distribution(self):
+        """The Optuna distribution this parameter is sampled from."""
+        from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
+
+        if self.kind == "categorical":
+            return CategoricalDistribution(self.choices)
+        if self.kind == "int":
+            return IntDistribution(int(self.low), int(self.high), log=self.log)
+        return FloatDistribution(float(self.low), float(self.high), log=self.log)
+
+    def override(self, value: Any) -> str:
+        """``name=value`` for ``load_recipe``; floats in full precision (repr), so the run is the trial."""
+        return f"{self.name}={value!r}" if isinstance(value, float) else f"{self.name}={value}"
+
+
+def _canonical(key: str) -> list[str]:
+    path = key.strip().split(".")
+    if len(path) == 2 and path[0] == "training":
+        path = path[1:]
+    return path
+
+
+def field_hint(path: list[str]):
+    """The declared type of recipe field ``path`` (``['beta']`` or ``['adapter', 'r']``); None if unknown."""
+    if len(path) == 1:
+        return typing.get_type_hints(ORPOConfig).get(path[0])
+    cls = SECTIONS.get(path[0])
+    if cls is None or len(path) != 2 or path[1] not in {f.name for f in fields(cls)}:
+        return None
+    return typing.get_type_hints(cls)[path[1]]
+
+
+def _is_int_field(hint) -> bool:
+    options = typing.get_args(hint) if typing.get_origin(hint) in (Union, UnionType) else (hint,)
+    numbers = [o for o in options if o in (int, float)]
+    return numbers == [int]
+
+
+def _number(text: str, spec: str) -> float:
+    try:
+        value = float(text.strip())
+    except ValueError:
+        raise ValueError(f"--space {spec}: {text.strip()!r} is not a number ({EXAMPLES})") from None
+    if not math.isfinite(value):
+        raise ValueError(f"--space {spec}: bounds must be finite numbers, got {text.strip()!r}")
+    return value
+
+
+def _choice(text: str) -> Any:
+    """One categorical value as YAML reads it; `1e-3` (a string to YAML 1.1) becomes the number."""
+    value = yaml.safe_load(text.strip()) if text.strip() else None
+    if isinstance(value, str):
+        try:
+            return float(value)
+        except ValueError:
+            return value
+    if value is not None and not isinstance(value, (bool, int, float)):
+        raise ValueError(f"categorical value {text.strip()!r} is not a number, string or boolean")
+    return value
+
+
+def parse_param(spec: str) -> Param:
+    """One ``--space`` spec as a ``Param`` (the syntax only; ``check_space`` checks it against the recipe)."""
+    if "=" not in spec:
+        raise ValueError(f"--space {spec}: not FIELD=RANGE or FIELD=V1,V2,... ({EXAMPLES})")
+    key, body = (part.strip() for part in spec.split("=", 1))
+    path = _canonical(key)
+    if not key or not body:
+        raise ValueError(f"--space {spec}: not FIELD=RANGE or FIELD=V1,V2,... ({EXAMPLES})")
+    name = ".".join(path)
+    if ".." not in body:
+        if body.split(":")[0] in ("log", "int"):
+            raise ValueError(f"--space {spec}: {body.split(':', 1)[1]!r} is not a range LO..HI ({EXAMPLES})")
+        if "," not in body:
+            raise ValueError(
+                f"--space {spec}: one value is not a search space; give a range LO..HI or two or more "
+                f"values ({EXAMPLES})"
+            )
+        try:
+            choices = tuple(_choice(v) for v in body.split(","))
+        except (ValueError, yaml.YAMLError) as err:
+            raise ValueError(f"--space {spec}: {str(err).splitlines()[0]}") from None
+        if len(set(choices)) != len(choices):
+            raise ValueError(f"--space {spec}: a value is listed twice")
+        return Param(name, "categorical", choices=choices, spec=spec)
+    prefixes, _, bounds = body.rpartition(":")
+    words = [w for w in prefixes.split(":") if w] if prefixes else []
+    unknown = [w for w in words if w not in ("log", "int")]
+    if unknown:
+        raise ValueError(f"--space {spec}: unknown prefix {unknown[0]!r} (log:, int: or int:log:)")
+    lo_text, _, hi_text = bounds.partition("..")
+    low, high = _number(lo_text, spec), _number(hi_text, spec)
+    log, kind = "log" in words, "int" if "int" in words else "float"
+    if kind == "float" and _is_int_field(field_hint(path)):
+        kind = "int"  # an integer field searched over a range: integers of that range
+    if kind == "int":
+        if low != int(low) or high != int(high):
+            raise ValueError(f"--space {spec}: {name} is an integer; give integer bounds")
+        low, high = int(low), int(high)
+    if low >= high:
+        raise ValueError(f"--space {spec}: the low bound {low:g} must be below the high bound {high:g}")
+    if log and low <= 0:
+        raise ValueError(f"--space {spec}: a log range needs a low bound > 0, got {low:g}")
+    return Param(name, kind, low=low, high=high, log=log, spec=spec)
+
+
+def parse_space(specs: list[str]) -> list[Param]:
+    """Every ``--space`` spec parsed; a field searched twice is refused."""
+    params = [parse_param(s) for s in specs]
+    seen: dict[str, str] = {}
+    for p in params:
+        if p.name in seen:
+            raise ValueError(f"--space {p.spec}: {p.name} is already searched by --space {seen[p.name]}")
+        seen[p.name] = p.spec
+    return params
+
+
+def check_space(params: list[Param], config: str | None, overrides: list[str]) -> None:
+    """Load the recipe with each bound and each value of every parameter (the others at the base
+    recipe's values): the recipe's own checks (field names, types, minimums, ``ORPOConfig``) then
+    speak for the space, one line naming the spec."""
+    for p in params:
+        values = p.choices if p.kind == "categorical" else (p.low, p.high)
+        for value in values:
+            try:
+                load_recipe(config, [*overrides, p.override(value)])
+            except ValueError as err:
+                reason = str(err).strip().splitlines()[0]
+                raise ValueError(f"--space {p.spec}: {reason}") from None
