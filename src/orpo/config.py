@@ -210,12 +210,14 @@ class ORPOConfig(TrainingArguments):
     )
 
     # ---- Reliability (orpo.guard) ----
-    on_nonfinite: str = field(
-        default="stop",
+    on_nonfinite: str | None = field(
+        default=None,
         metadata={
             "help": "A non-finite loss or gradient norm: 'stop' ends the run with an error naming the step "
-            "and the batch's rows, before the weights change; 'skip' drops that optimizer step, counts it, "
-            "and stops after max_nonfinite_steps in a row."
+            "and the batch's rows, before the weights change; 'skip' drops that optimizer step (as AMP's "
+            "GradScaler does, through the scaler when there is one), counts it, and stops after "
+            "max_nonfinite_steps in a row. Unset: 'skip' under float16 (fp16=True or float16 weights, where "
+            "an overflowing step is routine), else 'stop' (bf16, float32)."
         },
     )
     max_nonfinite_steps: int = field(
@@ -344,12 +346,19 @@ class ORPOConfig(TrainingArguments):
             raise ValueError(f"packed_attention={self.packed_attention!r} must be 'segments' or 'mask'")
         if self.logit_chunk_size < 1:
             raise ValueError(f"logit_chunk_size={self.logit_chunk_size} must be >= 1")
-        if self.on_nonfinite not in NONFINITE_ACTIONS:
+        if self.on_nonfinite is not None and self.on_nonfinite not in NONFINITE_ACTIONS:
             raise ValueError(f"on_nonfinite={self.on_nonfinite!r} is not one of {NONFINITE_ACTIONS}")
         if self.max_nonfinite_steps < 1:
             raise ValueError(f"max_nonfinite_steps={self.max_nonfinite_steps} must be >= 1")
         if self.is_encoder_decoder:
             raise ValueError("is_encoder_decoder=True: orpo trains decoder-only causal LMs only")
+
+    def resolved_on_nonfinite(self, model_dtype: torch.dtype | None) -> str:
+        """``on_nonfinite`` as set, else its default for this run: 'skip' under float16 (``fp16=True`` or
+        ``model_dtype`` float16: overflow is expected there and AMP's GradScaler skips such steps), else 'stop'."""
+        if self.on_nonfinite is not None:
+            return self.on_nonfinite
+        return "skip" if self.fp16 or model_dtype == torch.float16 else "stop"
 
     def _check_device_options(self) -> None:
         has_cuda = torch.cuda.is_available()

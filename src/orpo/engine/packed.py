@@ -355,10 +355,11 @@ def _head_returns_hidden(lm: Any) -> Iterator[None]:
     softcap = getattr(lm.config, "final_logit_softcapping", None)
 
     def hidden_through(hidden: torch.Tensor) -> torch.Tensor:
-        # `+ 0 * weight.sum()` keeps the head weight reachable from the forward's output: DDP with
+        # `+ 0 * w[0]` keeps the head weight reachable from the forward's output: DDP with
         # find_unused_parameters would otherwise mark it unused, then see its gradient arrive from
-        # the chunked head and fail with "mark a variable ready only once".
-        return hidden + 0.0 * head.weight.sum().to(hidden.dtype)
+        # the chunked head and fail with "mark a variable ready only once". One element, not the sum:
+        # a float16 weight's sum can overflow to inf, and 0 * inf is NaN.
+        return hidden + 0.0 * head.weight.reshape(-1)[0].to(hidden.dtype)
 
     head.forward = hidden_through  # instance attribute shadows the class method
     if softcap is not None:
