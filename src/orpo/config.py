@@ -259,6 +259,13 @@ class ORPOConfig(TrainingArguments):
             self.activation_checkpointing = True
         self._check_device_options()
         super().__post_init__()
+        # DeepSpeed clips gradients itself, at its config's gradient_clipping. transformers fills that
+        # key from max_grad_norm (just now, in super().__post_init__) only when the config has it as
+        # "auto"; a config without it gets Accelerate's 1.0 whatever max_grad_norm says (max_grad_norm=0,
+        # "no clipping", still clipped at 1). So a missing key takes max_grad_norm, as "auto" would.
+        deepspeed = getattr(self, "hf_deepspeed_config", None)
+        if deepspeed is not None and "gradient_clipping" not in deepspeed.config:
+            deepspeed.config["gradient_clipping"] = self.max_grad_norm
 
     def _map_legacy_names(self) -> None:
         if self.evaluation_strategy is not None:
