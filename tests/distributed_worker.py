@@ -1,13 +1,14 @@
 """Worker for tests/test_distributed.py: trains 2 SGD steps and saves rank 0's weights.
 
-Usage: python distributed_worker.py OUT_DIR PAIRS_PER_DEVICE ENGINE [eval]  (under torchrun or alone)
+Usage: python distributed_worker.py OUT_DIR PAIRS_PER_DEVICE ENGINE [eval | zero3]  (under torchrun or alone)
 
-With ``zero3``: trains under DeepSpeed ZeRO-3 (engine ``auto``) and writes the engine it took and
-the final loss to OUT_DIR/zero3_RANK.txt.
+Every training run writes the engine it took and the loss of each step to OUT_DIR/run_RANK.json.
+With ``zero3``: trains under DeepSpeed ZeRO-3.
 With ``eval``: evaluates instead, on 5 pairs (2 per device and step: shards of uneven size), and
 writes each rank's number of evaluation steps to OUT_DIR/eval_steps_RANK.txt.
 """
 
+import json
 import os
 import sys
 from pathlib import Path
@@ -64,11 +65,15 @@ def main() -> None:
         (out / f"eval_steps_{os.environ.get('RANK', '0')}.txt").write_text(str(steps))
         return
     trainer = ORPOTrainer(model=model, args=args, train_dataset=toy_rows(16, seed=5), processing_class=tok)
-    result = trainer.train()
+    trainer.train()
+    rank = os.environ.get("RANK", "0")
+    losses = [h["loss"] for h in trainer.state.log_history if "loss" in h]
+    norms = [h["grad_norm"] for h in trainer.state.log_history if "grad_norm" in h]
+    lrs = [h["learning_rate"] for h in trainer.state.log_history if "learning_rate" in h]
+    (out / f"run_{rank}.json").write_text(
+        json.dumps({"engine": trainer.engine.name, "losses": losses, "grad_norms": norms, "lrs": lrs})
+    )
     if zero3:
-        (out / f"zero3_{os.environ.get('RANK', '0')}.txt").write_text(
-            f"{trainer.engine.name} {result.training_loss}"
-        )
         return
     if int(os.environ.get("RANK", "0")) == 0:
         torch.save({k: v.detach().clone() for k, v in trainer.model.state_dict().items()}, out / "weights.pt")

@@ -12,6 +12,8 @@ from orpo import ORPOTrainer
 from orpo.guard import NonFiniteError
 from orpo.tiny import build_model
 
+FIXTURE = Path(__file__).parent / "fixtures" / "data" / "prompt_strings.jsonl"
+
 
 def _model(tokenizer):
     return build_model(tokenizer, "llama", hidden_size=32, num_layers=1, num_heads=2, num_kv_heads=1)
@@ -112,3 +114,82 @@ def test_resume_true_skips_an_incomplete_checkpoint(tmp_path, tokenizer, rows, c
     trainer.train(resume_from_checkpoint=True)
     assert trainer.state.global_step == 3
     assert "skipping incomplete checkpoint(s)" in caplog.text and "checkpoint-3" in caplog.text
+
+
+# ---- float16: an overflowing step is routine (skipped, as AMP's GradScaler does) ----
+
+
+@pytest.mark.parametrize(
+    ("dtype", "configured", "expected"),
+    [
+        (torch.float16, None, "skip"),
+        (torch.bfloat16, None, "stop"),
+        (torch.float32, None, "stop"),
+        (torch.float16, "stop", "stop"),
+        (torch.float32, "skip", "skip"),
+    ],
+)
+def test_on_nonfinite_defaults_to_skip_under_float16_only(tmp_path, dtype, configured, expected):
+    args = tiny_args(tmp_path, on_nonfinite=configured)
+    assert args.resolved_on_nonfinite(dtype) == expected
+
+
+def _overflow_every_step(model) -> None:
+    """The fault, injected from the test: every backward leaves an inf gradient on one weight, as a
+    float16 gradient that overflowed would."""
+    weight = model.model.layers[0].mlp.up_proj.weight
+    weight.register_hook(lambda grad: torch.full_like(grad, float("inf")))
+
+
+def test_float16_overflow_on_every_step_stops_after_max_nonfinite_steps(tmp_path, tokenizer, rows):
+    """A float16 model skips overflow steps by default; overflow on every step stops the run after
+    ``max_nonfinite_steps`` in a row with one line, and the weights (saved each step) never change."""
+    model = _model(tokenizer).half()
+    before = {n: p.detach().clone() for n, p in model.named_parameters()}
+    _overflow_every_step(model)
+    trainer = _trainer(
+        tmp_path, tokenizer, rows, model=model, max_steps=10, save_strategy="steps", save_steps=1
+    )
+    assert trainer.guard.action == "skip"
+    with pytest.raises(NonFiniteError) as info:
+        trainer.train()
+    message = str(info.value)
+    assert message.startswith("step 3: 3 non-finite steps in a row (last: the gradient norm is inf")
+    assert "stopped (max_nonfinite_steps=3)" in message and "\n" not in message
+    assert info.value.step == 3 and trainer.guard.skipped_steps == [1, 2, 3]
+    for name, param in trainer.model.named_parameters():
+        torch.testing.assert_close(param.detach(), before[name], rtol=0, atol=0)
+    saved = load_file(tmp_path / "out" / "checkpoint-2" / "model.safetensors")
+    for name, tensor in saved.items():
+        torch.testing.assert_close(tensor, before[name], rtol=0, atol=0)
+
+
+def test_skipped_steps_are_in_the_summary_and_the_report(tmp_path, tokenizer, monkeypatch):
+    """`orpo train` on float16 weights: a NaN loss at step 2 is skipped (the float16 default), the run
+    finishes, and summary.json and report.html name the skipped step."""
+    from orpo.cli.main import main
+
+    folder = tmp_path / "fp16-model"
+    _model(tokenizer).half().save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    recipe = tmp_path / "run.yaml"
+    recipe.write_text(
+        f"model: {{name: {folder}, dtype: float16}}\nadapter: null\n"
+        f"data: {{train: {FIXTURE}, eval_fraction: 0.0}}\n"
+        f"training: {{output_dir: {tmp_path / 'run'}, max_steps: 3, per_device_train_batch_size: 2, "
+        "gradient_checkpointing: false, bf16: false, report_to: none, save_strategy: 'no', logging_steps: 1}\n"
+    )
+    compute_loss = ORPOTrainer.compute_loss
+
+    def nan_at_step_2(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+        loss = compute_loss(self, model, inputs, return_outputs, num_items_in_batch)
+        return loss * float("nan") if self.state.global_step == 1 else loss
+
+    monkeypatch.setattr(ORPOTrainer, "compute_loss", nan_at_step_2)
+    assert main(["train", str(recipe), "--no-progress"]) == 0
+    summary = json.loads((tmp_path / "run" / "summary.json").read_text())
+    assert summary["status"] == "finished" and summary["steps"] == 3
+    assert summary["on_nonfinite"] == "skip"
+    assert summary["nonfinite_skipped"] == 1 and summary["nonfinite_skipped_steps"] == [2]
+    report = (tmp_path / "run" / "report.html").read_text()
+    assert "Non-finite steps skipped (on_nonfinite=skip): 1 (step 2)." in report

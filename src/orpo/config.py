@@ -210,12 +210,14 @@ class ORPOConfig(TrainingArguments):
     )
 
     # ---- Reliability (orpo.guard) ----
-    on_nonfinite: str = field(
-        default="stop",
+    on_nonfinite: str | None = field(
+        default=None,
         metadata={
             "help": "A non-finite loss or gradient norm: 'stop' ends the run with an error naming the step "
-            "and the batch's rows, before the weights change; 'skip' drops that optimizer step, counts it, "
-            "and stops after max_nonfinite_steps in a row."
+            "and the batch's rows, before the weights change; 'skip' drops that optimizer step (as AMP's "
+            "GradScaler does, through the scaler when there is one), counts it, and stops after "
+            "max_nonfinite_steps in a row. Unset: 'skip' under float16 (fp16=True or float16 weights, where "
+            "an overflowing step is routine), else 'stop' (bf16, float32)."
         },
     )
     max_nonfinite_steps: int = field(
@@ -257,6 +259,13 @@ class ORPOConfig(TrainingArguments):
             self.activation_checkpointing = True
         self._check_device_options()
         super().__post_init__()
+        # DeepSpeed clips gradients itself, at its config's gradient_clipping. transformers fills that
+        # key from max_grad_norm (just now, in super().__post_init__) only when the config has it as
+        # "auto"; a config without it gets Accelerate's 1.0 whatever max_grad_norm says (max_grad_norm=0,
+        # "no clipping", still clipped at 1). So a missing key takes max_grad_norm, as "auto" would.
+        deepspeed = getattr(self, "hf_deepspeed_config", None)
+        if deepspeed is not None and "gradient_clipping" not in deepspeed.config:
+            deepspeed.config["gradient_clipping"] = self.max_grad_norm
 
     def _map_legacy_names(self) -> None:
         if self.evaluation_strategy is not None:
@@ -344,12 +353,19 @@ class ORPOConfig(TrainingArguments):
             raise ValueError(f"packed_attention={self.packed_attention!r} must be 'segments' or 'mask'")
         if self.logit_chunk_size < 1:
             raise ValueError(f"logit_chunk_size={self.logit_chunk_size} must be >= 1")
-        if self.on_nonfinite not in NONFINITE_ACTIONS:
+        if self.on_nonfinite is not None and self.on_nonfinite not in NONFINITE_ACTIONS:
             raise ValueError(f"on_nonfinite={self.on_nonfinite!r} is not one of {NONFINITE_ACTIONS}")
         if self.max_nonfinite_steps < 1:
             raise ValueError(f"max_nonfinite_steps={self.max_nonfinite_steps} must be >= 1")
         if self.is_encoder_decoder:
             raise ValueError("is_encoder_decoder=True: orpo trains decoder-only causal LMs only")
+
+    def resolved_on_nonfinite(self, model_dtype: torch.dtype | None) -> str:
+        """``on_nonfinite`` as set, else its default for this run: 'skip' under float16 (``fp16=True`` or
+        ``model_dtype`` float16: overflow is expected there and AMP's GradScaler skips such steps), else 'stop'."""
+        if self.on_nonfinite is not None:
+            return self.on_nonfinite
+        return "skip" if self.fp16 or model_dtype == torch.float16 else "stop"
 
     def _check_device_options(self) -> None:
         has_cuda = torch.cuda.is_available()

@@ -7,8 +7,14 @@ loss by the running mean, so a diverged run logs plausible losses, saves NaN wei
 
 - ``on_nonfinite='stop'`` raises ``NonFiniteError`` before ``optimizer.step()``: the weights never
   hold the non-finite update, so nothing non-finite is saved.
-- ``'skip'`` drops the gradients (``grad = None``: torch optimizers leave such parameters, and
-  their moments, untouched), counts the step, and raises after ``max_nonfinite_steps`` in a row.
+- ``'skip'`` drops the step, counts it (``skipped_steps``), and raises after ``max_nonfinite_steps``
+  in a row. Without a gradient scaler the gradients are dropped (``grad = None``: torch optimizers
+  leave such parameters, and their moments, untouched). With one (``fp16=True`` on a GPU: AMP's
+  ``GradScaler``) the scaler has already seen the inf / NaN while unscaling for the norm, so its
+  ``step`` skips the update and its ``update`` lowers the scale; the guard only counts.
+
+Under float16 (``fp16=True`` or float16 weights) an overflowing step is routine, so ``skip`` is the
+default there (``ORPOConfig.resolved_on_nonfinite``); bf16 and float32 default to ``stop``.
 
 ``assert_finite`` refuses to save a model holding a NaN or inf parameter (the final save and every
 checkpoint). ``StopOnSignal`` turns SIGINT / SIGTERM into "save a checkpoint, then stop".
@@ -52,10 +58,12 @@ STOP_ADVICE = (
 class NonFiniteGuard:
     """Per-run state of the non-finite checks; see the module docstring."""
 
-    def __init__(self, action: str = "stop", max_in_a_row: int = 3):
+    def __init__(self, action: str = "stop", max_in_a_row: int = 3, scaler_skips: bool = False):
+        """``scaler_skips``: a gradient scaler steps the optimizer and skips non-finite steps itself."""
         self.action = action
         self.max_in_a_row = max_in_a_row
-        self.skipped = 0  # steps dropped in total
+        self.scaler_skips = scaler_skips
+        self.skipped_steps: list[int] = []  # optimizer steps dropped (1-based), in order
         self.in_a_row = 0
         self._bad_loss: tuple[float, list[int]] | None = None  # first bad micro-batch of this step
         self._step_rows: list[int] = []
@@ -91,10 +99,11 @@ class NonFiniteGuard:
                 f"step {step}: {what}{_rows(rows)}; stopped before the weights changed. {STOP_ADVICE}",
                 step,
             )
-        self.skipped += 1
+        self.skipped_steps.append(step)
         self.in_a_row += 1
-        for param in model.parameters():
-            param.grad = None
+        if not self.scaler_skips:  # else the scaler's step skips the update and lowers the scale
+            for param in model.parameters():
+                param.grad = None
         if self.in_a_row >= self.max_in_a_row:
             raise NonFiniteError(
                 f"step {step}: {self.in_a_row} non-finite steps in a row (last: {what}{_rows(rows)}); "
@@ -102,6 +111,11 @@ class NonFiniteGuard:
                 step,
             )
         return True
+
+    @property
+    def skipped(self) -> int:
+        """Optimizer steps dropped in total."""
+        return len(self.skipped_steps)
 
 
 def nonfinite_parameters(model: torch.nn.Module) -> list[str]:

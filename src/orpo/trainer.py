@@ -8,9 +8,12 @@ Drop-in for ``trl.experimental.orpo.ORPOTrainer``: same constructor arguments (p
   the token mean over the whole step, the odds-ratio term the pair mean. (TRL averages per
   micro-batch means, which changes the loss with the accumulation split.)
 - ``prediction_step`` / ``log``: evaluation returns the same metrics with the ``eval_`` prefix.
+- ``_clip_grad_norm`` / ``_get_grad_norm``: float16 gradients (a float16 model, no scaler) get their
+  norm reduced in float32; in float16 it overflows to inf once it passes 256.
 - ``training_step`` / ``_get_grad_norm`` / ``_save`` / ``_save_checkpoint`` / ``train``: the
   reliability hooks (logic in ``orpo.guard`` and ``orpo.checkpoints``): a non-finite loss or gradient
-  norm stops the run before the optimizer step, no save writes NaN weights, checkpoints are written
+  norm stops the run before the optimizer step (under float16 it skips the step, as AMP's GradScaler
+  does, and stops after ``max_nonfinite_steps`` in a row), no save writes NaN weights, checkpoints are written
   to a staging folder and renamed when complete, ``resume_from_checkpoint=True`` takes the newest
   complete one, SIGINT / SIGTERM save a checkpoint and stop.
 The objective (``args.method``) comes from the registry in ``orpo.losses``; objectives with a
@@ -29,6 +32,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from accelerate.utils import DistributedType
 from datasets import Dataset, DatasetDict
 from transformers import PreTrainedModel, Trainer, TrainingArguments
 from transformers.trainer_utils import rotate_checkpoints
@@ -146,7 +150,12 @@ class ORPOTrainer(Trainer):
             **trainer_kwargs,
         )
         # Reliability (orpo.guard, orpo.checkpoints): non-finite checks, signals, atomic checkpoints.
-        self.guard = NonFiniteGuard(args.on_nonfinite, args.max_nonfinite_steps)
+        # Under float16 an overflowing step is routine: skipped by default, through AMP's scaler if any.
+        self.guard = NonFiniteGuard(
+            args.resolved_on_nonfinite(_weights_dtype(self.model)),
+            args.max_nonfinite_steps,
+            scaler_skips=getattr(self.accelerator, "scaler", None) is not None,
+        )
         self.stop_on_signal = StopOnSignal()
         self.add_callback(self.stop_on_signal)
         self._staging_root: Path | None = None
@@ -344,10 +353,40 @@ class ORPOTrainer(Trainer):
         self.guard.check_loss(loss, self.state.global_step + 1, None if rows is None else rows.tolist())
         return loss
 
+    def _clip_grad_norm(self, model):
+        grads = self._float16_grads(model)
+        if grads is None:
+            return super()._clip_grad_norm(model)
+        norm = _float32_norm(grads)
+        torch.nn.utils.clip_grads_with_norm_(
+            [p for p in model.parameters() if p.grad is not None], self.args.max_grad_norm, norm
+        )
+        return norm
+
     def _get_grad_norm(self, model, grad_norm=None):
+        grads = self._float16_grads(model) if grad_norm is None else None
+        if grads is not None:
+            grad_norm = _float32_norm(grads)
         grad_norm = super()._get_grad_norm(model, grad_norm=grad_norm)
         self.guard.check_grad_norm(grad_norm, self.state.global_step + 1, model)
         return grad_norm
+
+    def _float16_grads(self, model) -> list[torch.Tensor] | None:
+        """The float16 gradients whose norm torch would compute in float16, else None.
+
+        ``clip_grad_norm_`` reduces each gradient to a norm in the gradient's dtype and then squares
+        those norms: in float16 the result is inf as soon as the norm passes 256 (256^2 > 65504), though
+        every element is finite, and clipping by an inf norm zeroes the update. Float16 weights trained
+        without a scaler (a float16 model) hit this; AMP's master gradients are float32, and FSDP and
+        DeepSpeed compute their own norms, so those keep Trainer's path."""
+        if getattr(self.accelerator, "scaler", None) is not None or self.accelerator.distributed_type not in (
+            DistributedType.NO,
+            DistributedType.MULTI_CPU,
+            DistributedType.MULTI_GPU,
+        ):
+            return None
+        grads = [p.grad for p in model.parameters() if p.grad is not None]
+        return grads if any(g.dtype == torch.float16 for g in grads) else None
 
     def _get_output_dir(self, trial) -> str:
         # During a checkpoint save, Trainer writes under the staging folder (see _save_checkpoint).
@@ -452,6 +491,22 @@ class ORPOTrainer(Trainer):
 
 
 SOURCE_ROWS_KEY = "source_rows"
+
+
+def _float32_norm(grads: list[torch.Tensor]) -> torch.Tensor:
+    """() float32 L2 norm of all ``grads``, each reduced in float32 (no float32 copy of a gradient)."""
+    device = grads[0].device
+    norms = [torch.linalg.vector_norm(g, dtype=torch.float32).to(device) for g in grads]
+    return torch.linalg.vector_norm(torch.stack(norms))
+
+
+def _weights_dtype(model: torch.nn.Module) -> torch.dtype | None:
+    """The dtype the model computes in: its own ``dtype`` (transformers, PEFT), else its first float
+    parameter's. A float16 base with float32 LoRA adapters is float16 here: the forward overflows alike."""
+    dtype = getattr(model, "dtype", None)
+    if isinstance(dtype, torch.dtype):
+        return dtype
+    return next((p.dtype for p in model.parameters() if p.is_floating_point()), None)
 
 
 class WithSourceRows:

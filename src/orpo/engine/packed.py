@@ -58,13 +58,12 @@ V vocabulary, N scored positions.
 from __future__ import annotations
 
 import inspect
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
 import torch
-from transformers.integrations.deepspeed import is_deepspeed_zero3_enabled
 
 from orpo.engine.attention import FLASH_ATTENTION, SegmentLayout, choose_kernel, segments_active
 from orpo.engine.head import summed_token_logps, token_logps
@@ -323,15 +322,10 @@ def fast_path_support(model: torch.nn.Module) -> str | None:
             "modules_to_save); the chunked head reads its weight directly"
         )
     weight = head.weight
-    if hasattr(weight, "ds_id") or is_deepspeed_zero3_enabled():
-        # The chunked head runs after the model's forward, where ZeRO-3 has re-partitioned the weight; deciding
-        # here, before training, means a ZeRO-3 run takes the padded engine instead of failing mid-step.
-        return (
-            "DeepSpeed ZeRO-3 partitions the output head weight across processes, and the chunked head reads it "
-            "outside the model's forward; use ZeRO-2 or FSDP2 for the packed engine"
-        )
-    if not weight.is_floating_point() or tuple(weight.shape) != (head.out_features, head.in_features):
-        return f"the output head weight is {weight.dtype} {tuple(weight.shape)} (quantised or sharded); it must be a dense float matrix"
+    # A ZeRO-3 parameter holds an empty shard between gathers; ds_shape is its full shape.
+    shape = tuple(getattr(weight, "ds_shape", weight.shape))
+    if not weight.is_floating_point() or shape != (head.out_features, head.in_features):
+        return f"the output head weight is {weight.dtype} {shape} (quantised or sharded); it must be a dense float matrix"
     return None
 
 
@@ -368,24 +362,20 @@ def _attention_masks(
 
 
 @contextmanager
-def _head_returns_hidden(lm: Any) -> Iterator[None]:
-    """Within the block, the model's forward returns final hidden states in place of logits.
+def _head_pass_inside_forward(lm: Any, head_pass: Callable[[torch.Tensor], torch.Tensor]) -> Iterator[None]:
+    """Within the block, the output head's forward is ``head_pass`` (final hidden states -> our scores),
+    and the model's forward returns those scores in place of logits.
 
     The forward must go through the outermost module (DDP, FSDP and DeepSpeed hook it to sync and
-    gather parameters), yet must not run the output head on every position. So the head's forward
-    is shadowed by the identity, and a final-logit softcap (Gemma-2) is lifted: our chunked head
-    applies both itself.
+    gather parameters), yet must not run the output head on every position. Running the chunked head
+    AS the head module's forward, rather than after the model's forward, means every wrapper treats it
+    as the head: ZeRO-3 gathers the partitioned head weight for it (and again for its backward, whose
+    gradient then reaches the partitioned parameter), and DDP sees the weight used in the forward. A
+    final-logit softcap (Gemma-2) is lifted: ``head_pass`` applies it itself.
     """
     head = lm.get_output_embeddings()
     softcap = getattr(lm.config, "final_logit_softcapping", None)
-
-    def hidden_through(hidden: torch.Tensor) -> torch.Tensor:
-        # `+ 0 * weight.sum()` keeps the head weight reachable from the forward's output: DDP with
-        # find_unused_parameters would otherwise mark it unused, then see its gradient arrive from
-        # the chunked head and fail with "mark a variable ready only once".
-        return hidden + 0.0 * head.weight.sum().to(hidden.dtype)
-
-    head.forward = hidden_through  # instance attribute shadows the class method
+    head.forward = head_pass  # instance attribute shadows the class method
     if softcap is not None:
         lm.config.final_logit_softcapping = None
     try:
@@ -430,51 +420,49 @@ def packed_forward(
     lm = _causal_lm(model)
     device = batch["input_ids"].device
     softcap = getattr(lm.config, "final_logit_softcapping", None)
-    with _head_returns_hidden(lm):
-        if _attention_path(lm, attention) == "segments":
-            layout = SegmentLayout.from_batch(batch, choose_kernel(lm.config._attn_implementation, device))
-            with segments_active(lm):
-                hidden = model(
-                    input_ids=batch["input_ids"],
-                    position_ids=batch["position_ids"],
-                    use_cache=False,
-                    orpo_segments=layout,
-                ).logits  # (R, L, H): final hidden states, after the final norm
-        else:
-            hidden = model(
-                input_ids=batch["input_ids"],
-                attention_mask=_attention_masks(lm, batch, device),
-                position_ids=batch["position_ids"],
-                use_cache=False,
-            ).logits  # (R, L, H): final hidden states, after the final norm
-    hidden = hidden.reshape(-1, hidden.shape[-1])  # (R*L, H): flat indices address this grid
     head = lm.get_output_embeddings()
     parts = ("chosen", "rejected")
     sizes = [batch[f"{p}_index"].shape[0] for p in parts]
-    out = token_logps(
-        hidden.index_select(0, torch.cat([batch[f"{p}_index"] for p in parts])),  # (Nc + Nr, H)
-        head.weight,
-        head.bias,
-        torch.cat([batch[f"{p}_labels"] for p in parts]),  # (Nc + Nr,)
-        chunk_size,
-        softcap=softcap,
-    )
-    logps = out.logps.split(sizes)  # chosen (Nc,), rejected (Nr,)
-    means = out.vocab_mean_logits.split(sizes)
-    # The chosen response rows serve both chosen_sum_logps and the NLL: computed once, used twice.
-    nll_sum = -logps[0].sum()
-    nll_tokens = sizes[0]
-    if nll_on_prompt:
-        # Prompt positions only enter the NLL, as a sum: gradients formed in the forward.
-        nll_sum = nll_sum - summed_token_logps(
-            hidden.index_select(0, batch["prompt_nll_index"]),  # (Np, H)
+    n_scored = sum(sizes)
+
+    def head_pass(hidden: torch.Tensor) -> torch.Tensor:
+        """(R, L, H) final hidden states -> (2 * (Nc + Nr) + 1,) float32: the scored positions' log-probs,
+        their vocab-mean logits, then the prompt tokens' summed log-prob (0 unless the NLL covers them)."""
+        hidden = hidden.reshape(-1, hidden.shape[-1])  # (R*L, H): flat indices address this grid
+        out = token_logps(
+            hidden.index_select(0, torch.cat([batch[f"{p}_index"] for p in parts])),  # (Nc + Nr, H)
             head.weight,
             head.bias,
-            batch["prompt_nll_labels"],
+            torch.cat([batch[f"{p}_labels"] for p in parts]),  # (Nc + Nr,)
             chunk_size,
             softcap=softcap,
         )
-        nll_tokens += batch["prompt_nll_index"].shape[0]
+        prompt = torch.zeros((), dtype=torch.float32, device=hidden.device)
+        if nll_on_prompt:
+            # Prompt positions only enter the NLL, as a sum: gradients formed in the forward.
+            prompt = summed_token_logps(
+                hidden.index_select(0, batch["prompt_nll_index"]),  # (Np, H)
+                head.weight,
+                head.bias,
+                batch["prompt_nll_labels"],
+                chunk_size,
+                softcap=softcap,
+            )
+        return torch.cat([out.logps, out.vocab_mean_logits, prompt[None]])
+
+    inputs = {"input_ids": batch["input_ids"], "position_ids": batch["position_ids"], "use_cache": False}
+    with _head_pass_inside_forward(lm, head_pass):
+        if _attention_path(lm, attention) == "segments":
+            layout = SegmentLayout.from_batch(batch, choose_kernel(lm.config._attn_implementation, device))
+            with segments_active(lm):
+                scores = model(**inputs, orpo_segments=layout).logits  # head_pass's output
+        else:
+            scores = model(**inputs, attention_mask=_attention_masks(lm, batch, device)).logits
+    logps = scores[:n_scored].split(sizes)  # chosen (Nc,), rejected (Nr,)
+    means = scores[n_scored : 2 * n_scored].detach().split(sizes)
+    # The chosen response rows serve both chosen_sum_logps and the NLL: computed once, used twice.
+    nll_sum = -logps[0].sum() - scores[2 * n_scored]
+    nll_tokens = sizes[0] + (batch["prompt_nll_index"].shape[0] if nll_on_prompt else 0)
     n_pairs = batch["pair_index"].shape[0]
 
     def per_pair(values: torch.Tensor, pair: torch.Tensor) -> torch.Tensor:

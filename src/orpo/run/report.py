@@ -111,6 +111,21 @@ def _status(summary: dict) -> str:
     return f'<p style="color:#b00"><b>Run {html.escape(status)}</b>{error}</p>'
 
 
+MAX_STEPS_SHOWN = 20
+
+
+def _skipped(summary: dict) -> str:
+    """The optimizer steps the non-finite guard skipped (``on_nonfinite: skip``, the float16 default)."""
+    steps = summary.get("nonfinite_skipped_steps") or []
+    if not steps:
+        return ""
+    shown = ", ".join(str(s) for s in steps[:MAX_STEPS_SHOWN]) + (
+        " ..." if len(steps) > MAX_STEPS_SHOWN else ""
+    )
+    action = html.escape(str(summary.get("on_nonfinite", "skip")))
+    return f"<p>Non-finite steps skipped (on_nonfinite={action}): {len(steps)} (step {shown}).</p>"
+
+
 def generations_html(run_dir: Path, max_steps: int = 6) -> str:
     """A table of ``generations.jsonl`` (``generate_during_eval``): per prompt, its completion at each
     evaluation (the last ``max_steps`` evaluations); empty when the run generated nothing."""
@@ -167,7 +182,7 @@ td:first-child{{text-align:left}}pre{{background:#f6f6f6;padding:1em;overflow:au
 <h1>orpo run: {html.escape(str(run_dir))}</h1>
 {_status(summary)}<p>Steps: {summary.get("steps", "?")}. Train loss {summary.get("train_loss_first", "?")} (first log)
 &rarr; {summary.get("train_loss_last", "?")} (last log).</p>
-<h2>Evaluation before and after training</h2>{_table(rows) if rows else "<p>No evaluation set.</p>"}
+{_skipped(summary)}<h2>Evaluation before and after training</h2>{_table(rows) if rows else "<p>No evaluation set.</p>"}
 <h2>Curves</h2>{figures}
 {generations_html(run_dir)}
 <h2>Data</h2><pre>{html.escape(data_report)}</pre>

@@ -220,12 +220,17 @@ def _train_locked(
     else:
         before = trainer.evaluate() if eval_rows is not None else {}
     summary["before"] = before
+    # Steps skipped before the checkpoint this run resumes from (those after it are trained again).
+    earlier_skips = [s for s in previous.get("nonfinite_skipped_steps", []) if s <= summary["steps"]]
+    summary.update(_nonfinite_fields(trainer, earlier_skips))
     if main:  # kept by a crash from here on, for the resume to find
         checkpoints.write_summary(out, _finite(summary))
     try:
         trainer.train(resume_from_checkpoint=resume)
     except NonFiniteError as err:
-        summary.update(status="failed", error=str(err), steps=err.step)
+        summary.update(
+            status="failed", error=str(err), steps=err.step, **_nonfinite_fields(trainer, earlier_skips)
+        )
         _finish(out, summary, main)
         raise
     except BaseException as err:  # out of memory, a second Ctrl-C, a bug: the folder says so
@@ -239,7 +244,7 @@ def _train_locked(
             checkpoints.write_summary(out, _finite(summary))
         raise
     summary["steps"] = trainer.state.global_step
-    summary["nonfinite_skipped"] = trainer.guard.skipped
+    summary.update(_nonfinite_fields(trainer, earlier_skips))
     received = trainer.stop_on_signal.received
     if received is not None:
         summary.update(status="interrupted", signal=signal.Signals(received).name)
@@ -256,7 +261,7 @@ def _train_locked(
             steps=trainer.state.global_step,
             report=report,
             data_reports=data_reports,
-            nonfinite_skipped=trainer.guard.skipped,
+            nonfinite_skipped=summary["nonfinite_skipped"],
         )
 
     after = _final_evaluation(trainer) if eval_rows is not None else {}
@@ -287,8 +292,19 @@ def _train_locked(
         steps=trainer.state.global_step,
         report=report,
         data_reports=data_reports,
-        nonfinite_skipped=trainer.guard.skipped,
+        nonfinite_skipped=summary["nonfinite_skipped"],
     )
+
+
+def _nonfinite_fields(trainer, earlier: list[int]) -> dict[str, Any]:
+    """summary.json's record of the non-finite guard: the action in force (``on_nonfinite`` resolved,
+    e.g. 'skip' under float16) and the optimizer steps it skipped, those of earlier runs of a resume first."""
+    steps = [*earlier, *trainer.guard.skipped_steps]
+    return {
+        "on_nonfinite": trainer.guard.action,
+        "nonfinite_skipped": len(steps),
+        "nonfinite_skipped_steps": steps,
+    }
 
 
 # A relative change of the training loss (first log -> last log) below this: the run learned nothing.
