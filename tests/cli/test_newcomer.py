@@ -43,10 +43,12 @@ def help_examples() -> list[list[str]]:
     description (after two spaces) or shell redirection."""
     examples = []
     for _, parser in _commands(build_parser()):
-        for line in parser.format_help().splitlines():
-            text = line.strip()
-            if text.startswith("orpo "):
-                command = re.split(r"\s{2,}|\s#|\s>\s", text)[0]
+        # A line ending in a backslash continues on the next, as in a shell.
+        text = re.sub(r"\\\n\s*", " ", parser.format_help())
+        for line in text.splitlines():
+            line = line.strip()
+            if line.startswith("orpo "):
+                command = re.split(r"\s{2,}|\s#|\s>\s", line)[0]
                 examples.append(shlex.split(command)[1:])
     return examples
 
@@ -119,7 +121,7 @@ def test_every_help_example_parses(argv, workdir):
         assert all("=" in item for item in overrides), overrides
         load_recipe(config, overrides)
     if argv[0] == "compare" and not args.list_methods:
-        from orpo.lab.compare.run import parse_grid, parse_methods
+        from orpo.lab.compare.plan import parse_grid, parse_methods
 
         parse_methods(args.methods)
         parse_grid(args.grid)

@@ -35,7 +35,7 @@ Exit status: 0 with a best trial, 1 when no trial finished (all failed or pruned
 command line, recipe or space, or a trial that failed for a reason every trial would hit.
 
   orpo tune --space learning_rate=log:1e-4..3e-3 --trials 8
-  orpo tune --space learning_rate=log:1e-4..3e-3 --space beta=0.05,0.1,0.2,0.5 --trials 8 \
+  orpo tune --space learning_rate=log:1e-4..3e-3 --space beta=0.05,0.1,0.2,0.5 --trials 8 \\
       --objective judge:rules:codereview:f1
   orpo tune my.yaml --space warmup_steps=0.0..0.2 --trials 20 --objective eval_rewards/accuracies
   orpo tune my.yaml --space learning_rate=log:1e-6..1e-4 --trials 30 \\
