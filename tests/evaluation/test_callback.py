@@ -22,9 +22,10 @@ def test_generations_at_each_evaluation_land_in_the_run_folder_and_report(tmp_pa
     (tmp_path / "run.yaml").write_text(YAML.format(data=FIXTURE, out=tmp_path / "run"))
     assert main(["train", str(tmp_path / "run.yaml"), "--no-progress"]) == 0
     records = [json.loads(x) for x in (tmp_path / "run" / "generations.jsonl").read_text().splitlines()]
-    # Evaluations: before training, steps 2 and 4 (eval_steps), after training: 2 prompts each.
+    # Evaluations: before training, steps 2 and 4 (eval_steps), 2 prompts each; the final evaluation
+    # after training is the step-4 one (the schedule already evaluated the last step), not a repeat.
     steps = [r["step"] for r in records]
-    assert steps == [0, 0, 2, 2, 4, 4, 4, 4]
+    assert steps == [0, 0, 2, 2, 4, 4]
     assert all(1 <= r["completion_tokens"] <= 5 for r in records)
     assert "What is the capital of France?" in records[0]["prompt"]
     report = (tmp_path / "run" / "report.html").read_text()
