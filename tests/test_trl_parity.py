@@ -21,7 +21,7 @@ from datasets import Dataset
 
 from helpers import MERGE_ROWS, MERGE_TAILS, merge_tokenizer, toy_rows
 from orpo import ORPOConfig, ORPOTrainer
-from orpo.data.formats import normalise
+from orpo.data.normalise import normalise
 from orpo.data.template import render_pair
 from orpo.data.tokenize import Limits, PairTokenizer
 from orpo.tiny import build_model, build_tokenizer

@@ -20,14 +20,13 @@ from orpo.data.formats import (
     TRANSCRIPT,
     ColumnMap,
     Drop,
-    as_dataset,
     describe_layouts,
     detect_layouts,
-    normalise,
     normalise_row,
     trl_extract_prompt,
 )
 from orpo.data.load import load_source, train_eval_split
+from orpo.data.normalise import as_dataset, normalise
 
 FIXTURES = Path(__file__).parents[1] / "fixtures" / "data"
 

@@ -10,8 +10,9 @@ import pytest
 from datasets import Dataset, DatasetDict
 
 from orpo.data import load as load_module
-from orpo.data.formats import ColumnMap, normalise
+from orpo.data.formats import ColumnMap
 from orpo.data.load import SourceSpec, load_mixture, load_source, train_eval_split
+from orpo.data.normalise import normalise
 
 FIXTURES = Path(__file__).parents[1] / "fixtures" / "data"
 PAIRS = [{"prompt": f"q{i}", "chosen": f"good {i}", "rejected": f"bad {i}"} for i in range(40)]

@@ -30,8 +30,9 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from orpo.data.formats import ColumnMap, normalise
+from orpo.data.formats import ColumnMap
 from orpo.data.load import Source, load_source, source_label
+from orpo.data.normalise import normalise
 from orpo.data.pipeline import prepare_dataset
 from orpo.data.template import render_pair, render_pair_trl, resolve_chat_template, template_markers
 from orpo.data.tokenize import (

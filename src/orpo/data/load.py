@@ -25,7 +25,8 @@ import numpy as np
 from datasets import Dataset, DatasetDict, Features, Json, Value, concatenate_datasets
 
 from orpo.data.builtin import is_builtin, load_builtin
-from orpo.data.formats import FORMATS, ColumnMap, NormaliseResult, as_dataset, normalise
+from orpo.data.formats import FORMATS, ColumnMap, NormaliseResult
+from orpo.data.normalise import as_dataset, normalise
 
 # file suffix -> datasets builder
 BUILDERS = {".jsonl": "json", ".json": "json", ".csv": "csv", ".parquet": "parquet"}

@@ -12,7 +12,8 @@ from dataclasses import dataclass, field, fields
 
 from datasets import Dataset
 
-from orpo.data.formats import CANONICAL_FEATURES, NormaliseResult, describe_layouts, normalise
+from orpo.data.formats import CANONICAL_FEATURES, NormaliseResult, describe_layouts
+from orpo.data.normalise import normalise
 from orpo.data.template import render_pair, resolve_chat_template, template_markers
 from orpo.data.tokenize import Limits, PairTokenizer
 from orpo.engine.types import PAIR_COLUMNS, PROMPT_TAIL_COLUMNS

@@ -153,7 +153,7 @@ def load_prompts(source: str, split: str = "train", limit: int | None = None) ->
     columns = set(rows.column_names)
     ids = [str(x) for x in rows["id"]] if "id" in columns else None
     if {"chosen", "rejected"} <= columns:
-        from orpo.data.formats import normalise
+        from orpo.data.normalise import normalise
 
         result = normalise(rows, source_name=str(source))
         prompts = [

@@ -122,7 +122,7 @@ def load_data(recipe: Recipe, seed: int):
     if data.eval_split is not None:
         return train, _load(data.train, data.eval_split, seed, data.encoding)
     if data.eval_size is not None or (data.eval_fraction and data.eval_fraction > 0):
-        from orpo.data.formats import as_dataset
+        from orpo.data.normalise import as_dataset
 
         if data.eval_size is not None:
             return train_eval_split(as_dataset(train), eval_size=data.eval_size, seed=seed)

@@ -54,7 +54,7 @@ def judge_run(model, setup: Setup, judge: str, n_prompts: int) -> dict:
     import numpy as np
     import torch
 
-    from orpo.data.formats import normalise
+    from orpo.data.normalise import normalise
     from orpo.data.tokenize import Limits
     from orpo.evaluation.generate import GenerationSettings, Prompt, generate_ids, prompt_ids
     from orpo.evaluation.judges.base import Item
