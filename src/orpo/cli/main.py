@@ -14,7 +14,19 @@ import os
 import sys
 import warnings
 
-SUBCOMMANDS = ("train", "data", "demo", "bench", "eval", "generate", "judge", "compare", "export", "merge")
+SUBCOMMANDS = (
+    "train",
+    "data",
+    "demo",
+    "bench",
+    "eval",
+    "generate",
+    "pairs",
+    "judge",
+    "compare",
+    "export",
+    "merge",
+)
 
 DESCRIPTION = """\
 orpo: fine-tune causal language models with ORPO (odds ratio preference optimization).

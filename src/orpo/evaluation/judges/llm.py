@@ -216,6 +216,12 @@ class LLMJudge:
         messages = ([{"role": "system", "content": self.system}] if self.system else []) + [
             {"role": "user", "content": fill(self.template, question, first, second, reference)}
         ]
+        out = self.request(messages, self._verdict)
+        return {"reply": out["reply"], "verdict": out["value"], "cached": out["cached"]}
+
+    def request(self, messages: list[dict], parse) -> dict:
+        """{reply, value, cached} of one chat request, through the cache; ``parse(reply)`` gives the
+        value or None, and a reply it cannot parse is counted as malformed and asked once more."""
         body = {"model": self.model, "messages": messages, "temperature": 0.0, "max_tokens": self.max_tokens}
         key = hashlib.sha256(
             json.dumps({"url": self.endpoint, "body": body}, sort_keys=True).encode()
@@ -224,19 +230,19 @@ class LLMJudge:
         if path.is_file():
             self._count("cache_hits")
             reply = json.loads(path.read_text())["reply"]
-            return {"reply": reply, "verdict": self._verdict(reply), "cached": True}
+            return {"reply": reply, "value": parse(reply), "cached": True}
         reply = self._post(body)
-        verdict = self._verdict(reply)
-        if verdict is None:
+        value = parse(reply)
+        if value is None:
             self._count("malformed")
             reply = self._post(body)  # asked once more
-            verdict = self._verdict(reply)
-            if verdict is None:
+            value = parse(reply)
+            if value is None:
                 self._count("malformed")
         tmp = path.with_suffix(f".tmp{threading.get_ident()}")
         tmp.write_text(json.dumps({"reply": reply}))
         os.replace(tmp, path)
-        return {"reply": reply, "verdict": verdict, "cached": False}
+        return {"reply": reply, "value": value, "cached": False}
 
     # ---- items ----
 
