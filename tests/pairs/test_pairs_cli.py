@@ -250,7 +250,7 @@ def test_help_examples_parse():
     parser = build_parser()
     examples = [line.strip() for line in HELP.splitlines()]
     commands = [shlex.split(line)[1:] for line in examples if line.startswith("orpo pairs ")]
-    assert len(commands) == 4
+    assert len(commands) == 5
     for argv in commands:
         args = parser.parse_args(argv)
         assert args.command == "pairs" and args.out == "pairs.jsonl"
@@ -277,3 +277,116 @@ def test_samples_are_what_orpo_generate_samples(run_dir, tmp_path):
     assert main([*argv, *SMALL]) == 0
     key = lambda r: (r["id"], r["sample"], r["completion"])  # noqa: E731
     assert sorted(map(key, _rows(out.with_suffix(".samples.jsonl")))) == sorted(map(key, _rows(gen)))
+
+
+class CompletionsServer:
+    """A scripted OpenAI-compatible completions endpoint: the text of a sample is picked by its seed."""
+
+    TEXTS = ("clean answer", "a-b-c", "!!!", "clean answer")
+
+    def __init__(self):
+        import threading
+        from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+        self.requests = []
+        server = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def log_message(self, *args):
+                pass
+
+            def do_POST(self):
+                body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+                server.requests.append((self.path, body))
+                text = server.TEXTS[body["seed"] % 4]
+                reply = {"choices": [{"index": 0, "text": text, "finish_reason": "stop"}]}
+                data = json.dumps(reply).encode()
+                self.send_response(200)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}/v1"
+        threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
+
+    def close(self):
+        self.httpd.shutdown()
+        self.httpd.server_close()
+
+
+@pytest.fixture
+def completions_server():
+    s = CompletionsServer()
+    yield s
+    s.close()
+
+
+def test_server_backend_samples_prompts_as_training_renders_them_and_resumes(
+    run_dir, tmp_path, completions_server, capsys
+):
+    from orpo.evaluation.generate import prompt_ids
+    from orpo.pairs.server import sample_seed
+    from orpo.run.loading import open_model
+
+    rules = tmp_path / "junk.py"
+    rules.write_text(JUNK_RULES)
+    args = ["--judge", f"rules:{rules}", "--server", completions_server.url, "--server-model", "served"]
+    full = tmp_path / "full.jsonl"
+    rows, summary = _pairs(run_dir, full, *args)
+    requests = completions_server.requests
+    assert len(requests) == 20 and all(path == "/v1/completions" for path, _ in requests)
+    prompts = load_prompts(CODE, split="test", limit=5)
+    loaded = open_model(run_dir, weights=False)
+    expected = prompt_ids(
+        prompts, loaded.tokenizer, loaded.chat_template_mode, loaded.limits, loaded.tokenization
+    )
+    sent = {(json.dumps(b["prompt"]), b["seed"]) for _, b in requests}
+    assert sent == {
+        (json.dumps(ids), sample_seed(0, p.id, k)) for p, ids in zip(prompts, expected) for k in range(4)
+    }
+    assert all(
+        b["model"] == "served" and b["max_tokens"] == 8 and b["temperature"] == 1.0 for _, b in requests
+    )
+    judge = RulesJudge(str(rules))
+    assert rows
+    for row in rows:
+        assert judge.pointwise(row["prompt"], row["chosen"], None) > judge.pointwise(
+            row["prompt"], row["rejected"], None
+        )
+    samples = _rows(full.with_suffix(".samples.jsonl"))
+    assert all(s["settings"]["backend"] == "server" for s in samples)
+    assert {s["completion"] for s in samples} <= set(CompletionsServer.TEXTS)
+
+    # Killed after the first chunk (2 prompts x 4 samples): the rerun asks only for the rest.
+    part = tmp_path / "part.jsonl"
+    lines = full.with_suffix(".samples.jsonl").read_text().splitlines()
+    part.with_suffix(".samples.jsonl").write_text("\n".join(lines[:8]) + "\n")
+    requests.clear()
+    _pairs(run_dir, part, *args)
+    assert len(requests) == 12 and part.read_text() == full.read_text()
+    assert part.with_suffix(".samples.jsonl").read_text() == full.with_suffix(".samples.jsonl").read_text()
+
+    # In-process samples are not resumed from the server's, nor the other way round.
+    capsys.readouterr()
+    part.with_suffix(".summary.json").unlink()
+    part.unlink()
+    err = _bad(
+        ["pairs", run_dir, "--prompts", CODE, "--out", str(part), *SMALL, "--judge", f"rules:{rules}"], capsys
+    )
+    assert "part.samples.jsonl holds samples" in err and "use another --out" in err
+
+
+def test_server_that_does_not_answer_is_one_line(run_dir, tmp_path, capsys):
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]  # closed again: nothing listens there
+    argv = ["pairs", run_dir, "--prompts", CODE, "--out", str(tmp_path / "p.jsonl"), *SMALL]
+    err = _bad([*argv, "--judge", "rules:codereview", "--server", f"http://127.0.0.1:{port}/v1"], capsys)
+    assert f"127.0.0.1:{port}/v1/completions: no answer after 3 retries" in err and "rerun to resume" in err
+    assert "--server localhost:8000" in _bad(
+        [*argv, "--judge", "rules:codereview", "--server", "localhost:8000"], capsys
+    )

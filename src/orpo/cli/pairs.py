@@ -16,6 +16,7 @@ one (rejected): on-policy preference data, or the next round's pairs of an itera
   orpo pairs runs/x --prompts builtin:codereview --judge rules:codereview --out pairs.jsonl --chosen best-or-reference --samples 8
   orpo pairs runs/x --prompts prompts.jsonl --judge reward:my-reward-model --out pairs.jsonl --min-margin 0.5
   orpo pairs runs/x --prompts prompts.jsonl --judge openai --base-url http://localhost:8000/v1 --judge-model qwen --out pairs.jsonl
+  orpo pairs runs/x --server http://127.0.0.1:8000/v1 --prompts builtin:codereview --judge rules:codereview --out pairs.jsonl
   orpo train CONFIG.yaml data.train=pairs.jsonl                              train the next round on them
 
 Judges (--judge), one score per completion, higher is better:
@@ -38,6 +39,10 @@ indices, the reference and source "on-policy"; `orpo train` and `orpo data inspe
 OUT.samples.jsonl (every sample, `orpo generate`'s format: a killed run, rerun, resumes there),
 OUT.summary.json and OUT.scores.png (a histogram of the scores); prints a table. OUT.x is OUT with its
 suffix replaced (pairs.jsonl -> pairs.samples.jsonl). An OUT written with other settings is refused.
+
+--server URL samples from a server that already serves the model (`vllm serve runs/x`, llama.cpp's
+server on the GGUF from `orpo export`): prompts are rendered here as training renders them and sent as
+token ids to URL/completions, one request per sample with a seed of its own; same files, same resumption.
 """
 
 
@@ -74,6 +79,17 @@ def register(sub: argparse._SubParsersAction) -> None:
     sampling.add_argument(
         "--batch-size", type=int, default=16, help="prompts per generate call (default: 16)"
     )
+    sampling.add_argument(
+        "--server",
+        metavar="URL",
+        help="sample from this OpenAI-compatible completions API instead (e.g. http://127.0.0.1:8000/v1 of "
+        "`vllm serve RUN`); RUN_OR_MODEL then only gives the tokenizer and prompt rendering",
+    )
+    sampling.add_argument(
+        "--server-model", help="the model's name at --server (default: RUN_OR_MODEL as given)"
+    )
+    sampling.add_argument("--server-api-key-env", help="environment variable holding --server's key, if any")
+    sampling.add_argument("--server-concurrency", type=int, default=8, help="requests in flight (default: 8)")
     sampling.add_argument(
         "--base", help="base model of an adapter folder (default: its base_model_name_or_path)"
     )
@@ -118,7 +134,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from orpo.pairs import make_pairs  # deferred: loads torch and the data layer, not needed for --help
+    from orpo.pairs import Server, make_pairs  # deferred: loads torch and the data layer, not for --help
     from orpo.pairs.report import table
 
     llm = {
@@ -154,6 +170,14 @@ def run(args: argparse.Namespace) -> int:
         llm=llm,
         cache_dir=args.cache_dir,
         open_model_options={"base": args.base, "tokenizer": args.tokenizer, "dtype": args.dtype},
+        server=Server(
+            args.server,
+            args.server_model or args.run_dir,
+            api_key_env=args.server_api_key_env,
+            concurrency=args.server_concurrency,
+        )
+        if args.server
+        else None,
         progress=not args.no_progress,
     )
     if args.json:

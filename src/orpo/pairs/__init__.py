@@ -34,11 +34,12 @@ from orpo.pairs.pairing import Candidate, PairingSettings, PromptResult, collaps
 from orpo.pairs.report import distribution, histogram
 from orpo.pairs.sample import sample_file
 from orpo.pairs.score import ScoreItem, build_scorer
+from orpo.pairs.server import Server, server_sample_file
 
-__all__ = ["PairingSettings", "PairsResult", "make_pairs", "output_paths"]
+__all__ = ["PairingSettings", "PairsResult", "Server", "make_pairs", "output_paths"]
 
 # Settings that may change between a run and its rerun without changing what OUT holds for a prompt.
-RERUN_FREE = ("limit", "batch_size")
+RERUN_FREE = ("limit", "batch_size", "server_url")
 
 
 @dataclass
@@ -140,6 +141,7 @@ def make_pairs(
     llm: dict | None = None,
     cache_dir: str | Path | None = None,
     open_model_options: dict | None = None,
+    server: Server | None = None,
     progress: bool = False,
 ) -> PairsResult:
     """Sample, score and pair (see the module docstring); write OUT and its companions.
@@ -147,7 +149,8 @@ def make_pairs(
     ``model`` is a path or name ``orpo.run.loading.open_model`` opens (``open_model_options``: base,
     tokenizer, dtype), or an opened ``LoadedModel``. ``prompts`` is a source ``load_prompts`` reads
     (``split``, ``limit``) or a list of ``Prompt``. ``judge`` is ``rules:FILE.py``, ``rules:codereview``,
-    ``reward:MODEL`` or ``openai`` (``llm``: the ``LLMScorer`` options). Every check that needs no model
+    ``reward:MODEL`` or ``openai`` (``llm``: the ``LLMScorer`` options). With ``server`` the samples come
+    from that endpoint (``orpo.pairs.server``) and only the tokenizer of ``model`` is opened. Every check that needs no model
     runs before the model is opened, so a bad input costs no sampling.
     """
     if samples < 2:
@@ -190,7 +193,9 @@ def make_pairs(
         "split": split,
         "limit": limit,
         "batch_size": batch_size,
-        "sampling": sampling.record(),
+        "sampling": sampling.record()
+        | ({"backend": "server", "server_model": server.model} if server else {}),
+        "server_url": server.url if server else None,
         "judge": scorer.settings(),
         "pairing": asdict(pairing),
     }
@@ -198,8 +203,13 @@ def make_pairs(
     if isinstance(model, str):
         from orpo.run.loading import open_model
 
-        model = open_model(model, **(open_model_options or {}))
-    records, written, kept = sample_file(model, prompts, sampling, paths["samples"], progress=progress)
+        model = open_model(model, **(open_model_options or {}), weights=server is None)
+    if server is None:
+        records, written, kept = sample_file(model, prompts, sampling, paths["samples"], progress=progress)
+    else:
+        records, written, kept = server_sample_file(
+            model, prompts, sampling, paths["samples"], server, progress=progress
+        )
 
     # Score each distinct completion of each prompt once, and the references pairing may take.
     by_prompt: dict[str, list[Candidate]] = {}

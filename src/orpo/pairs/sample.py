@@ -27,16 +27,17 @@ from orpo.evaluation.generate import (
 )
 
 
-def read_samples(path: Path, model: str, settings: GenerationSettings) -> dict[tuple[str, int], dict]:
-    """(id, sample) -> record of a samples file; another model's or other settings' file is refused."""
+def read_samples(path: Path, model: str, settings: dict) -> dict[tuple[str, int], dict]:
+    """(id, sample) -> record of a samples file; another model's or other settings' file is refused
+    (``settings``: what every line records)."""
     done: dict[tuple[str, int], dict] = {}
     if not path.is_file():
         return done
     for record in read_generations(path):
-        if record.get("model") != model or record.get("settings") != settings.record():
+        if record.get("model") != model or record.get("settings") != settings:
             raise ValueError(
                 f"{path} holds samples of {record.get('model')} with settings {record.get('settings')}; "
-                f"this run is {model} with {settings.record()}: use another --out or delete the file"
+                f"this run is {model} with {settings}: use another --out or delete the file"
             )
         done[(str(record["id"]), int(record.get("sample", 0)))] = record
     return done
@@ -52,7 +53,7 @@ def sample_file(
     lines written now, lines kept from an earlier run).
     """
     path = Path(path)
-    done = read_samples(path, loaded.name, settings)
+    done = read_samples(path, loaded.name, settings.record())
     kept = len(done)
     k_all = range(settings.num_samples)
     ids = prompt_ids(prompts, loaded.tokenizer, loaded.chat_template_mode, loaded.limits, loaded.tokenization)
