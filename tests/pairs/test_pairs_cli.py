@@ -390,3 +390,43 @@ def test_server_that_does_not_answer_is_one_line(run_dir, tmp_path, capsys):
     assert "--server localhost:8000" in _bad(
         [*argv, "--judge", "rules:codereview", "--server", "localhost:8000"], capsys
     )
+
+
+def test_reward_model_scores_each_sample(run_dir, tmp_path):
+    """A tiny random reward model: each pair's scores are the model's rewards of those texts alone
+    (unbatched), and the chosen one's is higher."""
+    import torch
+    from transformers import LlamaConfig, LlamaForSequenceClassification
+
+    from orpo.evaluation.judges.reward import RewardJudge
+    from orpo.run.loading import open_model
+
+    tok = open_model(run_dir, weights=False).tokenizer
+    torch.manual_seed(0)
+    config = LlamaConfig(
+        vocab_size=len(tok),
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=1,
+        num_attention_heads=2,
+        num_key_value_heads=1,
+        num_labels=1,
+        pad_token_id=tok.pad_token_id,
+    )
+    path = tmp_path / "rm"
+    LlamaForSequenceClassification(config).save_pretrained(path)
+    tok.save_pretrained(path)
+    rows, summary = _pairs(
+        run_dir, tmp_path / "r.jsonl", "--judge", f"reward:{path}", "--judge-batch-size", "3"
+    )
+    assert summary["settings"]["judge"]["kind"] == "reward" and len(rows) == 5  # random rewards never tie
+    alone = RewardJudge(str(path), batch_size=1)
+    for row in rows:
+        chosen, rejected = (
+            alone.score([alone.text(row["prompt"], row[k])])[0] for k in ("chosen", "rejected")
+        )
+        assert chosen > rejected
+        assert (chosen, rejected) == (
+            pytest.approx(row["chosen_score"], abs=1e-5),
+            pytest.approx(row["rejected_score"], abs=1e-5),
+        )
