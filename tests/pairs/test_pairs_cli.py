@@ -279,75 +279,40 @@ def test_samples_are_what_orpo_generate_samples(run_dir, tmp_path):
     assert sorted(map(key, _rows(out.with_suffix(".samples.jsonl")))) == sorted(map(key, _rows(gen)))
 
 
-class CompletionsServer:
-    """A scripted OpenAI-compatible completions endpoint: the text of a sample is picked by its seed."""
-
-    TEXTS = ("clean answer", "a-b-c", "!!!", "clean answer")
-
-    def __init__(self):
-        import threading
-        from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-
-        self.requests = []
-        server = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def log_message(self, *args):
-                pass
-
-            def do_POST(self):
-                body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
-                server.requests.append((self.path, body))
-                text = server.TEXTS[body["seed"] % 4]
-                reply = {"choices": [{"index": 0, "text": text, "finish_reason": "stop"}]}
-                data = json.dumps(reply).encode()
-                self.send_response(200)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(data)))
-                self.end_headers()
-                self.wfile.write(data)
-
-        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}/v1"
-        threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
-
-    def close(self):
-        self.httpd.shutdown()
-        self.httpd.server_close()
+TEXTS = ("clean answer", "a-b-c", "!!!", "clean answer")
 
 
-@pytest.fixture
-def completions_server():
-    s = CompletionsServer()
-    yield s
-    s.close()
+def complete(body: dict) -> dict:
+    """A scripted completions endpoint: the text of a sample is picked by its seed."""
+    return {"choices": [{"index": 0, "text": TEXTS[body["seed"] % 4], "finish_reason": "stop"}]}
 
 
 def test_server_backend_samples_prompts_as_training_renders_them_and_resumes(
-    run_dir, tmp_path, completions_server, capsys
+    run_dir, tmp_path, scripted_server, capsys
 ):
     from orpo.evaluation.generate import prompt_ids
     from orpo.pairs.server import sample_seed
     from orpo.run.loading import open_model
 
+    completions_server = scripted_server(complete)
     rules = tmp_path / "junk.py"
     rules.write_text(JUNK_RULES)
     args = ["--judge", f"rules:{rules}", "--server", completions_server.url, "--server-model", "served"]
     full = tmp_path / "full.jsonl"
     rows, summary = _pairs(run_dir, full, *args)
     requests = completions_server.requests
-    assert len(requests) == 20 and all(path == "/v1/completions" for path, _ in requests)
+    assert len(requests) == 20 and all(path == "/v1/completions" for path, _, _ in requests)
     prompts = load_prompts(CODE, split="test", limit=5)
     loaded = open_model(run_dir, weights=False)
     expected = prompt_ids(
         prompts, loaded.tokenizer, loaded.chat_template_mode, loaded.limits, loaded.tokenization
     )
-    sent = {(json.dumps(b["prompt"]), b["seed"]) for _, b in requests}
+    sent = {(json.dumps(b["prompt"]), b["seed"]) for _, _, b in requests}
     assert sent == {
         (json.dumps(ids), sample_seed(0, p.id, k)) for p, ids in zip(prompts, expected) for k in range(4)
     }
     assert all(
-        b["model"] == "served" and b["max_tokens"] == 8 and b["temperature"] == 1.0 for _, b in requests
+        b["model"] == "served" and b["max_tokens"] == 8 and b["temperature"] == 1.0 for _, _, b in requests
     )
     judge = RulesJudge(str(rules))
     assert rows
@@ -357,7 +322,7 @@ def test_server_backend_samples_prompts_as_training_renders_them_and_resumes(
         )
     samples = _rows(full.with_suffix(".samples.jsonl"))
     assert all(s["settings"]["backend"] == "server" for s in samples)
-    assert {s["completion"] for s in samples} <= set(CompletionsServer.TEXTS)
+    assert {s["completion"] for s in samples} <= set(TEXTS)
 
     # Killed after the first chunk (2 prompts x 4 samples): the rerun asks only for the rest.
     part = tmp_path / "part.jsonl"

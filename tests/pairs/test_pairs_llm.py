@@ -5,8 +5,6 @@ marked MALFORMED, and records every request, so the test knows each score and wh
 """
 
 import json
-import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
@@ -21,46 +19,17 @@ def rating(answer: str) -> float:
     return float(1 + sum(c.isalpha() for c in answer) % 10)
 
 
-class RatingServer:
-    def __init__(self):
-        self.requests = []
-        server = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def log_message(self, *args):
-                pass
-
-            def do_POST(self):
-                body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
-                server.requests.append((self.headers.get("Authorization"), body, self.path))
-                text = body["messages"][-1]["content"]
-                answer = text.split(START)[1].split(END)[0]
-                reply = (
-                    "I cannot rate this." if "MALFORMED" in text else f"Fine.\nRating: [[{rating(answer):g}]]"
-                )
-                data = json.dumps(
-                    {"choices": [{"message": {"role": "assistant", "content": reply}}]}
-                ).encode()
-                self.send_response(200)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(data)))
-                self.end_headers()
-                self.wfile.write(data)
-
-        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}/v1"
-        threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
-
-    def close(self):
-        self.httpd.shutdown()
-        self.httpd.server_close()
+def rate(body: dict) -> dict:
+    """The server's reply to one chat request."""
+    text = body["messages"][-1]["content"]
+    answer = text.split(START)[1].split(END)[0]
+    reply = "I cannot rate this." if "MALFORMED" in text else f"Fine.\nRating: [[{rating(answer):g}]]"
+    return {"choices": [{"message": {"role": "assistant", "content": reply}}]}
 
 
 @pytest.fixture
-def server():
-    s = RatingServer()
-    yield s
-    s.close()
+def server(scripted_server):
+    return scripted_server(rate)
 
 
 @pytest.fixture(scope="module")
@@ -103,7 +72,8 @@ def test_llm_ratings_pair_a_malformed_reply_is_counted_and_a_rerun_is_free(
     assert counts["unscored_samples"] == 4 and counts["dropped"].get("no_score") == 1
     assert all(r["prompt_id"] != "2" for r in rows)
     assert all(
-        auth == f"Bearer {SECRET}" and path == "/v1/chat/completions" for auth, _, path in server.requests
+        h["Authorization"] == f"Bearer {SECRET}" and path == "/v1/chat/completions"
+        for path, h, _ in server.requests
     )
 
     # Every pair is better by the server's own rating of its two texts.

@@ -14,10 +14,11 @@ as malformed and left out of pairing, never fatal.
 
 from __future__ import annotations
 
-import re
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
+
+from orpo.evaluation.judges.llm import LLMJudge, compile_pattern, last_capture, read_template, substitute
 
 KINDS = ("rules:FILE.py", "rules:codereview", "reward:MODEL", "openai")
 
@@ -96,7 +97,6 @@ class LLMScorer:
         timeout: float = 120.0,
         max_tokens: int = 1024,
     ):
-        from orpo.evaluation.judges.llm import LLMJudge
 
         if not base_url or not model:
             raise ValueError(
@@ -113,39 +113,22 @@ class LLMScorer:
             max_tokens=max_tokens,
         )
         self.template_name = template or "default"
-        if template:
-            path = Path(template)
-            if not path.is_file():
-                raise ValueError(f"--template {template}: no such file")
-            self.template, self.system = path.read_text(), None
-        else:
-            self.template, self.system = DEFAULT_TEMPLATE, DEFAULT_SYSTEM
+        self.template, self.system = read_template(template, DEFAULT_TEMPLATE, DEFAULT_SYSTEM)
         self.pattern_text = score_pattern or DEFAULT_SCORE_PATTERN
-        try:
-            self.pattern = re.compile(self.pattern_text)
-        except re.error as err:
-            raise ValueError(f"--score-pattern {self.pattern_text!r} is not a regex: {err}") from err
-        if self.pattern.groups < 1:
-            raise ValueError(f"--score-pattern {self.pattern_text!r} needs a group capturing the number")
+        self.pattern = compile_pattern(self.pattern_text, "--score-pattern", "the number")
 
     def parse(self, reply: str) -> float | None:
         """The number in the last match of the pattern, or None."""
-        matches = self.pattern.findall(reply)
-        if not matches:
-            return None
-        last = matches[-1][0] if isinstance(matches[-1], tuple) else matches[-1]
+        last = last_capture(self.pattern, reply)
         try:
-            return float(last)
+            return None if last is None else float(last)
         except ValueError:
             return None
 
     def _messages(self, item: ScoreItem) -> list[dict]:
         values = {"question": item.prompt, "answer": item.completion, "reference": item.reference or ""}
-        text = self.template
-        for name, value in values.items():  # plain replacement: answers may contain braces
-            text = text.replace("{" + name + "}", value)
         head = [{"role": "system", "content": self.system}] if self.system else []
-        return [*head, {"role": "user", "content": text}]
+        return [*head, {"role": "user", "content": substitute(self.template, values)}]
 
     def score(self, items: list[ScoreItem]) -> list[float | None]:
         pool = ThreadPoolExecutor(max_workers=self.client.concurrency)
