@@ -210,6 +210,9 @@ def test_bad_input_is_one_line_before_any_model_is_opened(tmp_path, capsys):
         [*base, "--prompts", CODE, "--judge", "rules:codereview", "--metric", "recal"], capsys
     )
     assert "--base-url" in _bad([*base, "--prompts", CODE, "--judge", "openai"], capsys)
+    assert "--metric f1 goes with --judge rules" in _bad(
+        [*base, "--prompts", CODE, "--judge", "openai", "--metric", "f1"], capsys
+    )
 
 
 def test_output_of_other_settings_is_refused(run_dir, tmp_path, capsys):

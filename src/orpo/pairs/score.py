@@ -171,6 +171,8 @@ def build_scorer(
             "--judge human cannot score one completion on its own (people compare two); use "
             f"{', '.join(KINDS)}"
         )
+    if metric and name != "rules":
+        raise ValueError(f"--metric {metric} goes with --judge rules:FILE.py; --judge {spec} has one score")
     if name in ("rules", "reward") and not arg:
         raise ValueError(f"--judge {spec}: give {name}:{'FILE.py' if name == 'rules' else 'MODEL'}")
     if name == "rules":
