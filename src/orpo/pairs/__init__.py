@@ -103,9 +103,10 @@ def _check_out(paths: dict[str, Path], settings: dict) -> None:
     new = {k: v for k, v in settings.items() if k not in RERUN_FREE}
     if old != new:
         changed = sorted(k for k in old.keys() | new.keys() if old.get(k) != new.get(k))
+        diff = ", ".join(f"{k}: {old.get(k)} -> {new.get(k)}" for k in changed)
         raise ValueError(
-            f"{out} was written with other settings ({', '.join(f'{k}: {old.get(k)} -> {new.get(k)}' for k in changed)}); "
-            "use another --out or delete it and its .samples.jsonl"
+            f"{out} was written with other settings ({diff}); use another --out or delete it and its "
+            ".samples.jsonl"
         )
 
 
@@ -150,8 +151,8 @@ def make_pairs(
     tokenizer, dtype), or an opened ``LoadedModel``. ``prompts`` is a source ``load_prompts`` reads
     (``split``, ``limit``) or a list of ``Prompt``. ``judge`` is ``rules:FILE.py``, ``rules:codereview``,
     ``reward:MODEL`` or ``openai`` (``llm``: the ``LLMScorer`` options). With ``server`` the samples come
-    from that endpoint (``orpo.pairs.server``) and only the tokenizer of ``model`` is opened. Every check that needs no model
-    runs before the model is opened, so a bad input costs no sampling.
+    from that endpoint (``orpo.pairs.server``) and only the tokenizer of ``model`` is opened. Every
+    check that needs no model runs before the model is opened, so a bad input costs no sampling.
     """
     if samples < 2:
         raise ValueError(f"--samples {samples}: pairs need at least 2 samples per prompt")
@@ -212,11 +213,13 @@ def make_pairs(
         )
 
     # Score each distinct completion of each prompt once, and the references pairing may take.
+    texts: dict[str, list[str]] = {p.id: [] for p in prompts}
+    for r in records:  # in prompt and sample order
+        texts[r["id"]].append(r["completion"])
     by_prompt: dict[str, list[Candidate]] = {}
     items: list[ScoreItem] = []
     for p in prompts:
-        texts = [r["completion"] for r in records if r["id"] == p.id]
-        by_prompt[p.id] = collapse(texts, [None] * len(texts))
+        by_prompt[p.id] = collapse(texts[p.id], [None] * len(texts[p.id]))
         items += [ScoreItem(p.id, p.text, c.text, p.reference) for c in by_prompt[p.id]]
     n_candidates = len(items)
     if pairing.uses_reference:

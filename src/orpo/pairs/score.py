@@ -1,7 +1,8 @@
 """One score per completion (higher is better), from the judges ``orpo judge`` uses pairwise.
 
   rules:FILE.py | rules:codereview   the rules' pairwise metric of the completion (``--metric`` picks
-                                     another; a ``LOWER_IS_BETTER`` metric is negated): ``RulesJudge.pointwise``
+                                     another; a ``LOWER_IS_BETTER`` metric is negated):
+                                     ``RulesJudge.pointwise``
   reward:MODEL                       the reward model's scalar on the prompt and completion
   openai                             an LLM's 1-10 rating over an OpenAI-compatible chat-completions API,
                                      parsed from its reply with a pattern (last match), through the

@@ -74,7 +74,8 @@ class Server:
                     detail = detail.replace(key, "***")
                 if err.code not in RETRY_STATUS and err.code < 500:
                     raise ValueError(
-                        f"{self.endpoint} answered HTTP {err.code}: {detail!r}; check --server and --server-model"
+                        f"{self.endpoint} answered HTTP {err.code}: {detail!r}; check --server and "
+                        "--server-model"
                     ) from None
                 last = f"HTTP {err.code}"
             except (urllib.error.URLError, TimeoutError, ConnectionError) as err:
