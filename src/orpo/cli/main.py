@@ -23,6 +23,7 @@ SUBCOMMANDS = (
     "bench",
     "eval",
     "generate",
+    "pairs",
     "judge",
     "compare",
     "tune",
@@ -41,8 +42,10 @@ beta times an odds-ratio penalty that pushes the rejected response down. No refe
   orpo data inspect SOURCE       see formats, drops, lengths and the exact tokens trained on
   orpo eval RUN --data SOURCE    preference metrics of a trained run on a dataset
   orpo generate RUN --prompt T   generate with a trained run (chat template applied)
+  orpo pairs RUN --prompts SRC   sample K answers per prompt, score them, write (chosen, rejected) pairs
   orpo judge A.jsonl B.jsonl     win rate of B over A with an interval (rules, reward model, LLM, humans)
   orpo compare [CONFIG.yaml]     train SFT, ORPO, DPO, SimPO, ... on one recipe: memory, time, quality
+  orpo tune CONFIG.yaml --trials N  search learning rate, beta, ... on validation (Optuna; resumable)
   orpo export RUN --format gguf  a merged model folder, or a GGUF file for llama.cpp / Ollama
   orpo merge RUN --output DIR    merge a LoRA/DoRA adapter into its base (= export --format merged)
   orpo bench                     speed and memory side by side with TRL

@@ -159,12 +159,17 @@ def no_final_model(run: Path, checkpoint_ok: bool = True) -> ValueError:
 
 
 def open_model(
-    path: str | Path, base: str | None = None, tokenizer: str | None = None, dtype: str | None = None
+    path: str | Path,
+    base: str | None = None,
+    tokenizer: str | None = None,
+    dtype: str | None = None,
+    weights: bool = True,
 ) -> LoadedModel:
     """Load ``path`` (run, checkpoint, adapter or model; see the module docstring).
 
     ``base`` overrides an adapter's base model, ``tokenizer`` the tokenizer location, ``dtype`` the
-    weights' dtype (default: the run's, else float32).
+    weights' dtype (default: the run's, else float32). ``weights=False`` loads no model (``model`` is
+    None): the tokenizer and prompt rendering of a model that a server already serves.
     """
     from orpo.modeling import ensure_pad_token, load_model, load_tokenizer
 
@@ -181,7 +186,13 @@ def open_model(
         init = {"dtype": dtype or recipe.model.dtype}
         trust = recipe.model.trust_remote_code
         revision = recipe.model.revision
-    if (folder / "adapter_config.json").is_file():
+    if not weights:
+        model = None
+        adapter = (folder / "adapter_config.json").is_file()
+        tok_source = _tokenizer_source(
+            folder, tokenizer, run, (base or adapter_base(folder, run)) if adapter else None
+        )
+    elif (folder / "adapter_config.json").is_file():
         from peft import PeftModel
 
         base_name = base or adapter_base(folder, run)
@@ -198,7 +209,8 @@ def open_model(
         raise ValueError(f"{path}: no model weights (config.json + *.safetensors) and no adapter_config.json")
     tok = load_tokenizer(tok_source, trust)
     ensure_pad_token(tok, model)
-    model.eval()
+    if model is not None:
+        model.eval()
     return LoadedModel(
         model=model,
         tokenizer=tok,

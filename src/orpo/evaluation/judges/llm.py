@@ -55,12 +55,46 @@ class JudgeRequestError(ValueError):
     """A request that cannot succeed (bad key, unknown model, retries exhausted): stops the run."""
 
 
-def fill(template: str, question: str, first: str, second: str, reference: str | None) -> str:
-    """The template with its placeholders replaced (plain replacement: answers may contain braces)."""
-    values = {"question": question, "answer_a": first, "answer_b": second, "reference": reference or ""}
+def substitute(template: str, values: dict[str, str]) -> str:
+    """``{name}`` placeholders replaced by plain replacement (answers may contain braces)."""
     for name, value in values.items():
         template = template.replace("{" + name + "}", value)
     return template
+
+
+def fill(template: str, question: str, first: str, second: str, reference: str | None) -> str:
+    """The pairwise template with its placeholders replaced."""
+    values = {"question": question, "answer_a": first, "answer_b": second, "reference": reference or ""}
+    return substitute(template, values)
+
+
+def read_template(template: str | None, default: str, system: str) -> tuple[str, str | None]:
+    """(user template, system message): a --template file is the whole prompt (no system message)."""
+    if not template:
+        return default, system
+    path = Path(template)
+    if not path.is_file():
+        raise ValueError(f"--template {template}: no such file")
+    return path.read_text(), None
+
+
+def compile_pattern(text: str, option: str, captures: str) -> re.Pattern:
+    """The regex of ``option``; its group 1 must capture ``captures``."""
+    try:
+        pattern = re.compile(text)
+    except re.error as err:
+        raise ValueError(f"{option} {text!r} is not a regex: {err}") from err
+    if pattern.groups < 1:
+        raise ValueError(f"{option} {text!r} needs a group capturing {captures}")
+    return pattern
+
+
+def last_capture(pattern: re.Pattern, reply: str) -> str | None:
+    """Group 1 of the last match of ``pattern`` in ``reply`` (the verdict comes last), or None."""
+    matches = pattern.findall(reply)
+    if not matches:
+        return None
+    return matches[-1][0] if isinstance(matches[-1], tuple) else matches[-1]
 
 
 class LLMJudge:
@@ -95,20 +129,9 @@ class LLMJudge:
         if not self._key:
             logger.warning("orpo: %s is not set; sending requests without an API key", self.key_env)
         self.template_name = template or "default"
-        if template:
-            path = Path(template)
-            if not path.is_file():
-                raise ValueError(f"--template {template}: no such file")
-            self.template, self.system = path.read_text(), None
-        else:
-            self.template, self.system = DEFAULT_TEMPLATE, DEFAULT_SYSTEM
+        self.template, self.system = read_template(template, DEFAULT_TEMPLATE, DEFAULT_SYSTEM)
         self.pattern_text = verdict_pattern or DEFAULT_PATTERN
-        try:
-            self.pattern = re.compile(self.pattern_text)
-        except re.error as err:
-            raise ValueError(f"--verdict-pattern {self.pattern_text!r} is not a regex: {err}") from err
-        if self.pattern.groups < 1:
-            raise ValueError(f"--verdict-pattern {self.pattern_text!r} needs a group capturing A, B or C")
+        self.pattern = compile_pattern(self.pattern_text, "--verdict-pattern", "A, B or C")
         self.cache_dir = Path(cache_dir)
         self.cache_dir.mkdir(parents=True, exist_ok=True)
         self.concurrency, self.max_retries = concurrency, max_retries
@@ -205,17 +228,20 @@ class LLMJudge:
         )
 
     def _verdict(self, reply: str) -> str | None:
-        matches = self.pattern.findall(reply)
-        if not matches:
-            return None
-        last = matches[-1][0] if isinstance(matches[-1], tuple) else matches[-1]
-        return {"A": "A", "B": "B", "C": "C", "TIE": "C"}.get(last.strip().upper())
+        last = last_capture(self.pattern, reply)
+        return None if last is None else {"A": "A", "B": "B", "C": "C", "TIE": "C"}.get(last.strip().upper())
 
     def ask(self, question: str, first: str, second: str, reference: str | None) -> dict:
         """{reply, verdict ('A' first shown better, 'B' second, 'C' tie, None none), cached}."""
         messages = ([{"role": "system", "content": self.system}] if self.system else []) + [
             {"role": "user", "content": fill(self.template, question, first, second, reference)}
         ]
+        out = self.request(messages, self._verdict)
+        return {"reply": out["reply"], "verdict": out["value"], "cached": out["cached"]}
+
+    def request(self, messages: list[dict], parse) -> dict:
+        """{reply, value, cached} of one chat request, through the cache; ``parse(reply)`` gives the
+        value or None, and a reply it cannot parse is counted as malformed and asked once more."""
         body = {"model": self.model, "messages": messages, "temperature": 0.0, "max_tokens": self.max_tokens}
         key = hashlib.sha256(
             json.dumps({"url": self.endpoint, "body": body}, sort_keys=True).encode()
@@ -224,19 +250,19 @@ class LLMJudge:
         if path.is_file():
             self._count("cache_hits")
             reply = json.loads(path.read_text())["reply"]
-            return {"reply": reply, "verdict": self._verdict(reply), "cached": True}
+            return {"reply": reply, "value": parse(reply), "cached": True}
         reply = self._post(body)
-        verdict = self._verdict(reply)
-        if verdict is None:
+        value = parse(reply)
+        if value is None:
             self._count("malformed")
             reply = self._post(body)  # asked once more
-            verdict = self._verdict(reply)
-            if verdict is None:
+            value = parse(reply)
+            if value is None:
                 self._count("malformed")
         tmp = path.with_suffix(f".tmp{threading.get_ident()}")
         tmp.write_text(json.dumps({"reply": reply}))
         os.replace(tmp, path)
-        return {"reply": reply, "verdict": verdict, "cached": False}
+        return {"reply": reply, "value": value, "cached": False}
 
     # ---- items ----
 
