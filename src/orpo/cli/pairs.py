@@ -17,7 +17,7 @@ one (rejected): on-policy preference data, or the next round's pairs of an itera
   orpo pairs runs/x --prompts prompts.jsonl --judge reward:my-reward-model --out pairs.jsonl --min-margin 0.5
   orpo pairs runs/x --prompts prompts.jsonl --judge openai --base-url http://localhost:8000/v1 --judge-model qwen --out pairs.jsonl
   orpo pairs runs/x --server http://127.0.0.1:8000/v1 --prompts builtin:codereview --judge rules:codereview --out pairs.jsonl
-  orpo train CONFIG.yaml data.train=pairs.jsonl                              train the next round on them
+  orpo train model.name=runs/x data.train=pairs.jsonl                        the next round, from runs/x
 
 Judges (--judge), one score per completion, higher is better:
   rules:FILE.py | rules:codereview   the rules' pairwise metric (--metric picks another; lower-is-better
