@@ -30,9 +30,13 @@ def test_all_tie_is_dropped_unless_a_better_reference_may_be_taken():
     assert result.reference_used and [(p.chosen, p.chosen_sample, p.rejected) for p in result.pairs] == [
         ("ref", None, "x")
     ]
-    # A reference that only ties the best sample is not taken; the samples still all tie.
+    # A reference that only ties the best sample is not taken; the samples all match it.
     assert pair_prompt("0", cands, "ref", 0.0, PairingSettings(chosen="best-or-reference")).dropped == (
-        "all_samples_tie"
+        "samples_match_reference"
+    )
+    solved = _cands(("x", 1.0), ("x2", 1.0))
+    assert pair_prompt("0", solved, "ref", 1.0, PairingSettings(chosen="best-or-reference")).dropped == (
+        "samples_match_reference"
     )
     assert pair_prompt("0", _cands(("x", 0.3)), None, None, PairingSettings()).dropped == "all_samples_tie"
 

@@ -8,7 +8,9 @@ Per prompt:
   3. the rejected ones: the candidates scoring below the chosen by more than 0 and at least
      ``min_margin``; ``worst`` takes the lowest first, ``random-lower`` a random order (seeded per
      prompt id); ``pairs_per_prompt`` of them, each paired with the same chosen response;
-  4. no candidate qualifies: the prompt is dropped with its reason (``DROP_REASONS``).
+  4. no candidate qualifies: the prompt is dropped with its reason (``DROP_REASONS``). Prompts whose
+     samples all match the reference are counted apart: in a later round of iterative training they
+     are the learnt ones, and a round trained on its own pairs alone no longer sees them.
 Candidates without a score (an LLM reply with no rating) take no part.
 """
 
@@ -21,6 +23,8 @@ CHOSEN = ("best", "reference", "best-or-reference")
 REJECTED = ("worst", "random-lower")
 DROP_REASONS = {
     "all_samples_tie": "every distinct sample scores the same, and no reference was taken as chosen",
+    "samples_match_reference": "every distinct sample scores the same, at least as well as the reference "
+    "(a prompt the model has learnt)",
     "below_min_margin": "samples score lower than the chosen one, but none by --min-margin",
     "none_below_reference": "no sample scores below the reference answer",
     "no_score": "no sample (nor the reference) has a score",
@@ -118,7 +122,12 @@ def pair_prompt(
     lower = [c for c in scored if c.score < chosen_score and c.text != chosen_text]
     eligible = [c for c in lower if chosen_score - c.score >= settings.min_margin]
     if not eligible:
-        reason = "none_below_reference" if take_reference else "all_samples_tie"
+        if take_reference:
+            reason = "none_below_reference"
+        elif has_reference and best.score >= reference_score:
+            reason = "samples_match_reference"
+        else:
+            reason = "all_samples_tie"
         return PromptResult(dropped="below_min_margin" if lower else reason)
     if settings.rejected == "worst":
         eligible.sort(key=lambda c: (c.score, c.samples[0]))

@@ -45,6 +45,11 @@ def table(summary: dict) -> str:
     if c["dropped"]:
         lines.append("dropped prompts: " + ", ".join(f"{k} {v}" for k, v in c["dropped"].items()))
         lines += [f"  {k}: {DROP_REASONS[k]}" for k in c["dropped"]]
+        if c["dropped"].get("samples_match_reference"):
+            lines.append(
+                "  training the next round on these pairs alone leaves the learnt prompts out of it; keep "
+                "the earlier rounds' pairs in data.train (a list of files) to keep them in the mix"
+            )
     if summary["settings"]["pairing"]["chosen"] != "best":
         share = summary["reference_share"]
         lines.append(
