@@ -94,6 +94,17 @@ class ORPOConfig(TrainingArguments):
     simpo_gamma: float = field(
         default=0.5, metadata={"help": "SimPO target reward margin gamma (method=simpo only)."}
     )
+    desirable_weight: float = field(
+        default=1.0,
+        metadata={
+            "help": "method=kto: weight of the desirable examples' losses (TRL's name); raise the rarer "
+            "kind's weight so that desirable_weight * n_desirable / (undesirable_weight * n_undesirable) "
+            "is in [1, 4/3] (KTO paper). > 0."
+        },
+    )
+    undesirable_weight: float = field(
+        default=1.0, metadata={"help": "method=kto: weight of the undesirable examples' losses. > 0."}
+    )
     # ---- Sequence lengths ----
     max_length: int | None = field(
         default=1024,
@@ -307,6 +318,10 @@ class ORPOConfig(TrainingArguments):
         get_objective(self.method)  # raises on an unknown method, listing the registered ones
         if not 0 <= self.label_smoothing < 0.5:
             raise ValueError(f"label_smoothing={self.label_smoothing} must be in [0, 0.5) (0: plain DPO)")
+        for name in ("desirable_weight", "undesirable_weight"):
+            value = getattr(self, name)
+            if not (isinstance(value, (int, float)) and math.isfinite(value) and value > 0):
+                raise ValueError(f"{name}={value!r} must be a number > 0 (1.0: KTO's default)")
         if self.engine in ENGINE_ALIASES:
             notice(
                 f"engine={self.engine!r} is the old name of engine={ENGINE_ALIASES[self.engine]!r}; accepted"

@@ -105,7 +105,13 @@ class ORPOTrainer(Trainer):
         ensure_pad_token(processing_class, model)
         model = prepare_model(model, args, peft_config)
         self.objective = get_objective(args.method)
-        self.knobs = Knobs(beta=args.beta, simpo_gamma=args.simpo_gamma, label_smoothing=args.label_smoothing)
+        self.knobs = Knobs(
+            beta=args.beta,
+            simpo_gamma=args.simpo_gamma,
+            label_smoothing=args.label_smoothing,
+            desirable_weight=args.desirable_weight,
+            undesirable_weight=args.undesirable_weight,
+        )
         self.reference = None
         if self.objective.needs_reference:
             if isinstance(ref_model, str):
