@@ -322,6 +322,12 @@ class ORPOConfig(TrainingArguments):
             value = getattr(self, name)
             if not (isinstance(value, (int, float)) and math.isfinite(value) and value > 0):
                 raise ValueError(f"{name}={value!r} must be a number > 0 (1.0: KTO's default)")
+        if get_objective(self.method).unpaired and self.per_device_train_batch_size < 2:
+            raise ValueError(
+                f"method={self.method!r} needs per_device_train_batch_size >= 2, got "
+                f"{self.per_device_train_batch_size}: each example's KL sample takes another example's completion "
+                "from its batch (with 1, the KL term equals the example's own reward)"
+            )
         if self.engine in ENGINE_ALIASES:
             notice(
                 f"engine={self.engine!r} is the old name of engine={ENGINE_ALIASES[self.engine]!r}; accepted"
