@@ -118,12 +118,12 @@ def prepare_dataset(
     pair_tokenizer = PairTokenizer(tokenizer, Limits.from_config(config), tokenization)
     method = getattr(config, "method", "orpo")
     examples = get_objective(method).unpaired
-    rows, source_rows = norm.rows, norm.source_index  # normalised position -> the user's row number
+    canonical, source_rows = norm.rows, norm.source_index  # normalised position -> the user's row number
     if not examples:
-        _refuse_unpaired(rows, source_name, method)
+        _refuse_unpaired(canonical, source_name, method)
         render = lambda row: pair_tokenizer(render_pair(row, tokenizer, wrap, markers, tokenization))  # noqa: E731
     else:
-        rows, source_rows, report.pairs_split = unpair(rows, tokenization, source_rows)
+        canonical, source_rows, report.pairs_split = unpair(canonical, tokenization, source_rows)
         render = ExampleTokenizer(tokenizer, pair_tokenizer, tokenization, wrap, markers)
 
     def tokenise(row: dict, index: int) -> dict:
@@ -138,10 +138,10 @@ def prepare_dataset(
         except ValueError as err:
             raise ValueError(f"{source_name} row {source_rows[index]}: {err}") from None
 
-    tokenised = rows.map(
+    tokenised = canonical.map(
         tokenise,
         with_indices=True,
-        remove_columns=rows.column_names,
+        remove_columns=canonical.column_names,
         num_proc=num_proc,
         desc=f"Tokenising {source_name}",
     )
