@@ -160,3 +160,45 @@ def test_a_prompt_that_fills_max_length_is_dropped_and_a_long_completion_cut(tmp
     for row in data:
         assert len(row["prompt_input_ids"]) + len(row["chosen_input_ids"]) <= 20
         assert len(row["prompt_input_ids"]) + len(row["rejected_input_ids"]) <= 20
+
+
+def test_inspect_shows_the_layout_and_the_examples_by_label(tmp_path, capsys):
+    """`orpo data inspect` on an unpaired file (no recipe: method orpo) shows it as KTO would train it;
+    on a paired file with method kto, the pairs split in two. A bad label exits 2 with one line."""
+    from orpo.cli.main import main
+
+    rows = [{"prompt": f"What is 2+{i}?", "completion": f" {2 + i}.", "label": i % 3 != 0} for i in range(9)]
+    path = write_jsonl(tmp_path / "thumbs.jsonl", rows)
+    assert main(["data", "inspect", path, "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    counts = {k: report[k] for k in ("format", "rows", "kept", "desirable", "undesirable", "pairs_split")}
+    assert counts == {
+        "format": "unpaired",
+        "rows": 9,
+        "kept": 9,
+        "desirable": 6,
+        "undesirable": 3,
+        "pairs_split": 0,
+    }
+    assert main(["data", "inspect", path, "--rows", "2"]) == 0
+    assert "method kto: 9 examples, 6 desirable, 3 undesirable" in " ".join(capsys.readouterr().out.split())
+
+    pairs = write_jsonl(tmp_path / "pairs.jsonl", toy_rows(5))
+    recipe = tmp_path / "kto.yaml"
+    recipe.write_text("training:\n  method: kto\n")
+    assert main(["data", "inspect", pairs, "--config", str(recipe), "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert (report["kept"], report["desirable"], report["undesirable"], report["pairs_split"]) == (
+        10,
+        5,
+        5,
+        5,
+    )
+
+    rows[4]["label"] = "no"
+    assert main(["data", "inspect", write_jsonl(tmp_path / "bad.jsonl", rows)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()[-1]
+    assert (
+        err
+        == f"orpo: error: `{tmp_path / 'bad.jsonl'}` row 4: `label` is 'no' (str); it must be true (desirable) or false (undesirable)"
+    )
