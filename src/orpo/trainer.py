@@ -340,10 +340,11 @@ class ORPOTrainer(Trainer):
             }
         for side, (sums, lengths) in logits.items():
             metrics[f"logits/{side}"] = (sums.detach().sum(), lengths.sum())
-        # The batch's token-mean NLL weighted by its pairs, as transformers weights eval_loss, so
-        # that eval_loss = eval_nll_loss + beta * L_OR holds over a whole evaluation.
-        batch_nll = stats.nll_sum.detach() / stats.nll_tokens.clamp(min=1)
-        metrics["nll_loss"] = (batch_nll * n_pairs, n_pairs)
+        if labels is None:  # unpaired examples (KTO) have no chosen sequence, so no NLL to report
+            # The batch's token-mean NLL weighted by its pairs, as transformers weights eval_loss, so
+            # that eval_loss = eval_nll_loss + beta * L_OR holds over a whole evaluation.
+            batch_nll = stats.nll_sum.detach() / stats.nll_tokens.clamp(min=1)
+            metrics["nll_loss"] = (batch_nll * n_pairs, n_pairs)
         return loss * scale, metrics
 
     def _store(self, metrics: dict[str, tuple], split: str) -> None:
@@ -465,8 +466,9 @@ class ORPOTrainer(Trainer):
         """Whether the engine scores the prompt NLL. Objectives without an NLL term (SimPO, DPO, ...) do
         not pay for that head pass in training; evaluation always reports the configured NLL so that
         ``eval_nll_loss`` means the same for every method (in training, their logged ``nll_loss``
-        covers the chosen response only)."""
-        return self.args.nll_on_prompt and (self.objective.nll_weight > 0 or not training)
+        covers the chosen response only). Unpaired examples (KTO) have no chosen sequence and no NLL."""
+        reported = not training and not self.objective.unpaired
+        return self.args.nll_on_prompt and (self.objective.nll_weight > 0 or reported)
 
     def _reference_logps(self, model, inputs) -> tuple[torch.Tensor, torch.Tensor] | None:
         if self.reference is None:
@@ -520,8 +522,13 @@ class ORPOTrainer(Trainer):
 
     def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
         split = "train" if "loss" in logs else "eval"
-        for name, (value, count) in self._stored_metrics.pop(split, {}).items():
-            logs[name] = value / count if count else float("nan")
+        prefix = "eval_" if split == "eval" else ""
+        means = {
+            name.removeprefix(prefix): value / count if count else float("nan")
+            for name, (value, count) in self._stored_metrics.pop(split, {}).items()
+        }
+        means.update(self.objective.summary_metrics(means))
+        logs.update({prefix + name: value for name, value in means.items()})
         super().log(logs, start_time)
 
 

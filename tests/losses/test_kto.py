@@ -51,7 +51,9 @@ def test_kto_hand_computed():
     assert m["kl"].tolist() == pytest.approx([0.5])
     assert m["rewards/chosen"].tolist() == pytest.approx([0.5, 0.0])
     assert m["rewards/rejected"].tolist() == pytest.approx([-0.5, 1.0])
-    assert m["rewards/margins"].tolist() == pytest.approx([0.0])
+    assert get_objective("kto").summary_metrics({"rewards/chosen": 0.25, "rewards/rejected": -0.5}) == {
+        "rewards/margins": 0.75
+    }
     assert m["logps/chosen"].tolist() == [-2.0, -3.0]  # summed, as TRL's
     assert m["logps/rejected"].tolist() == [-5.0, -4.0]
     assert m["mean_logps/chosen"].tolist() == pytest.approx([-1.0, -1.0])
@@ -83,7 +85,8 @@ def test_kto_one_kind_only_logs_no_margin():
     x = batch([-4.0, -2.0, -5.0, -3.0], [-5.0, -4.0, -4.0, -3.0])
     x = PairLogps(**{**x.__dict__, "labels": torch.tensor([True, True, True, True])})
     _, m = get_objective("kto").pair_losses(x, KNOBS)
-    assert m["rewards/margins"].numel() == 0 and m["rewards/rejected"].numel() == 0
+    assert m["rewards/rejected"].numel() == 0
+    assert get_objective("kto").summary_metrics({"rewards/chosen": 0.25}) == {}
 
 
 def test_kto_without_labels_is_an_error():

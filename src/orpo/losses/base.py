@@ -102,6 +102,10 @@ class Objective:
         over processes before ``pair_losses`` (KTO's KL estimate); None for objectives without one."""
         return None
 
+    def summary_metrics(self, means: dict[str, float]) -> dict[str, float]:
+        """Metrics derived, at each log, from the logged means of the others; none by default."""
+        return {}
+
     def pair_losses(self, x: PairLogps, k: Knobs) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         """Per-pair losses (B,) float32, already weighted, and per-pair metrics (B,) for logging."""
         raise NotImplementedError

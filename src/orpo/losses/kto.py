@@ -17,11 +17,13 @@ processes (TRL gathers each process's batch mean and clamps their mean).
 In ``PairLogps``: ``chosen_*`` is the example's completion y, ``rejected_*`` its KL sample y'_i,
 ``labels`` the desirable flags. The loss is averaged over examples by the trainer, as TRL's mean.
 Metrics as TRL's: ``kl`` (z_0 per batch), ``rewards/chosen`` / ``rewards/rejected`` (beta * r over the
-desirable / undesirable examples), ``rewards/margins`` (their difference of batch means), ``logps/*``
-(summed policy log-probs of the desirable / undesirable completions).
+desirable / undesirable examples), ``rewards/margins`` (their difference, ``summary_metrics``),
+``logps/*`` (summed policy log-probs of the desirable / undesirable completions).
 """
 
 from __future__ import annotations
+
+import math
 
 import torch
 import torch.nn.functional as F
@@ -80,8 +82,11 @@ class KTO(Objective):
             "mean_logps/chosen": mean_logps[desirable],
             "mean_logps/rejected": mean_logps[~desirable],
         }
-        # TRL logs the margin of the batch's means, only for a batch with both kinds.
-        both = bool(desirable.any()) and bool((~desirable).any())
-        margin = rewards[desirable].mean() - rewards[~desirable].mean() if both else rewards[:0].sum()
-        metrics["rewards/margins"] = margin.reshape(-1)[: int(both)]
         return losses, metrics
+
+    def summary_metrics(self, means: dict[str, float]) -> dict[str, float]:
+        """``rewards/margins`` = mean desirable reward - mean undesirable reward since the last log. TRL
+        averages per-batch margins over the batches holding both kinds, which equals this for one batch
+        and can even differ in sign from its own logged rewards over several."""
+        margin = means.get("rewards/chosen", math.nan) - means.get("rewards/rejected", math.nan)
+        return {} if math.isnan(margin) else {"rewards/margins": margin}
