@@ -94,3 +94,21 @@ def test_reference_modes_agree_for_kto(tmp_path, tokenizer, models, monkeypatch)
             "eval_logps/chosen",
         ):
             assert a[key] == pytest.approx(after[key], abs=1e-5), (mode, key)
+
+
+def test_kto_examples_raise_no_identical_pair_warning(tmp_path, tokenizer):
+    """The second branch of an example is its KL sample, which repeats the completion whenever two
+    examples of a block share it: not the "no preference signal left" of a pair."""
+    from orpo.data.pipeline import prepare_dataset
+    from orpo.run.train import data_warnings
+
+    rows = [
+        {"prompt": f"repeat: {w}", "completion": " cat", "label": i % 2 == 0}
+        for i, w in enumerate(["a", "b"])
+    ]
+    data, _ = prepare_dataset(rows, tokenizer, tiny_args(tmp_path, method="kto"))
+    assert data["chosen_input_ids"] == data["rejected_input_ids"]
+    assert data_warnings(data, tokenizer.eos_token_id)["identical_after_truncation"] == []
+    assert data_warnings(data.remove_columns("label"), tokenizer.eos_token_id)[
+        "identical_after_truncation"
+    ] == [0, 1]

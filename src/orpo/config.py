@@ -80,7 +80,7 @@ class ORPOConfig(TrainingArguments):
     precompute_ref_log_probs: bool = field(
         default=False,
         metadata={
-            "help": "Methods with a reference model (dpo, ipo, hinge): compute the reference log-probs in one "
+            "help": "Methods with a reference model (dpo, ipo, hinge, kto): compute the reference log-probs in one "
             "no-grad pass before training, cached on disk by the reference model's and the data's "
             "fingerprint (in $ORPO_CACHE_DIR, default ~/.cache/orpo), so training holds one model. "
             "Otherwise the reference runs every step: the adapter-disabled base model when training an "
