@@ -160,3 +160,19 @@ def test_two_training_steps_match_trl_kto(tmp_path, models):
     ours, theirs = [(t.train(), t.evaluate())[1] for t in trainers]
     assert abs(ours["eval_loss"] - before) > 1e-3  # the steps moved the policy: a real comparison
     assert_same(ours, theirs)
+
+
+def test_evaluate_matches_trl_kto_on_conversations(tmp_path, tokenizer):
+    """Unpaired conversational rows (prompt messages, completion a list of one assistant message) through
+    the chat template, as TRL tokenises them."""
+    models = {seed: build_model(tokenizer, "llama", hidden_size=32, num_layers=2, seed=seed) for seed in (1, 2)}
+    rows = [
+        {
+            "prompt": [{"role": "user", "content": r["prompt"]}],
+            "completion": [{"role": "assistant", "content": r["chosen"]}],
+            "label": i % 3 != 1,
+        }
+        for i, r in enumerate(toy_rows(6, seed=11))
+    ]
+    ours, theirs = evaluate_both(tmp_path, tokenizer, models[2], models[1], rows, beta=0.3)
+    assert_same(ours, theirs)
