@@ -165,7 +165,9 @@ def test_two_training_steps_match_trl_kto(tmp_path, models):
 def test_evaluate_matches_trl_kto_on_conversations(tmp_path, tokenizer):
     """Unpaired conversational rows (prompt messages, completion a list of one assistant message) through
     the chat template, as TRL tokenises them."""
-    models = {seed: build_model(tokenizer, "llama", hidden_size=32, num_layers=2, seed=seed) for seed in (1, 2)}
+    models = {
+        seed: build_model(tokenizer, "llama", hidden_size=32, num_layers=2, seed=seed) for seed in (1, 2)
+    }
     rows = [
         {
             "prompt": [{"role": "user", "content": r["prompt"]}],

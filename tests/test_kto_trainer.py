@@ -112,3 +112,17 @@ def test_kto_examples_raise_no_identical_pair_warning(tmp_path, tokenizer):
     assert data_warnings(data.remove_columns("label"), tokenizer.eos_token_id)[
         "identical_after_truncation"
     ] == [0, 1]
+
+
+def test_kto_on_tokenised_pairs_without_labels_is_one_line(tmp_path, tokenizer, models):
+    from orpo.data.pipeline import prepare_dataset
+
+    tokenised, _ = prepare_dataset(toy_rows(4), tokenizer, tiny_args(tmp_path, method="orpo"))
+    trainer = ORPOTrainer(
+        model=copy.deepcopy(models[0]),
+        args=tiny_args(tmp_path, method="kto"),
+        train_dataset=tokenised,
+        processing_class=tokenizer,
+    )
+    with pytest.raises(ValueError, match=r"^method=kto needs a boolean `label` on every example"):
+        next(iter(trainer.get_train_dataloader()))

@@ -559,6 +559,11 @@ class WithLabels:
         self.collator = collator
 
     def __call__(self, rows: list[dict]) -> dict[str, torch.Tensor]:
+        if any(row.get(LABEL_COLUMN) is None for row in rows):
+            raise ValueError(
+                f"method=kto needs a boolean `{LABEL_COLUMN}` on every example; this tokenised dataset has none "
+                "(pass raw rows, paired or prompt/completion/label, and the trainer builds the examples)"
+            )
         labels = [bool(row.pop(LABEL_COLUMN)) for row in rows]
         batch = self.collator(rows)
         batch[LABEL_COLUMN] = torch.tensor(labels, dtype=torch.bool)
