@@ -165,7 +165,7 @@ def test_defaults_follow_trl(tmp_path):
         ({"beta": -1.0}, "beta=-1.0 must be"),
         ({"max_length": 16, "max_prompt_length": 16}, "leaves no room for a response"),
         ({"engine": "fast"}, "engine='fast' is not one of"),
-        ({"method": "kto"}, "method='kto' is not one of"),
+        ({"method": "ppo"}, "method='ppo' is not one of"),
     ],
 )
 def test_config_errors_are_one_line_and_name_the_value(tmp_path, fields, message):

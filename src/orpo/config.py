@@ -80,7 +80,7 @@ class ORPOConfig(TrainingArguments):
     precompute_ref_log_probs: bool = field(
         default=False,
         metadata={
-            "help": "Methods with a reference model (dpo, ipo, hinge): compute the reference log-probs in one "
+            "help": "Methods with a reference model (dpo, ipo, hinge, kto): compute the reference log-probs in one "
             "no-grad pass before training, cached on disk by the reference model's and the data's "
             "fingerprint (in $ORPO_CACHE_DIR, default ~/.cache/orpo), so training holds one model. "
             "Otherwise the reference runs every step: the adapter-disabled base model when training an "
@@ -93,6 +93,17 @@ class ORPOConfig(TrainingArguments):
     )
     simpo_gamma: float = field(
         default=0.5, metadata={"help": "SimPO target reward margin gamma (method=simpo only)."}
+    )
+    desirable_weight: float = field(
+        default=1.0,
+        metadata={
+            "help": "method=kto: weight of the desirable examples' losses (TRL's name); raise the rarer "
+            "kind's weight so that desirable_weight * n_desirable / (undesirable_weight * n_undesirable) "
+            "is in [1, 4/3] (KTO paper). > 0."
+        },
+    )
+    undesirable_weight: float = field(
+        default=1.0, metadata={"help": "method=kto: weight of the undesirable examples' losses. > 0."}
     )
     # ---- Sequence lengths ----
     max_length: int | None = field(
@@ -307,6 +318,16 @@ class ORPOConfig(TrainingArguments):
         get_objective(self.method)  # raises on an unknown method, listing the registered ones
         if not 0 <= self.label_smoothing < 0.5:
             raise ValueError(f"label_smoothing={self.label_smoothing} must be in [0, 0.5) (0: plain DPO)")
+        for name in ("desirable_weight", "undesirable_weight"):
+            value = getattr(self, name)
+            if not (isinstance(value, (int, float)) and math.isfinite(value) and value > 0):
+                raise ValueError(f"{name}={value!r} must be a number > 0 (1.0: KTO's default)")
+        if get_objective(self.method).unpaired and self.per_device_train_batch_size < 2:
+            raise ValueError(
+                f"method={self.method!r} needs per_device_train_batch_size >= 2, got "
+                f"{self.per_device_train_batch_size}: each example's KL sample takes another example's completion "
+                "from its batch (with 1, the KL term equals the example's own reward)"
+            )
         if self.engine in ENGINE_ALIASES:
             notice(
                 f"engine={self.engine!r} is the old name of engine={ENGINE_ALIASES[self.engine]!r}; accepted"

@@ -1,4 +1,4 @@
-"""Reference log-probs for the objectives that need them (DPO, IPO, hinge), three ways.
+"""Reference log-probs for the objectives that need them (DPO, IPO, hinge, KTO), three ways.
 
     mode         where pi_ref(y|x) comes from                               extra memory in training
     precomputed  one no-grad pass over the data before training, stored     none (two floats per pair)

@@ -17,7 +17,7 @@ Drop-in for ``trl.experimental.orpo.ORPOTrainer``: same constructor arguments (p
   to a staging folder and renamed when complete, ``resume_from_checkpoint=True`` takes the newest
   complete one, SIGINT / SIGTERM save a checkpoint and stop.
 The objective (``args.method``) comes from the registry in ``orpo.losses``; objectives with a
-reference model (DPO, IPO, hinge) get their reference log-probs from ``orpo.refpass`` (``ref_model=``
+reference model (DPO, IPO, hinge, KTO) get their reference log-probs from ``orpo.refpass`` (``ref_model=``
 is accepted as TRL's DPOTrainer accepts it).
 Logged metrics are exact means over every pair (token, for ``nll_loss`` and ``logits/*``) since
 the last log; with equal batch sizes they equal TRL's means of per-batch means.
@@ -25,6 +25,7 @@ the last log; with equal batch sizes they equal TRL's means of per-batch means.
 
 from __future__ import annotations
 
+import dataclasses
 import shutil
 from collections import defaultdict
 from collections.abc import Callable
@@ -42,6 +43,7 @@ from orpo._log import notice
 from orpo.config import ORPOConfig
 from orpo.data.pipeline import LENGTH_COLUMN, SOURCE_ROW_COLUMN, DataReport, prepare_dataset
 from orpo.data.tokenize import describe_tokenization
+from orpo.data.unpaired import LABEL_COLUMN
 from orpo.engine import PAIR_COLUMNS, PROMPT_TAIL_COLUMNS, SequenceStats, build_engine
 from orpo.guard import NonFiniteGuard, StopOnSignal, assert_finite
 from orpo.losses import Knobs, PairLogps, get_objective
@@ -105,7 +107,13 @@ class ORPOTrainer(Trainer):
         ensure_pad_token(processing_class, model)
         model = prepare_model(model, args, peft_config)
         self.objective = get_objective(args.method)
-        self.knobs = Knobs(beta=args.beta, simpo_gamma=args.simpo_gamma, label_smoothing=args.label_smoothing)
+        self.knobs = Knobs(
+            beta=args.beta,
+            simpo_gamma=args.simpo_gamma,
+            label_smoothing=args.label_smoothing,
+            desirable_weight=args.desirable_weight,
+            undesirable_weight=args.undesirable_weight,
+        )
         self.reference = None
         if self.objective.needs_reference:
             if isinstance(ref_model, str):
@@ -184,9 +192,12 @@ class ORPOTrainer(Trainer):
         self.add_callback(GenerationsCallback(self))
 
     def _default_collator(self):
+        collator = self.engine.collator
+        if self.objective.unpaired:
+            collator = WithLabels(collator)
         if self.objective.needs_reference:
-            return RefColumnsCollator(self.engine.collator)
-        return self.engine.collator
+            collator = RefColumnsCollator(collator)
+        return collator
 
     def _setup_reference(self) -> None:
         """Move a separate reference model to the device; precompute reference log-probs if asked."""
@@ -240,6 +251,8 @@ class ORPOTrainer(Trainer):
         self.data_reports.append(report)
         if report.dropped:
             notice(report.summary())
+        if report.unpairing():
+            notice(report.unpairing())
         return prepared
 
     def _set_signature_columns_if_needed(self) -> None:
@@ -251,6 +264,7 @@ class ORPOTrainer(Trainer):
                 *PROMPT_TAIL_COLUMNS,
                 LENGTH_COLUMN,
                 SOURCE_ROW_COLUMN,
+                LABEL_COLUMN,
                 *REF_COLUMNS,
             ]
 
@@ -274,11 +288,13 @@ class ORPOTrainer(Trainer):
         stats: SequenceStats,
         totals: torch.Tensor | None,
         ref: tuple[torch.Tensor, torch.Tensor] | None = None,
+        labels: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         """Loss to minimise for this micro-batch and the per-pair / batch quantities to log.
 
         ``totals`` = [NLL tokens, pairs] of the whole optimizer step (training) or None (this batch).
-        Reduction happens here and only here: sums divided by the step's counts.
+        Reduction happens here and only here: sums divided by the step's counts. ``labels``: (B,) the
+        desirable flags of unpaired examples (KTO), whose "pairs" are (completion, KL sample).
         """
         ref_chosen, ref_rejected = ref if ref is not None else (None, None)
         pair_logps = PairLogps(
@@ -288,7 +304,13 @@ class ORPOTrainer(Trainer):
             stats.rejected_lengths,
             ref_chosen,
             ref_rejected,
+            labels=labels,
         )
+        point = self.objective.reference_point(pair_logps)
+        if point is not None and self.accelerator.num_processes > 1:
+            # KTO's KL estimate: the mean of every process's batch mean, as TRL gathers it.
+            point = self.accelerator.gather(point.detach()[None]).mean()
+        pair_logps = dataclasses.replace(pair_logps, reference_point=point)
         pair_loss, per_pair = self.objective.pair_losses(pair_logps, self.knobs)
         n_pairs = stats.chosen_lengths.shape[0]
         if totals is None:
@@ -305,12 +327,24 @@ class ORPOTrainer(Trainer):
         # since the last log, whatever the batch sizes. (TRL averages per-batch means, which only
         # agrees when every batch has the same size.)
         metrics = {name: (v.sum(), v.numel()) for name, v in per_pair.items()}
-        metrics["logits/chosen"] = (stats.chosen_logits_sum.detach(), stats.chosen_lengths.sum())
-        metrics["logits/rejected"] = (stats.rejected_logits_sum.detach(), stats.rejected_lengths.sum())
-        # The batch's token-mean NLL weighted by its pairs, as transformers weights eval_loss, so
-        # that eval_loss = eval_nll_loss + beta * L_OR holds over a whole evaluation.
-        batch_nll = stats.nll_sum.detach() / stats.nll_tokens.clamp(min=1)
-        metrics["nll_loss"] = (batch_nll * n_pairs, n_pairs)
+        if labels is None:
+            logits = {"chosen": (stats.chosen_logits_sum, stats.chosen_lengths)}
+            logits["rejected"] = (stats.rejected_logits_sum, stats.rejected_lengths)
+        else:
+            # Unpaired examples: the desirable completions are "chosen", the undesirable "rejected" (TRL's
+            # KTO); the KL samples are not logged.
+            desirable = labels.bool()
+            logits = {
+                "chosen": (stats.chosen_logits_sum[desirable], stats.chosen_lengths[desirable]),
+                "rejected": (stats.chosen_logits_sum[~desirable], stats.chosen_lengths[~desirable]),
+            }
+        for side, (sums, lengths) in logits.items():
+            metrics[f"logits/{side}"] = (sums.detach().sum(), lengths.sum())
+        if labels is None:  # unpaired examples (KTO) have no chosen sequence, so no NLL to report
+            # The batch's token-mean NLL weighted by its pairs, as transformers weights eval_loss, so
+            # that eval_loss = eval_nll_loss + beta * L_OR holds over a whole evaluation.
+            batch_nll = stats.nll_sum.detach() / stats.nll_tokens.clamp(min=1)
+            metrics["nll_loss"] = (batch_nll * n_pairs, n_pairs)
         return loss * scale, metrics
 
     def _store(self, metrics: dict[str, tuple], split: str) -> None:
@@ -432,8 +466,9 @@ class ORPOTrainer(Trainer):
         """Whether the engine scores the prompt NLL. Objectives without an NLL term (SimPO, DPO, ...) do
         not pay for that head pass in training; evaluation always reports the configured NLL so that
         ``eval_nll_loss`` means the same for every method (in training, their logged ``nll_loss``
-        covers the chosen response only)."""
-        return self.args.nll_on_prompt and (self.objective.nll_weight > 0 or not training)
+        covers the chosen response only). Unpaired examples (KTO) have no chosen sequence and no NLL."""
+        reported = not training and not self.objective.unpaired
+        return self.args.nll_on_prompt and (self.objective.nll_weight > 0 or reported)
 
     def _reference_logps(self, model, inputs) -> tuple[torch.Tensor, torch.Tensor] | None:
         if self.reference is None:
@@ -444,17 +479,19 @@ class ORPOTrainer(Trainer):
     def compute_loss(self, model, inputs, return_outputs: bool = False, num_items_in_batch=None):
         # Reference first: with an adapter it is the same module, run with the adapter disabled.
         ref = self._reference_logps(model, inputs)
+        labels = inputs.pop(LABEL_COLUMN, None)
         stats = self.engine.forward(model, inputs, self._nll_on_prompt(model.training))
-        loss, metrics = self._objective(stats, num_items_in_batch, ref)
+        loss, metrics = self._objective(stats, num_items_in_batch, ref, labels)
         self._store(metrics, "train" if model.training else "eval")
         return (loss, metrics) if return_outputs else loss
 
     def prediction_step(self, model, inputs, prediction_loss_only: bool, ignore_keys=None):
         inputs.pop(SOURCE_ROWS_KEY, None)
         inputs = self._prepare_inputs(inputs)
+        labels = inputs.pop(LABEL_COLUMN, None)
         with torch.no_grad(), self.compute_loss_context_manager():
             stats = self.engine.forward(model, inputs, self._nll_on_prompt(training=False))
-            loss, metrics = self._objective(stats, None, self._reference_logps(model, inputs))
+            loss, metrics = self._objective(stats, None, self._reference_logps(model, inputs), labels)
         self._store(metrics, "eval")
         if prediction_loss_only:
             return loss.detach(), None, None
@@ -485,8 +522,13 @@ class ORPOTrainer(Trainer):
 
     def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
         split = "train" if "loss" in logs else "eval"
-        for name, (value, count) in self._stored_metrics.pop(split, {}).items():
-            logs[name] = value / count if count else float("nan")
+        prefix = "eval_" if split == "eval" else ""
+        means = {
+            name.removeprefix(prefix): value / count if count else float("nan")
+            for name, (value, count) in self._stored_metrics.pop(split, {}).items()
+        }
+        means.update(self.objective.summary_metrics(means))
+        logs.update({prefix + name: value for name, value in means.items()})
         super().log(logs, start_time)
 
 
@@ -507,6 +549,25 @@ def _weights_dtype(model: torch.nn.Module) -> torch.dtype | None:
     if isinstance(dtype, torch.dtype):
         return dtype
     return next((p.dtype for p in model.parameters() if p.is_floating_point()), None)
+
+
+class WithLabels:
+    """The engine's collator, plus ``batch["label"]``: (B,) bool, the desirable flags of unpaired
+    examples (KTO), in row order."""
+
+    def __init__(self, collator: Callable):
+        self.collator = collator
+
+    def __call__(self, rows: list[dict]) -> dict[str, torch.Tensor]:
+        if any(row.get(LABEL_COLUMN) is None for row in rows):
+            raise ValueError(
+                f"method=kto needs a boolean `{LABEL_COLUMN}` on every example; this tokenised dataset has none "
+                "(pass raw rows, paired or prompt/completion/label, and the trainer builds the examples)"
+            )
+        labels = [bool(row.pop(LABEL_COLUMN)) for row in rows]
+        batch = self.collator(rows)
+        batch[LABEL_COLUMN] = torch.tensor(labels, dtype=torch.bool)
+        return batch
 
 
 class WithSourceRows:

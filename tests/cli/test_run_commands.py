@@ -133,7 +133,7 @@ def test_compare_trains_each_method(tmp_path, capsys):
         (["eval", "{tmp}", "--data", FIXTURE], "not an orpo run folder"),
         (["generate", "{tmp}/nope", "--prompt", "hi"], "not an orpo run folder"),
         (["merge", "{tmp}", "--output", "{tmp}/out"], "not an orpo run folder"),
-        (["compare", "{tmp}/x.yaml", "--methods", "orpo,kto"], "unknown method 'kto'"),
+        (["compare", "{tmp}/x.yaml", "--methods", "orpo,ppo"], "unknown method 'ppo'"),
     ],
 )
 def test_bad_input_is_a_one_line_error(tmp_path, capsys, argv, message):

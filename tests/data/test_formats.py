@@ -154,8 +154,8 @@ def test_each_layout_is_detected_and_normalised(fixture, fmt, first):
     result = normalise(load_source(FIXTURES / fixture), source_name=fixture)
     assert result.format == fmt
     assert (result.total, result.kept, result.dropped, result.duplicates) == (3, 3, {}, 0)
-    assert result.rows.column_names == ["prompt", "chosen", "rejected", "text_prompt", "layout"]
-    assert result.rows[0] == {**first, "layout": fmt}
+    assert result.rows.column_names == ["prompt", "chosen", "rejected", "text_prompt", "layout", "label"]
+    assert result.rows[0] == {**first, "layout": fmt, "label": None}
 
 
 def test_multi_turn_transcript_keeps_earlier_turns():
@@ -172,6 +172,7 @@ def test_multi_turn_transcript_keeps_earlier_turns():
         "text_prompt": "\n\nHuman: How do I boil an egg?\n\nAssistant: Put it in boiling water for about "
         "nine minutes.\n\nHuman: And for a soft yolk?\n\nAssistant:",
         "layout": "transcript",
+        "label": None,  # a pair
     }
 
 
@@ -218,6 +219,7 @@ def test_string_prompt_with_single_message_responses():
         "rejected": "Go away.",
         "text_prompt": "Hi?",
         "layout": PROMPT_STRINGS,
+        "label": None,  # a pair
     }
 
 
@@ -233,6 +235,7 @@ def test_chat_implicit_multi_turn_shares_earlier_assistant_turn():
         "rejected": "bad",
         "text_prompt": None,
         "layout": CHAT_IMPLICIT,
+        "label": None,  # a pair
     }
 
 
@@ -281,6 +284,7 @@ def test_column_map_renames_custom_columns():
         "rejected": "5",
         "text_prompt": "2+2?",
         "layout": PROMPT_STRINGS,
+        "label": None,  # a pair
     }
 
 

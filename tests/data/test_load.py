@@ -203,7 +203,7 @@ def test_mixture_normalises_each_source_with_its_own_mapping():
     mixed, results = load_mixture([orca, hh], seed=0)
     assert [r.format for r in results] == ["prompt_strings", "transcript"]
     assert len(mixed) == 6
-    assert mixed.column_names == ["prompt", "chosen", "rejected", "text_prompt", "layout"]
+    assert mixed.column_names == ["prompt", "chosen", "rejected", "text_prompt", "layout", "label"]
     assert mixed["layout"] == ["prompt_strings"] * 3 + ["transcript"] * 3
     assert mixed[3]["text_prompt"] == "\n\nHuman: What is a good name for a pet turtle?\n\nAssistant:"
 

@@ -96,7 +96,7 @@ def test_list_methods(capsys, argv):
 @pytest.mark.parametrize(
     ("argv", "message"),
     [
-        (["--methods", "orpo,kto"], "unknown method 'kto'"),
+        (["--methods", "orpo,ppo"], "unknown method 'ppo'"),
         (["--methods", "orpo:model"], "orpo has no reference model"),
         (["--methods", "dpo:shared"], "reference mode 'shared'"),
         (["--methods", ","], "--methods is empty"),

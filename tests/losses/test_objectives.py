@@ -102,8 +102,8 @@ def test_gradients_flow_to_policy_not_reference():
 
 
 def test_registry_contract():
-    assert list(OBJECTIVES) == ["orpo", "sft", "simpo", "cpo", "dpo", "ipo", "hinge"]
-    assert {n for n, o in OBJECTIVES.items() if o.needs_reference} == {"dpo", "ipo", "hinge"}
+    assert list(OBJECTIVES) == ["orpo", "sft", "simpo", "cpo", "dpo", "ipo", "hinge", "kto"]
+    assert {n for n, o in OBJECTIVES.items() if o.needs_reference} == {"dpo", "ipo", "hinge", "kto"}
     assert NLL_WEIGHT == {
         "orpo": 1.0,
         "sft": 1.0,
@@ -112,11 +112,12 @@ def test_registry_contract():
         "dpo": 0.0,
         "ipo": 0.0,
         "hinge": 0.0,
+        "kto": 0.0,
     }
     for name, objective in OBJECTIVES.items():
         assert objective.__doc__ and objective.beta_means and objective.summary, name
-    with pytest.raises(ValueError, match="method='kto' is not one of orpo, sft"):
-        get_objective("kto")
+    with pytest.raises(ValueError, match="method='ppo' is not one of orpo, sft"):
+        get_objective("ppo")
 
 
 def test_reference_objective_without_reference_is_a_clear_error():
@@ -128,8 +129,8 @@ def test_reference_objective_without_reference_is_a_clear_error():
 def test_config_validates_method_against_registry(tmp_path):
     from orpo import ORPOConfig
 
-    with pytest.raises(ValueError, match="method='kto' is not one of"):
-        ORPOConfig(output_dir=str(tmp_path), method="kto", use_cpu=True)
+    with pytest.raises(ValueError, match="method='ppo' is not one of"):
+        ORPOConfig(output_dir=str(tmp_path), method="ppo", use_cpu=True)
     with pytest.raises(ValueError, match="label_smoothing=0.5"):
         ORPOConfig(output_dir=str(tmp_path), method="dpo", label_smoothing=0.5, use_cpu=True)
     assert ORPOConfig(output_dir=str(tmp_path), method="ipo", use_cpu=True).method == "ipo"

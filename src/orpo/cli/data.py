@@ -207,6 +207,17 @@ def print_report(report, plot: str | None = None, file=None) -> None:
     mixed = describe_layouts(data["layouts"])
     if mixed:
         console.print(Text(f"{mixed}; each row is normalised in its own layout"))
+    if data["desirable"] or data["undesirable"]:
+        split = f"; {data['pairs_split']} pairs split into a desirable and an undesirable example" * bool(
+            data["pairs_split"]
+        )
+        console.print(
+            Text(
+                f"method kto: {data['kept']} examples, {data['desirable']} desirable, {data['undesirable']} "
+                f"undesirable{split}; lengths below are the training tokens (after truncation), chosen = "
+                "desirable completions, rejected = undesirable ones"
+            )
+        )
     rendering = "string rows wrapped in the chat template" if data["strings_templated"] else "string rows raw"
     console.print(
         Text(
@@ -225,7 +236,8 @@ def print_report(report, plot: str | None = None, file=None) -> None:
         console.print(drops)
 
     limits = data["limits"]
-    lengths = Table(title="Tokens per row, before truncation", title_justify="left")
+    when = "after truncation" if data["desirable"] or data["undesirable"] else "before truncation"
+    lengths = Table(title=f"Tokens per row, {when}", title_justify="left")
     for column in ("", "p50", "p90", "p99", "max", "limit", "truncated"):
         lengths.add_column(column, justify="left" if not column else "right")
     segment_limit = {
@@ -267,6 +279,17 @@ def print_report(report, plot: str | None = None, file=None) -> None:
         checks.add_row(label, str(value), Text(status, style="green" if status == "ok" else "red"))
     console.print(checks)
 
+    if data["trl_differences"]:
+        _print_trl_differences(console, data)
+    _print_examples(console, data)
+    if plot:
+        console.print(Text(f"length histogram written to {plot}"))
+
+
+def _print_trl_differences(console, data: dict) -> None:
+    from rich.table import Table
+    from rich.text import Text
+
     trl = Table(
         title=f"Rows whose tokens differ from TRL 1.16's ORPOTrainer (tokenization={data['tokenization']})",
         title_justify="left",
@@ -295,6 +318,10 @@ def print_report(report, plot: str | None = None, file=None) -> None:
         )
     )
 
+
+def _print_examples(console, data: dict) -> None:
+    from rich.text import Text
+
     if data["examples"]:
         legend = Text('token view: tokens split by "|"; ')
         for mark, meaning in MARK_MEANING.items():
@@ -306,10 +333,10 @@ def print_report(report, plot: str | None = None, file=None) -> None:
         console.rule(f"row {example['source_row']}" + (f" (truncated: {', '.join(cut)})" if cut else ""))
         for segment in ("prompt", "chosen", "rejected"):
             tokens = example[f"{segment}_tokens"]
+            if not tokens and segment != "prompt":
+                continue  # a KTO example has one completion, on the side its label names
             console.print(
                 Text(f"{segment} ({len(tokens)} tokens; {_describe(tokens)}), decoded:", style="bold")
             )
             console.print(Text(example[segment]))
             console.print(_token_line(tokens))
-    if plot:
-        console.print(Text(f"length histogram written to {plot}"))

@@ -117,7 +117,12 @@ def _data_line(report: dict) -> str:
     from orpo.data.formats import describe_layouts  # deferred: the CLI starts without datasets
 
     mixed = describe_layouts(report.get("layouts", {}))
-    return (
-        f"{report['source']}: {report['kept']} of {report['rows']} rows kept; dropped: {dropped}; "
-        f"truncated pairs: {truncated}" + (f"; {mixed}" if mixed else "")
+    kept = f"{report['kept']} of {report['rows']} rows kept"
+    if report.get("desirable") or report.get("undesirable"):  # KTO: examples, not pairs
+        kept = (
+            f"{report['kept']} examples ({report['desirable']} desirable, {report['undesirable']} undesirable) "
+            f"from {report['rows']} rows"
+        )
+    return f"{report['source']}: {kept}; dropped: {dropped}; truncated pairs: {truncated}" + (
+        f"; {mixed}" if mixed else ""
     )

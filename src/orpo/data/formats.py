@@ -21,6 +21,10 @@ The accepted layouts (format names in quotes), each with a public dataset that u
      common prefix of the two strings, moved back by one character when that character is a space (so
      the space starts the responses); when one string is a prefix of the other, TRL's loop stops one
      character short and so do we.
+9.   "unpaired": ``prompt``, ``completion``, ``label`` (bool: true = desirable), no pair (TRL's unpaired
+     preference layout, trl-lib/kto-mix-14k); ``prompt`` a string or a list of messages, ``completion`` a
+     string or one assistant message. Only ``method: kto`` trains on it; a bad label is an error, not a
+     drop (a thumbs-up read as a thumbs-down would train the wrong way).
 
 Canonical row (the contract ``orpo.data.template`` consumes), one per pair::
 
@@ -32,6 +36,9 @@ Canonical row (the contract ``orpo.data.template`` consumes), one per pair::
                                             text; None for conversational layouts (4, 5, 7)
     layout:      str                        the source layout (one of ``FORMATS``): TRL-exact rendering
                                             (``orpo.data.template``) depends on it
+    label:       bool | None                None for a pair. An unpaired example is a half pair: true puts
+                                            its completion in ``chosen`` (``rejected`` empty), false in
+                                            ``rejected`` (``chosen`` empty)
 
 For the implicit string layouts (6, 8) ``text_prompt + chosen`` is the source's ``chosen`` string exactly
 (the transcript's response keeps the space after ``Assistant:``), so the raw text is never altered.
@@ -66,7 +73,17 @@ CHAT_IMPLICIT = "chat_implicit"
 TRANSCRIPT = "transcript"
 SHAREGPT = "sharegpt"
 IMPLICIT_STRINGS = "implicit_strings"
-FORMATS = (PROMPT_STRINGS, INSTRUCTION, CHAT_EXPLICIT, CHAT_IMPLICIT, TRANSCRIPT, SHAREGPT, IMPLICIT_STRINGS)
+UNPAIRED = "unpaired"
+FORMATS = (
+    PROMPT_STRINGS,
+    INSTRUCTION,
+    CHAT_EXPLICIT,
+    CHAT_IMPLICIT,
+    TRANSCRIPT,
+    SHAREGPT,
+    IMPLICIT_STRINGS,
+    UNPAIRED,
+)
 # Layouts whose prompt is extracted from chosen/rejected rather than given.
 IMPLICIT_STRING_LAYOUTS = (TRANSCRIPT, IMPLICIT_STRINGS)
 MIXED = "mixed"  # the format of a source whose rows are in more than one layout
@@ -101,6 +118,7 @@ CANONICAL_FEATURES = Features(
         "rejected": Value("string"),
         "text_prompt": Value("string"),
         "layout": Value("string"),
+        "label": Value("bool"),
     }
 )
 _INSTRUCTION_FIELDS = ("instruction", "input", "question")
@@ -121,7 +139,7 @@ LAYOUTS_HELP = (
     "prompt/chosen/rejected strings (+system); system + instruction|input|question + chosen/rejected; "
     "prompt messages + chosen/rejected; chosen/rejected conversations; chosen/rejected "
     "'\\n\\nHuman: ... \\n\\nAssistant: ...' transcripts; conversations + chosen/rejected messages; "
-    "chosen/rejected strings sharing a prompt prefix"
+    "chosen/rejected strings sharing a prompt prefix; unpaired prompt + completion + label (method kto)"
 )
 
 
@@ -138,6 +156,8 @@ class ColumnMap:
     rejected: str | None = None
     system: str | None = None
     conversations: str | None = None
+    completion: str | None = None
+    label: str | None = None
 
     @classmethod
     def from_dict(cls, mapping: dict[str, str]) -> ColumnMap:
@@ -185,6 +205,11 @@ class NormaliseResult:
     drop_examples: dict[str, str] = field(default_factory=dict)  # reason -> "row N: <detail>"
     source_index: list[int] = field(default_factory=list)  # source row number of each kept row
     layouts: dict[str, int] = field(default_factory=dict)  # layout -> source rows in it (most first)
+
+
+class BadValue(Exception):
+    """A value that must not be dropped silently (an unpaired row's label); ``orpo.data.normalise`` turns
+    it into a one-line error naming the source and row."""
 
 
 class _Dropped(Exception):
@@ -420,6 +445,30 @@ def _parse_implicit_strings(f: _Fields) -> Parsed:
     return _with_system([{"role": "user", "content": prompt}], f), chosen_rest, rejected_rest, prompt
 
 
+def _label(f: _Fields) -> bool:
+    value = f.get("label")
+    if not isinstance(value, bool):
+        raise BadValue(
+            f"`{f.name('label')}` is {_show(value)}; it must be true (desirable) or false (undesirable)"
+        )
+    return value
+
+
+def _parse_unpaired(f: _Fields) -> Parsed:
+    """A half pair (module docstring): the completion on the side its label names."""
+    label = _label(f)
+    prompt = _required(f, "prompt")
+    if isinstance(prompt, list):
+        messages, text_prompt = _with_system(_messages(f, "prompt"), f), None
+    else:
+        text_prompt = _required_text(f, "prompt")
+        messages = _with_system([{"role": "user", "content": text_prompt}], f)
+    completion = _response(f, "completion")
+    if not completion.strip():
+        raise _Dropped(EMPTY_RESPONSE, f"`{f.name('completion')}` is empty")
+    return messages, *((completion, "") if label else ("", completion)), text_prompt
+
+
 _PARSERS = {
     PROMPT_STRINGS: _parse_prompt_strings,
     INSTRUCTION: _parse_instruction,
@@ -428,6 +477,7 @@ _PARSERS = {
     TRANSCRIPT: _parse_transcript,
     SHAREGPT: _parse_sharegpt,
     IMPLICIT_STRINGS: _parse_implicit_strings,
+    UNPAIRED: _parse_unpaired,
 }
 
 
@@ -457,12 +507,16 @@ def _check_responses(f: _Fields, chosen: str, rejected: str) -> None:
 
 
 def normalise_row(row: dict, fmt: str, columns: ColumnMap | None = None) -> dict | Drop:
-    """One source row -> a canonical row, or a ``Drop`` saying why it cannot train."""
+    """One source row -> a canonical row, or a ``Drop`` saying why it cannot train.
+
+    Raises ``BadValue`` for a value that must be fixed rather than dropped (an unpaired row's label).
+    """
     f = _Fields(row, columns.as_dict() if columns else {})
     try:
         prompt, chosen, rejected, text_prompt = _PARSERS[fmt](f)
         _check_prompt(prompt)
-        _check_responses(f, chosen, rejected)
+        if fmt != UNPAIRED:
+            _check_responses(f, chosen, rejected)
     except _Dropped as dropped:
         return dropped.drop
     return {
@@ -471,6 +525,7 @@ def normalise_row(row: dict, fmt: str, columns: ColumnMap | None = None) -> dict
         "rejected": rejected,
         "text_prompt": text_prompt,
         "layout": fmt,
+        "label": bool(chosen) if fmt == UNPAIRED else None,
     }
 
 
@@ -498,7 +553,7 @@ def row_layout(columns: set[str], row: dict) -> str | None:
     on is null or of no layout's type: such a row cannot train in any layout.
     """
     if not {"chosen", "rejected"} <= columns:
-        return None
+        return UNPAIRED if {"prompt", "completion", "label"} <= columns else None
     if "conversations" in columns:
         return SHAREGPT
     chosen = row.get("chosen")

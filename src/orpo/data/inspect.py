@@ -12,6 +12,10 @@ reports what it did, plus what only inspection needs:
   response re-tokenised on its own because the tokenizer merged across the prompt/response boundary;
 - the first rows as the model sees them: decoded token ids, and per token whether it is a target of
   the NLL, of the log-probs of the odds ratio, of both, or of nothing (``MARKS``);
+- for KTO (``method: kto``, or a source in the unpaired layout, which only KTO trains on): the examples,
+  desirable and undesirable, and how many pairs were split in two; lengths are then those of the
+  training tokens (after truncation), ``chosen`` the desirable completions, ``rejected`` the undesirable
+  ones, and the TRL comparison (an ORPOTrainer one) is left out;
 - per source layout, how many kept rows' tokens differ from what TRL 1.16's ORPOTrainer would train on,
   and why (``TRL_DIFF_REASONS``): with ``tokenization: trl`` only our drops remain (a prompt merged
   with a response on one side is TRL's too: that side's prompt tail); with ``tokenization: orpo`` this
@@ -24,6 +28,7 @@ nothing here re-implements tokenisation.
 
 from __future__ import annotations
 
+import copy
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -45,7 +50,7 @@ from orpo.data.tokenize import (
     trl_sequences,
 )
 from orpo.engine.types import prompt_tails
-from orpo.losses import NLL_WEIGHT
+from orpo.losses import NLL_WEIGHT, get_objective
 
 if TYPE_CHECKING:
     from orpo.config import ORPOConfig
@@ -137,6 +142,10 @@ class InspectReport:
     examples: list[Example]
     # Every row's lengths before truncation, for the histogram; too long for the JSON output.
     token_lengths: dict[str, list[int]] = field(default_factory=dict, repr=False)
+    # KTO: examples by label, and pairs split into two examples (0 for paired methods).
+    desirable: int = 0
+    undesirable: int = 0
+    pairs_split: int = 0
 
     def to_dict(self) -> dict:
         out = asdict(self)
@@ -281,6 +290,13 @@ def inspect_source(
     name = source_label(source, source_name)
     raw = load_source(source, split=split)
     num_proc = config.dataset_num_proc
+    if not get_objective(config.method).unpaired:
+        labels = normalise(raw, columns=columns, fmt=fmt, source_name=name, num_proc=num_proc).rows["label"]
+        if any(label is not None for label in labels):
+            config = copy.copy(config)  # unpaired rows: show what KTO, the one method for them, trains on
+            config.method = "kto"
+    if get_objective(config.method).unpaired:
+        return _inspect_examples(raw, tokenizer, config, columns, fmt, name, n_examples, tokenizer_name)
     # What training gets: the kept token ids and the counts.
     trained, report = prepare_dataset(raw, tokenizer, config, source_name=name, columns=columns, fmt=fmt)
     # Per-row detail the pipeline does not keep: lengths before truncation, flags, drop reasons.
@@ -376,13 +392,7 @@ def inspect_source(
         chat_template_mode=config.chat_template_mode,
         strings_templated=wrap,
         nll_on_prompt=config.nll_on_prompt,
-        limits={
-            "max_length": limits.max_length,
-            "max_prompt_length": limits.max_prompt_length,
-            "max_completion_length": limits.max_completion_length,
-            "prompt_truncation_side": limits.prompt_truncation_side,
-            "min_response_tokens": limits.min_response_tokens,
-        },
+        limits=asdict(limits),
         lengths={s: percentiles(values) for s, values in token_lengths.items()},
         truncated=dict(report.truncated),
         no_room_for_response=report.dropped.get(DROP_NO_ROOM, 0),
@@ -393,6 +403,82 @@ def inspect_source(
         responses_without_final_eos=sum(kept_measured["bad_eos"]),
         examples=examples,
         token_lengths=token_lengths,
+    )
+
+
+def _inspect_examples(
+    raw, tokenizer, config, columns, fmt, name, n_examples, tokenizer_name
+) -> InspectReport:
+    """``inspect_source`` for an unpaired objective (KTO): counts and lengths from the training rows."""
+    trained, report = prepare_dataset(raw, tokenizer, config, source_name=name, columns=columns, fmt=fmt)
+    limits = Limits.from_config(config)
+    bos_id, eos_id = tokenizer.bos_token_id, tokenizer.eos_token_id
+    labels = trained["label"]
+    prompts, completions = trained["prompt_input_ids"], trained["chosen_input_ids"]
+    token_lengths = {
+        "prompt": [len(p) for p in prompts],
+        "chosen": [len(c) for c, desirable in zip(completions, labels) if desirable],
+        "rejected": [len(c) for c, desirable in zip(completions, labels) if not desirable],
+    }
+    cut = [
+        limits.max_length is not None and len(p) + len(c) >= limits.max_length
+        for p, c in zip(prompts, completions)
+    ]
+    examples = []
+    for row, was_cut in list(zip(trained, cut))[:n_examples]:
+        # The completion on the side its label names; KTO has no NLL, so it is a log-prob target only.
+        ids = {
+            "chosen": [],
+            "rejected": [],
+            "chosen" if row["label"] else "rejected": row["chosen_input_ids"],
+        }
+        prompt = row["prompt_input_ids"]
+        examples.append(
+            Example(
+                source_row=row["source_row"],
+                prompt=tokenizer.decode(prompt),
+                chosen=tokenizer.decode(ids["chosen"]),
+                rejected=tokenizer.decode(ids["rejected"]),
+                prompt_tokens=_token_views(tokenizer, prompt, [MASKED] * len(prompt)),
+                chosen_tokens=_token_views(tokenizer, ids["chosen"], [LOGP] * len(ids["chosen"])),
+                rejected_tokens=_token_views(tokenizer, ids["rejected"], [LOGP] * len(ids["rejected"])),
+                truncated={
+                    "prompt": False,
+                    "chosen": was_cut and row["label"],
+                    "rejected": was_cut and not row["label"],
+                },
+            )
+        )
+    return InspectReport(
+        source=name,
+        format=report.format,
+        layouts=dict(report.layouts),
+        rows=report.rows,
+        kept=report.kept,
+        dropped=dict(report.dropped),
+        first_dropped=dict(report.first_dropped),
+        drop_examples={},
+        duplicates=report.duplicates,
+        tokenizer=tokenizer_name or getattr(tokenizer, "name_or_path", "") or type(tokenizer).__name__,
+        chat_template_mode=config.chat_template_mode,
+        strings_templated=resolve_chat_template(tokenizer, None, config.chat_template_mode),
+        nll_on_prompt=config.nll_on_prompt,
+        limits=asdict(limits),
+        lengths={s: percentiles(values) for s, values in token_lengths.items()},
+        truncated={"prompt": 0, "chosen": report.truncated.get("chosen", 0), "rejected": 0},
+        no_room_for_response=report.dropped.get(DROP_NO_ROOM, 0),
+        boundary_retokenised=0,
+        tokenization=getattr(config, "tokenization", "orpo"),
+        trl_differences={},
+        prompts_with_repeated_bos=sum(_leading(p, bos_id) > 1 for p in prompts),
+        responses_without_final_eos=sum(
+            eos_id is not None and not was_cut and c[-1:] != [eos_id] for c, was_cut in zip(completions, cut)
+        ),
+        examples=examples,
+        token_lengths=token_lengths,
+        desirable=report.desirable,
+        undesirable=report.undesirable,
+        pairs_split=report.pairs_split,
     )
 
 

@@ -23,6 +23,7 @@ from orpo.data.formats import (
     FORMATS,
     MAX_REPORTED_ROWS,
     MIXED,
+    BadValue,
     ColumnMap,
     Drop,
     NormaliseResult,
@@ -74,7 +75,7 @@ def as_dataset(rows: Dataset | list[dict], source_name: str = "<data>") -> Datas
 
 
 def _normalise_example(
-    row: dict, index: int, layouts: str | list[str], names: dict[str, str], code_hash: str
+    row: dict, index: int, layouts: str | list[str], names: dict[str, str], code_hash: str, source_name: str
 ) -> dict:
     """``Dataset.map`` body: canonical columns plus the drop reason/detail and a pair hash.
 
@@ -82,9 +83,19 @@ def _normalise_example(
     unused here; it is in the map's fingerprint (see ``_CODE_HASH``).
     """
     fmt = layouts if isinstance(layouts, str) else layouts[index]
-    result = normalise_row(row, fmt, ColumnMap(**names))
+    try:
+        result = normalise_row(row, fmt, ColumnMap(**names))
+    except BadValue as err:
+        raise ValueError(f"`{source_name}` row {index}: {err}") from None
     if isinstance(result, Drop):
-        empty: dict = {"prompt": [], "chosen": "", "rejected": "", "text_prompt": None, "layout": fmt}
+        empty: dict = {
+            "prompt": [],
+            "chosen": "",
+            "rejected": "",
+            "text_prompt": None,
+            "layout": fmt,
+            "label": None,
+        }
         return {**empty, "_drop": result.reason, "_detail": result.detail, "_key": ""}
     text = json.dumps(
         [result["prompt"], result["chosen"], result["rejected"], result["text_prompt"]], ensure_ascii=False
@@ -152,7 +163,12 @@ def normalise(
     mapped = ds.map(
         _normalise_example,
         with_indices=True,
-        fn_kwargs={"layouts": per_row if fmt == MIXED else fmt, "names": names, "code_hash": _CODE_HASH},
+        fn_kwargs={
+            "layouts": per_row if fmt == MIXED else fmt,
+            "names": names,
+            "code_hash": _CODE_HASH,
+            "source_name": source_name,
+        },
         remove_columns=ds.column_names,
         features=_WORK_FEATURES,
         num_proc=num_proc,

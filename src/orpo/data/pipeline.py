@@ -16,7 +16,9 @@ from orpo.data.formats import CANONICAL_FEATURES, NormaliseResult, describe_layo
 from orpo.data.normalise import normalise
 from orpo.data.template import render_pair, resolve_chat_template, template_markers
 from orpo.data.tokenize import Limits, PairTokenizer
+from orpo.data.unpaired import LABEL_COLUMN, ExampleTokenizer, unpair, with_kl_samples
 from orpo.engine.types import PAIR_COLUMNS, PROMPT_TAIL_COLUMNS
+from orpo.losses import get_objective
 
 FLAG_COLUMNS = ("prompt_truncated", "chosen_truncated", "rejected_truncated", "boundary_retokenised")
 MAX_EXAMPLE_ROWS = 5
@@ -36,7 +38,9 @@ class DataReport:
     """What preparation did to one dataset; printed by the CLI and ``orpo data inspect``.
 
     ``format`` is the layout of every row or "mixed"; ``layouts`` counts the source rows per layout
-    (empty for rows that came already normalised or tokenised).
+    (empty for rows that came already normalised or tokenised). For an unpaired objective (KTO),
+    ``kept`` counts examples, ``desirable`` / ``undesirable`` split them, and ``pairs_split`` says how
+    many pairs became two examples each.
     """
 
     source: str
@@ -49,12 +53,24 @@ class DataReport:
     duplicates: int = 0
     truncated: dict[str, int] = field(default_factory=dict)
     boundary_retokenised: int = 0
+    desirable: int = 0
+    undesirable: int = 0
+    pairs_split: int = 0
 
     def summary(self) -> str:
         drops = ", ".join(f"{k}={v}" for k, v in sorted(self.dropped.items())) or "none"
         mixed = describe_layouts(self.layouts)
         line = f"{self.source}: format {self.format}, {self.rows} rows, {self.kept} kept, dropped: {drops}"
+        if self.desirable or self.undesirable:
+            line += f"; examples: {self.desirable} desirable, {self.undesirable} undesirable"
         return f"{line}; {mixed}" if mixed else line
+
+    def unpairing(self) -> str:
+        """ "N pairs -> 2N examples: ..." when pairs were split for an unpaired objective, else ""."""
+        if not self.pairs_split:
+            return ""
+        n = self.pairs_split
+        return f"{self.source}: {n} pairs -> {2 * n} examples: {n} desirable, {n} undesirable (method kto)"
 
 
 def is_tokenised(data) -> bool:
@@ -71,8 +87,9 @@ def prepare_dataset(
 ) -> tuple[Dataset, DataReport]:
     """Normalise, render, tokenise and filter ``data`` (Dataset, list of dicts, ...) for training.
 
-    ``config`` supplies the limits (``max_length`` ...), ``tokenization``, ``chat_template_mode`` and
-    ``dataset_num_proc``.
+    ``config`` supplies the limits (``max_length`` ...), ``tokenization``, ``chat_template_mode``,
+    ``dataset_num_proc`` and ``method``: an unpaired objective (KTO) gets examples (``orpo.data.unpaired``),
+    the others pairs; unpaired rows with a paired objective are an error.
     A dataset that already holds the token columns passes through untouched.
     """
     if is_tokenised(data):
@@ -99,23 +116,32 @@ def prepare_dataset(
     wrap = resolve_chat_template(tokenizer, None, config.chat_template_mode)
     markers = template_markers(tokenizer) if wrap else ()
     pair_tokenizer = PairTokenizer(tokenizer, Limits.from_config(config), tokenization)
-
-    source_rows = norm.source_index  # normalised position -> the user's row number
+    method = getattr(config, "method", "orpo")
+    examples = get_objective(method).unpaired
+    canonical, source_rows = norm.rows, norm.source_index  # normalised position -> the user's row number
+    if not examples:
+        _refuse_unpaired(canonical, source_name, method)
+        render = lambda row: pair_tokenizer(render_pair(row, tokenizer, wrap, markers, tokenization))  # noqa: E731
+    else:
+        canonical, source_rows, report.pairs_split = unpair(canonical, tokenization, source_rows)
+        render = ExampleTokenizer(tokenizer, pair_tokenizer, tokenization, wrap, markers)
 
     def tokenise(row: dict, index: int) -> dict:
         try:
-            pair = pair_tokenizer(render_pair(row, tokenizer, wrap, markers, tokenization))
+            pair = render(row)
             # A shallow field copy: `asdict` would deep-copy every token list.
             out = _with_length({f.name: getattr(pair, f.name) for f in fields(pair)})
             out[SOURCE_ROW_COLUMN] = source_rows[index]
+            if examples:
+                out[LABEL_COLUMN] = row["label"]
             return out
         except ValueError as err:
             raise ValueError(f"{source_name} row {source_rows[index]}: {err}") from None
 
-    tokenised = norm.rows.map(
+    tokenised = canonical.map(
         tokenise,
         with_indices=True,
-        remove_columns=norm.rows.column_names,
+        remove_columns=canonical.column_names,
         num_proc=num_proc,
         desc=f"Tokenising {source_name}",
     )
@@ -130,6 +156,23 @@ def prepare_dataset(
     report.boundary_retokenised = sum(kept["boundary_retokenised"])
     if report.kept == 0:
         raise ValueError(f"{source_name}: no usable rows after tokenisation ({report.summary()})")
-    return kept.select_columns(
-        [*PAIR_COLUMNS, *PROMPT_TAIL_COLUMNS, LENGTH_COLUMN, SOURCE_ROW_COLUMN]
-    ), report
+    columns = [*PAIR_COLUMNS, *PROMPT_TAIL_COLUMNS, LENGTH_COLUMN, SOURCE_ROW_COLUMN]
+    if examples:
+        report.desirable = sum(kept[LABEL_COLUMN])
+        report.undesirable = report.kept - report.desirable
+        # TRL pairs KL samples in blocks of the training batch size, for the eval set too.
+        kept = with_kl_samples(kept, config.per_device_train_batch_size, config.max_length)
+        kept = kept.map(_with_length, desc=f"Measuring {source_name}")
+        columns.append(LABEL_COLUMN)
+    return kept.select_columns(columns), report
+
+
+def _refuse_unpaired(rows: Dataset, source_name: str, method: str) -> None:
+    """One line when unpaired rows meet an objective that trains on pairs."""
+    unpaired = sum(label is not None for label in rows["label"])
+    if unpaired:
+        raise ValueError(
+            f"{source_name}: {unpaired} rows are in the unpaired layout (prompt, completion, label), which only "
+            f"method=kto trains on; method={method!r} needs pairs (prompt, chosen, rejected): set method: kto "
+            "or give paired data"
+        )

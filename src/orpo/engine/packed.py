@@ -475,7 +475,7 @@ def packed_forward(
         rejected_lengths=torch.bincount(batch["rejected_pair"], minlength=n_pairs),
         nll_sum=nll_sum,
         nll_tokens=torch.tensor(nll_tokens, dtype=torch.long, device=device),
-        chosen_logits_sum=means[0].sum(),
-        rejected_logits_sum=means[1].sum(),
+        chosen_logits_sum=per_pair(means[0], batch["chosen_pair"]),
+        rejected_logits_sum=per_pair(means[1], batch["rejected_pair"]),
         aux_loss=None,
     )

@@ -83,7 +83,7 @@ def padded_forward(
         rejected_lengths=lengths[n_pairs:],
         nll_sum=-(token_logps[:n_pairs] * nll_mask).sum(),
         nll_tokens=nll_mask.sum(),
-        chosen_logits_sum=(vocab_mean_logits[:n_pairs] * response[:n_pairs]).sum(),
-        rejected_logits_sum=(vocab_mean_logits[n_pairs:] * response[n_pairs:]).sum(),
+        chosen_logits_sum=(vocab_mean_logits[:n_pairs] * response[:n_pairs]).sum(-1),  # (B,)
+        rejected_logits_sum=(vocab_mean_logits[n_pairs:] * response[n_pairs:]).sum(-1),  # (B,)
         aux_loss=getattr(out, "aux_loss", None) if aux_loss else None,
     )

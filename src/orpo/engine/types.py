@@ -63,8 +63,8 @@ class SequenceStats:
             (prompt + response when ``nll_on_prompt``, else response only; the first token of the
             sequence is never a target since nothing predicts it).
         nll_tokens: () int64, number of tokens in ``nll_sum``.
-        chosen_logits_sum: () sum over chosen response positions of the vocab-mean logit.
-        rejected_logits_sum: () same for rejected response positions.
+        chosen_logits_sum: (B,) per pair, sum over its chosen response positions of the vocab-mean logit.
+        rejected_logits_sum: (B,) same for the rejected response positions.
         aux_loss: () router auxiliary loss of mixture-of-experts models, else None.
     """
 

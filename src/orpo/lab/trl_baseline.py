@@ -2,8 +2,9 @@
 ``orpo compare --baseline trl`` and of ``orpo bench``.
 
 TRL 1.16 has a trainer for ORPO (``trl.experimental.orpo``), DPO and its IPO / hinge losses
-(``DPOTrainer``), SimPO and CPO (``trl.experimental.cpo.CPOTrainer``) and SFT (``SFTTrainer`` on
-prompt + chosen). ``trl_trainer`` takes the settings the caller chose (field -> value, keeping those
+(``DPOTrainer``), SimPO and CPO (``trl.experimental.cpo.CPOTrainer``), SFT (``SFTTrainer`` on
+prompt + chosen) and KTO (``KTOTrainer``, which splits pairs into desirable chosen and undesirable
+rejected examples itself, as ours does). ``trl_trainer`` takes the settings the caller chose (field -> value, keeping those
 TRL's config has), adds what the method needs, and returns TRL's trainer.
 """
 
@@ -25,6 +26,7 @@ TRL_TRAINERS: dict[str, tuple[str, str, str, dict[str, Any]]] = {
     "simpo": ("trl.experimental.cpo", "CPOTrainer", "CPOConfig", {"loss_type": "simpo", "cpo_alpha": 0.0}),
     "cpo": ("trl.experimental.cpo", "CPOTrainer", "CPOConfig", {"loss_type": "sigmoid"}),
     "sft": ("trl", "SFTTrainer", "SFTConfig", {}),
+    "kto": ("trl", "KTOTrainer", "KTOConfig", {}),
 }
 # TRL trainers whose logged ``logps/*`` are length-normalised, like ours (plotted on the same scale).
 TRL_MEAN_LOGPS = ("orpo", "simpo")
@@ -52,6 +54,8 @@ TRL_SHARED_FIELDS = (
     "label_smoothing",
     "precompute_ref_log_probs",
     "simpo_gamma",
+    "desirable_weight",
+    "undesirable_weight",
 )
 
 
@@ -91,9 +95,13 @@ def trl_trainer(
     known = {f.name for f in fields(config_cls)}
     values = {k: v for k, v in {**settings, **extra}.items() if k in known}
     kwargs = {}
-    # TRL's DPOTrainer given no ref_model reloads one from the model's name, which a model built
-    # in memory does not have: hand it the frozen copy, as ours makes.
-    if ref_mode == "model" and "ref_model" in inspect.signature(trainer_cls.__init__).parameters:
+    # TRL's DPOTrainer and KTOTrainer given no ref_model reload one from the model's name, which a model
+    # built in memory does not have: hand them the frozen copy, as ours makes (also when no mode was
+    # asked for, unless an adapter or a precomputed pass stands in for the reference).
+    frozen_copy = ref_mode == "model" or (
+        ref_mode is None and peft_config is None and not settings.get("precompute_ref_log_probs")
+    )
+    if frozen_copy and "ref_model" in inspect.signature(trainer_cls.__init__).parameters:
         kwargs["ref_model"] = copy.deepcopy(model)
     return trainer_cls(
         model=model,

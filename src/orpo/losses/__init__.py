@@ -7,8 +7,10 @@
     dpo    L = -(1-eps) log sigmoid(beta h) - eps log sigmoid(-beta h)        arXiv:2305.18290
     ipo    L = (h_per_token - 1/(2 beta))^2                                   arXiv:2310.12036
     hinge  L = max(0, 1 - beta h)                                             arXiv:2305.10425
+    kto    L = lambda_y (1 - sigmoid(beta (r - z_0)))  (desirable y;          arXiv:2402.01306
+             r - z_0 -> z_0 - r for undesirable), unpaired examples
 (logp = length-normalised log-prob; sum_logp = summed; h = summed log-ratio margin to the
-reference model.) Each objective is one small object in its own file (``orpo.losses.base``);
+reference model; r = summed log-ratio of one completion, z_0 = the batch's KL estimate.) Each objective is one small object in its own file (``orpo.losses.base``);
 config validation, the trainer and `orpo compare` read ``OBJECTIVES``.
 """
 
@@ -19,6 +21,7 @@ from orpo.losses.cpo import CPO
 from orpo.losses.dpo import DPO
 from orpo.losses.hinge import Hinge
 from orpo.losses.ipo import IPO
+from orpo.losses.kto import KTO
 from orpo.losses.orpo import ORPO, log1mexp, log_odds, odds_ratio_loss
 from orpo.losses.sft import SFT
 from orpo.losses.simpo import SimPO
@@ -35,7 +38,9 @@ __all__ = [
     "odds_ratio_loss",
 ]
 
-OBJECTIVES: dict[str, Objective] = {o.name: o for o in (ORPO(), SFT(), SimPO(), CPO(), DPO(), IPO(), Hinge())}
+OBJECTIVES: dict[str, Objective] = {
+    o.name: o for o in (ORPO(), SFT(), SimPO(), CPO(), DPO(), IPO(), Hinge(), KTO())
+}
 
 # Read by ``orpo.data.inspect`` (which tokens an example trains on).
 NLL_WEIGHT = {name: o.nll_weight for name, o in OBJECTIVES.items()}

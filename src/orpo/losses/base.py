@@ -24,6 +24,12 @@ class PairLogps:
 
     ``ref_*`` are the reference model's summed log-probs of the same responses; None unless the
     objective ``needs_reference``.
+
+    Unpaired examples (KTO): each "pair" is one example, ``chosen_*`` its completion and ``rejected_*``
+    the mismatched completion its KL sample scores (prompt x_i with the completion of another example);
+    ``labels`` (B,) bool says which completions are desirable (None for pairs). ``reference_point`` is
+    an objective's batch-level statistic (``Objective.reference_point``) once the trainer has averaged
+    it over processes; None: the objective computes it from this batch alone.
     """
 
     chosen_sum_logps: torch.Tensor
@@ -32,6 +38,8 @@ class PairLogps:
     rejected_lengths: torch.Tensor  # (B,) int64
     ref_chosen_sum_logps: torch.Tensor | None = None
     ref_rejected_sum_logps: torch.Tensor | None = None
+    labels: torch.Tensor | None = None  # (B,) bool
+    reference_point: torch.Tensor | None = None  # ()
 
     @property
     def chosen_mean_logps(self) -> torch.Tensor:
@@ -57,6 +65,8 @@ class Knobs:
     beta: float
     simpo_gamma: float = 0.5
     label_smoothing: float = 0.0
+    desirable_weight: float = 1.0
+    undesirable_weight: float = 1.0
 
 
 class Objective:
@@ -74,6 +84,7 @@ class Objective:
             learning rate, common to every objective, is tune's own default).
         mean_logps_metrics: names of its metrics holding length-normalised log-probs (chosen,
             rejected): the one scale on which `orpo compare` plots every method.
+        unpaired: trains on single examples labelled desirable or not (KTO) rather than on pairs.
     """
 
     name: str = ""
@@ -84,6 +95,16 @@ class Objective:
     beta_means: str = ""
     search_space: tuple[str, ...] = ()
     mean_logps_metrics: tuple[str, str] = ("logps/chosen", "logps/rejected")
+    unpaired: bool = False
+
+    def reference_point(self, x: PairLogps) -> torch.Tensor | None:
+        """A () statistic of this batch that every pair's loss depends on, for the trainer to average
+        over processes before ``pair_losses`` (KTO's KL estimate); None for objectives without one."""
+        return None
+
+    def summary_metrics(self, means: dict[str, float]) -> dict[str, float]:
+        """Metrics derived, at each log, from the logged means of the others; none by default."""
+        return {}
 
     def pair_losses(self, x: PairLogps, k: Knobs) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         """Per-pair losses (B,) float32, already weighted, and per-pair metrics (B,) for logging."""

@@ -67,22 +67,25 @@ def data_warnings(dataset, eos_id: int | None) -> dict[str, list[int]]:
     """Source rows of the tokenised pairs that train but probably should not, by kind:
 
     - ``identical_after_truncation``: chosen and rejected tokens are equal (the limits cut away
-      where they differed): the odds-ratio term is exactly 0 for the pair;
+      where they differed): the odds-ratio term is exactly 0 for the pair (not checked on KTO's
+      examples, whose second branch is a KL sample that may well repeat the completion);
     - ``inner_eos``: a response holds EOS before its end (e.g. a chat template closing a turn
       inside the text), so the model learns to stop early.
     """
     from orpo.data.pipeline import SOURCE_ROW_COLUMN
+    from orpo.data.unpaired import LABEL_COLUMN
 
     found: dict[str, list[int]] = {"identical_after_truncation": [], "inner_eos": []}
     if dataset is None or "chosen_input_ids" not in dataset.column_names:
         return found
     has_rows = SOURCE_ROW_COLUMN in dataset.column_names
+    examples = LABEL_COLUMN in dataset.column_names
     columns = ["chosen_input_ids", "rejected_input_ids", *([SOURCE_ROW_COLUMN] if has_rows else [])]
     for start, batch in zip(range(0, len(dataset), 1000), dataset.select_columns(columns).iter(1000)):
         chosen_ids, rejected_ids = batch["chosen_input_ids"], batch["rejected_input_ids"]
         rows = batch[SOURCE_ROW_COLUMN] if has_rows else range(start, start + len(chosen_ids))
         for row, chosen, rejected in zip(rows, chosen_ids, rejected_ids):
-            if list(chosen) == list(rejected):
+            if not examples and list(chosen) == list(rejected):
                 found["identical_after_truncation"].append(row)
             if eos_id is not None and (eos_id in list(chosen)[:-1] or eos_id in list(rejected)[:-1]):
                 found["inner_eos"].append(row)
