@@ -18,7 +18,7 @@ the held-out mean log-probs of chosen and rejected responses at the end. Where t
 judge (builtin:codereview has rules:codereview; --judge rules:FILE.py for your own), each run also
 answers the first --judge-prompts eval prompts greedily and a second table shows the judge's metrics
 with 95% bootstrap intervals over those prompts. --baseline trl adds TRL's own trainer for every
-method it has (ORPO, DPO/IPO/hinge, SimPO and CPO, SFT) on the same model and data.
+method it has (ORPO, DPO/IPO/hinge, SimPO and CPO, SFT, KTO) on the same model and data.
 The recipe needs an eval set (data.eval, data.eval_split or data.eval_fraction > 0). Without a
 config, the embedded default recipe (builtin code-review task) is used.
 

@@ -13,6 +13,6 @@
              of lines per run (the ORPO paper's Figure 3 and its lambda ablation; ``orpo.lab.plots``)
 
 With ``baseline="trl"`` every method TRL 1.16 has (ORPO, DPO/IPO/hinge, SimPO and CPO via its
-CPOTrainer, SFT via its SFTTrainer on prompt + chosen) also runs with TRL's trainer on the same model
+CPOTrainer, SFT via its SFTTrainer on prompt + chosen, KTO via its KTOTrainer on the pairs split) also runs with TRL's trainer on the same model
 and data, for memory and time side by side (``orpo.lab.trl_baseline``).
 """
