@@ -171,6 +171,7 @@ def test_a_rerun_with_the_same_n_runs_no_new_trial(tuned):
         (["--tune", "0"], "--tune 0: give at least 1 trial per method"),
         (["--tune-objective", "eval_loss"], "--tune-objective eval_loss: its value depends on beta"),
         (["--grid", "beta=0.1,0.2"], "--grid with --tune"),
+        (["--tune-objective", "eval_rewards/chosen"], "eval_rewards/chosen: is lower or higher better?"),
     ],
 )
 def test_bad_tune_input_is_one_line_before_any_trial(tmp_path, capsys, argv, message):

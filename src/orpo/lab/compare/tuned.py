@@ -79,7 +79,13 @@ def plan_studies(
         raise ValueError(f"--tune {request.trials}: give at least 1 trial per method")
     objective = tune_objective(request.objective, judge)
     judge_of(objective)
-    direction_of(metric_name(objective), "auto")  # a metric of unknown direction is refused now
+    try:
+        direction_of(metric_name(objective), "auto")
+    except ValueError:  # orpo tune's fix (--direction) is not a compare flag
+        raise ValueError(
+            f"--tune-objective {objective}: is lower or higher better? its name does not say; choose a "
+            "loss, NLL, accuracy, margin or judge metric (e.g. eval_nll_loss, eval_rewards/accuracies)"
+        ) from None
     ours = [r for r in runs if r.impl == "orpo"]
     spaces = method_spaces(list(dict.fromkeys(r.method for r in ours)), request.space)
     studies = {}
