@@ -3,6 +3,23 @@
 import functools
 import random
 
+# `key=value` overrides that make a recipe a run of seconds on the builtin task: a 1-layer model of
+# width 32, 64 training pairs and 16 of the val split, 4 steps of 4 pairs, evaluated at every step.
+TINY_RECIPE = [
+    "model.tiny.hidden_size=32",
+    "model.tiny.num_layers=1",
+    "model.tiny.num_heads=2",
+    "model.tiny.num_kv_heads=1",
+    "model.tiny.vocab_size=300",
+    'data.train=[{path: "builtin:codereview", limit: 64}]',
+    'data.eval=[{path: "builtin:codereview", split: val, limit: 16}]',
+    "max_steps=4",
+    "eval_steps=1",
+    "logging_steps=1",
+    "save_strategy=no",
+    "per_device_train_batch_size=4",
+    "per_device_eval_batch_size=16",
+]
 WORDS = ["red", "green", "blue", "cat", "dog", "bird", "one", "two", "three", "sun", "moon", "star"]
 
 

@@ -22,10 +22,30 @@ method it has (ORPO, DPO/IPO/hinge, SimPO and CPO, SFT, KTO) on the same model a
 The recipe needs an eval set (data.eval, data.eval_split or data.eval_fraction > 0). Without a
 config, the embedded default recipe (builtin code-review task) is used.
 
+--tune N first gives each method N trials of an `orpo tune` study on the eval data (each trial the
+recipe as given, so the same max_steps for all), then compares each method at its best values:
+  space      the learning rate (log:1e-6..1e-3) and the method's own knobs over their usual ranges
+             (orpo: beta log:0.05..1.0; dpo: beta log:0.01..0.5; simpo: beta 2..10 and simpo_gamma
+             0.3..1.6; ...). --tune-space FIELD=RANGE changes a field for every method,
+             --tune-space METHOD:FIELD=RANGE for one method; beta and the other loss knobs only the
+             second way (beta is lambda for ORPO, a temperature for SimPO, a KL weight for DPO)
+  objective  one metric that means the same for every method: the judge's pairwise metric on the
+             first --judge-prompts eval prompts where the data has a judge (builtin:codereview: f1),
+             else eval_nll_loss (NLL of the chosen responses, measured alike for all; eval_loss is
+             each method's own loss, preference accuracy its own implicit reward); --tune-objective
+  then       each method's best values are trained again as an ordinary run (so its row measures
+             memory and time like the others) and a last table shows the values chosen per method,
+             the objective and the trials complete/pruned/failed. --baseline trl runs TRL's trainer
+             with the values chosen for ours. The compared numbers are on the eval data the values
+             were chosen on: keep a test split apart for an unbiased figure.
+Studies live in <output_dir>/tune-<run>/study.db: a killed `orpo compare --tune` resumes them, and a
+rerun with the same N runs no new trial (the comparison runs are trained again).
+
   orpo compare --list-methods
   orpo compare my.yaml --methods sft,orpo,dpo,simpo max_steps=200
   orpo compare --methods orpo --grid training.beta=0.1,0.5,1.0
   orpo compare my.yaml --methods orpo,dpo:precomputed,dpo:model --baseline trl
+  orpo compare --methods orpo,dpo,simpo --tune 8 --tune-space dpo:beta=log:0.05..0.5 max_steps=200
 """
 
 
@@ -68,6 +88,26 @@ def register(sub: argparse._SubParsersAction) -> None:
         metavar="N",
         help="eval prompts each run answers for the judge (default 100)",
     )
+    p.add_argument(
+        "--tune",
+        type=int,
+        metavar="N",
+        help="first choose each method's learning rate and knobs on the eval data, N trials per method",
+    )
+    p.add_argument(
+        "--tune-space",
+        action="append",
+        default=[],
+        metavar="[METHOD:]FIELD=RANGE",
+        help="with --tune: a searched range for every method (learning_rate=log:1e-5..1e-3) or for one "
+        "(dpo:beta=log:0.05..0.5); as orpo tune --space, repeatable",
+    )
+    p.add_argument(
+        "--tune-objective",
+        metavar="METRIC",
+        help="with --tune: the metric the studies choose on (default: the judge's, e.g. "
+        "judge:rules:codereview:f1, else eval_nll_loss)",
+    )
     p.add_argument("--progress", action="store_true", help="show each run's progress bar")
     p.add_argument("--no-progress", action="store_true", help=argparse.SUPPRESS)  # the default now
     p.add_argument("--json", action="store_true", help="print compare.json instead of the table")
@@ -89,6 +129,17 @@ def run(args: argparse.Namespace) -> int:
         config, overrides = None, [config, *overrides]
     methods = parse_methods(args.methods)
     grid = parse_grid(args.grid)
+    tune = None
+    if args.tune is None and (args.tune_space or args.tune_objective):
+        raise ValueError("--tune-space and --tune-objective need --tune N (the trials per method)")
+    if args.tune is not None:
+        try:
+            import optuna  # noqa: F401  (deferred: compare without --tune starts without it)
+        except ModuleNotFoundError:
+            raise ValueError("orpo compare --tune needs Optuna: pip install 'orpo[tune]'") from None
+        from orpo.lab.compare.tuned import TuneRequest
+
+        tune = TuneRequest(trials=args.tune, space=args.tune_space, objective=args.tune_objective)
     report = run_compare(
         config,
         overrides,
@@ -98,6 +149,7 @@ def run(args: argparse.Namespace) -> int:
         progress=args.progress,
         judge=args.judge,
         judge_prompts=args.judge_prompts,
+        tune=tune,
     )
     if args.json:
         print(json.dumps(report))

@@ -107,16 +107,9 @@ def run(args: argparse.Namespace) -> int:
     except ModuleNotFoundError:
         print("orpo: error: orpo tune needs Optuna: pip install 'orpo[tune]'", file=sys.stderr)
         return 2
-    from orpo.lab.tune.results import (
-        format_table,
-        trial_rows,
-        write_best_yaml,
-        write_csv,
-        write_figures,
-        write_report,
-    )
+    from orpo.lab.tune.results import write_outputs
     from orpo.lab.tune.space import default_space, parse_space
-    from orpo.lab.tune.study import TuneSettings, best_number, metric_name, run_study
+    from orpo.lab.tune.study import TuneSettings, run_study
     from orpo.run.recipe import load_recipe
 
     config, overrides = args.config, list(args.overrides)
@@ -142,20 +135,11 @@ def run(args: argparse.Namespace) -> int:
         judge_prompts=args.judge_prompts,
     )
     done = run_study(settings, say=lambda line: print(line, file=sys.stderr))
-    study, out = done["study"], done["out"]
-    metric = metric_name(args.objective)
-    rows = trial_rows(study, settings.params)
-    write_csv(rows, out / "trials.csv")
-    best = best_number(study)
-    table = format_table(rows, metric, best)
-    print(table)
-    if best is None:
+    written = write_outputs(done["study"], settings, done["out"])
+    print(written["table"])
+    if written["best"] is None:
         print("orpo: error: no trial finished, so there is no best value (see trials.csv)", file=sys.stderr)
         return 1
-    best_yaml = write_best_yaml(config, overrides, settings.params, study.best_trial.params, out)
-    best_line = f"best: trial {best}, {metric} = {study.best_value:.4g}; train it: orpo train {best_yaml}"
-    figures = write_figures(study, out, settings.params)
-    report = write_report(out, table, best_line, figures)
-    print(best_line)
-    print(f"written: {out / 'trials.csv'}, {best_yaml}, {report}", file=sys.stderr)
+    print(written["best_line"])
+    print(f"written: {', '.join(map(str, written['files']))}", file=sys.stderr)
     return 0

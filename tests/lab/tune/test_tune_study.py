@@ -17,23 +17,10 @@ import time
 import pytest
 import yaml
 
+from helpers import TINY_RECIPE
 from orpo.cli.main import main
 
-TINY = [
-    "model.tiny.hidden_size=32",
-    "model.tiny.num_layers=1",
-    "model.tiny.num_heads=2",
-    "model.tiny.num_kv_heads=1",
-    "model.tiny.vocab_size=300",
-    'data.train=[{path: "builtin:codereview", limit: 64}]',
-    'data.eval=[{path: "builtin:codereview", split: val, limit: 16}]',
-    "max_steps=4",
-    "eval_steps=1",
-    "logging_steps=1",
-    "save_strategy=no",
-    "per_device_train_batch_size=4",
-    "per_device_eval_batch_size=16",
-]
+TINY = TINY_RECIPE
 
 
 SPACE = ["--space", "learning_rate=log:1e-4..3e-2"]

@@ -12,6 +12,7 @@ from typing import TextIO
 
 from orpo.lab.compare.plan import JUDGE_PROMPTS, RunSpec, plan, resolve_judge
 from orpo.lab.compare.tables import format_markdown, headline
+from orpo.lab.compare.tuned import TuneRequest, plan_studies, run_studies, tune_of, with_chosen
 from orpo.lab.harness import run_in_process
 from orpo.lab.plots import plot_logp_curves
 
@@ -26,11 +27,13 @@ def run_compare(
     log: TextIO | None = None,
     judge: str | None = "auto",
     judge_prompts: int = JUDGE_PROMPTS,
+    tune: TuneRequest | None = None,
 ) -> dict:
     """Plan, launch every run in its own process, collect, write compare.json / compare.md / the plot.
 
     ``judge``: "auto" (the task's judge where the data has one: builtin:codereview -> rules:codereview),
     "none", or "rules:NAME_OR_FILE.py". Progress goes to ``log``, by default ``sys.stderr`` at the call.
+    ``tune``: first choose each method's values on validation (``tuned.py``), then compare those.
     """
     log = sys.stderr if log is None else log
     from orpo.run.recipe import load_recipe
@@ -49,6 +52,10 @@ def run_compare(
             import trl  # noqa: F401
         except ImportError:
             raise ValueError("--baseline trl needs TRL: pip install 'orpo[bench]'") from None
+    if tune is not None and grid:
+        raise ValueError(
+            "--grid with --tune: the study chooses the values; give the range as --tune-space KEY=V1,V2"
+        )
     runs = plan(methods, grid, baseline)
     for run in runs:  # validate every recipe before the first (long) run starts
         one = load_recipe(config, [*overrides, *run.overrides])
@@ -59,11 +66,17 @@ def run_compare(
                 "(applies to every method) or use dpo:model / dpo:precomputed"
             )
     root = Path(recipe.training_args().output_dir)
+    studies = {} if tune is None else plan_studies(config, overrides, runs, tune, root, judge, judge_prompts)
     root.mkdir(parents=True, exist_ok=True)
+    tuned = run_studies(studies, log) if studies else {}
+    if tuned:
+        runs = with_chosen(runs, tuned)
     results = []
     for i, run in enumerate(runs, 1):
         print(f"compare: [{i}/{len(runs)}] {run.label} ...", file=log, flush=True)
         result = launch(config, overrides, run, root / run.slug, progress, judge, judge_prompts)
+        if tuned:
+            result["tune"] = tune_of(run, tuned)
         results.append(result)
         ms = result.get("ms_per_pair")
         print(
@@ -83,6 +96,15 @@ def run_compare(
         },
         "files": [str(root / n) for n in ("compare.json", "compare.md", "compare_logps.png")],
     }
+    if tuned:
+        first = next(iter(tuned.values()))
+        report["tune"] = {
+            "trials": tune.trials,
+            "objective": first["objective"],
+            "direction": first["direction"],
+            "space": {label: [p.spec for p in s.params] for label, s in studies.items()},
+            "chosen": {label: t["params"] for label, t in tuned.items()},
+        }
     (root / "compare.json").write_text(json.dumps(report, indent=2))
     (root / "compare.md").write_text(format_markdown(results) + "\n")
     if any(r["curve"] for r in results):

@@ -1,5 +1,6 @@
 """The tables of ``orpo compare``: one row per run (Markdown for compare.md, plain text for the terminal),
-and where a judge scored the runs, a second table of its metrics with their 95% intervals.
+and where a judge scored the runs, a second table of its metrics with their 95% intervals; after
+``--tune``, a last table of the values each method's study chose, its objective and its trials.
 
     columns = peak memory, time per pair (the reference pass separately), eval NLL, preference
               accuracy, held-out mean log-probs of chosen and rejected at the end (see ``COLUMNS``)
@@ -55,6 +56,32 @@ def judge_caption(results: list[dict]) -> str:
     )
 
 
+def tune_table(results: list[dict]) -> tuple[str, list[str], list[list[str]]]:
+    """Caption, headers and rows of the chosen values (runs of ours; a TRL run uses its method's)."""
+    tuned = [r for r in results if r.get("tune") and "chosen_for" not in r["tune"]]
+    if not tuned:
+        return "", [], []
+    first = tuned[0]["tune"]
+    params: list[str] = []
+    for r in tuned:
+        params += [p for p in r["tune"]["params"] if p not in params]
+    caption = (
+        f"chosen on the eval data by --tune {first['budget']}: each method's best of its "
+        f"{first['budget']} trials by {first['objective']} ({first['direction']})"
+    )
+    if any("chosen_for" in (r.get("tune") or {}) for r in results):
+        caption += "; (trl) runs train TRL's trainer with the values chosen for ours, not tuned on their own"
+    headers = ["run", *params, first["objective"], "trials complete/pruned/failed"]
+    rows = []
+    for r in tuned:
+        t = r["tune"]
+        values = [t["params"].get(p) for p in params]
+        counts = "/".join(str(t["trials"][s]) for s in ("complete", "pruned", "failed"))
+        rows.append([r["label"], *(_fmt(v, "{:.3g}" if isinstance(v, float) else "{}") for v in values)])
+        rows[-1] += [_fmt(t["value"], "{:.4g}"), counts]
+    return caption, headers, rows
+
+
 def format_markdown(results: list[dict]) -> str:
     header = "| run | " + " | ".join(label for _, label, _ in COLUMNS) + " |"
     lines = [header, "|" + "---|" * (len(COLUMNS) + 1)]
@@ -69,6 +96,10 @@ def format_markdown(results: list[dict]) -> str:
         for r in results:
             metrics = (r.get("judge") or {}).get("metrics", {})
             lines.append(f"| {r['label']} | " + " | ".join(_interval(metrics.get(n)) for n in names) + " |")
+    caption, headers, rows = tune_table(results)
+    if rows:
+        lines += ["", caption + ":", "", "| " + " | ".join(headers) + " |", "|" + "---|" * len(headers)]
+        lines += ["| " + " | ".join(row) + " |" for row in rows]
     return "\n".join(lines)
 
 
@@ -89,4 +120,11 @@ def format_table(results: list[dict]) -> str:
             lines.append(
                 f"{r['label']:<{width}}" + "".join(f"{_interval(metrics.get(n)):>20}" for n in names)
             )
+    caption, headers, rows = tune_table(results)
+    if rows:
+        widths = [max(len(h), *(len(row[i]) for row in rows)) + 2 for i, h in enumerate(headers)]
+        lines += ["", caption + ":"]
+        lines += [
+            "".join(f"{cell:<{w}}" for cell, w in zip(line, widths)).rstrip() for line in [headers, *rows]
+        ]
     return "\n".join(lines)

@@ -177,6 +177,30 @@ def plot_params(study, params: list[Param], path: Path) -> bool:
     return True
 
 
+def write_outputs(study, s, out: Path) -> dict[str, Any]:
+    """What a finished study leaves in ``out``: trials.csv, and when a trial finished, best.yaml, the
+    figures and report.html. ``s`` is the study's ``TuneSettings``. Returns the rows, the text table,
+    the best trial's number (None when no trial finished), best.yaml's path, the best line and the
+    files written."""
+    from orpo.lab.tune.study import best_number, metric_name
+
+    metric = metric_name(s.objective)
+    rows = trial_rows(study, s.params)
+    write_csv(rows, out / "trials.csv")
+    best = best_number(study)
+    table = format_table(rows, metric, best)
+    done = {"rows": rows, "table": table, "best": best, "best_yaml": None, "best_line": None}
+    done["files"] = [out / "trials.csv"] if rows else []
+    if best is None:
+        return done
+    best_yaml = write_best_yaml(s.config, s.overrides, s.params, study.best_trial.params, out)
+    best_line = f"best: trial {best}, {metric} = {study.best_value:.4g}; train it: orpo train {best_yaml}"
+    figures = write_figures(study, out, s.params)
+    report = write_report(out, table, best_line, figures)
+    done.update(best_yaml=best_yaml, best_line=best_line, files=[*done["files"], best_yaml, report])
+    return done
+
+
 def write_report(out: Path, table: str, best_line: str, figures: list[Path]) -> Path:
     images = "".join(f'<p><img src="{f.name}" alt="{f.stem}"></p>\n' for f in figures)
     page = (

@@ -10,7 +10,8 @@ The field is any recipe field, by its dotted name (``adapter.r``, ``training.bet
 training field, its short name (``beta``), exactly as ``orpo train``'s ``key=value`` overrides.
 ``check_space`` loads the recipe with every bound and every value, so a wrong field, a value of the
 wrong type or one the field refuses is one line before the first trial. Without ``--space``, the
-learning rate and the recipe's objective's knobs are searched (``default_space``).
+learning rate and the recipe's objective's knobs are searched (``default_space``); ``orpo compare
+--tune`` searches that default per method, changed by its ``--tune-space`` specs (``method_spaces``).
 """
 
 from __future__ import annotations
@@ -89,13 +90,13 @@ def _is_int_field(hint) -> bool:
     return numbers == [int]
 
 
-def _number(text: str, spec: str) -> float:
+def _number(text: str, where: str) -> float:
     try:
         value = float(text.strip())
     except ValueError:
-        raise ValueError(f"--space {spec}: {text.strip()!r} is not a number ({EXAMPLES})") from None
+        raise ValueError(f"{where}: {text.strip()!r} is not a number ({EXAMPLES})") from None
     if not math.isfinite(value):
-        raise ValueError(f"--space {spec}: bounds must be finite numbers, got {text.strip()!r}")
+        raise ValueError(f"{where}: bounds must be finite numbers, got {text.strip()!r}")
     return value
 
 
@@ -112,63 +113,72 @@ def _choice(text: str) -> Any:
     return value
 
 
-def parse_param(spec: str) -> Param:
-    """One ``--space`` spec as a ``Param`` (the syntax only; ``check_space`` checks it against the recipe)."""
+def parse_param(spec: str, flag: str = "--space", shown: str | None = None) -> Param:
+    """One ``--space`` spec as a ``Param`` (the syntax only; ``check_space`` checks it against the recipe).
+
+    ``flag`` and ``shown`` (the text as the user typed it, default ``spec``) name it in messages.
+    """
+    shown = spec if shown is None else shown
+    where = f"{flag} {shown}"
     if "=" not in spec:
-        raise ValueError(f"--space {spec}: not FIELD=RANGE or FIELD=V1,V2,... ({EXAMPLES})")
+        raise ValueError(f"{where}: not FIELD=RANGE or FIELD=V1,V2,... ({EXAMPLES})")
     key, body = (part.strip() for part in spec.split("=", 1))
     path = _canonical(key)
     if not key or not body:
-        raise ValueError(f"--space {spec}: not FIELD=RANGE or FIELD=V1,V2,... ({EXAMPLES})")
+        raise ValueError(f"{where}: not FIELD=RANGE or FIELD=V1,V2,... ({EXAMPLES})")
     name = ".".join(path)
     if ".." not in body:
         if body.split(":")[0] in ("log", "int"):
-            raise ValueError(f"--space {spec}: {body.split(':', 1)[1]!r} is not a range LO..HI ({EXAMPLES})")
+            raise ValueError(f"{where}: {body.split(':', 1)[1]!r} is not a range LO..HI ({EXAMPLES})")
         if "," not in body:
             raise ValueError(
-                f"--space {spec}: one value is not a search space; give a range LO..HI or two or more "
+                f"{where}: one value is not a search space; give a range LO..HI or two or more "
                 f"values ({EXAMPLES})"
             )
         try:
             choices = tuple(_choice(v) for v in body.split(","))
         except (ValueError, yaml.YAMLError) as err:
-            raise ValueError(f"--space {spec}: {str(err).splitlines()[0]}") from None
+            raise ValueError(f"{where}: {str(err).splitlines()[0]}") from None
         if len(set(choices)) != len(choices):
-            raise ValueError(f"--space {spec}: a value is listed twice")
-        return Param(name, "categorical", choices=choices, spec=spec)
+            raise ValueError(f"{where}: a value is listed twice")
+        return Param(name, "categorical", choices=choices, spec=shown)
     prefixes, _, bounds = body.rpartition(":")
     words = [w for w in prefixes.split(":") if w] if prefixes else []
     unknown = [w for w in words if w not in ("log", "int")]
     if unknown:
-        raise ValueError(f"--space {spec}: unknown prefix {unknown[0]!r} (log:, int: or int:log:)")
+        raise ValueError(f"{where}: unknown prefix {unknown[0]!r} (log:, int: or int:log:)")
     lo_text, _, hi_text = bounds.partition("..")
-    low, high = _number(lo_text, spec), _number(hi_text, spec)
+    low, high = _number(lo_text, where), _number(hi_text, where)
     log, kind = "log" in words, "int" if "int" in words else "float"
     if kind == "float" and _is_int_field(field_hint(path)):
         kind = "int"  # an integer field searched over a range: integers of that range
     if kind == "int":
         if low != int(low) or high != int(high):
-            raise ValueError(f"--space {spec}: {name} is an integer; give integer bounds")
+            raise ValueError(f"{where}: {name} is an integer; give integer bounds")
         low, high = int(low), int(high)
     if low >= high:
-        raise ValueError(f"--space {spec}: the low bound {low:g} must be below the high bound {high:g}")
+        raise ValueError(f"{where}: the low bound {low:g} must be below the high bound {high:g}")
     if log and low <= 0:
-        raise ValueError(f"--space {spec}: a log range needs a low bound > 0, got {low:g}")
-    return Param(name, kind, low=low, high=high, log=log, spec=spec)
+        raise ValueError(f"{where}: a log range needs a low bound > 0, got {low:g}")
+    return Param(name, kind, low=low, high=high, log=log, spec=shown)
 
 
-def parse_space(specs: list[str]) -> list[Param]:
-    """Every ``--space`` spec parsed; a field searched twice is refused."""
-    params = [parse_param(s) for s in specs]
+def _refuse_twice(params: list[Param], flag: str) -> None:
     seen: dict[str, str] = {}
     for p in params:
         if p.name in seen:
-            raise ValueError(f"--space {p.spec}: {p.name} is already searched by --space {seen[p.name]}")
+            raise ValueError(f"{flag} {p.spec}: {p.name} is already searched by {flag} {seen[p.name]}")
         seen[p.name] = p.spec
+
+
+def parse_space(specs: list[str], flag: str = "--space") -> list[Param]:
+    """Every ``--space`` spec parsed; a field searched twice is refused."""
+    params = [parse_param(s, flag) for s in specs]
+    _refuse_twice(params, flag)
     return params
 
 
-def check_space(params: list[Param], config: str | None, overrides: list[str]) -> None:
+def check_space(params: list[Param], config: str | None, overrides: list[str], flag: str = "--space") -> None:
     """Load the recipe with each bound and each value of every parameter (the others at the base
     recipe's values): the recipe's own checks (field names, types, minimums, ``ORPOConfig``) then
     speak for the space, one line naming the spec."""
@@ -179,4 +189,64 @@ def check_space(params: list[Param], config: str | None, overrides: list[str]) -
                 load_recipe(config, [*overrides, p.override(value)])
             except ValueError as err:
                 reason = str(err).strip().splitlines()[0]
-                raise ValueError(f"--space {p.spec}: {reason}") from None
+                raise ValueError(f"{flag} {p.spec}: {reason}") from None
+
+
+def loss_knobs() -> set[str]:
+    """Fields that change the loss itself: the method and every objective's knobs (beta included)."""
+    from orpo.losses import OBJECTIVES
+
+    return {"method", "beta", *(k for o in OBJECTIVES.values() for k in o.knobs)}
+
+
+def method_spaces(methods: list[str], specs: list[str], flag: str = "--tune-space") -> dict[str, list[Param]]:
+    """The space of each method of ``orpo compare --tune``: ``default_space(method)``, in which the
+    specs replace a field's range or add a field.
+
+        FIELD=RANGE          every method (the learning rate, warmup, any field that means the same
+                             for each); a loss knob is refused here: beta is lambda for ORPO, a
+                             temperature for SimPO, the KL weight for DPO, with ranges apart
+        METHOD:FIELD=RANGE   that method only (wins over FIELD=RANGE); the method must be compared
+                             and read the field
+
+    The syntax and its one-line errors are ``parse_param``'s; a field given twice at one level is refused.
+    """
+    from orpo.losses import get_objective
+
+    knobs = loss_knobs()
+    every: list[Param] = []
+    scoped: dict[str, list[Param]] = {m: [] for m in methods}
+    for spec in specs:
+        key = spec.partition("=")[0]
+        method, scope, _ = key.partition(":")
+        inner = spec.partition(":")[2] if scope else spec
+        p = parse_param(inner, flag, shown=spec)
+        if p.name == "method":
+            raise ValueError(
+                f"{flag} {spec}: the method is what compare varies (--methods), not a searched field"
+            )
+        if not scope:
+            if p.name in knobs:
+                mine = ", ".join(f"{m}:{inner}" for m in methods)
+                raise ValueError(
+                    f"{flag} {spec}: {p.name} means something else for each method; give it per method ({mine})"
+                )
+            every.append(p)
+            continue
+        method = method.strip().lower()
+        if method not in scoped:
+            raise ValueError(
+                f"{flag} {spec}: {method!r} is not a compared method (--methods {','.join(methods)})"
+            )
+        reads = ("beta", *get_objective(method).knobs)
+        if p.name in knobs and p.name not in reads:
+            raise ValueError(f"{flag} {spec}: {method} does not read {p.name} (it reads {', '.join(reads)})")
+        scoped[method].append(p)
+    _refuse_twice(every, flag)
+    spaces = {}
+    for method in methods:
+        _refuse_twice(scoped[method], flag)
+        params = {p.name: p for p in parse_space(default_space(method))}
+        params.update({p.name: p for p in [*every, *scoped[method]]})
+        spaces[method] = list(params.values())
+    return spaces

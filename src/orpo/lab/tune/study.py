@@ -34,7 +34,7 @@ from orpo.lab.tune.backend import (
     open_storage,
     pruner_settings,
 )
-from orpo.lab.tune.space import Param, check_space
+from orpo.lab.tune.space import Param, check_space, loss_knobs
 from orpo.lab.tune.trial import launch
 from orpo.run.recipe import load_recipe
 
@@ -145,14 +145,7 @@ def fail_stale(study) -> list[int]:
     return sorted(before - running)
 
 
-def loss_knobs() -> set[str]:
-    """Fields that change what ``eval_loss`` measures: the method and every objective's knobs."""
-    from orpo.losses import OBJECTIVES
-
-    return {"method", "beta", *(k for o in OBJECTIVES.values() for k in o.knobs)}
-
-
-def check_comparable(s: TuneSettings) -> None:
+def check_comparable(s: TuneSettings, flag: str = "--objective") -> None:
     """Refuse ``eval_loss`` as the objective when the space changes the loss itself: eval_loss is
     NLL + beta * (preference term) for ORPO, so a smaller beta gives a smaller eval_loss whatever
     the model learnt, and trials would be ranked by their beta, not their quality."""
@@ -161,7 +154,7 @@ def check_comparable(s: TuneSettings) -> None:
     knobs = sorted(p.name for p in s.params if p.name in loss_knobs())
     if knobs:
         raise ValueError(
-            f"--objective eval_loss: its value depends on {', '.join(knobs)} (searched), so trials would be "
+            f"{flag} eval_loss: its value depends on {', '.join(knobs)} (searched), so trials would be "
             "ranked by that, not by quality; choose on eval_nll_loss, eval_rewards/accuracies or a judge "
             "(judge:rules:codereview:f1)"
         )
