@@ -202,3 +202,26 @@ def test_help_config_shows_the_recipe_defaults_and_marks_those_unlike_trl():
     assert "[TRL: 'trainer_output']" in lines["output_dir"]
     assert "[TRL: 'trl']" in lines["tokenization"]
     assert "[TRL" not in lines["beta"]  # the same in both
+
+
+@pytest.mark.parametrize(
+    ("train", "message"),
+    [
+        # YAML reads a flow mapping without spaces after its colons as one key: caught before training.
+        (
+            '[{path:"builtin:codereview",limit:64}]',
+            r"^r\.yaml:2 \(data\.train\): data\.train\[0\]: unknown key 'path:\"builtin:codereview\"'; use path, .*space after each colon",
+        ),
+        (
+            "[{path: a.jsonl}, {path: b.jsonl, limt: 5}]",
+            r"data\.train\[1\]: unknown key 'limt'; use path, split",
+        ),
+        ("[{limit: 64}]", r"data\.train\[0\]: a source needs a path"),
+    ],
+)
+def test_a_source_list_with_a_malformed_mapping_is_one_line_at_load(tmp_path, train, message):
+    from orpo.run.recipe import load_recipe
+
+    path = _recipe(tmp_path, f"data:\n  train: {train}\n")
+    with pytest.raises(ValueError, match=message):
+        load_recipe(path, [])

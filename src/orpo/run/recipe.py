@@ -157,6 +157,32 @@ class DataSection:
             codecs.lookup(self.encoding)
         except LookupError:
             raise ValueError(f"data.encoding={self.encoding!r} is not a known text encoding") from None
+        for name in ("train", "eval"):
+            _check_sources(f"data.{name}", getattr(self, name))
+
+
+def _check_sources(label: str, value: Any) -> None:
+    """A source list's mappings use SourceSpec's keys and name a path; caught here, not mid-training.
+
+    A YAML flow mapping written without a space after its colons (``{path:x,limit:64}``) is one key
+    ``path:x,limit:64`` to YAML, hence the hint."""
+    if not isinstance(value, list):
+        return
+    from orpo.data.load import SourceSpec
+
+    known = [f.name for f in fields(SourceSpec)]
+    for i, item in enumerate(value):
+        if not isinstance(item, dict):
+            continue
+        unknown = [k for k in item if k not in known]
+        if unknown:
+            hint = " (in YAML flow style put a space after each colon: {path: x, limit: 64})"
+            raise ValueError(
+                f"{label}[{i}]: unknown key {unknown[0]!r}; use {', '.join(known)}"
+                + (hint if ":" in str(unknown[0]) else "")
+            )
+        if "path" not in item:
+            raise ValueError(f"{label}[{i}]: a source needs a path (e.g. {{path: pairs.jsonl, limit: 500}})")
 
 
 SECTIONS = {
