@@ -9,7 +9,8 @@ import pytest
 
 
 class ScriptedServer:
-    """Answers every POST with ``respond(body) -> JSON payload``; records (path, headers, body)."""
+    """Answers every POST with ``respond(body) -> JSON payload`` (or ``(status, payload)``); records
+    (path, headers, body)."""
 
     def __init__(self, respond):
         self.requests = []
@@ -22,8 +23,10 @@ class ScriptedServer:
             def do_POST(self):
                 body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
                 server.requests.append((self.path, dict(self.headers), body))
-                data = json.dumps(respond(body)).encode()
-                self.send_response(200)
+                reply = respond(body)
+                status, reply = reply if isinstance(reply, tuple) else (200, reply)
+                data = json.dumps(reply).encode()
+                self.send_response(status)
                 self.send_header("Content-Type", "application/json")
                 self.send_header("Content-Length", str(len(data)))
                 self.end_headers()

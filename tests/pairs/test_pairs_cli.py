@@ -360,6 +360,23 @@ def test_server_that_does_not_answer_is_one_line(run_dir, tmp_path, capsys):
     )
 
 
+def test_a_server_that_takes_no_token_ids_is_one_line_at_the_first_request(
+    run_dir, tmp_path, scripted_server, capsys
+):
+    """llama-cpp-python's server validates the prompt as text and answers 500: not retried as an outage,
+    and the line says why and what serves token ids (the reply is llama-cpp-python 0.3.36's)."""
+    detail = (
+        "5 validation errors:\n  {'type': 'string_type', 'loc': ('body', 'prompt', 'str'), "
+        "'msg': 'Input should be a valid string', 'input': [1, 5, 6, 7]}"
+    )
+    server = scripted_server(lambda body: (500, {"error": {"message": detail}}))
+    argv = ["pairs", run_dir, "--prompts", CODE, "--out", str(tmp_path / "p.jsonl"), *SMALL]
+    err = _bad([*argv, "--judge", "rules:codereview", "--server", server.url, "--server-model", "m"], capsys)
+    assert "does not take token ids as the prompt" in err and "llama-server" in err
+    assert "Input should be a valid string" in err
+    assert len(server.requests) <= 8  # the requests in flight (--server-concurrency 8), none retried
+
+
 def test_reward_model_scores_each_sample(run_dir, tmp_path):
     """A tiny random reward model: each pair's scores are the model's rewards of those texts alone
     (unbatched), and the chosen one's is higher."""

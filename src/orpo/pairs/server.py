@@ -69,15 +69,23 @@ class Server:
                 with urllib.request.urlopen(request, timeout=self.timeout) as response:
                     return json.loads(response.read().decode("utf-8", "replace"))
             except urllib.error.HTTPError as err:
-                detail = err.read().decode("utf-8", "replace")[:200]
+                detail = _error_text(err.read().decode("utf-8", "replace"))
                 if key:
                     detail = detail.replace(key, "***")
+                if "prompt" in detail and "string" in detail:
+                    # A server that validates the prompt as text (llama-cpp-python's), not an outage.
+                    raise ValueError(
+                        f"{self.endpoint} does not take token ids as the prompt (HTTP {err.code}: "
+                        f"{detail!r}); orpo pairs sends prompts tokenised as training saw them: use a "
+                        "server that accepts token ids (vLLM, llama.cpp's llama-server) or sample here "
+                        "without --server"
+                    ) from None
                 if err.code not in RETRY_STATUS and err.code < 500:
                     raise ValueError(
                         f"{self.endpoint} answered HTTP {err.code}: {detail!r}; check --server and "
                         "--server-model"
                     ) from None
-                last = f"HTTP {err.code}"
+                last = f"HTTP {err.code}: {detail!r}"
             except (urllib.error.URLError, TimeoutError, ConnectionError) as err:
                 last = str(getattr(err, "reason", err))
             except json.JSONDecodeError:
@@ -88,6 +96,18 @@ class Server:
             f"{self.endpoint}: no answer after {self.max_retries} retries (last: {last}); is the server up? "
             "The samples so far are kept: rerun to resume"
         )
+
+
+def _error_text(body: str, limit: int = 240) -> str:
+    """A server's error reply on one line: its ``error.message`` when it is JSON (whitespace collapsed,
+    cut at ``limit``), else the start of the body."""
+    try:
+        reply = json.loads(body)
+        error = reply.get("error", reply) if isinstance(reply, dict) else reply
+        text = error.get("message", body) if isinstance(error, dict) else str(error)
+    except (json.JSONDecodeError, AttributeError):
+        text = body
+    return " ".join(str(text).split())[:limit]
 
 
 def sample_seed(seed: int, prompt_id: str, sample: int) -> int:
