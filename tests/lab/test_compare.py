@@ -88,9 +88,12 @@ def test_plan_is_methods_times_grid_plus_trl_where_it_exists():
 def test_list_methods(capsys, argv):
     assert main(argv) == 0
     out = capsys.readouterr().out
-    for name in ("orpo", "sft", "simpo", "cpo", "dpo", "ipo", "hinge"):
+    for name in ("orpo", "sft", "simpo", "cpo", "dpo", "ipo", "hinge", "kto"):
         assert f"\n{name} " in f"\n{out}"
-    assert "precomputed, adapter, model" in out
+    assert (
+        "Reference modes (dpo, ipo, hinge, kto): METHOD:MODE with MODE one of precomputed, adapter, model"
+        in out
+    )
 
 
 @pytest.mark.parametrize(

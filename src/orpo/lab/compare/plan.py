@@ -37,10 +37,11 @@ class RunSpec:
 
 
 def list_methods() -> str:
-    from orpo.losses import describe
+    from orpo.losses import OBJECTIVES, describe
 
     modes = ", ".join(REF_MODES)
-    return f"{describe()}\nReference modes (dpo, ipo, hinge): METHOD:MODE with MODE one of {modes}."
+    with_ref = ", ".join(name for name, o in OBJECTIVES.items() if o.needs_reference)
+    return f"{describe()}\nReference modes ({with_ref}): METHOD:MODE with MODE one of {modes}."
 
 
 def parse_methods(text: str) -> list[tuple[str, str | None]]:
