@@ -126,3 +126,55 @@ def test_kto_on_tokenised_pairs_without_labels_is_one_line(tmp_path, tokenizer, 
     )
     with pytest.raises(ValueError, match=r"^method=kto needs a boolean `label` on every example"):
         next(iter(trainer.get_train_dataloader()))
+
+
+def test_kto_trainer_takes_a_trl_kto_script(tmp_path, tokenizer, models):
+    """TRL's call shape: KTOTrainer(model, ref_model, args=KTOConfig(...), ...) on unpaired rows."""
+    from orpo import KTOConfig, KTOTrainer
+
+    rows = [{"prompt": f"question {i}", "completion": f" answer {i}", "label": i % 2 == 0} for i in range(8)]
+    fields = tiny_args(tmp_path).to_dict()
+    keep = {k: fields[k] for k in ("per_device_train_batch_size", "learning_rate", "bf16", "max_length")}
+    args = KTOConfig(
+        output_dir=str(tmp_path / "kto"),
+        max_steps=2,
+        logging_steps=1,
+        report_to="none",
+        save_strategy="no",
+        **keep,
+    )
+    trainer = KTOTrainer(
+        copy.deepcopy(models[0]),
+        copy.deepcopy(models[1]),
+        args=args,
+        train_dataset=Dataset.from_list(rows),
+        processing_class=tokenizer,
+    )
+    assert trainer.args.method == "kto" and trainer.objective.name == "kto" and trainer.reference is not None
+    before = [p.detach().clone() for p in trainer.model.parameters()]
+    trainer.train()
+    assert any(not torch.equal(a, b) for a, b in zip(before, trainer.model.parameters()))
+    assert "kl" in trainer.state.log_history[0]
+
+
+def test_kto_config_defaults_are_trls_and_bad_uses_are_one_line(tmp_path):
+    import dataclasses
+
+    from orpo import KTOConfig, KTOTrainer, ORPOConfig
+
+    trl = pytest.importorskip("trl")
+    theirs = {f.name: f.default for f in dataclasses.fields(trl.KTOConfig)}
+    ours = {f.name: f.default for f in dataclasses.fields(KTOConfig)}
+    for name in (
+        "learning_rate",
+        "beta",
+        "max_length",
+        "desirable_weight",
+        "undesirable_weight",
+        "loss_type",
+    ):
+        assert ours[name] == theirs[name], name
+    with pytest.raises(ValueError, match=r"^loss_type='apo_zero_unpaired': only 'kto'"):
+        KTOConfig(output_dir=str(tmp_path), loss_type="apo_zero_unpaired", bf16=False)
+    with pytest.raises(ValueError, match=r"^KTOTrainer trains method='kto', and args.method is 'orpo'"):
+        KTOTrainer(args=ORPOConfig(output_dir=str(tmp_path), bf16=False))

@@ -5,12 +5,12 @@ Drop-in for ``trl.experimental.orpo``: ``from orpo import ORPOConfig, ORPOTraine
 
 from typing import TYPE_CHECKING
 
-__all__ = ["ORPOConfig", "ORPOTrainer"]
+__all__ = ["KTOConfig", "KTOTrainer", "ORPOConfig", "ORPOTrainer"]
 __version__ = "0.1.0"
 
 if TYPE_CHECKING:
-    from orpo.config import ORPOConfig
-    from orpo.trainer import ORPOTrainer
+    from orpo.config import KTOConfig, ORPOConfig
+    from orpo.trainer import KTOTrainer, ORPOTrainer
 
 
 def __getattr__(name: str):
@@ -23,4 +23,12 @@ def __getattr__(name: str):
         from orpo.trainer import ORPOTrainer
 
         return ORPOTrainer
+    if name == "KTOConfig":
+        from orpo.config import KTOConfig
+
+        return KTOConfig
+    if name == "KTOTrainer":
+        from orpo.trainer import KTOTrainer
+
+        return KTOTrainer
     raise AttributeError(f"module 'orpo' has no attribute {name!r}")

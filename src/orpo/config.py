@@ -401,3 +401,26 @@ class ORPOConfig(TrainingArguments):
             self.optim = "adamw_torch"
         if not has_cuda and self.tf32:
             raise ValueError("tf32=True needs an Ampere or newer NVIDIA GPU; remove it on CPU")
+
+
+@dataclass
+class KTOConfig(ORPOConfig):
+    """TRL's ``KTOConfig`` for ``KTOTrainer``: an ``ORPOConfig`` whose ``method`` is ``"kto"``. The fields a
+    KTO script sets (``beta``, ``desirable_weight``, ``undesirable_weight``, ``max_length``,
+    ``learning_rate``, ...) have TRL 1.16's KTOConfig defaults, which are ORPOConfig's."""
+
+    method: str = field(default="kto", metadata={"help": "The objective: kto (see ORPOConfig.method)."})
+    loss_type: str = field(
+        default="kto",
+        metadata={
+            "help": "TRL's KTO loss variant: 'kto' (the paper's). 'apo_zero_unpaired' is not supported."
+        },
+    )
+
+    def __post_init__(self):
+        if self.loss_type != "kto":
+            raise ValueError(
+                f"loss_type={self.loss_type!r}: only 'kto' (the paper's loss) is supported; "
+                "TRL's 'apo_zero_unpaired' is not"
+            )
+        super().__post_init__()

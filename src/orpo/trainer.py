@@ -40,7 +40,7 @@ from transformers.trainer_utils import rotate_checkpoints
 
 from orpo import checkpoints
 from orpo._log import notice
-from orpo.config import ORPOConfig
+from orpo.config import KTOConfig, ORPOConfig
 from orpo.data.pipeline import LENGTH_COLUMN, SOURCE_ROW_COLUMN, DataReport, prepare_dataset
 from orpo.data.tokenize import describe_tokenization
 from orpo.data.unpaired import LABEL_COLUMN
@@ -63,6 +63,8 @@ class ORPOTrainer(Trainer):
     loss_is_scaled_for_ga = True
     # Hub tags of the trained model (model.model_tags, the model card), as TRL tags its trainers' models.
     _tag_names = ["orpo"]
+    # The config built when args is None or a plain TrainingArguments.
+    config_class = ORPOConfig
 
     def __init__(
         self,
@@ -84,7 +86,7 @@ class ORPOTrainer(Trainer):
         ref_model: PreTrainedModel | torch.nn.Module | str | None = None,
         **trainer_kwargs: Any,
     ):
-        args = self._resolve_args(args)
+        args = self._resolve_args(args, self.config_class)
         if tokenizer is not None:
             if processing_class is not None:
                 raise ValueError(
@@ -226,20 +228,24 @@ class ORPOTrainer(Trainer):
         )
 
     @staticmethod
-    def _resolve_args(args: TrainingArguments | None) -> ORPOConfig:
+    def _resolve_args(
+        args: TrainingArguments | None, config_class: type[ORPOConfig] = ORPOConfig
+    ) -> ORPOConfig:
         if args is None:
-            return ORPOConfig(output_dir="orpo_output")
+            return config_class(output_dir=f"{config_class.__name__.removesuffix('Config').lower()}_output")
         if isinstance(args, ORPOConfig):
             return args
         if isinstance(args, TrainingArguments):
-            notice("args is a TrainingArguments; converting to ORPOConfig with ORPO defaults for the rest")
+            notice(
+                f"args is a TrainingArguments; converting to {config_class.__name__} with its defaults for the rest"
+            )
             # to_dict() masks secrets (hub_token -> "<HUB_TOKEN>"); leave those unset.
             fields = {
                 k: v
                 for k, v in args.to_dict().items()
-                if k in ORPOConfig.__dataclass_fields__ and not k.endswith("_token")
+                if k in config_class.__dataclass_fields__ and not k.endswith("_token")
             }
-            return ORPOConfig(**fields)
+            return config_class(**fields)
         raise ValueError(f"args must be an ORPOConfig, got {type(args).__name__}")
 
     def _prepare(self, data, tokenizer, args: ORPOConfig, name: str):
@@ -583,3 +589,40 @@ class WithSourceRows:
         if all(r is not None for r in source_rows):
             batch[SOURCE_ROWS_KEY] = torch.tensor(source_rows, dtype=torch.long)
         return batch
+
+
+class KTOTrainer(ORPOTrainer):
+    """Drop-in for TRL's ``KTOTrainer``: ``ref_model`` is the second argument, as in TRL; ``args`` a
+    ``KTOConfig`` (method "kto"). Rows are unpaired (``prompt, completion, label``) or pairs, which are
+    split into desirable and undesirable examples as TRL splits them. Everything else is ORPOTrainer's."""
+
+    _tag_names = ["orpo", "kto"]
+    config_class = KTOConfig
+
+    def __init__(
+        self,
+        model: PreTrainedModel | torch.nn.Module | str | None = None,
+        ref_model: PreTrainedModel | torch.nn.Module | str | None = None,
+        args: ORPOConfig | None = None,
+        train_dataset: Dataset | list | None = None,
+        eval_dataset: Dataset | dict | list | None = None,
+        processing_class=None,
+        data_collator: Callable | None = None,
+        **kwargs: Any,
+    ):
+        args = self._resolve_args(args, KTOConfig)
+        if args.method != "kto":
+            raise ValueError(
+                f"KTOTrainer trains method='kto', and args.method is {args.method!r}: use KTOConfig, or "
+                "ORPOTrainer for the other methods"
+            )
+        super().__init__(
+            model=model,
+            args=args,
+            data_collator=data_collator,
+            train_dataset=train_dataset,
+            eval_dataset=eval_dataset,
+            processing_class=processing_class,
+            ref_model=ref_model,
+            **kwargs,
+        )
