@@ -379,16 +379,8 @@ def inspect_source(
             counts["differ"] += 1
             counts[reason] += 1
     return InspectReport(
-        source=name,
-        format=report.format,
-        layouts=dict(report.layouts),
-        rows=report.rows,
-        kept=report.kept,
-        dropped=dict(report.dropped),
-        first_dropped=dict(report.first_dropped),
+        **_report_counts(report, name, tokenizer, tokenizer_name),
         drop_examples=drop_examples,
-        duplicates=report.duplicates,
-        tokenizer=tokenizer_name or getattr(tokenizer, "name_or_path", "") or type(tokenizer).__name__,
         chat_template_mode=config.chat_template_mode,
         strings_templated=wrap,
         nll_on_prompt=config.nll_on_prompt,
@@ -403,6 +395,21 @@ def inspect_source(
         responses_without_final_eos=sum(kept_measured["bad_eos"]),
         examples=examples,
         token_lengths=token_lengths,
+    )
+
+
+def _report_counts(report, name: str, tokenizer, tokenizer_name: str | None) -> dict:
+    """The InspectReport fields that come straight from the data layer's report (paired or unpaired)."""
+    return dict(
+        source=name,
+        format=report.format,
+        layouts=dict(report.layouts),
+        rows=report.rows,
+        kept=report.kept,
+        dropped=dict(report.dropped),
+        first_dropped=dict(report.first_dropped),
+        duplicates=report.duplicates,
+        tokenizer=tokenizer_name or getattr(tokenizer, "name_or_path", "") or type(tokenizer).__name__,
     )
 
 
@@ -450,16 +457,8 @@ def _inspect_examples(
             )
         )
     return InspectReport(
-        source=name,
-        format=report.format,
-        layouts=dict(report.layouts),
-        rows=report.rows,
-        kept=report.kept,
-        dropped=dict(report.dropped),
-        first_dropped=dict(report.first_dropped),
+        **_report_counts(report, name, tokenizer, tokenizer_name),
         drop_examples={},
-        duplicates=report.duplicates,
-        tokenizer=tokenizer_name or getattr(tokenizer, "name_or_path", "") or type(tokenizer).__name__,
         chat_template_mode=config.chat_template_mode,
         strings_templated=resolve_chat_template(tokenizer, None, config.chat_template_mode),
         nll_on_prompt=config.nll_on_prompt,
