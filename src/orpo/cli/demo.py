@@ -1,5 +1,6 @@
-"""`orpo demo [--quick | --size SIZE] [--seeds N|LIST] [--output-dir DIR] [--json]`: from an imperfect base
-reviewer, SFT vs ORPO vs DPO vs SimPO on the same pairs, several seeds, 95% intervals; offline."""
+"""`orpo demo [--quick | --size SIZE] [--pairs SOURCE] [--seeds N|LIST] [--output-dir DIR] [--json]`: from
+an imperfect base reviewer, pairs from its own samples, SFT / ORPO / DPO / IPO / KTO / SimPO each tuned
+on validation, several seeds on the test split, 95% intervals; offline."""
 
 from __future__ import annotations
 
@@ -7,37 +8,48 @@ import argparse
 import json
 
 HELP = """\
-The code-review case study, run as it was reported: start from a model that already reviews code
-imperfectly, fine-tune it on 1,800 pairs whose rejected reviews show its failure modes, and compare
-methods. Everything is built locally (a 1.2M-parameter Llama and its tokenizer; no download).
+The code-review case study, run as practitioners run it: start from a model that already reviews
+code imperfectly, build pairs from its own mistakes, tune each method on validation, compare methods
+on a held-out test split over seeds. Everything is built locally (a 1.2M-parameter Llama and its
+tokenizer; no download). Each stage is cached by its settings, so reruns reuse it.
 
   base    a tiny Llama trained (SFT, 4 epochs) on 3,600 noisy reviews: each violation missed with
-          probability 0.33, a false comment added with probability 0.35 (cached: reruns reuse it)
-  then, from the base, for each seed, with the same pairs, steps, learning rate and schedule:
-  SFT     learns the chosen (correct) reviews only
+          probability 0.33, a false comment added with probability 0.35
+  pairs   on-policy: 4 samples of the base per training prompt (800 prompts; --size full: the case
+          study's 1,800), at temperature 1, scored by the rules;
+          chosen = the best sample, or the reference review when no sample is as good; rejected =
+          the worst sample. synthetic: the generator's failure modes. (--pairs)
+  tune    per method, 4 trials over its learning rate and own knob (ORPO's lambda, the beta of
+          DPO / IPO / KTO, SimPO's beta and gamma), 2 epochs each, chosen on the validation
+          snippets' judged f1; hopeless trials pruned after epoch 1
+  test    from the base, every method at its chosen values, 2 epochs, for each seed
+  SFT     learns the chosen reviews only
   ORPO    chosen reviews + an odds-ratio term pushing the rejected reviews down
-  DPO     preference loss against the base as reference (its log-probs precomputed: one model)
+  DPO/IPO preference losses against the base as reference (its log-probs precomputed: one model)
+  KTO     each pair as a desirable and an undesirable example, reference as DPO's
   SimPO   length-normalised preference loss with a target margin, no reference
 
-Prints, per method, on 200 unseen test snippets judged by the rules (value [95% interval over
-seeds and snippets]):
+Prints the pairs' counts, each method's chosen values, then per method on 200 unseen test snippets
+judged by the rules (value [95% interval over seeds and snippets]):
+  f1           mean f1 of each review's findings against the true violations (what the tune chose on)
   recall       share of the true violations the generated reviews find
   precision    share of the generated findings that are real violations
-  FN rate      1 - recall;  crit. FN: share of critical violations missed
+  crit. FN     share of critical violations missed
   clean ok     share of clean snippets answered "No violations."
   pref. acc.   share of test pairs where the model gives the chosen review the higher log-prob
-plus training time and peak memory per method. Writes DIR/results.json (every number, interval and
-setting) and DIR/logps.png (held-out log-probs over training, mean over seeds with a band).
+plus training time and peak memory per method. Writes DIR/results.json (every number, interval,
+chosen value and setting) and DIR/logps.png (held-out log-probs over training, mean over seeds).
 
 Time on a 2-CPU machine (measured; longer while other jobs share the CPU):
-  --quick          ~1 min; numbers meaningless (for tests): every method, two seeds
-  default          see docs/demo.md (base once, then 4 methods x 3 seeds x 57 steps of 32 pairs)
+  --quick          ~1 min; numbers meaningless (for tests): the whole loop, 2 trials, two seeds
+  default          see docs/demo.md; with base, pairs and studies cached a rerun is the test runs only
+  --size full      1,800 prompts: about twice the default's tuning and test time
 """
 
 _COLUMNS = (  # (metric, header)
+    ("f1", "f1"),
     ("recall", "recall"),
     ("precision", "precision"),
-    ("false_negative_rate", "FN rate"),
     ("critical_fn_rate", "crit. FN"),
     ("clean_approval", "clean ok"),
     ("preference_accuracy", "pref. acc."),
@@ -47,16 +59,24 @@ _COLUMNS = (  # (metric, header)
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "demo",
-        help="code review from an imperfect base: SFT vs ORPO vs DPO vs SimPO, seeds, intervals (CPU, offline)",
+        help="code review from an imperfect base: on-policy pairs, 6 methods each tuned, seeds, intervals "
+        "(CPU, offline)",
         description=HELP,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     from orpo.lab.demo.settings import SIZES
 
     size = p.add_mutually_exclusive_group()
-    size.add_argument("--quick", action="store_true", help="smallest run, about a minute (for tests)")
+    size.add_argument("--quick", action="store_true", help="smallest run of the whole loop (for tests)")
     size.add_argument(
         "--size", choices=list(SIZES), default="default", help="training budget (default: %(default)s)"
+    )
+    p.add_argument(
+        "--pairs",
+        choices=["on-policy", "synthetic", "both"],
+        default="on-policy",
+        help="pair source: the base's own samples paired by the rules, the generator's synthetic "
+        "failures, or both (each method tuned and tested on each; twice the time) (default: %(default)s)",
     )
     p.add_argument(
         "--seeds",
@@ -79,8 +99,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--budget-curve",
         action="store_true",
-        help="instead of the comparison: SFT and ORPO from the same base on 200, 600 and 1,800 pairs; "
-        "writes DIR/budget.json and DIR/budget.png (judged recall and precision against pairs)",
+        help="instead of the comparison: SFT and ORPO from the same base on 200, 600 and all on-policy "
+        "pairs, at the values tuned on all of them; writes DIR/budget.json and DIR/budget.png",
     )
     p.set_defaults(func=run)
 
@@ -102,7 +122,8 @@ def run(args: argparse.Namespace) -> int:
         pairs = BUDGET_PAIRS if size != "quick" else (16, 48)
         result = run_budget_curve(size=size, pairs=pairs, **common)
     else:
-        result = run_demo(size=size, **common)
+        sources = ["on-policy", "synthetic"] if args.pairs == "both" else [args.pairs]
+        result = run_demo(size=size, pairs=sources, **common)
     if args.json:
         payload = {
             "results_path": str(result.results_path),
@@ -127,61 +148,114 @@ def _row(label: str, values: list[str], width: int = 19) -> str:
     return f"{label:<7}" + "".join(f"{v:>{width}}" for v in values)
 
 
+def _value(v) -> str:
+    return f"{v:.3g}" if isinstance(v, float) else str(v)
+
+
+def format_pairs(results: dict) -> list[str]:
+    lines = []
+    for name, p in results["pairs"].items():
+        if name == "synthetic":
+            kinds = ", ".join(f"{k} {v}" for k, v in p["rejected_kinds"].items())
+            lines.append(f"Pairs (synthetic): {p['pairs']} (rejected: {kinds})")
+            continue
+        dropped = ", ".join(f"{k} {v}" for k, v in p["dropped"].items()) or "none"
+        f1 = p["mean_f1"]
+        lines.append(
+            f"Pairs (on-policy, {'reused' if p['cached'] else 'sampled'}): {p['pairs']} from {p['prompts']} prompts x "
+            f"{p['samples'] // max(p['prompts'], 1)} samples; dropped: {dropped}; reference as chosen "
+            f"{p['reference_used']} ({(p['reference_share'] or 0):.0%}); mean f1 of samples {f1['samples']:.2f}, "
+            f"chosen {f1['chosen']:.2f}, rejected {f1['rejected']:.2f}"
+        )
+    return lines
+
+
+def format_tuned(results: dict) -> list[str]:
+    s = results["settings"]
+    lines = [
+        f"Chosen on validation ({s['objective']}; {s['trials']} trials per method, seed {s['tune_seed']}):",
+        f"{'method':<18}{'values':<48}{'val. f1':>8}  trials (complete/pruned/failed)",
+    ]
+    for label, t in results["tuned"].items():
+        values = ", ".join(f"{k} {_value(v)}" for k, v in t["params"].items())
+        states = t["states"]
+        lines.append(
+            f"{label.upper():<18}{values:<48}{t['value']:>8.3f}  {states['complete']}/{states['pruned']}/"
+            f"{states['failed']}{' (reused)' if t.get('cached') else ''}"
+        )
+    return lines
+
+
 def format_report(results: dict) -> str:
-    """The case-study table with intervals, time and memory per method, and the held-out log-probs."""
-    from orpo.lab.demo.settings import METHODS
+    """The pairs, the chosen values, the test table with intervals, time and memory per method, and the
+    held-out log-probs."""
     from orpo.lab.demo.table import overlap
 
     s = results["settings"]
     base = results["base"]
     counts = base["counts"]
     corpus = base["corpus"]
+    methods = results["methods"]
+    steps = ", ".join(f"{n} ({source})" for source, n in s["steps"].items())
+    width = max(7, max(len(label) for label in methods) + 1)
     lines = [
         f"Code review, {s['n_test']} unseen test snippets ({sum(counts['tp']) + sum(counts['fn'])} violations, "
         f"{sum(counts['clean'])} clean). Base: SFT on {corpus['reviews']} noisy reviews "
         f"(missed {corpus['miss_rate']:.2f} of violations, false comment in {corpus['false_comment_rate']:.2f} "
-        f"of reviews), {'reused' if base['cached'] else 'trained'}. Then {s['steps']} steps x {s['batch_size']} pairs "
-        f"per method, lr {s['learning_rate']}, seeds {', '.join(map(str, s['seeds']))}.",
-        "value [95% interval over seeds and snippets]",
+        f"of reviews), {'reused' if base['cached'] else 'trained'}; validation f1 {base['val_f1']:.3f}.",
+        *format_pairs(results),
         "",
-        _row("method", [h for _, h in _COLUMNS]) + f"{'time s':>9}{'peak MiB':>10}",
-        _row("base", [_cell(base["metrics"][k]) for k, _ in _COLUMNS]),
+        *format_tuned(results),
+        "",
+        f"Test: {s['epochs']} epochs x {s['batch_size']} pairs per step ({steps} steps) per method at its "
+        f"chosen values, seeds {', '.join(map(str, s['seeds']))}. value [95% interval over seeds and snippets]",
+        "",
+        f"{'method':<{width}}" + "".join(f"{h:>19}" for _, h in _COLUMNS) + f"{'time s':>9}{'peak MiB':>10}",
+        f"{'base':<{width}}" + "".join(f"{_cell(base['metrics'][k]):>19}" for k, _ in _COLUMNS),
     ]
-    methods = results["methods"]
-    for method in METHODS:
-        r = methods[method]
+    for label, r in methods.items():
         peak = r["peak_rss_mb_max"]
         lines.append(
-            _row(method.upper(), [_cell(r["metrics"][k]) for k, _ in _COLUMNS])
+            f"{label.upper():<{width}}"
+            + "".join(f"{_cell(r['metrics'][k]):>19}" for k, _ in _COLUMNS)
             + f"{r['train_seconds_mean']:>9.0f}{(f'{peak:.0f}' if peak else '-'):>10}"
         )
-    lines += ["", "Differences outside the intervals (no overlap), vs SFT:"]
+    first = next(iter(methods))
+    lines += ["", f"Differences outside the intervals (no overlap), vs {first.upper()}:"]
     found = False
-    for method in METHODS[1:]:
+    for label in list(methods)[1:]:
         for key, header in _COLUMNS:
-            a, b = methods[method]["metrics"][key], methods["sft"]["metrics"][key]
+            a, b = methods[label]["metrics"][key], methods[first]["metrics"][key]
             if not overlap(a, b):
                 found = True
-                lines.append(f"  {method.upper()} {header}: {a['value']:.2f} vs SFT {b['value']:.2f}")
+                lines.append(
+                    f"  {label.upper()} {header}: {a['value']:.2f} vs {first.upper()} {b['value']:.2f}"
+                )
     if not found:
-        lines.append("  none: every method's interval overlaps SFT's on every metric")
+        lines.append(f"  none: every method's interval overlaps {first.upper()}'s on every metric")
     lines += [
         "",
         "Held-out log-prob per response token (validation), base -> end, mean over seeds:",
-        f"{'method':<7}{'chosen':>18}{'rejected':>18}{'chosen - rejected':>20}",
+        f"{'method':<{width}}{'chosen':>18}{'rejected':>18}{'chosen - rejected':>20}",
     ]
-    for method in METHODS:
-        curves = [r["curve"] for r in methods[method]["runs"]]
-        first = {k: sum(c[0][k] for c in curves) / len(curves) for k in ("logps_chosen", "logps_rejected")}
+    for label, r in methods.items():
+        curves = [run["curve"] for run in r["runs"]]
+        first_pt = {k: sum(c[0][k] for c in curves) / len(curves) for k in ("logps_chosen", "logps_rejected")}
         last = {k: sum(c[-1][k] for c in curves) / len(curves) for k in ("logps_chosen", "logps_rejected")}
-        gap = f"{first['logps_chosen'] - first['logps_rejected']:.3f} -> {last['logps_chosen'] - last['logps_rejected']:.3f}"
+        gap = (
+            f"{first_pt['logps_chosen'] - first_pt['logps_rejected']:.3f} -> "
+            f"{last['logps_chosen'] - last['logps_rejected']:.3f}"
+        )
         lines.append(
-            f"{method.upper():<7}"
-            + "".join(f"{f'{first[k]:.2f} -> {last[k]:.2f}':>18}" for k in ("logps_chosen", "logps_rejected"))
+            f"{label.upper():<{width}}"
+            + "".join(
+                f"{f'{first_pt[k]:.2f} -> {last[k]:.2f}':>18}" for k in ("logps_chosen", "logps_rejected")
+            )
             + f"{gap:>20}"
         )
     wall = results["wall_time_s"]
-    lines += ["", f"wall time: {wall['total']:.0f} s"]
+    phases = ", ".join(f"{k} {v:.0f} s" for k, v in wall.items() if k != "total")
+    lines += ["", f"wall time: {wall['total']:.0f} s ({phases})"]
     return "\n".join(lines)
 
 
@@ -190,7 +264,13 @@ def format_budget(results: dict) -> str:
     s = results["settings"]
     base = results["base"]["metrics"]
     lines = [
-        f"Budget curve from the base, seeds {', '.join(map(str, s['seeds']))}; value [95% interval]",
+        f"Budget curve from the base on {s['pair_source']} pairs, seeds {', '.join(map(str, s['seeds']))}; "
+        f"tuned on {s['tuned_on']}: "
+        + "; ".join(
+            f"{m.upper()} " + ", ".join(f"{k} {_value(v)}" for k, v in t.items())
+            for m, t in s["tuned"].items()
+        ),
+        "value [95% interval]",
         "",
         f"{'method':<7}{'pairs':>6}{'recall':>20}{'precision':>20}",
         f"{'base':<7}{'-':>6}{_cell(base['recall']):>20}{_cell(base['precision']):>20}",

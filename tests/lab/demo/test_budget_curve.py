@@ -1,4 +1,5 @@
-"""`orpo demo --budget-curve --quick`: SFT and ORPO from the same base at two budgets, two seeds."""
+"""`orpo demo --budget-curve --quick`: SFT and ORPO from the same base at two budgets of on-policy pairs,
+two seeds, each method at the values its study chose on all the pairs."""
 
 import contextlib
 import io
@@ -33,12 +34,25 @@ def test_each_method_has_a_point_per_budget_trained_for_its_own_steps(budget):
     code, results, _ = budget
     assert code == 0
     assert list(results["methods"]) == ["sft", "orpo"]
-    assert results["settings"]["pairs"] == list(PAIRS) and results["settings"]["seeds"] == [0, 1]
+    settings = results["settings"]
+    assert settings["pairs_asked"] == list(PAIRS) and settings["seeds"] == [0, 1]
+    assert settings["pair_source"] == "on-policy"
+    assert settings["pairs"] == sorted(set(settings["pairs"])) and settings["pairs"][0] == PAIRS[0]
+    assert settings["pairs"][-1] <= PAIRS[-1]  # a budget past the pairs there are is cut to all of them
     for points in results["methods"].values():
-        assert [p["pairs"] for p in points] == list(PAIRS)
-        # one epoch of n pairs in batches of the size's batch: the budgets differ in steps
-        assert [p["steps"] for p in points] == [math.ceil(n / QUICK.batch_size) for n in PAIRS]
+        assert [p["pairs"] for p in points] == settings["pairs"]
+        # the size's epochs of n pairs in batches of the size's batch: the budgets differ in steps
+        assert [p["steps"] for p in points] == [
+            QUICK.epochs * math.ceil(n / QUICK.batch_size) for n in settings["pairs"]
+        ]
         assert all(p["seeds"] == [0, 1] for p in points)
+
+
+def test_the_values_tuned_once_are_stated_and_kept_at_every_budget(budget):
+    _, results, _ = budget
+    tuned = results["settings"]["tuned"]
+    assert set(tuned) == {"sft", "orpo"} and "beta" in tuned["orpo"] and "beta" not in tuned["sft"]
+    assert "once" in results["settings"]["tuned_on"]
 
 
 def test_every_point_and_the_base_carry_an_interval(budget):
@@ -56,4 +70,4 @@ def test_files_and_the_text_table(budget):
     assert (out / "budget.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert json.loads((out / "budget.json").read_text())["methods"] == results["methods"]
     table = format_budget(results).splitlines()
-    assert sum(line.startswith(("SFT", "ORPO")) for line in table) == 2 * len(PAIRS)
+    assert sum(line.startswith(("SFT", "ORPO")) for line in table) == 2 * len(results["settings"]["pairs"])

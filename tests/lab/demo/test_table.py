@@ -16,6 +16,7 @@ def _run(tp, fp, fn, pref):
         "approved": [0] * n,
         "valid_format": [1] * n,
         "pref_correct": pref,
+        "f1": [0.5] * n,
     }
 
 
@@ -25,6 +26,7 @@ def test_ratios_pool_every_seed_and_snippet():
     assert m["recall"]["value"] == 4 / 8  # tp 4 of tp + fn 8
     assert m["precision"]["value"] == 4 / 7  # tp 4 of tp + fp 7
     assert m["preference_accuracy"]["value"] == 3 / 4
+    assert m["f1"]["value"] == 0.5  # the mean of each review's f1 over seeds and snippets
     assert m["precision"]["denominator"] == 7 and _cell(m["precision"]).startswith("0.57 [")
 
 

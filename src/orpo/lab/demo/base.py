@@ -32,11 +32,12 @@ from orpo.run.callbacks import quiet
 from orpo.tasks.codereview.generator import P_FALSE, P_MISS, ReviewExample, noisy_reviews, noisy_rows, to_rows
 
 
-def cache_root() -> Path:
-    """``$ORPO_CACHE_DIR/demo_base`` (default ``~/.cache/orpo/demo_base``), beside the reference cache."""
+def cache_root(stage: str = "base") -> Path:
+    """``$ORPO_CACHE_DIR/demo_<stage>`` (default ``~/.cache/orpo/demo_base`` ...), beside the reference
+    cache: one folder per stage (base, pairs, tune), one subfolder per hash of the stage's settings."""
     from orpo.refpass import cache_dir
 
-    return cache_dir().parent / "demo_base"
+    return cache_dir().parent / f"demo_{stage}"
 
 
 def base_settings(budget: DemoSize, seed: int, p_miss: float = P_MISS, p_false: float = P_FALSE) -> dict:
@@ -153,7 +154,7 @@ def train_base(
         "sft",
         seed=seed,
         epochs=budget.base_epochs,
-        learning_rate=BASE_LEARNING_RATE,
+        params={"learning_rate": BASE_LEARNING_RATE},
         batch_size=budget.batch_size,
         output_dir=staging / "run",
         eval_steps=None,

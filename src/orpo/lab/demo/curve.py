@@ -1,21 +1,22 @@
 """The demo's budget curve (``orpo demo --budget-curve``): judged recall and precision against training
-pairs for SFT and ORPO, from the same base as the demo.
+pairs for SFT and ORPO, from the same base and on the same on-policy pairs as the demo.
 
-For each ``n`` in ``pairs`` (the first ``n`` pairs of the train split), each method and seed trains one
-epoch of ``n`` pairs with the size's other settings and is scored on the test split. Writes
-``budget.json`` (values and 95% intervals per method and n) and ``budget.png``.
+Each method is tuned once, on all the pairs (the demo's own study: its cached values are reused), and
+those values are kept at every budget (stated in budget.json). For each ``n`` in ``pairs`` (the first
+``n`` pairs; a budget beyond the pairs there are is cut to all of them), each method and seed trains
+the size's epochs on ``n`` pairs and is scored on the test split. Writes ``budget.json`` (values and
+95% intervals per method and n) and ``budget.png``.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import json
 from pathlib import Path
 from typing import Any
 
 from orpo.lab.demo.methods import DemoJob, run_jobs
-from orpo.lab.demo.run import DemoResult, size_of, start
-from orpo.lab.demo.settings import BETAS, BOOTSTRAP_SEED, LEARNING_RATE, NUM_THREADS, torch_threads
+from orpo.lab.demo.run import DemoResult, make_sources, size_of, start, tune_sources
+from orpo.lab.demo.settings import BOOTSTRAP_SEED, NUM_THREADS, torch_threads
 from orpo.lab.demo.table import summarise
 from orpo.lab.plots import plot_budget
 
@@ -38,23 +39,27 @@ def run_budget_curve(
     seeds = list(range(budget.n_seeds)) if seeds is None else seeds
     bad = [n for n in pairs if not 0 < n <= budget.n_train]
     if bad:
-        raise ValueError(f"budget points {bad} must be in 1..{budget.n_train} (the train split's pairs)")
+        raise ValueError(f"budget points {bad} must be in 1..{budget.n_train} (the training prompts)")
     with torch_threads(NUM_THREADS):
         out = Path(output_dir)
         s = start(budget, base_seed, out, cache, progress)
         base, clock = s.base, s.clock
+        [(source, train)] = make_sources(s, budget, ["on-policy"], out, cache, progress)
+        tuned = tune_sources(s, budget, list(BUDGET_METHODS), [(source, train)], cache, progress)[source.name]
+        points_n = sorted({min(n, len(train.pairs)) for n in pairs})
         jobs = []
-        for n in pairs:
-            sub = dataclasses.replace(budget, n_train=n)
-            sub_data = dataclasses.replace(s.data, train=s.data.train.select(range(n)))
+        for n in points_n:
             for method in BUDGET_METHODS:
                 jobs += [
                     DemoJob(
                         method=method,
                         seed=seed,
+                        params=tuned[method]["params"],
+                        label=method,
                         base=base,
-                        budget=sub,
-                        data=sub_data,
+                        budget=budget,
+                        train=train.first(n),
+                        data=s.data,
                         out=out / "budget" / f"pairs{n}",
                         engine=s.engine,
                     )
@@ -66,9 +71,9 @@ def run_budget_curve(
         ):
             done = run_jobs(jobs, progress)  # all at once: the workers stay busy across budgets
         points: dict[str, list[dict[str, Any]]] = {m: [] for m in BUDGET_METHODS}
-        for n in pairs:
+        for n in points_n:
             for method in BUDGET_METHODS:
-                runs = [r for job, r in zip(jobs, done) if job.method == method and job.budget.n_train == n]
+                runs = [r for job, r in zip(jobs, done) if job.method == method and len(job.train.pairs) == n]
                 points[method].append(
                     {
                         "pairs": n,
@@ -86,10 +91,13 @@ def run_budget_curve(
                 "size": size,
                 "seeds": seeds,
                 "base_seed": base_seed,
-                "pairs": list(pairs),
+                "pairs": points_n,
+                "pairs_asked": list(pairs),
+                "pair_source": source.name,
                 "batch_size": budget.batch_size,
-                "learning_rate": LEARNING_RATE,
-                "betas": BETAS,
+                "epochs": budget.epochs,
+                "tuned": {m: tuned[m]["params"] for m in BUDGET_METHODS},
+                "tuned_on": f"all {len(train.pairs)} pairs, once; the same values at every budget",
             },
             "base": {"key": base.key, "cached": base.cached, "metrics": base_metrics},
             "methods": points,

@@ -1,8 +1,11 @@
 """One method of the demo trained and scored: from the base, on the tokenised splits, in its own process.
 
-prepare_data   the three splits tokenised once, so every method trains and is scored on the same ids
-train_method   one (method, seed) from the base: the held-out log-prob curve, then the test scores
+prepare_data   validation and test tokenised once, so every method is scored on the same ids
+prepare_train  one pair source's training rows tokenised as pairs and (for KTO) as examples
+train_method   one (method, seed) from the base with its tuned values: the held-out log-prob curve,
+               then the test scores
 score_model    greedy reviews of the test snippets judged by the rules, preference accuracy, samples
+judged_f1      the rules' f1 of greedy reviews, per snippet (the studies' objective on validation)
 run_jobs       every (method, seed) run, each in a fresh process, ``WORKERS`` at a time
 """
 
@@ -22,7 +25,6 @@ from orpo.lab.demo.settings import (
     EVAL_BATCH_SIZE,
     GEN_BATCH_SIZE,
     GEN_MARGIN_TOKENS,
-    LEARNING_RATE,
     NUM_THREADS,
     WORKERS,
     DemoSize,
@@ -40,40 +42,87 @@ from orpo.tasks.codereview.judge import score_review
 
 
 @dataclass
-class DemoData:
-    """The three splits tokenised once, so every method trains and is scored on identical token ids.
+class TrainSet:
+    """One pair source's training data, tokenised for both kinds of objective.
 
     Attributes:
-        train, val, test: `datasets.Dataset`s with the engine's token columns, one row per pair.
-        test_rows: the test split's raw rows (prompt / chosen / rejected), aligned with `test`.
-        test_examples: the test split's snippets with their true violations, aligned with `test`.
-        max_new_tokens: generation budget: the longest training chosen review + GEN_MARGIN_TOKENS.
+        source: ``on-policy`` or ``synthetic``.
+        pairs: the pairs as the paired objectives take them (token columns, one row per pair).
+        examples: the same pairs as KTO takes them: two examples per pair, with their KL samples
+            (fixed for a batch of ``batch_of("kto", batch_size)`` examples).
     """
 
-    train: Any
+    source: str
+    pairs: Any
+    examples: Any
+
+    def for_method(self, method: str):
+        return self.examples if get_objective(method).unpaired else self.pairs
+
+    def first(self, n: int) -> TrainSet:
+        """The first ``n`` pairs (the budget curve); KTO's examples are not narrowed (not used there)."""
+        return TrainSet(self.source, self.pairs.select(range(n)), None)
+
+
+@dataclass
+class DemoData:
+    """Validation and test tokenised once, so every method is scored on identical token ids.
+
+    Attributes:
+        val, test: `datasets.Dataset`s with the engine's token columns, one row per pair.
+        val_examples_kto: the validation pairs as KTO's examples (its held-out curve).
+        val_examples: the validation split's snippets with their true violations (the studies' judge).
+        test_rows: the test split's raw rows (prompt / chosen / rejected), aligned with `test`.
+        test_examples: the test split's snippets with their true violations, aligned with `test`.
+        max_new_tokens: generation budget: the longest chosen review of the train split + GEN_MARGIN_TOKENS.
+    """
+
     val: Any
+    val_kto: Any
     test: Any
+    val_examples: list[ReviewExample]
     test_rows: list[dict[str, str]]
     test_examples: list[ReviewExample]
     max_new_tokens: int
 
+    def val_for(self, method: str):
+        return self.val_kto if get_objective(method).unpaired else self.val
 
-def prepare_data(splits: dict[str, list[ReviewExample]], tok, config) -> DemoData:
+
+def _tokenise(rows: list[dict], tok, config, name: str, all_kept: bool):
     from orpo.data.pipeline import prepare_dataset
 
-    tokenised = {}
-    for name, examples in splits.items():
-        rows = to_rows(examples)
-        tokenised[name], report = prepare_dataset(rows, tok, config, source_name=name)
-        # Rows must stay aligned with their snippets (the judge needs each test row's violations).
-        if report.kept != len(rows):
-            raise ValueError(f"demo {name} split: {report.summary()}; the demo expects every row kept")
-    longest = max(len(ids) for ids in tokenised["train"]["chosen_input_ids"])
+    dataset, report = prepare_dataset(rows, tok, config, source_name=name)
+    # Rows must stay aligned with their snippets (the judge needs each row's violations).
+    per_row = 2 if get_objective(config.method).unpaired else 1  # KTO: a desirable, an undesirable example
+    if all_kept and report.kept != per_row * len(rows):
+        raise ValueError(f"demo {name} split: {report.summary()}; the demo expects every row kept")
+    return dataset
+
+
+def prepare_data(splits: dict[str, list[ReviewExample]], tok, config, kto_config) -> DemoData:
+    """Validation and test tokenised with ``config`` (pairs) and validation also with ``kto_config``."""
+    val_rows = to_rows(splits["val"])
+    train_chosen = [tok(r["chosen"], add_special_tokens=False)["input_ids"] for r in to_rows(splits["train"])]
     return DemoData(
-        **tokenised,
+        val=_tokenise(val_rows, tok, config, "val", True),
+        val_kto=_tokenise(val_rows, tok, kto_config, "val", True),
+        test=_tokenise(to_rows(splits["test"]), tok, config, "test", True),
+        val_examples=splits["val"],
         test_rows=to_rows(splits["test"]),
         test_examples=splits["test"],
-        max_new_tokens=longest + GEN_MARGIN_TOKENS,
+        # +1: the EOS the tokenised response ends with
+        max_new_tokens=max(len(ids) for ids in train_chosen) + 1 + GEN_MARGIN_TOKENS,
+    )
+
+
+def prepare_train(source: str, rows: list[dict], tok, config, kto_config) -> TrainSet:
+    """A pair source's rows (prompt, chosen, rejected) tokenised as pairs and as KTO's examples."""
+    rows = [{k: r[k] for k in ("prompt", "chosen", "rejected")} for r in rows]
+    return TrainSet(
+        source=source,
+        pairs=_tokenise(rows, tok, config, f"train ({source})", False),
+        examples=_tokenise(rows, tok, kto_config, f"train ({source})", False),
     )
 
 
@@ -122,13 +171,28 @@ def pair_mean_logps(engine, model, dataset) -> tuple[list[float], list[float]]:
     return chosen, rejected
 
 
+def snippet_f1(text: str, example: ReviewExample) -> float:
+    """``rules:codereview``'s f1 of one generated review (its convention for a snippet with nothing to
+    count: 1.0 for the exact approval, 0.0 for a reply that is no review)."""
+    from orpo.evaluation.judges.codereview import judge
+
+    return judge("", text, example.chosen)["f1"]  # the chosen review lists the true violations
+
+
+def judged_f1(model, tok, prompt_ids: list[list[int]], examples: list[ReviewExample], max_new_tokens: int):
+    """Mean f1 of the greedy reviews of these prompts (a study's objective: the validation split's)."""
+    reviews = generate_reviews(model, tok, prompt_ids, max_new_tokens, BF16)
+    return sum(snippet_f1(t, ex) for t, ex in zip(reviews, examples)) / len(examples)
+
+
 def score_model(engine, model, tok, data: DemoData) -> dict[str, Any]:
     """Per test snippet counts (`table.snippet_counts`), the mean test log-probs, and three samples."""
     reviews = generate_reviews(model, tok, data.test["prompt_input_ids"], data.max_new_tokens, BF16)
     scores = [score_review(text, ex.violations) for text, ex in zip(reviews, data.test_examples)]
+    f1 = [snippet_f1(text, ex) for text, ex in zip(reviews, data.test_examples)]
     chosen, rejected = pair_mean_logps(engine, model, data.test)
     return {
-        "counts": snippet_counts(scores, [c > r for c, r in zip(chosen, rejected)]),
+        "counts": snippet_counts(scores, [c > r for c, r in zip(chosen, rejected)], f1),
         "test_logps_chosen": sum(chosen) / len(chosen),
         "test_logps_rejected": sum(rejected) / len(rejected),
         "samples": [
@@ -160,26 +224,36 @@ class LogpRecorder(TrainerCallback):
             )
 
 
+def paired_engine(tok, model, out: Path):
+    """The pair engine of a scoring trainer (test preference accuracy is measured on pairs for every
+    method, KTO's too)."""
+    from orpo.run.build import new_trainer
+
+    return new_trainer(scoring_config("sft", EVAL_BATCH_SIZE, out), tok, model, None).engine
+
+
 def train_method(job: DemoJob, progress: bool = False) -> dict[str, Any]:
     """Train one method for one seed from the base; its curve, test counts, time and peak memory."""
     from orpo.run.build import new_trainer
 
     tok, model = job.base.load()
+    train = job.train.for_method(job.method)
+    n_pairs = len(job.train.pairs)
     args = orpo_config(
         job.method,
         seed=job.seed,
         epochs=job.budget.epochs,
-        learning_rate=LEARNING_RATE,
+        params=job.params,
         batch_size=job.budget.batch_size,
-        output_dir=job.out / f"{job.method}-seed{job.seed}",
-        eval_steps=eval_steps_of(job.budget),
+        output_dir=job.out / f"{job.label}-seed{job.seed}".replace(" ", "_"),
+        eval_steps=eval_steps_of(job.budget, n_pairs),
         engine=job.engine,
     )
     data = job.data
     recorder = LogpRecorder(get_objective(job.method).mean_logps_metrics)
     peak_known = reset_peak_rss()
     start = time.perf_counter()
-    trainer = new_trainer(args, tok, model, data.train, data.val, [recorder])
+    trainer = new_trainer(args, tok, model, train, data.val_for(job.method), [recorder])
     quiet(trainer, progress_bar=progress)
     trainer.evaluate()  # step 0: the base
     trainer.train()
@@ -189,7 +263,9 @@ def train_method(job: DemoJob, progress: bool = False) -> dict[str, Any]:
     peak = status_mb("VmHWM") if peak_known else None
     trainer.remove_callback(recorder)
     losses = [h["loss"] for h in trainer.state.log_history if "loss" in h]
-    scored = score_model(trainer.engine, trainer.accelerator.unwrap_model(trainer.model), tok, data)
+    trained = trainer.accelerator.unwrap_model(trainer.model)
+    engine = paired_engine(tok, trained, args.output_dir) if job.method == "kto" else trainer.engine
+    scored = score_model(engine, trained, tok, data)
     return {
         "seed": job.seed,
         "steps": trainer.state.global_step,
@@ -213,6 +289,9 @@ def score_base(base: Base, budget: DemoSize, data: DemoData, out: Path) -> tuple
     quiet(trainer)
     val = trainer.evaluate(eval_dataset=data.val)
     scored = score_model(trainer.engine, model, tok, data)
+    scored["val_f1"] = judged_f1(
+        model, tok, data.val["prompt_input_ids"], data.val_examples, data.max_new_tokens
+    )
     scored["val_logps_chosen"] = val["eval_logps/chosen"]
     scored["val_logps_rejected"] = val["eval_logps/rejected"]
     return scored, trainer.engine.name
@@ -224,17 +303,23 @@ class DemoJob:
 
     Attributes:
         method, seed: what to train, with which data order.
+        params: the method's values chosen by its study (learning rate and knobs).
+        label: the method's row in the table (the method, and the pair source when there are two).
         base: the base every run starts from (loaded from disk by each run).
-        budget: the size's budget (the budget curve narrows ``n_train``).
-        data: the tokenised splits (the budget curve's train split is its first ``n`` pairs).
+        budget: the size's budget.
+        train: the pair source's training data (the budget curve's is its first ``n`` pairs).
+        data: validation and test, tokenised.
         out: the folder the run's trainer writes under.
         engine: the engine every method uses (the one the base's scoring picked).
     """
 
     method: str
     seed: int
+    params: dict
+    label: str
     base: Base
     budget: DemoSize
+    train: TrainSet
     data: DemoData
     out: Path
     engine: str
@@ -253,7 +338,7 @@ def run_jobs(jobs: list[DemoJob], progress: bool) -> list[dict[str, Any]]:
         job = jobs[index]
         if progress and result.ok:
             print(
-                f"[demo] {job.method.upper()} seed {job.seed} ({len(job.data.train)} pairs): done in "
+                f"[demo] {job.label.upper()} seed {job.seed} ({len(job.train.pairs)} pairs): done in "
                 f"{result.value['train_seconds']:.0f} s",
                 file=sys.stderr,
                 flush=True,
@@ -264,5 +349,5 @@ def run_jobs(jobs: list[DemoJob], progress: bool) -> list[dict[str, Any]]:
         if not result.ok:
             if isinstance(result.error, Exception):
                 raise result.error
-            raise RuntimeError(f"demo run {job.method} seed {job.seed} failed: {result.cause()}")
+            raise RuntimeError(f"demo run {job.label} seed {job.seed} failed: {result.cause()}")
     return [result.value for result in results]

@@ -1,30 +1,29 @@
-"""The offline demo, run as the case study was: from an imperfect base reviewer, SFT vs ORPO vs DPO vs
-SimPO on the same pairs, several seeds, 95% intervals.
+"""The offline demo, run as practitioners run the case study: from an imperfect base reviewer, pairs
+from the base's own mistakes, each of SFT, ORPO, DPO, IPO, KTO and SimPO tuned on validation, then
+several seeds on the test split with 95% intervals.
 
 The reported case study starts from a model that already reviews code, imperfectly (recall 0.67,
-precision 0.71), and fine-tunes it on 1,800 pairs whose rejected reviews show its failure modes. Here,
-at toy scale on this CPU:
+precision 0.71), and fine-tunes it on pairs whose rejected reviews are its own failures. Here, at toy
+scale on this CPU:
 
-  1. Splits: train / validation / test pairs (`tasks.codereview.generator.make_splits`, no snippet
-     shared). Rejected reviews are one realistic failure each: a missed most-severe violation, a false
-     comment, approving code that has violations, or flagging clean code.
-  2. Base stage: a tiny Llama (tokenizer trained on the demo's text) is trained with SFT on a noisy
-     review corpus (`noisy_reviews`: each violation missed with P_MISS = 0.33, one false comment with
-     P_FALSE = 0.35; other snippets than the splits'). It is saved under the cache
-     (``$ORPO_CACHE_DIR/demo_base/<hash of its settings>``) and reused while its settings are the same.
+  1. Splits: train / validation / test snippets (`tasks.codereview.generator.make_splits`, no snippet
+     shared), each with its correct review.
+  2. Base (`demo.base`): a tiny Llama trained with SFT on a noisy review corpus, cached by its settings.
      Its judged metrics are the table's first row.
-  3. Comparison: from that base, for each seed, each method trains on the same 1,800 pairs with the
-     same steps, batch, learning rate and schedule; only ``method`` (and its documented beta) differs:
-     ``sft`` (NLL on chosen), ``orpo`` (NLL + beta * odds ratio), ``dpo`` (reference = the base, its
-     log-probs precomputed in one pass so training holds one model), ``simpo``. The seed sets data
-     order; the base and the pairs are the same for every seed.
-  4. Scoring on the test split: greedy reviews (`orpo.evaluation.generate`) judged by the rules
-     (`tasks.codereview.judge`); preference accuracy = share of pairs whose chosen review has the
-     higher mean log-prob per token (the same definition for every method). Values with 95%
-     intervals over seeds and snippets (`demo.table`). Training time and peak resident memory per
-     method (each run in its own process; its high-water mark, reset before training).
-Outputs in ``output_dir``: ``results.json`` (every number, interval and setting) and ``logps.png``
-(held-out log-probs of chosen and rejected over training, mean over seeds with the min-max band).
+  3. Pairs (`demo.pairs`): on-policy (the base's samples of the training prompts paired by the rules,
+     the reference review as chosen where no sample is as good) and/or synthetic (the generator's
+     failure modes), ``--pairs``. Cached by settings.
+  4. Tuning (`demo.tune`): per method and pair source, the same number of trials over the method's
+     learning rate and knobs, chosen on the validation split's judged f1. Cached by settings.
+  5. Test table: from the base, for each seed, each method trains on its pair source's pairs with the
+     same epochs, batch and schedule and its own chosen values, then greedy reviews of the test
+     snippets are judged by the rules (`tasks.codereview.judge`); preference accuracy = share of test
+     pairs whose chosen review has the higher mean log-prob per token. Values with 95% intervals over
+     seeds and snippets (`demo.table`); training time and peak resident memory per run (each run in
+     its own process).
+Outputs in ``output_dir``: ``results.json`` (every number, interval, chosen value and setting) and
+``logps.png`` (held-out log-probs of chosen and rejected over training, mean over seeds with the
+min-max band).
 """
 
 from __future__ import annotations
@@ -36,29 +35,41 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from orpo.lab.demo.base import Base, train_base
-from orpo.lab.demo.methods import DemoData, DemoJob, prepare_data, run_jobs, score_base
+from orpo.lab.demo.base import Base, cache_root, train_base
+from orpo.lab.demo.methods import (
+    DemoData,
+    DemoJob,
+    TrainSet,
+    prepare_data,
+    prepare_train,
+    run_jobs,
+    score_base,
+)
+from orpo.lab.demo.pairs import PairSource, on_policy_pairs, synthetic_pairs
 from orpo.lab.demo.settings import (
     ARCH,
     BASE_LEARNING_RATE,
-    BETAS,
     BF16,
     BOOTSTRAP_SEED,
-    LEARNING_RATE,
+    DEFAULT_PARAMS,
+    LEARNING_RATE_SPACE,
     MAX_LENGTH,
     METHODS,
     NLL_ON_PROMPT,
     NUM_THREADS,
-    SIMPO_GAMMA,
+    PAIR_SOURCES,
     SIZES,
     TINY_LLAMA,
+    TUNE_SEED,
     WARMUP,
     DemoSize,
-    eval_steps_of,
+    batch_of,
     scoring_config,
+    search_space,
     torch_threads,
 )
 from orpo.lab.demo.table import summarise
+from orpo.lab.demo.tune import OBJECTIVE, TuneData, tune_methods
 from orpo.lab.plots import plot_logp_curves
 from orpo.tasks.codereview.generator import P_FALSE, P_MISS, make_splits
 
@@ -121,23 +132,33 @@ def size_of(size: str) -> DemoSize:
     return SIZES[size]
 
 
+def stage_root(stage: str, cache: Path | None) -> Path:
+    """The cache folder of a stage (base, pairs, tune): under ``cache`` when given, else beside the
+    reference cache (``base.cache_root``)."""
+    return cache / f"demo_{stage}" if cache is not None else cache_root(stage)
+
+
 @dataclass
 class Start:
     """What the demo and its budget curve start from: the base, trained or reused, and scored.
 
     Attributes:
         clock: the wall time of every phase so far.
+        splits: the train / validation / test snippets.
         base: the base model on disk.
         tokenizer: the base's tokenizer.
-        data: the splits tokenised with it.
+        data: validation and test tokenised with it.
+        tune_data: the validation split as a study may read it.
         base_scored: the base's test counts, held-out log-probs and samples (``methods.score_base``).
         engine: the engine every run uses (the one ``engine="auto"`` picked for the base).
     """
 
     clock: Clock
+    splits: dict[str, list]
     base: Base
     tokenizer: Any
     data: DemoData
+    tune_data: TuneData
     base_scored: dict[str, Any]
     engine: str
 
@@ -150,15 +171,92 @@ def start(budget: DemoSize, base_seed: int, out: Path, cache: Path | None, progr
     with clock.phase(
         "base", f"base stage: SFT on {budget.n_base} noisy reviews x {budget.base_epochs} epochs"
     ):
-        base = train_base(budget, base_seed, splits, cache, progress=progress)
+        base = train_base(budget, base_seed, splits, stage_root("base", cache), progress=progress)
     if progress:
         print(f"[demo] base {'reused from' if base.cached else 'saved to'} {base.path}", file=sys.stderr)
     tok, _ = base.load()
-    with clock.phase("setup", "tokenising the splits"):
-        data = prepare_data(splits, tok, scoring_config("orpo", budget.batch_size, out))
+    with clock.phase("setup", "tokenising the validation and test splits"):
+        data = prepare_data(
+            splits,
+            tok,
+            scoring_config("orpo", budget.batch_size, out),
+            scoring_config("kto", budget.batch_size, out),
+        )
     with clock.phase("base_score", f"scoring the base on {budget.n_test} test snippets"):
         base_scored, engine = score_base(base, budget, data, out)
-    return Start(clock=clock, base=base, tokenizer=tok, data=data, base_scored=base_scored, engine=engine)
+    tune_data = TuneData(list(data.val["prompt_input_ids"]), list(splits["val"]), data.max_new_tokens)
+    return Start(clock, splits, base, tok, data, tune_data, base_scored, engine)
+
+
+def make_sources(
+    s: Start, budget: DemoSize, names: list[str], out: Path, cache: Path | None, progress: bool
+) -> list[tuple[PairSource, TrainSet]]:
+    """Each requested pair source's rows (on-policy: sampled, or reused from the cache) and their
+    tokenised training sets."""
+    unknown = [n for n in names if n not in PAIR_SOURCES]
+    if unknown or not names:
+        raise ValueError(f"--pairs {','.join(names)}: give on-policy, synthetic or both")
+    sources = []
+    for name in names:
+        if name == "on-policy":
+            with s.clock.phase(
+                "pairs", f"on-policy pairs from the base ({budget.samples} samples per prompt)"
+            ):
+                source = on_policy_pairs(
+                    s.base,
+                    s.splits["train"],
+                    budget,
+                    s.data.max_new_tokens,
+                    stage_root("pairs", cache),
+                    progress,
+                )
+        else:
+            source = synthetic_pairs(s.splits["train"], budget.n_train)
+        with s.clock.phase(f"setup_{name}", f"tokenising the {len(source.rows)} {name} pairs"):
+            train = prepare_train(
+                name,
+                source.rows,
+                s.tokenizer,
+                scoring_config("orpo", budget.batch_size, out),
+                scoring_config("kto", budget.batch_size, out),
+            )
+        sources.append((source, train))
+    return sources
+
+
+def tune_sources(
+    s: Start,
+    budget: DemoSize,
+    methods: list[str],
+    sources: list[tuple[PairSource, TrainSet]],
+    cache: Path | None,
+    progress: bool,
+) -> dict[str, dict[str, dict[str, Any]]]:
+    """source -> method -> chosen values (``tune.tune_methods``)."""
+    tuned = {}
+    for source, train in sources:
+        with s.clock.phase(
+            f"tune_{source.name}",
+            f"tuning {len(methods)} methods on {source.name} pairs: {budget.trials} trials each, chosen on "
+            f"the {len(s.tune_data.examples)} validation snippets",
+        ):
+            tuned[source.name] = tune_methods(
+                methods,
+                train,
+                source.key,
+                s.base,
+                budget,
+                s.tune_data,
+                s.engine,
+                stage_root("tune", cache),
+                progress,
+            )
+    return tuned
+
+
+def label_of(method: str, source: str, n_sources: int) -> str:
+    """A method's row in the table: the method, and its pair source when the table has two."""
+    return method if n_sources == 1 else f"{method} ({source})"
 
 
 def run_demo(
@@ -168,16 +266,19 @@ def run_demo(
     progress: bool = True,
     base_seed: int = 0,
     cache: Path | None = None,
+    pairs: list[str] | None = None,
 ) -> DemoResult:
-    """Train the base (or reuse it), then every method for every seed; write results.json and logps.png.
+    """The base (or reuse it), the pairs, each method's study, then every method for every seed; write
+    results.json and logps.png.
 
     See the module docstring for the protocol and `SIZES` for the budgets. ``seeds`` defaults to
-    ``0 .. n_seeds - 1`` of the size; ``base_seed`` seeds the splits, the noisy corpus and the base.
+    ``0 .. n_seeds - 1`` of the size; ``base_seed`` seeds the splits, the noisy corpus and the base;
+    ``pairs`` is the pair sources (default on-policy); ``cache`` the root of the stages' caches.
     """
     budget = size_of(size)
     seeds = list(range(budget.n_seeds)) if seeds is None else seeds
     with torch_threads(NUM_THREADS):
-        return _run(budget, size, seeds, base_seed, Path(output_dir), cache, progress)
+        return _run(budget, size, seeds, base_seed, Path(output_dir), cache, progress, pairs or ["on-policy"])
 
 
 def _run(
@@ -188,35 +289,61 @@ def _run(
     out: Path,
     cache: Path | None,
     progress: bool,
+    source_names: list[str],
 ) -> DemoResult:
     s = start(budget, base_seed, out, cache, progress)
     data, base, base_scored, clock = s.data, s.base, s.base_scored, s.clock
-    runs: dict[str, list[dict[str, Any]]] = {m: [] for m in METHODS}
-    jobs = [
-        DemoJob(method=method, seed=seed, base=base, budget=budget, data=data, out=out, engine=s.engine)
-        for seed in seeds
-        for method in METHODS
-    ]
+    sources = make_sources(s, budget, source_names, out, cache, progress)
+    tuned = tune_sources(s, budget, list(METHODS), sources, cache, progress)
+    labels: dict[str, tuple[str, str]] = {}  # label -> (method, source)
+    jobs = []
+    for source, train in sources:
+        for method in METHODS:
+            label = label_of(method, source.name, len(sources))
+            labels[label] = (method, source.name)
+            jobs += [
+                DemoJob(
+                    method=method,
+                    seed=seed,
+                    params=tuned[source.name][method]["params"],
+                    label=label,
+                    base=base,
+                    budget=budget,
+                    train=train,
+                    data=data,
+                    out=out,
+                    engine=s.engine,
+                )
+                for seed in seeds
+            ]
+    runs: dict[str, list[dict[str, Any]]] = {label: [] for label in labels}
     with clock.phase(
         "comparison",
-        f"{len(jobs)} runs ({len(METHODS)} methods x {len(seeds)} seeds) of {budget.steps} steps",
+        f"{len(jobs)} runs ({len(labels)} methods x {len(seeds)} seeds) at each method's chosen values",
     ):
         for job, result in zip(jobs, run_jobs(jobs, progress)):
-            runs[job.method].append(result)
+            runs[job.label].append(result)
 
     figure_path = out / "logps.png"
     plot_logp_curves(
-        {m.upper(): [r["curve"] for r in rs] for m, rs in runs.items()},
+        {label.upper(): [r["curve"] for r in rs] for label, rs in runs.items()},
         figure_path,
-        f"Held-out log-probs from the base ({budget.n_train} pairs, seeds {', '.join(map(str, seeds))})",
+        f"Held-out log-probs from the base (seeds {', '.join(map(str, seeds))}, each method at its tuned values)",
         keys=("logps_chosen", "logps_rejected"),
         panels=True,
         xlabel="training step (from the base)",
     )
 
-    def summary(method_runs: list[dict]) -> dict[str, Any]:
+    def summary(label: str, method_runs: list[dict]) -> dict[str, Any]:
+        method, source = labels[label]
+        chosen = tuned[source][method]
         return {
+            "method": method,
+            "source": source,
+            "tuned": chosen["params"],
+            "val_f1": chosen["value"],
             "metrics": summarise([r["counts"] for r in method_runs], BOOTSTRAP_SEED),
+            "steps": method_runs[0]["steps"],
             "train_seconds_mean": round(sum(r["train_seconds"] for r in method_runs) / len(method_runs), 2),
             "peak_rss_mb_max": max((r["peak_rss_mb"] or 0.0) for r in method_runs) or None,
             "test_logps_chosen": sum(r["test_logps_chosen"] for r in method_runs) / len(method_runs),
@@ -228,17 +355,20 @@ def _run(
             "size": size,
             "seeds": seeds,
             "base_seed": base_seed,
+            "pairs": source_names,
             **{k: v for k, v in asdict(budget).items() if k not in TINY_LLAMA},
-            "steps": budget.steps,
+            "steps": {source.name: budget.steps(len(train.pairs)) for source, train in sources},
             "base_steps": budget.base_steps,
-            "eval_every_steps": eval_steps_of(budget),
-            "learning_rate": LEARNING_RATE,
+            "kto_batch_examples": batch_of("kto", budget.batch_size),
             "base_learning_rate": BASE_LEARNING_RATE,
+            "learning_rate_space": LEARNING_RATE_SPACE,
+            "search_space": {m: search_space(m) for m in METHODS},
+            "objective": OBJECTIVE,
+            "tune_seed": TUNE_SEED,
+            "defaults": DEFAULT_PARAMS,
             "lr_scheduler": "cosine",
             "warmup": WARMUP,
-            "betas": BETAS,
-            "simpo_gamma": SIMPO_GAMMA,
-            "dpo_reference": "the base, log-probs precomputed",
+            "reference": "the base, log-probs precomputed (DPO, IPO, KTO)",
             "p_miss": P_MISS,
             "p_false": P_FALSE,
             "nll_on_prompt": NLL_ON_PROMPT,
@@ -265,7 +395,13 @@ def _run(
             **{k: v for k, v in base_scored.items() if k != "counts"},
             "counts": base_scored["counts"],
         },
-        "methods": {m: {**summary(rs), "runs": rs} for m, rs in runs.items()},
+        "pairs": {source.name: {**source.report, "cached": source.cached} for source, _ in sources},
+        "tuned": {
+            label_of(m, name, len(sources)): chosen
+            for name, per in tuned.items()
+            for m, chosen in per.items()
+        },
+        "methods": {label: {**summary(label, rs), "runs": rs} for label, rs in runs.items()},
         "wall_time_s": {**clock.times, "total": round(clock.total(), 2)},
     }
     results_path = out / "results.json"

@@ -1,8 +1,11 @@
-"""The demo's settings: its fixed hyperparameters, the budget of each size (``SIZES``), and the one
-ORPOConfig every run of it trains with (``orpo_config``).
+"""The demo's settings: its fixed hyperparameters, the budget of each size (``SIZES``), the search
+space of each method (``search_space``), and the one ORPOConfig every run of it trains with
+(``orpo_config``).
 
-Everything here was fixed before any result was seen, the same for every size and method (not tuned
-per method); the base stage's settings are also its cache key (``base.base_settings``).
+Everything here was fixed before any result was seen, the same for every method except what each
+method's study chooses on the validation split (its learning rate and its own knobs); each stage's
+settings are also its cache key (``base.base_settings``, ``pairs.pairs_settings``,
+``tune.tune_settings``).
 """
 
 from __future__ import annotations
@@ -13,15 +16,25 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-METHODS = ("sft", "orpo", "dpo", "simpo")
+METHODS = ("sft", "orpo", "dpo", "ipo", "kto", "simpo")
 ARCH = "llama"
 
 BASE_LEARNING_RATE = 1e-3  # random-init models of ~1M parameters learn at ~1e-3
-LEARNING_RATE = 1e-3  # the comparison continues at the base's own rate (few steps: 57 at the default size)
-# `beta` means a different thing per method (ORPO: weight of the odds-ratio term, the paper's lambda;
-# DPO and SimPO: the temperature of the reward). Each is its paper's usual value; SFT ignores it.
-BETAS = {"sft": 0.1, "orpo": 0.1, "dpo": 0.1, "simpo": 2.0}
-SIMPO_GAMMA = 0.5  # SimPO's target margin (ORPOConfig's default)
+# Every method's study searches its learning rate over the same range, log-uniform: from 1e-6 (where a
+# tuned SimPO landed in `orpo compare --tune`) to 3e-3 (3x the base's own rate), and its own knobs over
+# the loss registry's ranges (``Objective.search_space``: ORPO's lambda 0.05-1.0 as the paper's appendix
+# sweeps it; the beta of DPO, IPO and KTO; SimPO's beta and gamma). SFT has no knob.
+LEARNING_RATE_SPACE = "learning_rate=log:1e-6..3e-3"
+# The values a run takes where nothing chose them (scoring trainers; ``beta`` of SFT, which ignores it).
+DEFAULT_PARAMS = {"learning_rate": 1e-3, "beta": 0.1, "simpo_gamma": 0.5}
+TUNE_SEED = 0  # every trial trains with this seed; the test table's seeds are 0 .. n_seeds - 1
+# On-policy pairs: K samples of the base per training prompt at temperature 1, scored by the rules;
+# chosen = the best sample, or the reference review when no sample scores as well; rejected = the worst.
+PAIR_SOURCES = ("on-policy", "synthetic")
+PAIR_TEMPERATURE = 1.0
+PAIR_CHOSEN = "best-or-reference"
+PAIR_REJECTED = "worst"
+PAIR_SEED = 0
 WARMUP = 0.05
 NLL_ON_PROMPT = True  # the library's default (the paper's code, TRL): the NLL covers prompt + chosen
 # bf16 autocast (log-probs and the loss stay float32): measured 0.26 s/step vs 0.30 in float32 here.
@@ -55,8 +68,10 @@ class DemoSize:
     Attributes:
         n_train, n_val, n_test: pairs per split (validation: the log-prob curves; test: the table).
         n_base: noisy reviews the base is trained on (`base_epochs` passes).
-        epochs: passes over the train split in the comparison; steps = epochs * ceil(n_train / batch_size).
-        batch_size: pairs (or base reviews) per optimizer step.
+        epochs: passes over the training pairs in every trial and run (the case study's 2).
+        batch_size: pairs (or base reviews) per optimizer step (KTO: the two examples of each pair).
+        samples: the base's samples per training prompt for the on-policy pairs.
+        trials: trials of each method's study (the same for every method).
         n_seeds: comparison seeds by default (0 .. n_seeds - 1).
         n_curve_points: validation evaluations during training (plus one before the first step).
         hidden_size, num_layers, num_heads, num_kv_heads: the tiny Llama's shape.
@@ -70,6 +85,8 @@ class DemoSize:
     base_epochs: int
     epochs: int
     batch_size: int
+    samples: int
+    trials: int
     n_seeds: int
     n_curve_points: int
     hidden_size: int
@@ -78,9 +95,9 @@ class DemoSize:
     num_kv_heads: int
     vocab_size: int
 
-    @property
-    def steps(self) -> int:
-        return self.epochs * math.ceil(self.n_train / self.batch_size)
+    def steps(self, n_pairs: int | None = None) -> int:
+        """Optimizer steps of a run on ``n_pairs`` training pairs (default: the train split's)."""
+        return self.epochs * math.ceil((self.n_train if n_pairs is None else n_pairs) / self.batch_size)
 
     @property
     def base_steps(self) -> int:
@@ -97,8 +114,10 @@ SIZES: dict[str, DemoSize] = {
         n_test=16,
         n_base=48,
         base_epochs=1,
-        epochs=1,
+        epochs=2,
         batch_size=8,
+        samples=2,
+        trials=2,
         n_seeds=2,
         n_curve_points=2,
         hidden_size=32,
@@ -107,20 +126,37 @@ SIZES: dict[str, DemoSize] = {
         num_kv_heads=1,
         vocab_size=1024,
     ),
-    # `orpo demo`: the case study's 1,800 pairs, one epoch per method and seed (57 steps of 32 pairs:
-    # on this CPU a step's cost is mostly fixed overhead, so 32 pairs cost ~2x 8 pairs), from a base
-    # trained on 3,600 noisy reviews x 4 epochs (452 steps, cached); 3 seeds x 4 methods.
-    # Base epochs: 1 gave a base that had learnt the format only (recall 0.12, precision 0.10 on the
-    # test snippets); 4 gives recall 0.69 / precision 0.62, near the case study's base (0.67 / 0.71).
-    # Chosen on the base's own metrics, before any comparison was run from it.
+    # `orpo demo`: 800 training prompts (the case study had 1,800: `--size full`) and the case study's
+    # 2 epochs, 32 pairs per step, from a base trained on 3,600 noisy reviews x 4 epochs (452 steps,
+    # cached); 4 samples per prompt for the pairs; 4 trials per method; 3 seeds x 6 methods on the
+    # test split. Sized to fit 25 minutes on a 2-core CPU with every stage run: a step of 32 pairs
+    # costs ~0.7 s here, and 1,800 prompts with 4 trials and 3 seeds would take ~35 minutes; the grid
+    # is already at its floor (4 trials) and seeds are not cut, so the training prompts are.
     "default": DemoSize(
+        n_train=800,
+        n_val=100,
+        n_test=200,
+        n_base=3600,
+        base_epochs=4,
+        epochs=2,
+        batch_size=32,
+        samples=4,
+        trials=4,
+        n_seeds=3,
+        n_curve_points=5,
+        **TINY_LLAMA,
+    ),
+    # `orpo demo --size full`: the case study's 1,800 training prompts, otherwise the default.
+    "full": DemoSize(
         n_train=1800,
         n_val=100,
         n_test=200,
         n_base=3600,
         base_epochs=4,
-        epochs=1,
+        epochs=2,
         batch_size=32,
+        samples=4,
+        trials=4,
         n_seeds=3,
         n_curve_points=5,
         **TINY_LLAMA,
@@ -128,32 +164,49 @@ SIZES: dict[str, DemoSize] = {
 }
 
 
+def search_space(method: str) -> list[str]:
+    """The ``--space`` specs of ``method``'s study: the learning rate and the method's own knobs."""
+    from orpo.losses import get_objective
+
+    return [LEARNING_RATE_SPACE, *get_objective(method).search_space]
+
+
+def batch_of(method: str, pairs_per_batch: int) -> int:
+    """Rows per optimizer step: KTO trains on the two examples of each pair (desirable, undesirable), so
+    its batch holds 2x as many rows and every method sees the same pairs per step and the same steps."""
+    from orpo.losses import get_objective
+
+    return pairs_per_batch * (2 if get_objective(method).unpaired else 1)
+
+
 def orpo_config(
     method: str,
     *,
     seed: int,
     epochs: int,
-    learning_rate: float,
+    params: dict,
     batch_size: int,
     output_dir: Path,
     eval_steps: int | None,
     engine: str = "auto",
 ):
-    """One run's ORPOConfig; identical for every method except ``method`` and its beta. No periodic
-    evaluation if ``eval_steps`` is None."""
+    """One run's ORPOConfig; identical for every method except ``method`` and ``params`` (its learning
+    rate and knobs; DEFAULT_PARAMS for the rest). ``batch_size`` is in pairs. No periodic evaluation if
+    ``eval_steps`` is None."""
     from orpo.config import ORPOConfig
 
+    values = {**DEFAULT_PARAMS, **params}
     return ORPOConfig(
         output_dir=str(output_dir),
         method=method,
-        beta=BETAS[method],
-        simpo_gamma=SIMPO_GAMMA,
-        precompute_ref_log_probs=True,  # DPO: one model in memory (ignored by the other methods)
-        learning_rate=learning_rate,
+        beta=values["beta"],
+        simpo_gamma=values["simpo_gamma"],
+        precompute_ref_log_probs=True,  # DPO, IPO, KTO: one model in memory (ignored by the others)
+        learning_rate=values["learning_rate"],
         lr_scheduler_type="cosine",
         warmup_steps=WARMUP,
         num_train_epochs=epochs,
-        per_device_train_batch_size=batch_size,
+        per_device_train_batch_size=batch_of(method, batch_size),
         per_device_eval_batch_size=EVAL_BATCH_SIZE,
         nll_on_prompt=NLL_ON_PROMPT,
         tokenization="orpo",  # the CLI's tokenisation (chat template on string prompts, BOS as the tokenizer adds it)
@@ -178,16 +231,16 @@ def scoring_config(method: str, batch_size: int, output_dir: Path):
         method,
         seed=0,
         epochs=1,
-        learning_rate=LEARNING_RATE,
+        params={},
         batch_size=batch_size,
         output_dir=output_dir,
         eval_steps=None,
     )
 
 
-def eval_steps_of(size: DemoSize) -> int:
+def eval_steps_of(size: DemoSize, n_pairs: int | None = None) -> int:
     """Steps between two points of the held-out log-prob curve."""
-    return max(1, size.steps // size.n_curve_points)
+    return max(1, size.steps(n_pairs) // size.n_curve_points)
 
 
 @contextlib.contextmanager

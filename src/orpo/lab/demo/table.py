@@ -3,6 +3,8 @@
 Each run (one method, one seed) leaves, per test snippet, the judge's counts (`snippet_counts`). A
 metric is a ratio of sums over cells (run, snippet), micro-averaged as the judge's `aggregate` does:
 
+    f1                   = mean over snippets of each review's f1 (``rules:codereview``: 2tp / (2tp + fp + fn);
+                           1.0 for the exact approval of a clean snippet, 0.0 for a reply that is no review)
     recall               = sum(tp) / sum(tp + fn)
     precision            = sum(tp) / sum(tp + fp)      (1.0 when no finding at all is made)
     false_negative_rate  = sum(fn) / sum(tp + fn)      (1 - recall)
@@ -25,10 +27,22 @@ import numpy as np
 from orpo.evaluation.stats import bootstrap_ratio_interval
 from orpo.tasks.codereview.judge import ReviewScore
 
-COUNTS = ("tp", "fp", "fn", "critical_fn", "n_critical", "clean", "approved", "valid_format", "pref_correct")
+COUNTS = (
+    "tp",
+    "fp",
+    "fn",
+    "critical_fn",
+    "n_critical",
+    "clean",
+    "approved",
+    "valid_format",
+    "pref_correct",
+    "f1",
+)
 
 # metric -> (numerator, denominator, value when the denominator is 0), as functions of the count grids.
 METRICS = {
+    "f1": (lambda c: c["f1"], lambda c: np.ones_like(c["tp"]), 1.0),
     "recall": (lambda c: c["tp"], lambda c: c["tp"] + c["fn"], 1.0),
     "precision": (lambda c: c["tp"], lambda c: c["tp"] + c["fp"], 1.0),
     "false_negative_rate": (lambda c: c["fn"], lambda c: c["tp"] + c["fn"], 0.0),
@@ -39,13 +53,19 @@ METRICS = {
 }
 
 
-def snippet_counts(scores: Sequence[ReviewScore], pref_correct: Sequence[bool]) -> dict[str, list[int]]:
-    """Per test snippet: the judge's counts of its generated review, and whether the model prefers its
-    chosen review to its rejected one."""
-    if len(scores) != len(pref_correct):
-        raise ValueError(f"{len(scores)} review scores but {len(pref_correct)} preference outcomes")
-    counts = {name: [int(getattr(s, name)) for s in scores] for name in COUNTS[:-1]}
+def snippet_counts(
+    scores: Sequence[ReviewScore], pref_correct: Sequence[bool], f1: Sequence[float]
+) -> dict[str, list[float]]:
+    """Per test snippet: the judge's counts of its generated review, whether the model prefers its
+    chosen review to its rejected one, and the review's f1 (``rules:codereview``'s, the studies'
+    objective)."""
+    if not len(scores) == len(pref_correct) == len(f1):
+        raise ValueError(
+            f"{len(scores)} review scores, {len(pref_correct)} preference outcomes, {len(f1)} f1"
+        )
+    counts: dict[str, list[float]] = {name: [int(getattr(s, name)) for s in scores] for name in COUNTS[:-2]}
     counts["pref_correct"] = [int(p) for p in pref_correct]
+    counts["f1"] = [float(v) for v in f1]
     return counts
 
 
