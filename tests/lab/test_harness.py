@@ -59,6 +59,15 @@ def test_a_callable_that_raises_sends_back_its_exception():
     assert ran.cause().startswith("ValueError: invalid literal")
 
 
+def test_what_a_callable_prints_goes_to_stderr_not_the_parents_stdout(capfd):
+    """A library printing in the child (deepspeed's accelerator notice) must not land in the parent's
+    stdout, where `--json` writes its one object."""
+    ran = run_in_process(functools.partial(os.write, 1, b"child-notice\n"))
+    assert ran.ok
+    out, err = capfd.readouterr()
+    assert "child-notice" not in out and "child-notice" in err
+
+
 def test_run_all_keeps_the_order_of_the_targets_and_reports_each_end():
     ends = []
     targets = [functools.partial(sum, [i, i]) for i in range(2)]

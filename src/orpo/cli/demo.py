@@ -13,23 +13,23 @@ code imperfectly, build pairs from its own mistakes, tune each method on validat
 on a held-out test split over seeds. Everything is built locally (a 1.2M-parameter Llama and its
 tokenizer; no download). Each stage is cached by its settings, so reruns reuse it.
 
-  base    a tiny Llama trained (SFT, 4 epochs) on 3,600 noisy reviews: each violation missed with
+  base    a tiny Llama trained (SFT, {d.base_epochs} epochs) on {d.n_base:,} noisy reviews: each violation missed with
           probability 0.33, a false comment added with probability 0.35
-  pairs   on-policy: 4 samples of the base per training prompt (800 prompts; --size full: the case
-          study's 1,800), at temperature 1, scored by the rules;
+  pairs   on-policy: {d.samples} samples of the base per training prompt ({d.n_train:,} prompts; --size full:
+          the case study's {f.n_train:,}), at temperature 1, scored by the rules;
           chosen = the best sample, or the reference review when no sample is as good; rejected =
           the worst sample. synthetic: the generator's failure modes. (--pairs)
-  tune    per method, 4 trials over its learning rate and own knob (ORPO's lambda, the beta of
-          DPO / IPO / KTO, SimPO's beta and gamma), 2 epochs each, chosen on the validation
+  tune    per method, {d.trials} trials over its learning rate and own knob (ORPO's lambda, the beta of
+          DPO / IPO / KTO, SimPO's beta and gamma), {d.epochs} epochs each, chosen on the validation
           snippets' judged f1; hopeless trials pruned after epoch 1
-  test    from the base, every method at its chosen values, 2 epochs, for each seed
+  test    from the base, every method at its chosen values, {d.epochs} epochs, for each seed
   SFT     learns the chosen reviews only
   ORPO    chosen reviews + an odds-ratio term pushing the rejected reviews down
   DPO/IPO preference losses against the base as reference (its log-probs precomputed: one model)
   KTO     each pair as a desirable and an undesirable example, reference as DPO's
   SimPO   length-normalised preference loss with a target margin, no reference
 
-Prints the pairs' counts, each method's chosen values, then per method on 200 unseen test snippets
+Prints the pairs' counts, each method's chosen values, then per method on {d.n_test} unseen test snippets
 judged by the rules (value [95% interval over seeds and snippets]):
   f1           mean f1 of each review's findings against the true violations (what the tune chose on)
   recall       share of the true violations the generated reviews find
@@ -43,7 +43,7 @@ chosen value and setting) and DIR/logps.png (held-out log-probs over training, m
 Time on a 2-CPU machine (measured; longer while other jobs share the CPU):
   --quick          ~1 min; numbers meaningless (for tests): the whole loop, 2 trials, two seeds
   default          see docs/demo.md; with base, pairs and studies cached a rerun is the test runs only
-  --size full      1,800 prompts: about twice the default's tuning and test time
+  --size full      {f.n_train:,} prompts: about twice the default's tuning and test time
 """
 
 _COLUMNS = (  # (metric, header)
@@ -57,15 +57,15 @@ _COLUMNS = (  # (metric, header)
 
 
 def register(sub: argparse._SubParsersAction) -> None:
+    from orpo.lab.demo.settings import SIZES
+
     p = sub.add_parser(
         "demo",
         help="code review from an imperfect base: on-policy pairs, 6 methods each tuned, seeds, intervals "
         "(CPU, offline)",
-        description=HELP,
+        description=HELP.format(d=SIZES["default"], f=SIZES["full"]),
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    from orpo.lab.demo.settings import SIZES
-
     size = p.add_mutually_exclusive_group()
     size.add_argument("--quick", action="store_true", help="smallest run of the whole loop (for tests)")
     size.add_argument(
@@ -157,12 +157,12 @@ def format_pairs(results: dict) -> list[str]:
     for name, p in results["pairs"].items():
         if name == "synthetic":
             kinds = ", ".join(f"{k} {v}" for k, v in p["rejected_kinds"].items())
-            lines.append(f"Pairs (synthetic): {p['pairs']} (rejected: {kinds})")
+            lines.append(f"Pairs (synthetic): {p['trained_pairs']} (rejected: {kinds})")
             continue
         dropped = ", ".join(f"{k} {v}" for k, v in p["dropped"].items()) or "none"
         f1 = p["mean_f1"]
         lines.append(
-            f"Pairs (on-policy, {'reused' if p['cached'] else 'sampled'}): {p['pairs']} from {p['prompts']} prompts x "
+            f"Pairs (on-policy, {'reused' if p['cached'] else 'sampled'}): {p['trained_pairs']} from {p['prompts']} prompts x "
             f"{p['samples'] // max(p['prompts'], 1)} samples; dropped: {dropped}; reference as chosen "
             f"{p['reference_used']} ({(p['reference_share'] or 0):.0%}); mean f1 of samples {f1['samples']:.2f}, "
             f"chosen {f1['chosen']:.2f}, rejected {f1['rejected']:.2f}"
@@ -233,6 +233,26 @@ def format_report(results: dict) -> str:
                 )
     if not found:
         lines.append(f"  none: every method's interval overlaps {first.upper()}'s on every metric")
+    sources = list(results["pairs"])
+    if len(sources) == 2:  # does the pair source matter? each method against itself on the other pairs
+        lines += [
+            "",
+            f"Pair source, per method ({sources[0]} vs {sources[1]}), differences outside the intervals:",
+        ]
+        found = False
+        for r in methods.values():
+            if r["source"] != sources[0]:
+                continue
+            other = next(
+                o for o in methods.values() if o["method"] == r["method"] and o["source"] == sources[1]
+            )
+            for key, header in _COLUMNS:
+                a, b = r["metrics"][key], other["metrics"][key]
+                if not overlap(a, b):
+                    found = True
+                    lines.append(f"  {r['method'].upper()} {header}: {a['value']:.2f} vs {b['value']:.2f}")
+        if not found:
+            lines.append("  none: on every metric each method's two intervals overlap")
     lines += [
         "",
         "Held-out log-prob per response token (validation), base -> end, mean over seeds:",

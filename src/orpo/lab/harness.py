@@ -194,7 +194,13 @@ def _call_in_process(target: Callable[[], Any], timeout: float | None, start: fl
 
 
 def _child(target: Callable[[], Any], send) -> None:
-    """In the fresh process: run ``target``, send (True, its value) or (False, the exception) back."""
+    """In the fresh process: run ``target``, send (True, its value) or (False, the exception) back.
+
+    The child's stdout goes to stderr: its value comes back through the pipe, and the parent's stdout
+    is the parent's own (``--json`` output stays one object whatever a library prints in the child).
+    """
+    sys.stdout.flush()
+    os.dup2(2, 1)
     try:
         result: tuple[bool, Any] = (True, target())
     except Exception as err:

@@ -31,25 +31,11 @@ def _demo(out, extra=()):
     return code, stdout.getvalue()
 
 
-@pytest.fixture(scope="module")
-def demo(tmp_path_factory, monkeypatch_module):
-    """(exit code, stdout, output dir) of one `orpo demo --quick --json` run (its own cache)."""
-    out = tmp_path_factory.mktemp("demo")
-    monkeypatch_module.setenv("ORPO_CACHE_DIR", str(tmp_path_factory.mktemp("cache") / "ref"))
-    code, stdout = _demo(out)
-    return code, stdout, out
-
-
-@pytest.fixture(scope="module")
-def results(demo):
-    return json.loads((demo[2] / "results.json").read_text())
-
-
-@pytest.fixture(scope="module")
-def rerun(demo, results, tmp_path_factory, monkeypatch_module):
-    """The same demo again, counting what it samples, trains and tunes."""
+@contextlib.contextmanager
+def counting():
+    """Count what a demo samples (make_pairs), trains as its base (its noisy corpus is drawn only then)
+    and tunes (studies started)."""
     import orpo.lab.demo.base
-    import orpo.lab.demo.pairs
     import orpo.lab.demo.tune
     import orpo.pairs
 
@@ -68,7 +54,7 @@ def rerun(demo, results, tmp_path_factory, monkeypatch_module):
         calls["studies"] += len(targets)
         return real_run_all(targets, *args, **kwargs)
 
-    def noisy_reviews(*args, **kwargs):  # the base stage's first step when it trains
+    def noisy_reviews(*args, **kwargs):
         calls["base_corpus"] += 1
         return real_noisy_reviews(*args, **kwargs)
 
@@ -76,12 +62,34 @@ def rerun(demo, results, tmp_path_factory, monkeypatch_module):
         mp.setattr(orpo.pairs, "make_pairs", make_pairs)
         mp.setattr(orpo.lab.demo.tune, "run_all", run_all)
         mp.setattr(orpo.lab.demo.base, "noisy_reviews", noisy_reviews)
+        yield calls
+
+
+@pytest.fixture(scope="module")
+def demo(tmp_path_factory, monkeypatch_module):
+    """(exit code, stdout, output dir, calls) of one `orpo demo --quick --json` run (its own cache)."""
+    out = tmp_path_factory.mktemp("demo")
+    monkeypatch_module.setenv("ORPO_CACHE_DIR", str(tmp_path_factory.mktemp("cache") / "ref"))
+    with counting() as calls:
+        code, stdout = _demo(out)
+    return code, stdout, out, calls
+
+
+@pytest.fixture(scope="module")
+def results(demo):
+    return json.loads((demo[2] / "results.json").read_text())
+
+
+@pytest.fixture(scope="module")
+def rerun(demo, results, tmp_path_factory):
+    """The same demo again (same cache), counting what it samples, trains and tunes."""
+    with counting() as calls:
         code, stdout = _demo(tmp_path_factory.mktemp("rerun"))
     return code, json.loads(stdout), calls
 
 
 def test_exit_code_and_json_stdout_is_one_object(demo):
-    code, stdout, out = demo
+    code, stdout, out, _ = demo
     assert code == 0
     payload = json.loads(stdout)
     assert payload["results_path"] == str(out / "results.json")
@@ -122,6 +130,7 @@ def test_each_method_has_values_chosen_by_its_own_trials(results):
         best = max(complete, key=lambda t: t["value"])
         assert tuned["params"] == best["params"] and tuned["value"] == best["value"]
         assert results["methods"][method]["tuned"] == tuned["params"]
+        assert all(run["trained_with"] == tuned["params"] for run in results["methods"][method]["runs"])
         # the study on disk is this method's own, and holds exactly those trials
         db = sqlite3.connect(tuned["folder"] + "/study.db")
         (name,) = db.execute("select study_name from studies").fetchone()
@@ -205,8 +214,9 @@ def test_a_rerun_reuses_the_base_the_pairs_and_the_studies(rerun, results):
         assert again["tuned"][method]["params"] == results["tuned"][method]["params"]
 
 
-def test_the_counters_would_see_a_stage_that_ran(results, tmp_path_factory):
-    """The rerun's zero counts mean something: in the first run each stage did run."""
+def test_the_counters_see_each_stage_run_the_first_time(demo, results):
+    """The rerun's zero counts mean something: the same counters saw every stage run in the first."""
+    assert demo[3] == {"make_pairs": 1, "base_corpus": 1, "studies": len(METHODS)}
     assert results["base"]["cached"] is False and results["pairs"]["on-policy"]["cached"] is False
     assert all(results["tuned"][m]["cached"] is False and results["tuned"][m]["ran"] for m in METHODS)
 

@@ -37,9 +37,9 @@ def run_budget_curve(
     budget.png (see the module docstring)."""
     budget = size_of(size)
     seeds = list(range(budget.n_seeds)) if seeds is None else seeds
-    bad = [n for n in pairs if not 0 < n <= budget.n_train]
+    bad = [n for n in pairs if n < 1]
     if bad:
-        raise ValueError(f"budget points {bad} must be in 1..{budget.n_train} (the training prompts)")
+        raise ValueError(f"budget points {bad} must be at least 1 pair")
     with torch_threads(NUM_THREADS):
         out = Path(output_dir)
         s = start(budget, base_seed, out, cache, progress)
@@ -67,7 +67,7 @@ def run_budget_curve(
                 ]
         with clock.phase(
             "runs",
-            f"{len(jobs)} runs ({len(BUDGET_METHODS)} methods x {len(pairs)} budgets x {len(seeds)} seeds)",
+            f"{len(jobs)} runs ({len(BUDGET_METHODS)} methods x {len(points_n)} budgets x {len(seeds)} seeds)",
         ):
             done = run_jobs(jobs, progress)  # all at once: the workers stay busy across budgets
         points: dict[str, list[dict[str, Any]]] = {m: [] for m in BUDGET_METHODS}
@@ -81,6 +81,7 @@ def run_budget_curve(
                         "seeds": [r["seed"] for r in runs],
                         "metrics": summarise([r["counts"] for r in runs], BOOTSTRAP_SEED),
                         "train_seconds_mean": round(sum(r["train_seconds"] for r in runs) / len(runs), 2),
+                        "params": runs[0]["trained_with"],
                     }
                 )
         base_metrics = summarise([s.base_scored["counts"]], BOOTSTRAP_SEED)
@@ -93,6 +94,7 @@ def run_budget_curve(
                 "base_seed": base_seed,
                 "pairs": points_n,
                 "pairs_asked": list(pairs),
+                "pairs_available": len(train.pairs),
                 "pair_source": source.name,
                 "batch_size": budget.batch_size,
                 "epochs": budget.epochs,

@@ -70,7 +70,7 @@ class DemoData:
 
     Attributes:
         val, test: `datasets.Dataset`s with the engine's token columns, one row per pair.
-        val_examples_kto: the validation pairs as KTO's examples (its held-out curve).
+        val_kto: the validation pairs as KTO's examples (its held-out curve).
         val_examples: the validation split's snippets with their true violations (the studies' judge).
         test_rows: the test split's raw rows (prompt / chosen / rejected), aligned with `test`.
         test_examples: the test split's snippets with their true violations, aligned with `test`.
@@ -264,10 +264,12 @@ def train_method(job: DemoJob, progress: bool = False) -> dict[str, Any]:
     trainer.remove_callback(recorder)
     losses = [h["loss"] for h in trainer.state.log_history if "loss" in h]
     trained = trainer.accelerator.unwrap_model(trainer.model)
-    engine = paired_engine(tok, trained, args.output_dir) if job.method == "kto" else trainer.engine
+    unpaired = get_objective(job.method).unpaired  # KTO's engine takes examples; the test pairs need pairs
+    engine = paired_engine(tok, trained, args.output_dir) if unpaired else trainer.engine
     scored = score_model(engine, trained, tok, data)
     return {
         "seed": job.seed,
+        "trained_with": {k: getattr(args, k) for k in job.params},  # as the trainer read them
         "steps": trainer.state.global_step,
         "train_seconds": round(seconds, 2),  # construction (DPO: its reference pass), training, evaluations
         "peak_rss_mb": None if peak is None else round(peak, 1),

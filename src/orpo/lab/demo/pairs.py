@@ -46,14 +46,14 @@ class PairSource:
         rows: the training rows (prompt, chosen, rejected; on-policy rows carry their scores too).
         report: counts (prompts, pairs, dropped by reason, reference used) and mean scores.
         key: the hash of the source's settings (``synthetic``: the splits' seed), part of the tune's key.
-        cached: whether an earlier run had made the pairs.
+        cached: whether an earlier run had made the pairs (None for synthetic pairs: nothing is made).
     """
 
     name: str
     rows: list[dict[str, Any]]
     report: dict[str, Any]
     key: str
-    cached: bool
+    cached: bool | None
 
 
 def pairs_settings(base: Base, budget: DemoSize, max_new_tokens: int) -> dict[str, Any]:
@@ -73,12 +73,15 @@ def pairs_settings(base: Base, budget: DemoSize, max_new_tokens: int) -> dict[st
 
 
 def synthetic_pairs(train: list[ReviewExample], base_seed: int) -> PairSource:
+    """The train split as generated: each correct review against its one drawn failure."""
     rows = to_rows(train)
     kinds: dict[str, int] = {}
     for example in train:
         kinds[example.failure_kind] = kinds.get(example.failure_kind, 0) + 1
     report = {"prompts": len(rows), "pairs": len(rows), "rejected_kinds": dict(sorted(kinds.items()))}
-    return PairSource("synthetic", rows, report, f"synthetic-{base_seed}-{len(rows)}", cached=True)
+    return PairSource(
+        name="synthetic", rows=rows, report=report, key=f"synthetic-{base_seed}-{len(rows)}", cached=None
+    )
 
 
 def on_policy_pairs(
@@ -152,4 +155,4 @@ def on_policy_pairs(
     }
     if not rows:
         raise ValueError(f"on-policy pairs: no pair from {counts['prompts']} prompts ({counts['dropped']})")
-    return PairSource("on-policy", rows, report, key, cached)
+    return PairSource(name="on-policy", rows=rows, report=report, key=key, cached=cached)

@@ -185,7 +185,16 @@ def start(budget: DemoSize, base_seed: int, out: Path, cache: Path | None, progr
     with clock.phase("base_score", f"scoring the base on {budget.n_test} test snippets"):
         base_scored, engine = score_base(base, budget, data, out)
     tune_data = TuneData(list(data.val["prompt_input_ids"]), list(splits["val"]), data.max_new_tokens)
-    return Start(clock, splits, base, tok, data, tune_data, base_scored, engine)
+    return Start(
+        clock=clock,
+        splits=splits,
+        base=base,
+        tokenizer=tok,
+        data=data,
+        tune_data=tune_data,
+        base_scored=base_scored,
+        engine=engine,
+    )
 
 
 def make_sources(
@@ -211,7 +220,7 @@ def make_sources(
                     progress,
                 )
         else:
-            source = synthetic_pairs(s.splits["train"], budget.n_train)
+            source = synthetic_pairs(s.splits["train"], s.base.settings["seed"])
         with s.clock.phase(f"setup_{name}", f"tokenising the {len(source.rows)} {name} pairs"):
             train = prepare_train(
                 name,
@@ -219,6 +228,18 @@ def make_sources(
                 s.tokenizer,
                 scoring_config("orpo", budget.batch_size, out),
                 scoring_config("kto", budget.batch_size, out),
+            )
+        # Every method must train on the pairs the table counts: a row the tokeniser drops is said.
+        source.report["trained_pairs"] = len(train.pairs)
+        if len(train.pairs) != len(source.rows) and progress:
+            print(
+                f"[demo] {name} pairs: {len(source.rows) - len(train.pairs)} of {len(source.rows)} dropped "
+                "by the tokeniser (duplicates or too long); training on the rest",
+                file=sys.stderr,
+            )
+        if len(train.examples) != 2 * len(train.pairs):
+            raise ValueError(
+                f"{name} pairs: {len(train.examples)} KTO examples from {len(train.pairs)} pairs (expected 2 per pair)"
             )
         sources.append((source, train))
     return sources

@@ -66,7 +66,8 @@ class DemoSize:
     """The budget of one demo size; every method gets exactly this.
 
     Attributes:
-        n_train, n_val, n_test: pairs per split (validation: the log-prob curves; test: the table).
+        n_train, n_val, n_test: snippets per split (train: the prompts the pairs are made from;
+            validation: the studies' choice and the log-prob curves; test: the table).
         n_base: noisy reviews the base is trained on (`base_epochs` passes).
         epochs: passes over the training pairs in every trial and run (the case study's 2).
         batch_size: pairs (or base reviews) per optimizer step (KTO: the two examples of each pair).
@@ -129,9 +130,9 @@ SIZES: dict[str, DemoSize] = {
     # `orpo demo`: 800 training prompts (the case study had 1,800: `--size full`) and the case study's
     # 2 epochs, 32 pairs per step, from a base trained on 3,600 noisy reviews x 4 epochs (452 steps,
     # cached); 4 samples per prompt for the pairs; 4 trials per method; 3 seeds x 6 methods on the
-    # test split. Sized to fit 25 minutes on a 2-core CPU with every stage run: a step of 32 pairs
-    # costs ~0.7 s here, and 1,800 prompts with 4 trials and 3 seeds would take ~35 minutes; the grid
-    # is already at its floor (4 trials) and seeds are not cut, so the training prompts are.
+    # test split. Sized to fit 25 minutes on a 2-core CPU with every stage run (docs/demo.md has the
+    # measured times): 1,800 prompts with 4 trials and 3 seeds does not, the grid is already at its
+    # floor (4 trials) and seeds are not cut, so the training prompts are.
     "default": DemoSize(
         n_train=800,
         n_val=100,
@@ -173,8 +174,9 @@ def search_space(method: str) -> list[str]:
 
 def batch_of(method: str, pairs_per_batch: int) -> int:
     """Rows per optimizer step: KTO trains on the two examples of each pair (desirable, undesirable), so
-    its batch holds 2x as many rows and every method sees the same pairs per step and the same steps."""
-    from orpo.losses import get_objective
+    its batch holds 2x as many rows: every method takes the same number of steps over the same pairs
+    (KTO's batches mix halves of different pairs)."""
+    from orpo.losses import get_objective  # torch: not at import time (the CLI reads SIZES)
 
     return pairs_per_batch * (2 if get_objective(method).unpaired else 1)
 
@@ -195,14 +197,11 @@ def orpo_config(
     ``eval_steps`` is None."""
     from orpo.config import ORPOConfig
 
-    values = {**DEFAULT_PARAMS, **params}
     return ORPOConfig(
         output_dir=str(output_dir),
         method=method,
-        beta=values["beta"],
-        simpo_gamma=values["simpo_gamma"],
+        **{**DEFAULT_PARAMS, **params},  # every chosen knob (config field names, as the search space's)
         precompute_ref_log_probs=True,  # DPO, IPO, KTO: one model in memory (ignored by the others)
-        learning_rate=values["learning_rate"],
         lr_scheduler_type="cosine",
         warmup_steps=WARMUP,
         num_train_epochs=epochs,

@@ -21,8 +21,12 @@ same.
 from __future__ import annotations
 
 import json
+import os
+import shutil
+import socket
 import sys
 import time
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -32,10 +36,12 @@ from transformers import TrainerCallback
 from orpo.lab.demo.base import Base, settings_key
 from orpo.lab.demo.methods import TrainSet, judged_f1
 from orpo.lab.demo.settings import (
+    DEFAULT_PARAMS,
     NUM_THREADS,
     TUNE_SEED,
     WORKERS,
     DemoSize,
+    batch_of,
     orpo_config,
     search_space,
     torch_threads,
@@ -61,8 +67,26 @@ class TuneData:
     max_new_tokens: int
 
 
-def tune_settings(method: str, source_key: str, base: Base, budget: DemoSize, data: TuneData) -> dict:
-    """Everything a method's study depends on (its cache key is the hash)."""
+def tune_settings(
+    method: str, source_key: str, base: Base, budget: DemoSize, data: TuneData, engine: str
+) -> dict:
+    """Everything a method's study depends on (its cache key is the hash): the data, the space, the
+    budget, the objective, and every training setting of a trial but the searched ones."""
+    trial_config = orpo_config(
+        method,
+        seed=TUNE_SEED,
+        epochs=budget.epochs,
+        params={},
+        batch_size=budget.batch_size,
+        output_dir=Path("."),
+        eval_steps=None,
+        engine=engine,
+    ).to_dict()
+    training = {
+        k: v
+        for k, v in sorted(trial_config.items())
+        if k not in (*DEFAULT_PARAMS, "output_dir", "logging_dir")
+    }
     return {
         "version": TUNE_VERSION,
         "method": method,
@@ -70,11 +94,11 @@ def tune_settings(method: str, source_key: str, base: Base, budget: DemoSize, da
         "pairs": source_key,
         "space": search_space(method),
         "trials": budget.trials,
-        "epochs": budget.epochs,
-        "batch_size": budget.batch_size,
-        "seed": TUNE_SEED,
+        "rows_per_step": batch_of(method, budget.batch_size),
+        "training": json.loads(json.dumps(training, default=str)),
         "n_val": len(data.examples),
         "max_new_tokens": data.max_new_tokens,
+        "objective": OBJECTIVE,
         "pruner": "median after each epoch but the last, from the third trial",
     }
 
@@ -124,8 +148,6 @@ class Study:
     settings: dict
 
     def __call__(self) -> dict[str, Any]:
-        import warnings
-
         warnings.filterwarnings("ignore")  # several studies share the terminal; their errors still raise
         with torch_threads(NUM_THREADS):
             return self.run()
@@ -154,8 +176,6 @@ class Study:
         return judged_f1(trained, tok, self.data.prompt_ids, self.data.examples, self.data.max_new_tokens)
 
     def run(self) -> dict[str, Any]:
-        import shutil
-
         import optuna
         from optuna.pruners import MedianPruner
         from optuna.trial import TrialState
@@ -163,7 +183,7 @@ class Study:
         from orpo.guard import NonFiniteError
         from orpo.lab.tune.backend import default_storage, make_sampler
         from orpo.lab.tune.space import parse_space
-        from orpo.lab.tune.study import counts
+        from orpo.lab.tune.study import counts, fail_stale
         from orpo.lab.tune.trial import Pruned
 
         optuna.logging.set_verbosity(optuna.logging.WARNING)
@@ -179,15 +199,16 @@ class Study:
             pruner=MedianPruner(n_startup_trials=2, n_warmup_steps=0),
             load_if_exists=True,
         )
-        # A trial left running by a killed earlier demo does not count (no fail reason): a new one
-        # replaces it, the finished ones are kept.
-        for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
-            storage.set_trial_state_values(t._trial_id, state=TrialState.FAIL)
+        # A trial left running by a killed earlier demo (its process is gone) does not count: a new
+        # one replaces it, the finished ones are kept.
+        fail_stale(study)
         distributions = {p.name: p.distribution() for p in parse_space(search_space(self.method))}
         ran = []
         while sum(counts(t) for t in study.get_trials(deepcopy=False)) < self.budget.trials:
             study.sampler = make_sampler(TUNE_SEED, len(study.trials), self.budget.trials)
             trial = study.ask(distributions)
+            trial.set_user_attr("host", socket.gethostname())
+            trial.set_user_attr("pid", os.getpid())
             start = time.perf_counter()
             try:
                 value = self.trial(trial, dict(trial.params))
@@ -225,7 +246,10 @@ class Study:
         complete = [t for t in trials if t["state"] == "complete"]
         if not complete:
             reasons = "; ".join(f"trial {t['number']}: {t['reason']}" for t in trials)
-            raise ValueError(f"demo tune {self.method} ({self.source}): no trial finished ({reasons})")
+            raise ValueError(
+                f"demo tune {self.method} ({self.source}): no trial finished ({reasons}); the study is kept "
+                f"in {self.folder}: delete that folder to run it again"
+            )
         best = max(complete, key=lambda t: t["value"])
         chosen = {
             "method": self.method,
@@ -259,13 +283,25 @@ def tune_methods(
     chosen: dict[str, dict[str, Any]] = {}
     todo: list[Study] = []
     for method in methods:
-        settings = tune_settings(method, source_key, base, budget, data)
+        settings = tune_settings(method, source_key, base, budget, data, engine)
         folder = root / settings_key(settings)
         done = folder / "chosen.json"
         if done.is_file():
             chosen[method] = {**json.loads(done.read_text()), "cached": True}
         else:
-            todo.append(Study(method, train.source, base, budget, engine, train, data, folder, settings))
+            todo.append(
+                Study(
+                    method=method,
+                    source=train.source,
+                    base=base,
+                    budget=budget,
+                    engine=engine,
+                    train=train,
+                    data=data,
+                    folder=folder,
+                    settings=settings,
+                )
+            )
 
     def finished(index: int, result) -> None:
         study = todo[index]
