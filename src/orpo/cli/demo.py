@@ -155,17 +155,23 @@ def _value(v) -> str:
 def format_pairs(results: dict) -> list[str]:
     lines = []
     for name, p in results["pairs"].items():
+        trained = p["trained_pairs"]
+        dropped = (
+            ""
+            if trained == p["pairs"]
+            else f" ({p['pairs'] - trained} dropped by the data layer: {p['tokenised']})"
+        )
         if name == "synthetic":
             kinds = ", ".join(f"{k} {v}" for k, v in p["rejected_kinds"].items())
-            lines.append(f"Pairs (synthetic): {p['trained_pairs']} (rejected: {kinds})")
+            lines.append(f"Pairs (synthetic): {p['pairs']}, rejected: {kinds}; trained on {trained}{dropped}")
             continue
-        dropped = ", ".join(f"{k} {v}" for k, v in p["dropped"].items()) or "none"
+        no_pair = ", ".join(f"{k} {v}" for k, v in p["dropped"].items()) or "none"
         f1 = p["mean_f1"]
         lines.append(
-            f"Pairs (on-policy, {'reused' if p['cached'] else 'sampled'}): {p['trained_pairs']} from {p['prompts']} prompts x "
-            f"{p['samples'] // max(p['prompts'], 1)} samples; dropped: {dropped}; reference as chosen "
+            f"Pairs (on-policy, {'reused' if p['cached'] else 'sampled'}): {p['pairs']} from {p['prompts']} prompts x "
+            f"{p['samples'] // max(p['prompts'], 1)} samples (no pair: {no_pair}); reference as chosen "
             f"{p['reference_used']} ({(p['reference_share'] or 0):.0%}); mean f1 of samples {f1['samples']:.2f}, "
-            f"chosen {f1['chosen']:.2f}, rejected {f1['rejected']:.2f}"
+            f"chosen {f1['chosen']:.2f}, rejected {f1['rejected']:.2f}; trained on {trained}{dropped}"
         )
     return lines
 

@@ -50,18 +50,21 @@ class TrainSet:
         pairs: the pairs as the paired objectives take them (token columns, one row per pair).
         examples: the same pairs as KTO takes them: two examples per pair, with their KL samples
             (fixed for a batch of ``batch_of("kto", batch_size)`` examples).
+        report: the data layer's one-line account of the pairs' tokenisation (rows kept, dropped by
+            reason).
     """
 
     source: str
     pairs: Any
     examples: Any
+    report: str = ""
 
     def for_method(self, method: str):
         return self.examples if get_objective(method).unpaired else self.pairs
 
     def first(self, n: int) -> TrainSet:
         """The first ``n`` pairs (the budget curve); KTO's examples are not narrowed (not used there)."""
-        return TrainSet(self.source, self.pairs.select(range(n)), None)
+        return TrainSet(self.source, self.pairs.select(range(n)), None, self.report)
 
 
 @dataclass
@@ -90,6 +93,7 @@ class DemoData:
 
 
 def _tokenise(rows: list[dict], tok, config, name: str, all_kept: bool):
+    """(dataset, the data layer's report); ``all_kept``: every row must survive (validation, test)."""
     from orpo.data.pipeline import prepare_dataset
 
     dataset, report = prepare_dataset(rows, tok, config, source_name=name)
@@ -97,7 +101,7 @@ def _tokenise(rows: list[dict], tok, config, name: str, all_kept: bool):
     per_row = 2 if get_objective(config.method).unpaired else 1  # KTO: a desirable, an undesirable example
     if all_kept and report.kept != per_row * len(rows):
         raise ValueError(f"demo {name} split: {report.summary()}; the demo expects every row kept")
-    return dataset
+    return dataset, report
 
 
 def prepare_data(splits: dict[str, list[ReviewExample]], tok, config, kto_config) -> DemoData:
@@ -105,9 +109,9 @@ def prepare_data(splits: dict[str, list[ReviewExample]], tok, config, kto_config
     val_rows = to_rows(splits["val"])
     train_chosen = [tok(r["chosen"], add_special_tokens=False)["input_ids"] for r in to_rows(splits["train"])]
     return DemoData(
-        val=_tokenise(val_rows, tok, config, "val", True),
-        val_kto=_tokenise(val_rows, tok, kto_config, "val", True),
-        test=_tokenise(to_rows(splits["test"]), tok, config, "test", True),
+        val=_tokenise(val_rows, tok, config, "val", True)[0],
+        val_kto=_tokenise(val_rows, tok, kto_config, "val", True)[0],
+        test=_tokenise(to_rows(splits["test"]), tok, config, "test", True)[0],
         val_examples=splits["val"],
         test_rows=to_rows(splits["test"]),
         test_examples=splits["test"],
@@ -119,10 +123,12 @@ def prepare_data(splits: dict[str, list[ReviewExample]], tok, config, kto_config
 def prepare_train(source: str, rows: list[dict], tok, config, kto_config) -> TrainSet:
     """A pair source's rows (prompt, chosen, rejected) tokenised as pairs and as KTO's examples."""
     rows = [{k: r[k] for k in ("prompt", "chosen", "rejected")} for r in rows]
+    pairs, report = _tokenise(rows, tok, config, f"{source} pairs", False)
     return TrainSet(
         source=source,
-        pairs=_tokenise(rows, tok, config, f"train ({source})", False),
-        examples=_tokenise(rows, tok, kto_config, f"train ({source})", False),
+        pairs=pairs,
+        examples=_tokenise(rows, tok, kto_config, f"{source} pairs", False)[0],
+        report=report.summary(),
     )
 
 

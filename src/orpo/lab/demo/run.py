@@ -231,10 +231,10 @@ def make_sources(
             )
         # Every method must train on the pairs the table counts: a row the tokeniser drops is said.
         source.report["trained_pairs"] = len(train.pairs)
+        source.report["tokenised"] = train.report
         if len(train.pairs) != len(source.rows) and progress:
             print(
-                f"[demo] {name} pairs: {len(source.rows) - len(train.pairs)} of {len(source.rows)} dropped "
-                "by the tokeniser (duplicates or too long); training on the rest",
+                f"[demo] training on {len(train.pairs)} of {len(source.rows)}: {train.report}",
                 file=sys.stderr,
             )
         if len(train.examples) != 2 * len(train.pairs):
