@@ -177,9 +177,12 @@ def test_human_page_in_headless_chromium(tmp_path, capsys):
         assert driver.find_element(By.ID, "progress").text == "6 of 6 judged"
         assert "All 6 items judged" in driver.find_element(By.ID, "done").text
         # Choices survive a reload (localStorage). Chromium commits localStorage to its storage backend
-        # asynchronously; give it a moment, as a person would take, before reloading.
-        time.sleep(1.0)
-        driver.refresh()
+        # asynchronously (later on a loaded machine); reload until it has, for up to 20 s.
+        for _ in range(20):
+            time.sleep(1.0)
+            driver.refresh()
+            if driver.find_element(By.ID, "progress").text == "6 of 6 judged":
+                break
         assert driver.find_element(By.ID, "progress").text == "6 of 6 judged"
         shot = tmp_path / "human_page.png"
         driver.save_screenshot(str(shot))

@@ -107,7 +107,9 @@ def plot_logp_curves(
     _save(fig, path, suptitle=title, dpi=80)
 
 
-def plot_budget(points: dict[str, list[dict]], base: dict, path: Path, title: str) -> None:
+def plot_budget(
+    points: dict[str, list[dict]], base: dict, path: Path, title: str, xlabel: str = "training pairs"
+) -> None:
     """Recall and precision (95% interval as error bars) against training pairs, per method; the
     base's value as a dashed line. ``points``: method -> one ``{"pairs", "metrics"}`` per budget."""
     plt = _pyplot()
@@ -137,7 +139,7 @@ def plot_budget(points: dict[str, list[dict]], base: dict, path: Path, title: st
         ax.xaxis.set_minor_locator(matplotlib.ticker.NullLocator())
         ax.set_xticks([r["pairs"] for r in next(iter(points.values()))])
         ax.set_xticklabels([str(r["pairs"]) for r in next(iter(points.values()))])
-        ax.set_xlabel("training pairs (one epoch)")
+        ax.set_xlabel(xlabel)
         ax.set_ylabel(metric)
         ax.set_title(f"judged {metric}, 95% interval")
         ax.grid(alpha=0.3)

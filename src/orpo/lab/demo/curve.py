@@ -86,7 +86,13 @@ def run_budget_curve(
                 )
         base_metrics = summarise([s.base_scored["counts"]], BOOTSTRAP_SEED)
         figure_path = out / "budget.png"
-        plot_budget(points, base_metrics, figure_path, f"From the base, seeds {', '.join(map(str, seeds))}")
+        plot_budget(
+            points,
+            base_metrics,
+            figure_path,
+            f"From the base, seeds {', '.join(map(str, seeds))}; each method at its values tuned on all the pairs",
+            xlabel=f"on-policy training pairs ({budget.epochs} epochs)",
+        )
         results = {
             "settings": {
                 "size": size,
