@@ -210,26 +210,23 @@ class Study:
             trial.set_user_attr("host", socket.gethostname())
             trial.set_user_attr("pid", os.getpid())
             start = time.perf_counter()
+            value, state = None, TrialState.COMPLETE
             try:
                 value = self.trial(trial, dict(trial.params))
             except Pruned as err:
-                trial.set_user_attr("seconds", round(time.perf_counter() - start, 1))
                 trial.set_user_attr("pruned_reason", str(err))
-                study.tell(trial, state=TrialState.PRUNED)
+                state = TrialState.PRUNED
             except NonFiniteError as err:
-                trial.set_user_attr("seconds", round(time.perf_counter() - start, 1))
                 trial.set_user_attr("fail_reason", f"diverged: {err}")
-                study.tell(trial, state=TrialState.FAIL)
-            else:
-                trial.set_user_attr("seconds", round(time.perf_counter() - start, 1))
-                study.tell(trial, value)
+                state = TrialState.FAIL
+            trial.set_user_attr("seconds", round(time.perf_counter() - start, 1))
+            study.tell(trial, value, state=state)
             shutil.rmtree(self.folder / f"trial-{trial.number:04d}", ignore_errors=True)
             ran.append(trial.number)
         return self.outcome(study, ran)
 
     def outcome(self, study, ran: list[int]) -> dict[str, Any]:
         from orpo.lab.tune.results import state_of
-        from orpo.lab.tune.study import counts
 
         trials = [
             {
@@ -241,7 +238,7 @@ class Study:
                 "seconds": t.user_attrs.get("seconds"),
             }
             for t in study.get_trials(deepcopy=False)
-            if counts(t) and state_of(t) in ("complete", "pruned", "failed")
+            if state_of(t) in ("complete", "pruned", "failed")  # not stopped, skipped or running
         ]
         complete = [t for t in trials if t["state"] == "complete"]
         if not complete:
