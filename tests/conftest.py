@@ -12,7 +12,7 @@ os.environ.setdefault("HF_DATASETS_DISABLE_PROGRESS_BARS", "1")
 
 @pytest.fixture(scope="session")
 def tokenizer():
-    from orpo.tiny import build_tokenizer
+    from orpo.models.tiny import build_tokenizer
 
     corpus = [f"{r['prompt']} {r['chosen']} {r['rejected']}" for r in toy_rows(200)]
     return build_tokenizer(corpus, vocab_size=120)
@@ -20,7 +20,7 @@ def tokenizer():
 
 @pytest.fixture(scope="session")
 def qwen_tokenizer():
-    from orpo.tiny import build_tokenizer
+    from orpo.models.tiny import build_tokenizer
 
     corpus = [f"{r['prompt']} {r['chosen']} {r['rejected']}" for r in toy_rows(200)]
     return build_tokenizer(corpus, vocab_size=120, with_bos=False)

@@ -17,7 +17,7 @@ import torch
 
 from helpers import tiny_args, toy_rows
 from orpo import ORPOTrainer
-from orpo.tiny import build_model, build_tokenizer
+from orpo.models.tiny import build_model, build_tokenizer
 
 
 def main() -> None:

@@ -97,7 +97,7 @@ MERGE_TAILS = [(0, 0), (0, 1), (1, 0), (0, 0), (1, 2), (2, 1)]
 @functools.cache
 def merge_tokenizer(with_bos: bool):
     """The byte-level BPE ``MERGE_ROWS`` are built for: trained here on random lines of ``MERGE_WORDS``."""
-    from orpo.tiny import build_tokenizer
+    from orpo.models.tiny import build_tokenizer
 
     rng = random.Random(0)
     corpus = [" ".join(rng.choice(MERGE_WORDS) for _ in range(12)) for _ in range(300)]

@@ -13,7 +13,7 @@ from datasets import Dataset
 
 from helpers import toy_rows
 from orpo import ORPOConfig, ORPOTrainer
-from orpo.tiny import build_model
+from orpo.models.tiny import build_model
 
 trl = pytest.importorskip("trl")
 

@@ -10,7 +10,7 @@ from safetensors.torch import load_file
 from helpers import tiny_args
 from orpo import ORPOTrainer
 from orpo.guard import NonFiniteError
-from orpo.tiny import build_model
+from orpo.models.tiny import build_model
 
 FIXTURE = Path(__file__).parent / "fixtures" / "data" / "prompt_strings.jsonl"
 

@@ -12,7 +12,7 @@ from peft import LoraConfig
 from helpers import tiny_args, toy_rows
 from orpo import ORPOTrainer
 from orpo.losses import OBJECTIVES
-from orpo.tiny import build_model
+from orpo.models.tiny import build_model
 
 LORA = dict(r=8, lora_alpha=16, target_modules=["q_proj", "v_proj"], lora_dropout=0.0)
 

@@ -5,7 +5,7 @@ import torch
 
 from helpers import tiny_args, toy_rows
 from orpo import ORPOTrainer
-from orpo.tiny import build_model
+from orpo.models.tiny import build_model
 
 pytest.importorskip("bitsandbytes")
 

@@ -7,7 +7,7 @@ import torch
 
 from helpers import tiny_args, toy_rows
 from orpo import ORPOConfig, ORPOTrainer
-from orpo.tiny import build_model
+from orpo.models.tiny import build_model
 
 
 def _trainer(tmp_path, tokenizer, rows, arch="llama", peft_config=None, **overrides):

@@ -24,7 +24,7 @@ from orpo import ORPOConfig, ORPOTrainer
 from orpo.data.normalise import normalise
 from orpo.data.template import render_pair
 from orpo.data.tokenize import Limits, PairTokenizer
-from orpo.tiny import build_model, build_tokenizer
+from orpo.models.tiny import build_model, build_tokenizer
 
 trl_orpo = pytest.importorskip("trl.experimental.orpo")
 trl_data = pytest.importorskip("trl.data_utils")

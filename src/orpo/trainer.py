@@ -17,7 +17,7 @@ Drop-in for ``trl.experimental.orpo.ORPOTrainer``: same constructor arguments (p
   to a staging folder and renamed when complete, ``resume_from_checkpoint=True`` takes the newest
   complete one, SIGINT / SIGTERM save a checkpoint and stop.
 The objective (``args.method``) comes from the registry in ``orpo.losses``; objectives with a
-reference model (DPO, IPO, hinge, KTO) get their reference log-probs from ``orpo.refpass`` (``ref_model=``
+reference model (DPO, IPO, hinge, KTO) get their reference log-probs from ``orpo.engine.refpass`` (``ref_model=``
 is accepted as TRL's DPOTrainer accepts it).
 Logged metrics are exact means over every pair (token, for ``nll_loss`` and ``logits/*``) since
 the last log; with equal batch sizes they equal TRL's means of per-batch means.
@@ -47,8 +47,8 @@ from orpo.data.unpaired import LABEL_COLUMN
 from orpo.engine import PAIR_COLUMNS, PROMPT_TAIL_COLUMNS, SequenceStats, build_engine
 from orpo.guard import NonFiniteGuard, StopOnSignal, assert_finite
 from orpo.losses import Knobs, PairLogps, get_objective
-from orpo.modeling import ensure_pad_token, load_model, load_tokenizer, prepare_model
-from orpo.refpass import REF_COLUMNS, RefColumnsCollator, precompute, resolve_reference
+from orpo.models.load import ensure_pad_token, load_model, load_tokenizer, prepare_model
+from orpo.engine.refpass import REF_COLUMNS, RefColumnsCollator, precompute, resolve_reference
 
 
 class ORPOTrainer(Trainer):

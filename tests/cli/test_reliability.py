@@ -392,7 +392,7 @@ def test_sigterm_saves_a_loadable_checkpoint_and_stops(tmp_path, rows, tokenizer
     from helpers import tiny_args
     from orpo import ORPOTrainer
     from orpo.checkpoints import is_complete
-    from orpo.tiny import build_model
+    from orpo.models.tiny import build_model
 
     class SendSigterm(TrainerCallback):
         def on_step_end(self, args, state, control, **kwargs):

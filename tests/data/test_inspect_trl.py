@@ -12,7 +12,7 @@ from functools import cache
 
 from helpers import MERGE_ROWS, merge_tokenizer, tiny_args, toy_rows
 from orpo.data.inspect import LOGP, MASKED, NLL, NLL_AND_LOGP, inspect_source
-from orpo.tiny import build_tokenizer
+from orpo.models.tiny import build_tokenizer
 
 IMPLICIT = [
     {"chosen": "The sky is blue.", "rejected": "The sky is green."},

@@ -18,7 +18,7 @@ from orpo.data.load import load_source
 from orpo.data.pipeline import prepare_dataset
 from orpo.data.tokenize import PairTokenizer
 from orpo.engine.types import PAIR_COLUMNS
-from orpo.tiny import build_tokenizer
+from orpo.models.tiny import build_tokenizer
 
 FIXTURES = Path(__file__).parents[1] / "fixtures" / "data"
 

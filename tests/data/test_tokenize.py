@@ -14,7 +14,7 @@ import pytest
 
 from orpo.data.template import RenderedPair, render_pair
 from orpo.data.tokenize import DROP_NO_ROOM, DROP_TOO_SHORT, Limits, PairTokenizer
-from orpo.tiny import build_tokenizer
+from orpo.models.tiny import build_tokenizer
 
 CORPUS = ["one two three four five six", "say ab then c", "abc abc abcabc"] * 50
 VOCAB = {"bytelevel": 300, "sentencepiece": 100}

@@ -106,7 +106,7 @@ def test_a_paired_file_gives_two_examples_per_pair_in_trls_order(tmp_path, token
 
 def test_a_paired_file_trained_with_kto_says_so(tmp_path, tokenizer, caplog):
     from orpo import ORPOTrainer
-    from orpo.tiny import build_model
+    from orpo.models.tiny import build_model
 
     model = build_model(tokenizer, "llama", hidden_size=16, num_layers=1)
     ORPOTrainer(

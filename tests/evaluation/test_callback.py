@@ -36,7 +36,7 @@ def test_generations_go_to_tensorboard_when_it_is_on(tmp_path, tokenizer, rows):
     """TensorBoard is not installed here: a TensorBoardCallback whose writer records add_text calls."""
     from helpers import tiny_args
     from orpo import ORPOTrainer
-    from orpo.tiny import build_model
+    from orpo.models.tiny import build_model
 
     class Writer:
         texts = []

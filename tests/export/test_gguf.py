@@ -18,7 +18,7 @@ import pytest
 import torch
 
 from orpo.export.gguf_file import architecture, permute_for_rope_norm, write_gguf
-from orpo.tiny import build_model, build_tokenizer
+from orpo.models.tiny import build_model, build_tokenizer
 
 gguf = pytest.importorskip("gguf")
 

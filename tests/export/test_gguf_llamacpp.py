@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from orpo.export.gguf_file import write_gguf
-from orpo.tiny import build_model, build_tokenizer
+from orpo.models.tiny import build_model, build_tokenizer
 
 llama_cpp = pytest.importorskip(
     "llama_cpp", reason="llama-cpp-python is not installed (pip install llama-cpp-python builds it, ~10 min)"

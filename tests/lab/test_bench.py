@@ -80,7 +80,7 @@ def test_trl_flops_by_hand():
 
 
 def test_text_lengths_are_exact_in_tokens():
-    from orpo.tiny import build_tokenizer
+    from orpo.models.tiny import build_tokenizer
 
     words = WordSource(seed=3)
     tokenizer = build_tokenizer([" ".join(words.take(64)) for _ in range(500)], vocab_size=400)

@@ -15,7 +15,7 @@ from helpers import TINY_RECIPE
 from orpo.cli.main import main
 from orpo.lab.compare.plan import RunSpec, parse_methods, plan
 from orpo.lab.compare.tuned import tune_objective, tune_of, with_chosen
-from orpo.lab.tune.space import method_spaces
+from orpo.tune.space import method_spaces
 
 TINY = [*TINY_RECIPE, "max_steps=2"]
 

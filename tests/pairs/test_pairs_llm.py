@@ -35,7 +35,7 @@ def server(scripted_server):
 @pytest.fixture(scope="module")
 def model_dir(tmp_path_factory):
     """A plain tiny model folder (random weights, a tokenizer with a chat template)."""
-    from orpo.tiny import build_model, build_tokenizer
+    from orpo.models.tiny import build_model, build_tokenizer
 
     folder = tmp_path_factory.mktemp("pairsllm") / "model"
     tok = build_tokenizer(["Say hello to the world. Name a colour: red, green, blue."], vocab_size=300)

@@ -17,7 +17,7 @@ import torch
 from datasets import Dataset
 
 from orpo import ORPOConfig, ORPOTrainer
-from orpo.tiny import build_model, build_tokenizer
+from orpo.models.tiny import build_model, build_tokenizer
 
 QUESTIONS = [
     ("What colour is the sky?", "It is blue.", "It is green."),

@@ -116,7 +116,7 @@ def _tokenizer(model, raw, config):
         family = model.tiny.get("family", "bytelevel")
         label = f"{model.name} ({family}, trained on the source)"
     else:
-        from orpo.modeling import load_tokenizer
+        from orpo.models.load import load_tokenizer
 
         tokenizer = load_tokenizer(model.name, model.trust_remote_code, model.revision)
         label = model.name

@@ -107,9 +107,9 @@ def run(args: argparse.Namespace) -> int:
     except ModuleNotFoundError:
         print("orpo: error: orpo tune needs Optuna: pip install 'orpo[tune]'", file=sys.stderr)
         return 2
-    from orpo.lab.tune.results import write_outputs
-    from orpo.lab.tune.space import default_space, parse_space
-    from orpo.lab.tune.study import TuneSettings, run_study
+    from orpo.tune.results import write_outputs
+    from orpo.tune.space import default_space, parse_space
+    from orpo.tune.study import TuneSettings, run_study
     from orpo.run.recipe import load_recipe
 
     config, overrides = args.config, list(args.overrides)

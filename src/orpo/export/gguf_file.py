@@ -32,14 +32,14 @@ and gets the same permutation. ``qwen2`` runs with rope type NEOX (rotate-half, 
 the converter leaves its weights unpermuted, and so do we. ``tests/export`` checks the permuted q/k
 give the same attention scores under adjacent-pair rotary as the originals under rotate-half.
 
-Tokenizer: GPT-2-style byte-level BPE (Llama 3, Qwen2, GPT-2 and the tiny tokenizers of ``orpo.tiny``)
+Tokenizer: GPT-2-style byte-level BPE (Llama 3, Qwen2, GPT-2 and the tiny tokenizers of ``orpo.models.tiny``)
 as the converter's ``_set_vocab_gpt2`` writes it: ``tokenizer.ggml.model = "gpt2"``, ``pre`` (which
 pre-tokenizer regex llama.cpp applies, recognised from tokenizer.json), ``tokens`` (id order; ids the
 model has but the tokenizer lacks become ``[PAD{id}]``), ``token_type`` (added special tokens CONTROL,
 other added tokens USER_DEFINED, the rest NORMAL, missing ids UNUSED), ``merges``, the bos / eos / pad /
 unk ids, ``add_bos_token`` / ``add_eos_token`` and ``chat_template`` (the last five through gguf-py's
 ``SpecialVocab``, as the converter does). SentencePiece-style BPE in tokenizer.json (metaspace, byte
-fallback: Llama 2, Mistral, ``orpo.tiny``'s "sentencepiece" family) as the converter's
+fallback: Llama 2, Mistral, ``orpo.models.tiny``'s "sentencepiece" family) as the converter's
 ``_set_vocab_llama_hf``: ``tokenizer.ggml.model = "llama"``, tokens, scores and types (BYTE for
 ``<0xXX>``) read by gguf-py's ``LlamaHfVocab``. Other tokenizer models (Unigram, WordPiece, a bare
 ``tokenizer.model`` without tokenizer.json) are refused.

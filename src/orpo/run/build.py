@@ -42,8 +42,8 @@ def build_tokenizer_and_model(
     model: ModelSection, quant: QuantSection | None, corpus: list[str] | None = None
 ):
     """Load (or, for ``tiny:ARCH``, build) the tokenizer and model of a recipe."""
-    from orpo.modeling import load_model, load_tokenizer
-    from orpo.tiny import build_model, build_tokenizer
+    from orpo.models.load import load_model, load_tokenizer
+    from orpo.models.tiny import build_model, build_tokenizer
 
     if model.name.startswith(TINY_PREFIX):
         arch = model.name[len(TINY_PREFIX) :]

@@ -171,7 +171,7 @@ def open_model(
     weights' dtype (default: the run's, else float32). ``weights=False`` loads no model (``model`` is
     None): the tokenizer and prompt rendering of a model that a server already serves.
     """
-    from orpo.modeling import ensure_pad_token, load_model, load_tokenizer
+    from orpo.models.load import ensure_pad_token, load_model, load_tokenizer
 
     kind = kind_of(path)
     folder = Path(path)
@@ -229,7 +229,7 @@ def open_reference(run: Path, explicit: str | None = None, dtype: str | None = N
     its revision. A tiny model built in memory and not saved cannot be rebuilt: ValueError saying what
     to pass.
     """
-    from orpo.modeling import load_model
+    from orpo.models.load import load_model
 
     recipe = run_recipe(run)
     spec = recipe.model

@@ -6,7 +6,7 @@ import pytest
 
 from orpo.lab.demo.base import base_settings, settings_key, train_base
 from orpo.lab.demo.settings import SIZES
-from orpo.refpass import model_fingerprint
+from orpo.engine.refpass import model_fingerprint
 from orpo.tasks.codereview.generator import P_MISS, make_splits
 
 QUICK = SIZES["quick"]

@@ -13,7 +13,7 @@ from orpo.cli.main import main
 from orpo.evaluation.judges.codereview import judge
 from orpo.lab.demo.settings import METHODS, SIZES, search_space
 from orpo.lab.demo.table import METRICS
-from orpo.lab.tune.space import parse_space
+from orpo.tune.space import parse_space
 
 QUICK = SIZES["quick"]
 

@@ -24,7 +24,7 @@ class RewardJudge:
             raise ValueError(f"--batch-size {batch_size} must be >= 1")
         from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
-        from orpo.modeling import ensure_pad_token
+        from orpo.models.load import ensure_pad_token
 
         self.name, self.batch_size = model, batch_size
         try:

@@ -180,7 +180,7 @@ def _draw(rng: random.Random, mean: int, spread: float) -> int:
 def build_data(profile: Profile, n_rows: int, seed: int = 0):
     """(tokenizer, rows, lengths): a tokenizer trained on the profile's corpus, ``n_rows`` string rows,
     and per row the text token counts {"prompt", "chosen", "rejected"} checked against the tokenizer."""
-    from orpo.tiny import build_tokenizer
+    from orpo.models.tiny import build_tokenizer
 
     words = WordSource(seed)
     corpus = [" ".join(words.take(64)) for _ in range(3_000)]

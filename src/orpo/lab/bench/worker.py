@@ -133,7 +133,7 @@ def run(opts: argparse.Namespace) -> dict:
     from orpo import ORPOConfig
     from orpo.lab.bench.profiles import load_data
     from orpo.run.build import new_trainer
-    from orpo.tiny import build_model
+    from orpo.models.tiny import build_model
 
     torch.set_num_threads(opts.threads)
     folder = Path(opts.data)

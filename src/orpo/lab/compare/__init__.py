@@ -7,7 +7,7 @@
              and data from the recipe (same seed, so every run starts from the same weights and sees the
              same pairs), trains, evaluates, judges, writes RESULT.json; its peak memory is its own
     tuned    ``--tune N``: before the runs, each method's values chosen on the eval data by an ``orpo tune``
-             study of N trials (``orpo.lab.tune``), then its runs train those values (``tuned.py``)
+             study of N trials (``orpo.tune``), then its runs train those values (``tuned.py``)
     tables   peak memory, time per pair (the reference pass separately), eval NLL, preference
              accuracy, held-out mean log-probs of chosen and rejected at the end; Markdown + text, and
              the judge's metrics with bootstrap 95% intervals over prompts in a second table

@@ -1,7 +1,7 @@
 """What ``orpo compare`` runs: the methods and grid from the command line, the runs they make, the judge.
 
 runs = methods x grid values; a method may name its reference mode: dpo:precomputed,
-       dpo:adapter, dpo:model (see ``orpo.refpass``); bare dpo uses the adapter-disabled base
+       dpo:adapter, dpo:model (see ``orpo.engine.refpass``); bare dpo uses the adapter-disabled base
        when the recipe has an adapter, else a frozen copy of the initial model
 judge = where the data has a task judge (builtin:codereview -> rules:codereview, or
         ``judge="rules:FILE.py"``); checked here, before any run starts
@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 from orpo.lab.trl_baseline import TRL_TRAINERS
 from orpo.losses import OBJECTIVES
-from orpo.refpass import MODES as REF_MODES
+from orpo.engine.refpass import MODES as REF_MODES
 
 # Eval prompts a task judge scores per run by default.
 JUDGE_PROMPTS = 100

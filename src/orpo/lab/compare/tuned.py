@@ -1,5 +1,5 @@
 """``orpo compare --tune N``: each method's learning rate and knobs chosen on validation first, by an
-``orpo tune`` study of N trials per method (``orpo.lab.tune``: the same trials, storage and pruner).
+``orpo tune`` study of N trials per method (``orpo.tune``: the same trials, storage and pruner).
 
     space      per method, ``orpo tune``'s default for it (the learning rate, plus the knobs its
                objective declares in the loss registry), changed by ``--tune-space`` specs
@@ -27,9 +27,9 @@ from typing import Any, TextIO
 
 from orpo.evaluation.judges.rules import load_rules
 from orpo.lab.compare.plan import RunSpec
-from orpo.lab.tune.results import write_outputs
-from orpo.lab.tune.space import check_space, method_spaces
-from orpo.lab.tune.study import (
+from orpo.tune.results import write_outputs
+from orpo.tune.space import check_space, method_spaces
+from orpo.tune.study import (
     TuneSettings,
     check_comparable,
     direction_of,

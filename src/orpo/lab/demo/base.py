@@ -35,7 +35,7 @@ from orpo.tasks.codereview.generator import P_FALSE, P_MISS, ReviewExample, nois
 def cache_root(stage: str = "base") -> Path:
     """``$ORPO_CACHE_DIR/demo_<stage>`` (default ``~/.cache/orpo/demo_base`` ...), beside the reference
     cache: one folder per stage (base, pairs, tune), one subfolder per hash of the stage's settings."""
-    from orpo.refpass import cache_dir
+    from orpo.engine.refpass import cache_dir
 
     return cache_dir().parent / f"demo_{stage}"
 
@@ -90,7 +90,7 @@ class Base:
 
     def load(self):
         """(tokenizer, model) as saved: every run starts from these same bytes."""
-        from orpo.modeling import load_model, load_tokenizer
+        from orpo.models.load import load_model, load_tokenizer
 
         return load_tokenizer(str(self.path)), load_model(str(self.path), {"dtype": "float32"})
 

@@ -111,7 +111,7 @@ class EpochJudge(TrainerCallback):
         self.reported: list[tuple[int, float]] = []
 
     def on_epoch_end(self, args, state, control, model=None, **kwargs):
-        from orpo.lab.tune.trial import Pruned
+        from orpo.tune.trial import Pruned
 
         if round(state.epoch) >= self.epochs:
             return
@@ -181,10 +181,10 @@ class Study:
         from optuna.trial import TrialState
 
         from orpo.guard import NonFiniteError
-        from orpo.lab.tune.backend import default_storage, make_sampler
-        from orpo.lab.tune.space import parse_space
-        from orpo.lab.tune.study import counts, fail_stale
-        from orpo.lab.tune.trial import Pruned
+        from orpo.tune.backend import default_storage, make_sampler
+        from orpo.tune.space import parse_space
+        from orpo.tune.study import counts, fail_stale
+        from orpo.tune.trial import Pruned
 
         optuna.logging.set_verbosity(optuna.logging.WARNING)
         self.folder.mkdir(parents=True, exist_ok=True)
@@ -226,7 +226,7 @@ class Study:
         return self.outcome(study, ran)
 
     def outcome(self, study, ran: list[int]) -> dict[str, Any]:
-        from orpo.lab.tune.results import state_of
+        from orpo.tune.results import state_of
 
         trials = [
             {

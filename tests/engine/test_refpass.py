@@ -1,4 +1,4 @@
-"""The reference-log-prob cache key (``orpo.refpass.data_fingerprint``) follows what the engine scores."""
+"""The reference-log-prob cache key (``orpo.engine.refpass.data_fingerprint``) follows what the engine scores."""
 
 from types import SimpleNamespace
 
@@ -8,7 +8,7 @@ from datasets import Dataset
 
 from orpo.engine import build_engine
 from orpo.engine.padded import PaddedPairCollator, padded_forward
-from orpo.refpass import Reference, data_fingerprint, precompute
+from orpo.engine.refpass import Reference, data_fingerprint, precompute
 
 ROW = {"prompt_input_ids": [1, 2], "chosen_input_ids": [3, 4, 5], "rejected_input_ids": [6, 7]}
 

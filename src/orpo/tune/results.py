@@ -20,7 +20,7 @@ from typing import Any
 import yaml
 
 from orpo.checkpoints import write_text_atomic
-from orpo.lab.tune.space import Param
+from orpo.tune.space import Param
 from orpo.run.recipe import load_recipe
 
 
@@ -182,7 +182,7 @@ def write_outputs(study, s, out: Path) -> dict[str, Any]:
     figures and report.html. ``s`` is the study's ``TuneSettings``. Returns the rows, the text table,
     the best trial's number (None when no trial finished), best.yaml's path, the best line and the
     files written."""
-    from orpo.lab.tune.study import best_number, metric_name
+    from orpo.tune.study import best_number, metric_name
 
     metric = metric_name(s.objective)
     rows = trial_rows(study, s.params)

@@ -1,7 +1,7 @@
 """One trial of ``orpo tune``: an ordinary ``orpo train`` run folder, trained in a fresh process.
 
     tune process   asks the study for a trial (its parameters), writes logs/trial-NNNN.json and
-                   starts ``python -m orpo.lab.tune.trial logs/trial-NNNN.json``; beats the storage's
+                   starts ``python -m orpo.tune.trial logs/trial-NNNN.json``; beats the storage's
                    heartbeat while it waits; reads logs/trial-NNNN.result.json and tells the study
     trial process  reopens the trial by id (``optuna.trial.Trial(study, trial_id)``), trains the
                    recipe with ``train_from_recipe`` (so the folder has every guarantee of
@@ -101,7 +101,7 @@ def run_trial(spec: dict[str, Any]) -> int:
     import optuna
 
     from orpo.guard import NonFiniteError
-    from orpo.lab.tune.backend import make_pruner, open_storage
+    from orpo.tune.backend import make_pruner, open_storage
     from orpo.run.recipe import load_recipe
     from orpo.run.train import train_from_recipe
 
@@ -173,10 +173,10 @@ def _judge_result(spec: dict[str, Any], recipe, model_of: ModelCallback, steps: 
 
 
 def launch(spec: dict[str, Any], spec_path: Path, log_path: Path, beat: Callable[[], None]) -> dict:
-    """Run ``spec`` in a fresh ``python -m orpo.lab.tune.trial`` process, calling ``beat`` every few
+    """Run ``spec`` in a fresh ``python -m orpo.tune.trial`` process, calling ``beat`` every few
     seconds while it trains; return its result (a failed one with the log's last line if it wrote none).
     """
-    from orpo.lab.tune.backend import HEARTBEAT_SECONDS
+    from orpo.tune.backend import HEARTBEAT_SECONDS
 
     spec_path.parent.mkdir(parents=True, exist_ok=True)
     Path(spec["result"]).unlink(missing_ok=True)
@@ -184,7 +184,7 @@ def launch(spec: dict[str, Any], spec_path: Path, log_path: Path, beat: Callable
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in sys.path if p)}
     with log_path.open("w") as log:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "orpo.lab.tune.trial", str(spec_path)],
+            [sys.executable, "-m", "orpo.tune.trial", str(spec_path)],
             stdout=log,
             stderr=subprocess.STDOUT,
             env=env,
@@ -211,7 +211,7 @@ def launch(spec: dict[str, Any], spec_path: Path, log_path: Path, beat: Callable
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     if len(argv) != 1:
-        print("usage: python -m orpo.lab.tune.trial SPEC.json (started by `orpo tune`)", file=sys.stderr)
+        print("usage: python -m orpo.tune.trial SPEC.json (started by `orpo tune`)", file=sys.stderr)
         return 2
     spec = json.loads(Path(argv[0]).read_text())
     warnings.filterwarnings("ignore")  # the log is for this trial's own messages and errors

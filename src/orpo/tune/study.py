@@ -27,15 +27,15 @@ from pathlib import Path
 from typing import Any
 
 from orpo.checkpoints import _pid_alive  # the run lock's own liveness test
-from orpo.lab.tune.backend import (
+from orpo.tune.backend import (
     default_storage,
     make_pruner,
     make_sampler,
     open_storage,
     pruner_settings,
 )
-from orpo.lab.tune.space import Param, check_space, loss_knobs
-from orpo.lab.tune.trial import launch
+from orpo.tune.space import Param, check_space, loss_knobs
+from orpo.tune.trial import launch
 from orpo.run.recipe import load_recipe
 
 KEEP = ("best", "all", "none")

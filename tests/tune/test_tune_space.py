@@ -5,8 +5,8 @@ import sys
 import pytest
 
 from orpo.cli.main import main
-from orpo.lab.tune.space import Param, check_space, parse_param, parse_space
-from orpo.lab.tune.study import TuneSettings, check_comparable, direction_of, metric_name
+from orpo.tune.space import Param, check_space, parse_param, parse_space
+from orpo.tune.study import TuneSettings, check_comparable, direction_of, metric_name
 
 
 def test_specs_become_the_distributions_they_say():
@@ -106,7 +106,7 @@ def test_direction_follows_the_metric_unless_told():
 def test_every_objective_ships_a_space_the_recipe_accepts():
     """The loss registry's per-objective knobs, with the shared learning rate, are valid --space specs
     for a recipe of that method (the default space of `orpo tune` without --space)."""
-    from orpo.lab.tune.space import default_space
+    from orpo.tune.space import default_space
     from orpo.losses import OBJECTIVES
 
     for name in OBJECTIVES:
@@ -123,7 +123,7 @@ def test_the_help_examples_parse_and_their_spaces_check():
 
     from orpo.cli.main import build_parser
     from orpo.cli.tune import HELP
-    from orpo.lab.tune.space import default_space
+    from orpo.tune.space import default_space
 
     text = HELP.replace("\\\n", " ")
     examples = [
@@ -191,7 +191,7 @@ def test_eval_loss_is_refused_when_the_space_changes_the_loss(tmp_path, capsys):
 
 
 def test_the_trials_table_marks_the_best_and_shows_dashes_for_missing_values():
-    from orpo.lab.tune.results import format_table
+    from orpo.tune.results import format_table
 
     rows = [
         {"trial": 0, "state": "complete", "value": 1.23456, "beta": 0.1, "steps": 4, "reason": ""},
