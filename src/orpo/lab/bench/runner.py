@@ -30,7 +30,7 @@ from typing import TextIO
 from orpo.lab.bench.flops import executed_flops, trl_flops, useful_flops
 from orpo.lab.bench.profiles import DEFAULT_PROFILES, PROFILES, materialise
 from orpo.lab.bench.worker import DTYPES, IMPLS, matmul_peak_flops
-from orpo.lab.harness import ProcessResult, Relay, run_in_process
+from orpo.launch import ProcessResult, Relay, run_in_process
 
 TRL_MISSING = "TRL not installed: pip install 'orpo[bench]'"
 
