@@ -9,7 +9,7 @@ Every value is checked in ``__post_init__`` (``MINIMUMS``, the choices of the st
 checks across fields) before transformers reads it, so a Python script, a YAML recipe and a
 ``key=value`` override of ``orpo train`` get the same one-line error naming the field.
 
-Old names that tutorials still use are accepted with a one-line notice (see ``LEGACY_NAMES``).
+Old names that tutorials still use are accepted with a one-line notice (``_map_legacy_names``).
 """
 
 from __future__ import annotations
@@ -457,7 +457,8 @@ class ORPOConfig(TrainingArguments):
 class KTOConfig(ORPOConfig):
     """TRL's ``KTOConfig`` for ``KTOTrainer``: an ``ORPOConfig`` whose ``method`` is ``"kto"``. The fields a
     KTO script sets (``beta``, ``desirable_weight``, ``undesirable_weight``, ``max_length``,
-    ``learning_rate``, ...) have TRL 1.16's KTOConfig defaults, which are ORPOConfig's."""
+    ``learning_rate``, ...) have TRL 1.16's KTOConfig defaults, which are ORPOConfig's; ``method`` stays
+    "kto" (another objective is an ``ORPOConfig(method=...)``)."""
 
     method: str = field(default="kto", metadata={"help": "The objective: kto (see ORPOConfig.method)."})
     loss_type: str = field(

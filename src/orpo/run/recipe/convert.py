@@ -160,6 +160,8 @@ WIDER_TYPES = {"resume_from_checkpoint": bool | str | None}
 
 
 def convert_section(prefix: str, cls, values: dict, origins: Origins) -> dict:
+    """Each of ``values`` (fields of section ``prefix``, dataclass ``cls``) as its declared type; an error
+    names the override or the file key that set the value."""
     hints = {**typing.get_type_hints(cls), **(WIDER_TYPES if cls is ORPOConfig else {})}
     out = {}
     for key, value in values.items():
