@@ -97,6 +97,7 @@ def test_an_unknown_key_in_the_file_names_the_file_and_suggests(tmp_path, capsys
     assert str(path) in err and "did you mean learning_rate?" in err and "override" not in err
 
 
+@pytest.mark.slow
 def test_help_config_into_a_closed_pipe_is_quiet():
     """`orpo train --help-config | head -1`: no "Broken pipe" error."""
     proc = subprocess.run(
@@ -114,6 +115,7 @@ def test_help_config_into_a_closed_pipe_is_quiet():
 # ---- divergence ----
 
 
+@pytest.mark.slow
 def test_divergence_stops_the_run_and_saves_nothing_non_finite(tmp_path, capsys):
     """SGD with a huge step: the loss explodes; the guard stops before a non-finite update."""
     path = _write(tmp_path, steps=30, lr="10.0")
