@@ -15,6 +15,8 @@ from pathlib import Path
 import pytest
 import torch
 
+pytestmark = pytest.mark.slow  # the slow tier (docs/development.md)
+
 WORKER = Path(__file__).with_name("distributed_worker.py")
 
 

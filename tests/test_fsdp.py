@@ -13,6 +13,8 @@ import torch
 
 from test_distributed import _run
 
+pytestmark = pytest.mark.slow  # the slow tier (docs/development.md)
+
 WORKER = Path(__file__).with_name("fsdp_worker.py")
 
 

@@ -70,6 +70,7 @@ def _two_steps(tmp_path, tokenizer, base, name, **kwargs):
     return trainer, first, trainer.evaluate()
 
 
+@pytest.mark.slow
 def test_reference_modes_agree_for_kto(tmp_path, tokenizer, models, monkeypatch):
     """Adapter disabled, separate model, precomputed: same first-step loss (policy == reference at step 1:
     z_0 = 0 and r = 0, so each example's loss is 1 - sigmoid(0) = 0.5), same metrics after two steps."""

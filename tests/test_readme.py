@@ -24,13 +24,14 @@ def code_blocks(text: str) -> list[tuple[str, str]]:
 
 
 def test_first_code_block_is_exactly_the_two_commands():
-    """Line 1 installs and runs `orpo train`; line 2 installs the dev extras and runs the tests.
-    `.ci/run` takes the second non-blank, non-comment line of the first block as CI's test command."""
+    """Line 1 installs and runs `orpo train`; line 2 installs the dev extras and runs the tests, the fast
+    tier then the slow one. `.ci/run` takes the second non-blank, non-comment line of the first block as
+    CI's test command."""
     _, body = code_blocks(README)[0]
     lines = [line for line in body.splitlines() if line.strip() and not line.lstrip().startswith("#")]
     assert len(lines) == 2, lines
     assert lines[0].startswith("pip install") and lines[0].endswith("orpo train")
-    assert '".[dev,' in lines[1] and lines[1].endswith("pytest")
+    assert '".[dev,' in lines[1] and lines[1].endswith('pytest -m "not slow" && pytest -m slow')
 
 
 def test_own_data_recipe_trains_as_written(tmp_path, monkeypatch):

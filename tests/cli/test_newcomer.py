@@ -206,6 +206,7 @@ def _orpo(*args: str, cwd: Path) -> subprocess.CompletedProcess:
     )
 
 
+@pytest.mark.slow
 def test_train_and_gguf_export_print_no_third_party_notices(tmp_path):
     """DeepSpeed (dev extra), imported by accelerate for every Trainer, printed "Setting accelerator to
     CPU ..." on stdout (when installed, as with the dev extra); gguf-py warned "Unknown separator token

@@ -97,6 +97,7 @@ def test_an_unknown_key_in_the_file_names_the_file_and_suggests(tmp_path, capsys
     assert str(path) in err and "did you mean learning_rate?" in err and "override" not in err
 
 
+@pytest.mark.slow
 def test_help_config_into_a_closed_pipe_is_quiet():
     """`orpo train --help-config | head -1`: no "Broken pipe" error."""
     proc = subprocess.run(
@@ -114,6 +115,7 @@ def test_help_config_into_a_closed_pipe_is_quiet():
 # ---- divergence ----
 
 
+@pytest.mark.slow
 def test_divergence_stops_the_run_and_saves_nothing_non_finite(tmp_path, capsys):
     """SGD with a huge step: the loss explodes; the guard stops before a non-finite update."""
     path = _write(tmp_path, steps=30, lr="10.0")
@@ -219,6 +221,7 @@ def _train_subprocess(
     )
 
 
+@pytest.mark.slow
 def test_kill_9_inside_a_checkpoint_save_then_resume_equals_an_uninterrupted_run(tmp_path):
     steps = ["max_steps=6", "save_strategy=steps", "save_steps=2", "learning_rate=1e-2", "logging_steps=1"]
     straight = tmp_path / "straight"
@@ -249,6 +252,7 @@ def test_kill_9_inside_a_checkpoint_save_then_resume_equals_an_uninterrupted_run
     assert json.loads((run / "summary.json").read_text())["status"] == "finished"
 
 
+@pytest.mark.slow
 def test_kill_9_then_resume_logs_the_before_training_evaluation_once(tmp_path):
     """The step-0 ("before training") evaluation is in metrics.jsonl once after a kill -9 and a resume,
     and every logged step comes in order (the eval curve does not jump back to step 0); summary.json's
@@ -271,6 +275,7 @@ def test_kill_9_then_resume_logs_the_before_training_evaluation_once(tmp_path):
     assert summary["before"]["eval_loss"] == pytest.approx(before["eval_loss"])
 
 
+@pytest.mark.slow
 def test_commands_on_an_interrupted_run_point_to_its_newest_checkpoint(tmp_path, capsys):
     """A run killed after checkpoint-2 has no final model: eval, generate and export say so in one line
     and name RUN/checkpoint-2 (which eval and generate then load)."""
@@ -473,6 +478,7 @@ def test_train_warns_about_pairs_that_train_badly_and_prints_the_report_path(tmp
     assert summary["data_warnings"] == {"identical_after_truncation": 1, "inner_eos": 1}
 
 
+@pytest.mark.slow
 def test_sigterm_to_orpo_train_saves_a_checkpoint_and_says_how_to_resume(tmp_path, capsys):
     import time
 

@@ -115,6 +115,7 @@ def test_merge_gives_the_adapter_models_logits(run_dir, tmp_path, capsys):
     assert main(["merge", str(run_dir), "--output", str(out), "--force"]) == 0
 
 
+@pytest.mark.slow
 def test_compare_trains_each_method(tmp_path, capsys):
     capsys.readouterr()
     assert main(["compare", str(_yaml(tmp_path)), "--methods", "orpo,sft", "--no-progress", "--json"]) == 0

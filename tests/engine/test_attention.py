@@ -211,6 +211,7 @@ def peak_costs(path: str, prompts: list[int]) -> list[int]:
     return json.loads(result.stdout.strip().splitlines()[-1])
 
 
+@pytest.mark.slow
 def test_peak_memory_grows_linearly_with_length():
     """Peak memory of one step at 2k, 4k and 8k prompt tokens (RSS above the step's start). Linear: the
     4k->8k increment per token equals the 2k->4k one; the dense mask path's is larger (L^2 mask, scores)."""

@@ -14,6 +14,8 @@ import torch
 from orpo.export.gguf_file import write_gguf
 from orpo.models.tiny import build_model, build_tokenizer
 
+pytestmark = pytest.mark.slow  # the slow tier (docs/development.md)
+
 llama_cpp = pytest.importorskip(
     "llama_cpp", reason="llama-cpp-python is not installed (pip install llama-cpp-python builds it, ~10 min)"
 )

@@ -21,6 +21,7 @@ def _bench_json(capsys, *flags: str) -> dict:
     return json.loads(out)
 
 
+@pytest.mark.slow
 def test_runner_measures_our_worker_on_micro(capsys):
     results = _bench_json(capsys, "--impl", "orpo")
     (run,) = results["runs"]
@@ -34,6 +35,7 @@ def test_runner_measures_our_worker_on_micro(capsys):
     assert results["comparisons"] == []  # no TRL run to compare with
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(importlib.util.find_spec("trl") is None, reason="trl not installed (orpo[bench])")
 def test_trl_and_ours_see_the_same_pairs_and_reach_the_same_loss(capsys):
     """Same init (seeded build in each process), same rows, same sampler seed, same lr schedule:
@@ -92,6 +94,7 @@ def test_text_lengths_are_exact_in_tokens():
             assert len(tokenizer(text, add_special_tokens=False)["input_ids"]) == n
 
 
+@pytest.mark.slow
 def test_longpair_runs_and_both_attention_paths_give_the_same_loss(capsys):
     from orpo.lab.bench import longpair
 

@@ -22,6 +22,7 @@ TINY = [
 ]
 
 
+@pytest.mark.slow
 def test_grid_runs_on_the_builtin_code_review_data(tmp_path, capsys, monkeypatch):
     """Two lambdas of ORPO on builtin:codereview (the embedded default recipe), each in its own process."""
     monkeypatch.setenv("ORPO_CACHE_DIR", str(tmp_path / "cache"))
@@ -119,6 +120,7 @@ def test_bad_input_is_a_one_line_error(tmp_path, capsys, argv, message):
     assert err.startswith("orpo: error:") and message in err and "\n" not in err
 
 
+@pytest.mark.slow
 def test_trl_baseline_dpo_with_a_frozen_copy_on_full_fine_tuning(tmp_path, capsys, monkeypatch):
     """`--baseline trl` with `dpo:model` and no adapter: TRL's DPOTrainer is handed the frozen copy
     (given none, it reloads a reference from the model's name, which an in-memory tiny model lacks)."""
@@ -131,6 +133,7 @@ def test_trl_baseline_dpo_with_a_frozen_copy_on_full_fine_tuning(tmp_path, capsy
     assert all(r["steps"] == 1 and r["ms_per_pair"] > 0 for r in runs)
 
 
+@pytest.mark.slow
 def test_trl_baseline_sft_runs_trls_sft_trainer_and_both_are_judged(tmp_path, capsys, monkeypatch):
     """`--methods sft --baseline trl`: TRL's SFTTrainer on (prompt, chosen) beside ours, both judged."""
     monkeypatch.setenv("ORPO_CACHE_DIR", str(tmp_path / "cache"))

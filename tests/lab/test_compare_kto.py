@@ -2,10 +2,13 @@
 
 import json
 
+import pytest
 from test_compare import TINY
 
 from orpo.cli.main import main
 from orpo.lab.compare.plan import parse_methods, plan
+
+pytestmark = pytest.mark.slow  # the slow tier (docs/development.md)
 
 
 def test_kto_is_a_method_with_a_trl_baseline():

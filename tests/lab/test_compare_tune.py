@@ -110,6 +110,7 @@ def _best(study_db: Path) -> tuple[int, float, dict]:
     return number, value, params
 
 
+@pytest.mark.slow
 def test_each_row_is_trained_at_its_own_studys_best_values(tuned):
     out, (report, _) = tuned
     assert [r["label"] for r in report["runs"]] == ["orpo", "dpo"]
@@ -141,6 +142,7 @@ def test_each_row_is_trained_at_its_own_studys_best_values(tuned):
         assert line.startswith(f"| {run['label']} | {lr:.3g} | ")
 
 
+@pytest.mark.slow
 def test_a_rerun_with_the_same_n_runs_no_new_trial(tuned):
     out, (first, second) = tuned
     for a, b in zip(first["runs"], second["runs"]):

@@ -6,6 +6,8 @@ import os
 import sys
 from types import SimpleNamespace
 
+import pytest
+
 from orpo.lab.harness import StepTimer
 from orpo.launch import Relay, run_all, run_in_process
 
@@ -48,11 +50,13 @@ def test_a_command_past_its_timeout_is_killed():
     assert ran.cause() == "killed (timeout 1 s or out of memory)"
 
 
+@pytest.mark.slow
 def test_a_callable_runs_in_another_process_and_returns_its_value():
     ran = run_in_process(os.getpid)
     assert ran.ok and isinstance(ran.value, int) and ran.value != os.getpid()
 
 
+@pytest.mark.slow
 def test_a_callable_that_raises_sends_back_its_exception():
     ran = run_in_process(functools.partial(int, "seven"))
     assert ran.code == 1 and not ran.ok and ran.value is None
@@ -60,6 +64,7 @@ def test_a_callable_that_raises_sends_back_its_exception():
     assert ran.cause().startswith("ValueError: invalid literal")
 
 
+@pytest.mark.slow
 def test_what_a_callable_prints_goes_to_stderr_not_the_parents_stdout(capfd):
     """A library printing in the child (deepspeed's accelerator notice) must not land in the parent's
     stdout, where `--json` writes its one object."""
@@ -69,6 +74,7 @@ def test_what_a_callable_prints_goes_to_stderr_not_the_parents_stdout(capfd):
     assert "child-notice" not in out and "child-notice" in err
 
 
+@pytest.mark.slow
 def test_run_all_keeps_the_order_of_the_targets_and_reports_each_end():
     ends = []
     targets = [functools.partial(sum, [i, i]) for i in range(2)]

@@ -51,6 +51,7 @@ def _pairs(run_dir, out, *extra):
     return _rows(out), json.loads(out.with_suffix(".summary.json").read_text())
 
 
+@pytest.mark.slow
 def test_codereview_pairs_hold_up_when_rescored_and_ties_are_counted(run_dir, tmp_path, capsys):
     """A random tiny model writes no reviews: every sample scores f1 0, so under --chosen best every
     prompt ties and is dropped (counted); best-or-reference takes the reference (f1 1) instead."""
@@ -82,6 +83,7 @@ def test_codereview_pairs_hold_up_when_rescored_and_ties_are_counted(run_dir, tm
     assert all(s["settings"]["temperature"] == 1.0 and s["settings"]["num_samples"] == 4 for s in samples)
 
 
+@pytest.mark.slow
 def test_junk_rules_pairs_are_better_when_rescored_and_load_in_train_and_inspect(run_dir, tmp_path, capsys):
     rules = tmp_path / "junk.py"
     rules.write_text(JUNK_RULES)
@@ -116,6 +118,7 @@ def test_junk_rules_pairs_are_better_when_rescored_and_load_in_train_and_inspect
     assert (tmp_path / "round2" / "model.safetensors").is_file()
 
 
+@pytest.mark.slow
 def test_conversations_stay_conversations(run_dir, tmp_path, capsys):
     rules = tmp_path / "junk.py"
     rules.write_text(JUNK_RULES)
@@ -134,6 +137,7 @@ def test_conversations_stay_conversations(run_dir, tmp_path, capsys):
     assert json.loads(capsys.readouterr().out)["kept"] == len(rows)
 
 
+@pytest.mark.slow
 def test_chosen_reference_and_identical_samples_collapse(run_dir, tmp_path):
     """At a temperature near 0 the K samples of a prompt are one text: collapsed to one candidate,
     so --chosen best has nothing to pair, while --chosen reference pairs the reference with it."""
@@ -148,6 +152,7 @@ def test_chosen_reference_and_identical_samples_collapse(run_dir, tmp_path):
     assert all(r["chosen"] == prompts[r["prompt_id"]].reference and r["rejected_sample"] == 0 for r in rows)
 
 
+@pytest.mark.slow
 def test_killed_run_reruns_to_the_same_file_generating_only_what_was_missing(run_dir, tmp_path, monkeypatch):
     import orpo.pairs.sample as sample
 
@@ -259,6 +264,7 @@ def test_help_examples_parse():
         assert args.command == "pairs" and args.out == "pairs.jsonl"
 
 
+@pytest.mark.slow
 def test_samples_are_what_orpo_generate_samples(run_dir, tmp_path):
     """Uninterrupted, the samples file holds exactly `orpo generate --temperature 1 --num-samples 4`'s
     completions for the same prompts, seed and batch size."""
@@ -290,6 +296,7 @@ def complete(body: dict) -> dict:
     return {"choices": [{"index": 0, "text": TEXTS[body["seed"] % 4], "finish_reason": "stop"}]}
 
 
+@pytest.mark.slow
 def test_server_backend_samples_prompts_as_training_renders_them_and_resumes(
     run_dir, tmp_path, scripted_server, capsys
 ):
@@ -377,6 +384,7 @@ def test_a_server_that_takes_no_token_ids_is_one_line_at_the_first_request(
     assert len(server.requests) <= 8  # the requests in flight (--server-concurrency 8), none retried
 
 
+@pytest.mark.slow
 def test_reward_model_scores_each_sample(run_dir, tmp_path):
     """A tiny random reward model: each pair's scores are the model's rewards of those texts alone
     (unbatched), and the chosen one's is higher."""

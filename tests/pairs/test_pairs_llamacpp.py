@@ -21,9 +21,12 @@ from orpo.cli.main import main
 from orpo.data.builtin import load_builtin
 
 SERVER = os.environ.get("ORPO_LLAMA_SERVER") or shutil.which("llama-server")
-pytestmark = pytest.mark.skipif(
-    not SERVER, reason="llama.cpp's llama-server is not on PATH (nor in $ORPO_LLAMA_SERVER)"
-)
+pytestmark = [
+    pytest.mark.slow,  # the slow tier (docs/development.md)
+    pytest.mark.skipif(
+        not SERVER, reason="llama.cpp's llama-server is not on PATH (nor in $ORPO_LLAMA_SERVER)"
+    ),
+]
 
 CODE = "builtin:codereview"
 TINY_YAML = """

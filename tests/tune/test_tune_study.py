@@ -20,6 +20,8 @@ import yaml
 from helpers import TINY_RECIPE
 from orpo.cli.main import main
 
+pytestmark = pytest.mark.slow  # the slow tier (docs/development.md)
+
 TINY = TINY_RECIPE
 
 

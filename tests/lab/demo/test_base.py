@@ -9,6 +9,8 @@ from orpo.lab.demo.base import base_settings, settings_key, train_base
 from orpo.lab.demo.settings import SIZES
 from orpo.tasks.codereview.generator import P_MISS, make_splits
 
+pytestmark = pytest.mark.slow  # the slow tier (docs/development.md)
+
 QUICK = SIZES["quick"]
 
 

@@ -12,6 +12,8 @@ from orpo.cli.demo import format_budget
 from orpo.cli.main import main
 from orpo.lab.demo.settings import SIZES
 
+pytestmark = pytest.mark.slow  # the slow tier (docs/development.md)
+
 QUICK = SIZES["quick"]
 PAIRS = (16, 48)  # the CLI's budgets at --quick
 

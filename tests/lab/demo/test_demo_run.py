@@ -15,6 +15,8 @@ from orpo.lab.demo.settings import METHODS, SIZES, search_space
 from orpo.lab.demo.table import METRICS
 from orpo.tune.space import parse_space
 
+pytestmark = pytest.mark.slow  # the slow tier (docs/development.md)
+
 QUICK = SIZES["quick"]
 
 

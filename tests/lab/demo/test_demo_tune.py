@@ -10,6 +10,8 @@ from orpo.lab.demo.run import make_sources, start, tune_sources
 from orpo.lab.demo.settings import SIZES, torch_threads
 from orpo.launch import ProcessResult
 
+pytestmark = pytest.mark.slow  # the slow tier (docs/development.md)
+
 QUICK = SIZES["quick"]
 
 
