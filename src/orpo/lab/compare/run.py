@@ -40,31 +40,7 @@ def run_compare(
 
     recipe = load_recipe(config, list(overrides))
     judge = resolve_judge(judge, recipe.data.train)
-    if judge_prompts < 1:
-        raise ValueError(f"--judge-prompts {judge_prompts} must be >= 1")
-    data = recipe.data
-    if data.eval is None and data.eval_split is None and not (data.eval_fraction or 0) > 0:
-        raise ValueError(
-            "compare needs an eval set; set data.eval, data.eval_split or data.eval_fraction > 0"
-        )
-    if baseline == "trl":
-        try:
-            import trl  # noqa: F401
-        except ImportError:
-            raise ValueError("--baseline trl needs TRL: pip install 'orpo[bench]'") from None
-    if tune is not None and grid:
-        raise ValueError(
-            "--grid with --tune: the study chooses the values; give the range as --tune-space KEY=V1,V2"
-        )
-    runs = plan(methods, grid, baseline)
-    for run in runs:  # validate every recipe before the first (long) run starts
-        one = load_recipe(config, [*overrides, *run.overrides])
-        one.training_args()
-        if run.ref_mode == "adapter" and one.adapter is None:
-            raise ValueError(
-                f"{run.label}: the adapter-disabled reference needs an adapter; add adapter.r=16 "
-                "(applies to every method) or use dpo:model / dpo:precomputed"
-            )
+    runs = _checked_plan(recipe, config, overrides, methods, grid, baseline, judge_prompts, tune)
     root = Path(recipe.training_args().output_dir)
     studies = {} if tune is None else plan_studies(config, overrides, runs, tune, root, judge, judge_prompts)
     root.mkdir(parents=True, exist_ok=True)
@@ -105,6 +81,53 @@ def run_compare(
             "space": {label: [p.spec for p in s.params] for label, s in studies.items()},
             "chosen": {label: t["params"] for label, t in tuned.items()},
         }
+    _write(root, report, results)
+    return report
+
+
+def _checked_plan(
+    recipe,
+    config: str | None,
+    overrides: list[str],
+    methods: list[tuple[str, str | None]],
+    grid: list[tuple[str, list[str]]],
+    baseline: str | None,
+    judge_prompts: int,
+    tune: TuneRequest | None,
+) -> list[RunSpec]:
+    """The runs to make, after every check that needs no training (each run's recipe included)."""
+    from orpo.run.recipe import load_recipe
+
+    if judge_prompts < 1:
+        raise ValueError(f"--judge-prompts {judge_prompts} must be >= 1")
+    data = recipe.data
+    if data.eval is None and data.eval_split is None and not (data.eval_fraction or 0) > 0:
+        raise ValueError(
+            "compare needs an eval set; set data.eval, data.eval_split or data.eval_fraction > 0"
+        )
+    if baseline == "trl":
+        try:
+            import trl  # noqa: F401
+        except ImportError:
+            raise ValueError("--baseline trl needs TRL: pip install 'orpo[bench]'") from None
+    if tune is not None and grid:
+        raise ValueError(
+            "--grid with --tune: the study chooses the values; give the range as --tune-space KEY=V1,V2"
+        )
+    runs = plan(methods, grid, baseline)
+    for run in runs:  # validate every recipe before the first (long) run starts
+        one = load_recipe(config, [*overrides, *run.overrides])
+        one.training_args()
+        if run.ref_mode == "adapter" and one.adapter is None:
+            raise ValueError(
+                f"{run.label}: the adapter-disabled reference needs an adapter; add adapter.r=16 "
+                "(applies to every method) or use dpo:model / dpo:precomputed"
+            )
+    return runs
+
+
+def _write(root: Path, report: dict, results: list[dict]) -> None:
+    """compare.json, compare.md and, when any run has a curve, compare_logps.png."""
     (root / "compare.json").write_text(json.dumps(report, indent=2))
     (root / "compare.md").write_text(format_markdown(results) + "\n")
     if any(r["curve"] for r in results):
@@ -113,7 +136,6 @@ def run_compare(
             root / "compare_logps.png",
             "Held-out log-probs: chosen (solid) vs rejected (dashed)",
         )
-    return report
 
 
 def launch(
