@@ -99,17 +99,7 @@ def run_bench(opts: BenchOptions, log: TextIO | None = None) -> dict:
 
     impls, notes = _available_impls(opts, log)
     torch.set_num_threads(opts.threads)
-    load_start = os.getloadavg()
-    if load_start[0] > 0.5 * (os.cpu_count() or 1):
-        notes.append(
-            f"machine busy: load average {load_start[0]:.2f} on {os.cpu_count()} CPUs at start; timings are noisy "
-            "(compare the 'steps s' spread)"
-        )
-        print(notes[-1], file=log, flush=True)
-    peaks = {}
-    for dtype in opts.dtypes:
-        peaks[dtype] = matmul_peak_flops(dtype)
-        print(f"matmul peak {dtype}: {peaks[dtype] / 1e9:.1f} GFLOP/s", file=log, flush=True)
+    load_start, peaks = _machine_load_and_peaks(opts, notes, log)
     results: dict = {
         "machine": {
             "cpus": os.cpu_count(),
@@ -144,29 +134,65 @@ def run_bench(opts: BenchOptions, log: TextIO | None = None) -> dict:
                     label = f"[{index}/{total}] {name} {dtype} {impl}" + (
                         f" round {repeat + 1}" if opts.repeats > 1 else ""
                     )
-                    ran = run_in_process(
-                        _worker_command(opts, folder, impl, dtype, pairs),
-                        timeout=opts.timeout,
-                        relay=Relay("bench: ", label, log),
-                    )
-                    run = _worker_result(ran)
-                    run.update(profile=name, dtype=dtype, impl=impl, repeat=repeat, wall_seconds=ran.seconds)
+                    run = _bench_run(opts, folder, name, dtype, impl, repeat, pairs, peaks[dtype], label, log)
                     if "error" not in run:
                         results["profiles"][name]["model"] = run["model"]
-                        _add_flops(run, peaks[dtype])
-                        summary = (
-                            f"{run['pairs_per_s']:.2f} pairs/s, peak RSS {run['peak_rss_mb'] / 1024:.2f} GiB, "
-                            f"loss {run['loss']:.4f}"
-                        )
-                    else:
-                        summary = f"FAILED: {run['error']}"
-                    print(f"{label}: {summary} ({run['wall_seconds']:.0f} s)", file=log, flush=True)
                     results["runs"].append(run)
                 if "trl" in impls and "orpo" in impls:
                     results["comparisons"].append(_compare(results["runs"], name, dtype))
     results["machine"]["load_average_end"] = os.getloadavg()
     results["targets"] = check_targets(results)
     return results
+
+
+def _bench_run(
+    opts: BenchOptions,
+    folder: Path,
+    name: str,
+    dtype: str,
+    impl: str,
+    repeat: int,
+    pairs: int,
+    peak: float,
+    label: str,
+    log: TextIO,
+) -> dict:
+    """One run in its own worker process: its result (or error), FLOP counts, one progress line."""
+    ran = run_in_process(
+        _worker_command(opts, folder, impl, dtype, pairs),
+        timeout=opts.timeout,
+        relay=Relay("bench: ", label, log),
+    )
+    run = _worker_result(ran)
+    run.update(profile=name, dtype=dtype, impl=impl, repeat=repeat, wall_seconds=ran.seconds)
+    if "error" not in run:
+        _add_flops(run, peak)
+        summary = (
+            f"{run['pairs_per_s']:.2f} pairs/s, peak RSS {run['peak_rss_mb'] / 1024:.2f} GiB, "
+            f"loss {run['loss']:.4f}"
+        )
+    else:
+        summary = f"FAILED: {run['error']}"
+    print(f"{label}: {summary} ({run['wall_seconds']:.0f} s)", file=log, flush=True)
+    return run
+
+
+def _machine_load_and_peaks(
+    opts: BenchOptions, notes: list[str], log: TextIO
+) -> tuple[tuple[float, float, float], dict[str, float]]:
+    """(the load average at the start, dtype -> matmul peak FLOP/s); a busy machine adds a note to ``notes``."""
+    load_start = os.getloadavg()
+    if load_start[0] > 0.5 * (os.cpu_count() or 1):
+        notes.append(
+            f"machine busy: load average {load_start[0]:.2f} on {os.cpu_count()} CPUs at start; timings are noisy "
+            "(compare the 'steps s' spread)"
+        )
+        print(notes[-1], file=log, flush=True)
+    peaks = {}
+    for dtype in opts.dtypes:
+        peaks[dtype] = matmul_peak_flops(dtype)
+        print(f"matmul peak {dtype}: {peaks[dtype] / 1e9:.1f} GFLOP/s", file=log, flush=True)
+    return load_start, peaks
 
 
 def _available_impls(opts: BenchOptions, log: TextIO) -> tuple[list[str], list[str]]:

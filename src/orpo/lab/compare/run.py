@@ -47,19 +47,7 @@ def run_compare(
     tuned = run_studies(studies, log) if studies else {}
     if tuned:
         runs = with_chosen(runs, tuned)
-    results = []
-    for i, run in enumerate(runs, 1):
-        print(f"compare: [{i}/{len(runs)}] {run.label} ...", file=log, flush=True)
-        result = launch(config, overrides, run, root / run.slug, progress, judge, judge_prompts)
-        if tuned:
-            result["tune"] = tune_of(run, tuned)
-        results.append(result)
-        ms = result.get("ms_per_pair")
-        print(
-            f"compare: [{i}/{len(runs)}] {run.label}: {ms:.1f} ms/pair, peak RSS {result['peak_rss_mb']:.0f} MiB",
-            file=log,
-            flush=True,
-        )
+    results = _launch_all(config, overrides, runs, root, progress, judge, judge_prompts, tuned, log)
     report = {
         "config": config or "<embedded default>",
         "overrides": list(overrides),
@@ -83,6 +71,34 @@ def run_compare(
         }
     _write(root, report, results)
     return report
+
+
+def _launch_all(
+    config: str | None,
+    overrides: list[str],
+    runs: list[RunSpec],
+    root: Path,
+    progress: bool,
+    judge: str | None,
+    judge_prompts: int,
+    tuned: dict,
+    log: TextIO,
+) -> list[dict]:
+    """Every run, one after the other, each in its own process; a line on ``log`` before and after each."""
+    results = []
+    for i, run in enumerate(runs, 1):
+        print(f"compare: [{i}/{len(runs)}] {run.label} ...", file=log, flush=True)
+        result = launch(config, overrides, run, root / run.slug, progress, judge, judge_prompts)
+        if tuned:
+            result["tune"] = tune_of(run, tuned)
+        results.append(result)
+        ms = result.get("ms_per_pair")
+        print(
+            f"compare: [{i}/{len(runs)}] {run.label}: {ms:.1f} ms/pair, peak RSS {result['peak_rss_mb']:.0f} MiB",
+            file=log,
+            flush=True,
+        )
+    return results
 
 
 def _checked_plan(
