@@ -40,7 +40,7 @@ from datasets import Dataset, concatenate_datasets
 
 from orpo.data.formats import ColumnMap
 from orpo.data.load import Source, load_source, source_label
-from orpo.data.pipeline import PairPass, TokenisedRows, keep_trainable, normalise_source, tokenise_rows
+from orpo.data.pipeline import TokenisedRows, keep_trainable, normalise_source, tokenise_rows
 from orpo.data.template import render_pair_trl, resolve_chat_template
 from orpo.data.tokenize import (
     DROP_NO_ROOM,
@@ -299,8 +299,8 @@ def inspect_source(
     trained, report = keep_trainable(tokenised, config, name)
     if tokenised.unpaired:
         return _inspect_examples(trained, report, tokenizer, config, name, n_examples, tokenizer_name)
-    pair_pass = PairPass(tokenizer, config)
-    measured = _measure_rows(norm, tokenised, pair_pass, config, name)
+    pair_pass = tokenised.pair_pass
+    measured = _measure_rows(norm, tokenised, config, name)
     reasons = measured["drop_reason"]
     kept_positions = [i for i, reason in enumerate(reasons) if not reason]
     kept_measured = measured.select(kept_positions)
@@ -335,13 +335,14 @@ def inspect_source(
     )
 
 
-def _measure_rows(norm, tokenised: TokenisedRows, pair_pass: PairPass, config, name: str) -> Dataset:
+def _measure_rows(norm, tokenised: TokenisedRows, config, name: str) -> Dataset:
     """Per-row detail the pipeline does not keep, one row per normalised row (dropped ones too).
 
     Lengths before truncation, the truncation flags, the drop reason, the BOS / EOS checks, the layout
     and why the tokens differ from TRL's; the trained tokens are the pipeline's (``tokenised``), the
     untruncated ones the same pass with the limits off, run only on the pairs the limits changed.
     """
+    pair_pass = tokenised.pair_pass
     tokenizer = pair_pass.tokenizer
     limits = pair_pass.limits
     unlimited = PairTokenizer(

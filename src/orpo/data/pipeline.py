@@ -121,16 +121,16 @@ class PairPass:
     """The per-row pass of a paired method: render a canonical row, then tokenise it within the limits.
 
     ``render`` applies the chat template as ``chat_template_mode`` says (``orpo.data.template``);
-    calling the pass returns the row's ``TokenisedPair`` (``orpo.data.tokenize``), with its drop reason.
-    ``limits`` default to the config's; ``orpo data inspect`` passes none to measure untruncated lengths.
+    calling the pass returns the row's ``TokenisedPair`` (``orpo.data.tokenize``) within the config's
+    limits, with its drop reason. ``orpo data inspect`` renders with it again to measure each row.
     """
 
-    def __init__(self, tokenizer, config, limits: Limits | None = None):
+    def __init__(self, tokenizer, config):
         self.tokenizer = tokenizer
         self.tokenization = getattr(config, "tokenization", "orpo")
         self.wrap = resolve_chat_template(tokenizer, None, config.chat_template_mode)
         self.markers = template_markers(tokenizer) if self.wrap else ()
-        self.limits = limits if limits is not None else Limits.from_config(config)
+        self.limits = Limits.from_config(config)
         self.pairs = PairTokenizer(tokenizer, self.limits, self.tokenization)
 
     def render(self, row: dict) -> RenderedPair:
@@ -146,13 +146,15 @@ class TokenisedRows:
 
     ``rows`` holds the ``TokenisedPair`` fields (dropped rows too, ``drop_reason`` set), ``length`` and
     ``source_row`` (and ``label`` when ``unpaired``); ``source_rows`` maps a position to the user's row;
-    ``report`` has the normalisation counts, which ``keep_trainable`` completes.
+    ``report`` has the normalisation counts, which ``keep_trainable`` completes; ``pair_pass`` is the
+    pass that rendered and tokenised the rows (for KTO, each example as a pair of one completion).
     """
 
     rows: Dataset
     source_rows: list[int]
     report: DataReport
     unpaired: bool
+    pair_pass: PairPass
 
 
 def tokenise_rows(norm: NormaliseResult, tokenizer, config, source_name: str = "train") -> TokenisedRows:
@@ -198,7 +200,7 @@ def tokenise_rows(norm: NormaliseResult, tokenizer, config, source_name: str = "
         num_proc=config.dataset_num_proc,
         desc=f"Tokenising {source_name}",
     )
-    return TokenisedRows(tokenised, source_rows, report, examples)
+    return TokenisedRows(tokenised, source_rows, report, examples, pair_pass)
 
 
 def keep_trainable(
