@@ -27,6 +27,8 @@ score per distinct completion, and per reference answer when pairing may take it
 samples and the cached replies; an OUT written with other settings is refused.
 """
 
-from orpo.pairs.make import PairingSettings, PairsResult, Server, make_pairs, output_paths
+from orpo.pairs.make import PairsResult, make_pairs, output_paths
+from orpo.pairs.pairing import PairingSettings
+from orpo.pairs.server import Server
 
 __all__ = ["PairingSettings", "PairsResult", "Server", "make_pairs", "output_paths"]
