@@ -15,7 +15,8 @@ import torch
 import torch.distributed as dist
 import transformers
 
-from orpo.engine.packed import PackedPairCollator, packed_forward
+from orpo.engine.packed import packed_forward
+from orpo.engine.packing import PackedPairCollator
 
 
 def rows() -> list[dict]:

@@ -87,6 +87,47 @@ class ORPOTrainer(Trainer):
         **trainer_kwargs: Any,
     ):
         args = self._resolve_args(args, self.config_class)
+        model, processing_class = self._setup_model(
+            model, args, processing_class, tokenizer, model_init, peft_config
+        )
+        self._setup_objective(model, ref_model, args)
+        self._setup_engine(model, processing_class, args)
+        self._data_columns, self._data_format = data_columns, data_format
+        train_dataset, eval_dataset = self._setup_data(train_dataset, eval_dataset, processing_class, args)
+        super().__init__(
+            model=model,
+            args=args,
+            data_collator=data_collator or WithSourceRows(self._default_collator()),
+            train_dataset=train_dataset,
+            eval_dataset=eval_dataset,
+            processing_class=processing_class,
+            model_init=model_init,
+            compute_metrics=compute_metrics,
+            callbacks=callbacks,
+            optimizers=optimizers,
+            preprocess_logits_for_metrics=preprocess_logits_for_metrics,
+            **trainer_kwargs,
+        )
+        self._setup_reliability(args)
+        if args.generate_during_eval:
+            self._add_generations_callback()
+        if hasattr(self.model, "add_model_tags"):
+            self.model.add_model_tags(self._tag_names)
+        if self.reference is not None:
+            self._setup_reference()
+
+    def create_model_card(self, model_name: str | None = None, tags=None, **kwargs) -> None:
+        """``Trainer.create_model_card`` with the "orpo" tag added."""
+        tags = [tags] if isinstance(tags, str) else list(tags or [])
+        tags += [t for t in self._tag_names if t not in tags]
+        super().create_model_card(model_name=model_name, tags=tags, **kwargs)
+
+    # ---- construction helpers ----
+
+    @staticmethod
+    def _setup_model(model, args: ORPOConfig, processing_class, tokenizer, model_init, peft_config) -> tuple:
+        """(the model, loaded when given by name and prepared per ``args`` / ``peft_config``; its tokenizer,
+        loaded from the model's name when not given, with a pad token)."""
         if tokenizer is not None:
             if processing_class is not None:
                 raise ValueError(
@@ -107,7 +148,10 @@ class ORPOTrainer(Trainer):
         if processing_class is None:
             processing_class = load_tokenizer(model.config._name_or_path, args.trust_remote_code)
         ensure_pad_token(processing_class, model)
-        model = prepare_model(model, args, peft_config)
+        return prepare_model(model, args, peft_config), processing_class
+
+    def _setup_objective(self, model, ref_model, args: ORPOConfig) -> None:
+        """The objective of ``args.method``, its knobs, and the reference model when it needs one."""
         self.objective = get_objective(args.method)
         self.knobs = Knobs(
             beta=args.beta,
@@ -124,6 +168,8 @@ class ORPOTrainer(Trainer):
         elif ref_model is not None:
             notice(f"method={args.method!r} uses no reference model; ref_model is ignored")
 
+    def _setup_engine(self, model, processing_class, args: ORPOConfig) -> None:
+        """The engine (packed when the model allows it), and the per-log metric sums."""
         pad_id = args.padding_value if args.padding_value is not None else processing_class.pad_token_id
         self.engine, fallback = build_engine(args.engine, model, pad_id, args)
         if fallback:
@@ -134,9 +180,10 @@ class ORPOTrainer(Trainer):
         self._stored_metrics: dict[str, dict[str, list[float]]] = defaultdict(
             lambda: defaultdict(lambda: [0.0, 0.0])
         )
-        self.data_reports: list[DataReport] = []
-        self._data_columns, self._data_format = data_columns, data_format
 
+    def _setup_data(self, train_dataset, eval_dataset, processing_class, args: ORPOConfig) -> tuple:
+        """(train, eval) through the data pipeline (``_prepare``); an eval dict is prepared per key."""
+        self.data_reports: list[DataReport] = []
         train_dataset = self._prepare(train_dataset, processing_class, args, "train")
         if isinstance(eval_dataset, (dict, DatasetDict)):
             eval_dataset = {
@@ -144,23 +191,13 @@ class ORPOTrainer(Trainer):
             }
         else:
             eval_dataset = self._prepare(eval_dataset, processing_class, args, "eval")
+        return train_dataset, eval_dataset
 
-        super().__init__(
-            model=model,
-            args=args,
-            data_collator=data_collator or WithSourceRows(self._default_collator()),
-            train_dataset=train_dataset,
-            eval_dataset=eval_dataset,
-            processing_class=processing_class,
-            model_init=model_init,
-            compute_metrics=compute_metrics,
-            callbacks=callbacks,
-            optimizers=optimizers,
-            preprocess_logits_for_metrics=preprocess_logits_for_metrics,
-            **trainer_kwargs,
-        )
-        # Reliability (orpo.guard, orpo.checkpoints): non-finite checks, signals, atomic checkpoints.
-        # Under float16 an overflowing step is routine: skipped by default, through AMP's scaler if any.
+    def _setup_reliability(self, args: ORPOConfig) -> None:
+        """Reliability (orpo.guard, orpo.checkpoints): non-finite checks, signals, atomic checkpoints.
+
+        Under float16 an overflowing step is routine: skipped by default, through AMP's scaler if any.
+        """
         self.guard = NonFiniteGuard(
             args.resolved_on_nonfinite(_weights_dtype(self.model)),
             args.max_nonfinite_steps,
@@ -169,21 +206,6 @@ class ORPOTrainer(Trainer):
         self.stop_on_signal = StopOnSignal()
         self.add_callback(self.stop_on_signal)
         self._staging_root: Path | None = None
-        if args.generate_during_eval:
-            self._add_generations_callback()
-        if hasattr(self.model, "add_model_tags"):
-            self.model.add_model_tags(self._tag_names)
-
-        if self.reference is not None:
-            self._setup_reference()
-
-    def create_model_card(self, model_name: str | None = None, tags=None, **kwargs) -> None:
-        """``Trainer.create_model_card`` with the "orpo" tag added."""
-        tags = [tags] if isinstance(tags, str) else list(tags or [])
-        tags += [t for t in self._tag_names if t not in tags]
-        super().create_model_card(model_name=model_name, tags=tags, **kwargs)
-
-    # ---- construction helpers ----
 
     def _add_generations_callback(self) -> None:
         if self.eval_dataset is None:

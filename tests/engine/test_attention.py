@@ -16,7 +16,8 @@ from transformers import AttentionInterface
 
 from orpo.engine import attention, packed
 from orpo.engine.attention import SegmentLayout
-from orpo.engine.packed import PackedPairCollator, packed_forward
+from orpo.engine.packed import packed_forward
+from orpo.engine.packing import PackedPairCollator
 from orpo.engine.types import SequenceStats
 
 
@@ -168,7 +169,8 @@ _PEAKS = textwrap.dedent(
     """
     import json, re, sys
     import torch, transformers
-    from orpo.engine.packed import PackedPairCollator, packed_forward
+    from orpo.engine.packed import packed_forward
+    from orpo.engine.packing import PackedPairCollator
     path, prompts = sys.argv[1], [int(n) for n in sys.argv[2:]]
     torch.manual_seed(0)
     config = transformers.LlamaConfig(vocab_size=64, hidden_size=64, intermediate_size=2048, num_hidden_layers=2,

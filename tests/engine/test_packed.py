@@ -8,16 +8,8 @@ import pytest
 import torch
 import transformers
 
-from orpo.engine.packed import (
-    CHOSEN,
-    PAD,
-    PROMPT,
-    REJECTED,
-    PackedPairCollator,
-    build_attention_mask,
-    fast_path_support,
-    packed_forward,
-)
+from orpo.engine.packed import build_attention_mask, fast_path_support, packed_forward
+from orpo.engine.packing import CHOSEN, PAD, PROMPT, REJECTED, PackedPairCollator
 from orpo.engine.padded import PaddedPairCollator, padded_forward
 from orpo.engine.types import SequenceStats
 

@@ -189,13 +189,28 @@ def _token_line(tokens) -> object:
 def print_report(report, plot: str | None = None, file=None) -> None:
     """The human-readable report (tables and the rendered rows) on stdout."""
     from rich.console import Console
-    from rich.table import Table
+    from rich.text import Text
+
+    data = report.to_dict()
+    console = Console(file=file or sys.stdout, highlight=False)
+    _print_header(console, data)
+    if data["dropped"]:
+        _print_drops(console, data)
+    _print_lengths(console, data)
+    _print_checks(console, data)
+    if data["trl_differences"]:
+        _print_trl_differences(console, data)
+    _print_examples(console, data)
+    if plot:
+        console.print(Text(f"length histogram written to {plot}"))
+
+
+def _print_header(console, data: dict) -> None:
+    """Source, format and counts; the layouts of a mixed source; KTO's examples; tokenizer and settings."""
     from rich.text import Text
 
     from orpo.data.formats import describe_layouts
 
-    data = report.to_dict()
-    console = Console(file=file or sys.stdout, highlight=False)
     total_dropped = sum(data["dropped"].values())
     console.print(
         Text.assemble(
@@ -226,14 +241,24 @@ def print_report(report, plot: str | None = None, file=None) -> None:
         )
     )
 
-    if data["dropped"]:
-        drops = Table(title="Dropped rows", title_justify="left")
-        for column in ("reason", "rows", "first rows", "example"):
-            drops.add_column(column, justify="right" if column == "rows" else "left")
-        for reason, count in data["dropped"].items():
-            first = ", ".join(str(n) for n in data["first_dropped"].get(reason, []))
-            drops.add_row(reason, str(count), first, Text(data["drop_examples"].get(reason, "")))
-        console.print(drops)
+
+def _print_drops(console, data: dict) -> None:
+    from rich.table import Table
+    from rich.text import Text
+
+    drops = Table(title="Dropped rows", title_justify="left")
+    for column in ("reason", "rows", "first rows", "example"):
+        drops.add_column(column, justify="right" if column == "rows" else "left")
+    for reason, count in data["dropped"].items():
+        first = ", ".join(str(n) for n in data["first_dropped"].get(reason, []))
+        drops.add_row(reason, str(count), first, Text(data["drop_examples"].get(reason, "")))
+    console.print(drops)
+
+
+def _print_lengths(console, data: dict) -> None:
+    """Token-length percentiles per segment beside its limit and the pairs it truncated."""
+    from rich.table import Table
+    from rich.text import Text
 
     limits = data["limits"]
     when = "after truncation" if data["desirable"] or data["undesirable"] else "before truncation"
@@ -262,6 +287,12 @@ def print_report(report, plot: str | None = None, file=None) -> None:
         )
     )
 
+
+def _print_checks(console, data: dict) -> None:
+    """The BOS / EOS checks (both must be 0) and the boundary re-tokenisations (information)."""
+    from rich.table import Table
+    from rich.text import Text
+
     checks = Table(title="Checks on the training tokens", title_justify="left")
     checks.add_column("check")
     checks.add_column("rows", justify="right")
@@ -278,12 +309,6 @@ def print_report(report, plot: str | None = None, file=None) -> None:
         status = ("ok" if value == 0 else "PROBLEM") if must_be_zero else "info"
         checks.add_row(label, str(value), Text(status, style="green" if status == "ok" else "red"))
     console.print(checks)
-
-    if data["trl_differences"]:
-        _print_trl_differences(console, data)
-    _print_examples(console, data)
-    if plot:
-        console.print(Text(f"length histogram written to {plot}"))
 
 
 def _print_trl_differences(console, data: dict) -> None:

@@ -195,8 +195,6 @@ def format_tuned(results: dict) -> list[str]:
 def format_report(results: dict) -> str:
     """The pairs, the chosen values, the test table with intervals, time and memory per method, and the
     held-out log-probs."""
-    from orpo.lab.demo.table import overlap
-
     s = results["settings"]
     base = results["base"]
     counts = base["counts"]
@@ -226,8 +224,23 @@ def format_report(results: dict) -> str:
             + "".join(f"{_cell(r['metrics'][k]):>19}" for k, _ in _COLUMNS)
             + f"{r['train_seconds_mean']:>9.0f}{(f'{peak:.0f}' if peak else '-'):>10}"
         )
+    lines += _method_differences(methods)
+    sources = list(results["pairs"])
+    if len(sources) == 2:  # does the pair source matter? each method against itself on the other pairs
+        lines += _source_differences(methods, sources)
+    lines += _logp_lines(methods, width)
+    wall = results["wall_time_s"]
+    phases = ", ".join(f"{k} {v:.0f} s" for k, v in wall.items() if k != "total")
+    lines += ["", f"wall time: {wall['total']:.0f} s ({phases})"]
+    return "\n".join(lines)
+
+
+def _method_differences(methods: dict) -> list[str]:
+    """Each method's metrics whose interval does not overlap the first method's."""
+    from orpo.lab.demo.table import overlap
+
     first = next(iter(methods))
-    lines += ["", f"Differences outside the intervals (no overlap), vs {first.upper()}:"]
+    lines = ["", f"Differences outside the intervals (no overlap), vs {first.upper()}:"]
     found = False
     for label in list(methods)[1:]:
         for key, header in _COLUMNS:
@@ -239,27 +252,35 @@ def format_report(results: dict) -> str:
                 )
     if not found:
         lines.append(f"  none: every method's interval overlaps {first.upper()}'s on every metric")
-    sources = list(results["pairs"])
-    if len(sources) == 2:  # does the pair source matter? each method against itself on the other pairs
-        lines += [
-            "",
-            f"Pair source, per method ({sources[0]} vs {sources[1]}), differences outside the intervals:",
-        ]
-        found = False
-        for r in methods.values():
-            if r["source"] != sources[0]:
-                continue
-            other = next(
-                o for o in methods.values() if o["method"] == r["method"] and o["source"] == sources[1]
-            )
-            for key, header in _COLUMNS:
-                a, b = r["metrics"][key], other["metrics"][key]
-                if not overlap(a, b):
-                    found = True
-                    lines.append(f"  {r['method'].upper()} {header}: {a['value']:.2f} vs {b['value']:.2f}")
-        if not found:
-            lines.append("  none: on every metric each method's two intervals overlap")
-    lines += [
+    return lines
+
+
+def _source_differences(methods: dict, sources: list[str]) -> list[str]:
+    """Per method, the metrics whose intervals on the two pair sources do not overlap."""
+    from orpo.lab.demo.table import overlap
+
+    lines = [
+        "",
+        f"Pair source, per method ({sources[0]} vs {sources[1]}), differences outside the intervals:",
+    ]
+    found = False
+    for r in methods.values():
+        if r["source"] != sources[0]:
+            continue
+        other = next(o for o in methods.values() if o["method"] == r["method"] and o["source"] == sources[1])
+        for key, header in _COLUMNS:
+            a, b = r["metrics"][key], other["metrics"][key]
+            if not overlap(a, b):
+                found = True
+                lines.append(f"  {r['method'].upper()} {header}: {a['value']:.2f} vs {b['value']:.2f}")
+    if not found:
+        lines.append("  none: on every metric each method's two intervals overlap")
+    return lines
+
+
+def _logp_lines(methods: dict, width: int) -> list[str]:
+    """Held-out log-probs per method, base -> end, mean over seeds."""
+    lines = [
         "",
         "Held-out log-prob per response token (validation), base -> end, mean over seeds:",
         f"{'method':<{width}}{'chosen':>18}{'rejected':>18}{'chosen - rejected':>20}",
@@ -279,10 +300,7 @@ def format_report(results: dict) -> str:
             )
             + f"{gap:>20}"
         )
-    wall = results["wall_time_s"]
-    phases = ", ".join(f"{k} {v:.0f} s" for k, v in wall.items() if k != "total")
-    lines += ["", f"wall time: {wall['total']:.0f} s ({phases})"]
-    return "\n".join(lines)
+    return lines
 
 
 def format_budget(results: dict) -> str:

@@ -1,7 +1,8 @@
 """See, before training, exactly what the model will learn from: the library side of ``orpo data inspect``.
 
-``inspect_source`` runs the training pipeline (``orpo.data.pipeline.prepare_dataset``) on a source and
-reports what it did, plus what only inspection needs:
+``inspect_source`` runs the training pipeline's stages (``orpo.data.pipeline``: ``normalise_source``,
+``tokenise_rows``, ``keep_trainable``) on a source and reports what they did, plus what only inspection
+needs, measured on every row the tokenise stage returned (dropped ones too):
 
 - the detected format (or each layout's row count when the rows mix layouts), rows kept and dropped by reason (first row numbers and one example line each),
   exact-duplicate pairs;
@@ -22,24 +23,25 @@ reports what it did, plus what only inspection needs:
   is what the improvements change.
 
 Lengths before truncation come from the same ``PairTokenizer`` with the limits switched off (run only
-on the pairs the limits changed); the example tokens are the rows ``prepare_dataset`` returns, so
-nothing here re-implements tokenisation.
+on the pairs the limits changed); the rendering is the pipeline's ``PairPass.render`` and the example
+tokens are the rows ``keep_trainable`` returns, so nothing here re-implements normalisation,
+templating, tokenisation or the drop counts.
 """
 
 from __future__ import annotations
 
 import copy
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
+from datasets import Dataset, concatenate_datasets
 
 from orpo.data.formats import ColumnMap
 from orpo.data.load import Source, load_source, source_label
-from orpo.data.normalise import normalise
-from orpo.data.pipeline import prepare_dataset
-from orpo.data.template import render_pair, render_pair_trl, resolve_chat_template, template_markers
+from orpo.data.pipeline import TokenisedRows, keep_trainable, normalise_source, tokenise_rows
+from orpo.data.template import render_pair_trl, resolve_chat_template
 from orpo.data.tokenize import (
     DROP_NO_ROOM,
     DROP_TOO_SHORT,
@@ -288,36 +290,73 @@ def inspect_source(
     ValueError as training would (unreadable source, unknown layout, no usable rows).
     """
     name = source_label(source, source_name)
-    raw = load_source(source, split=split)
-    num_proc = config.dataset_num_proc
-    if not get_objective(config.method).unpaired:
-        labels = normalise(raw, columns=columns, fmt=fmt, source_name=name, num_proc=num_proc).rows["label"]
-        if any(label is not None for label in labels):
-            config = copy.copy(config)  # unpaired rows: show what KTO, the one method for them, trains on
-            config.method = "kto"
-    if get_objective(config.method).unpaired:
-        return _inspect_examples(raw, tokenizer, config, columns, fmt, name, n_examples, tokenizer_name)
-    # What training gets: the kept token ids and the counts.
-    trained, report = prepare_dataset(raw, tokenizer, config, source_name=name, columns=columns, fmt=fmt)
-    # Per-row detail the pipeline does not keep: lengths before truncation, flags, drop reasons.
-    # normalise() is cached by fingerprint, so this second call reads the first one's result.
-    norm = normalise(raw, columns=columns, fmt=fmt, source_name=name, num_proc=num_proc)
-    tokenization = getattr(config, "tokenization", "orpo")
-    wrap = resolve_chat_template(tokenizer, None, config.chat_template_mode)
-    markers = template_markers(tokenizer) if wrap else ()
-    limits = Limits.from_config(config)
-    limited = PairTokenizer(tokenizer, limits, tokenization)
+    norm = normalise_source(load_source(source, split=split), config, name, columns, fmt)
+    if not get_objective(config.method).unpaired and any(label is not None for label in norm.rows["label"]):
+        config = copy.copy(config)  # unpaired rows: show what KTO, the one method for them, trains on
+        config.method = "kto"
+    # What training gets: the pipeline's stages, every row's tokens looked at before the filter.
+    tokenised = tokenise_rows(norm, tokenizer, config, name)
+    trained, report = keep_trainable(tokenised, config, name)
+    if tokenised.unpaired:
+        return _inspect_examples(trained, report, tokenizer, config, name, n_examples, tokenizer_name)
+    pair_pass = tokenised.pair_pass
+    measured = _measure_rows(norm, tokenised, config, name)
+    reasons = measured["drop_reason"]
+    kept_positions = [i for i, reason in enumerate(reasons) if not reason]
+    kept_measured = measured.select(kept_positions)
+    examples = [
+        _example(
+            tokenizer,
+            trained[k],
+            norm.source_index[position],
+            dict(zip(SEGMENTS, kept_measured[k]["truncated"])),
+            config,
+        )
+        for k, position in enumerate(kept_positions[:n_examples])
+    ]
+    token_lengths = {s: measured[s] for s in SEGMENTS}
+    return InspectReport(
+        **_report_counts(report, name, tokenizer, tokenizer_name),
+        drop_examples=_drop_examples(norm, report, measured, pair_pass.limits),
+        chat_template_mode=config.chat_template_mode,
+        strings_templated=pair_pass.wrap,
+        nll_on_prompt=config.nll_on_prompt,
+        limits=asdict(pair_pass.limits),
+        lengths={s: percentiles(values) for s, values in token_lengths.items()},
+        truncated=dict(report.truncated),
+        no_room_for_response=report.dropped.get(DROP_NO_ROOM, 0),
+        boundary_retokenised=report.boundary_retokenised,
+        tokenization=pair_pass.tokenization,
+        trl_differences=_trl_differences(measured),
+        prompts_with_repeated_bos=sum(kept_measured["repeated_bos"]),
+        responses_without_final_eos=sum(kept_measured["bad_eos"]),
+        examples=examples,
+        token_lengths=token_lengths,
+    )
+
+
+def _measure_rows(norm, tokenised: TokenisedRows, config, name: str) -> Dataset:
+    """Per-row detail the pipeline does not keep, one row per normalised row (dropped ones too).
+
+    Lengths before truncation, the truncation flags, the drop reason, the BOS / EOS checks, the layout
+    and why the tokens differ from TRL's; the trained tokens are the pipeline's (``tokenised``), the
+    untruncated ones the same pass with the limits off, run only on the pairs the limits changed.
+    """
+    pair_pass = tokenised.pair_pass
+    tokenizer = pair_pass.tokenizer
+    limits = pair_pass.limits
     unlimited = PairTokenizer(
         tokenizer,
         # (10**9, not None: None is TRL's 512 in "trl" mode)
         replace(limits, max_length=10**9, max_prompt_length=None, max_completion_length=None),
-        tokenization,
+        pair_pass.tokenization,
     )
-    bos_id, eos_id = tokenizer.bos_token_id, limited.eos_id
+    bos_id, eos_id = tokenizer.bos_token_id, pair_pass.pairs.eos_id
+    pair_fields = [f.name for f in fields(TokenisedPair)]
 
     def measure(row: dict) -> dict:
-        rendered = render_pair(row, tokenizer, wrap, markers, tokenization)
-        cut = limited(rendered)
+        rendered = pair_pass.render(row)
+        cut = TokenisedPair(**{f: row[f] for f in pair_fields})
         # The limits only ever shorten, so a pair they left alone is its own untruncated form.
         shortened = cut.prompt_truncated or cut.chosen_truncated or cut.rejected_truncated
         full = unlimited(rendered) if shortened or cut.drop_reason == DROP_NO_ROOM else cut
@@ -342,33 +381,31 @@ def inspect_source(
             "trl_diff": _trl_difference(tokenizer, row, rendered, cut, full, limits.max_length),
         }
 
-    measured = norm.rows.map(
-        measure, remove_columns=norm.rows.column_names, num_proc=num_proc, desc=f"Inspecting {name}"
+    # Each canonical row beside its tokens (the tokenise map keeps order and length).
+    both = concatenate_datasets([norm.rows, tokenised.rows], axis=1)
+    return both.map(
+        measure,
+        remove_columns=both.column_names,
+        num_proc=config.dataset_num_proc,
+        desc=f"Inspecting {name}",
     )
-    reasons = measured["drop_reason"]
-    kept_positions = [i for i, reason in enumerate(reasons) if not reason]
-    # Internal invariant: this pass and the pipeline keep the same pairs.
-    assert len(kept_positions) == len(trained), (len(kept_positions), len(trained))
 
+
+def _drop_examples(norm, report, measured: Dataset, limits: Limits) -> dict[str, str]:
+    """Reason -> "row N: why": normalisation's lines, then one for each reason tokenisation dropped."""
     drop_examples = dict(norm.drop_examples)
+    reasons = measured["drop_reason"]
     for reason in report.dropped:
         if reason not in drop_examples:
             position = reasons.index(reason)
             drop_examples[reason] = _drop_example(
                 reason, norm.source_index[position], measured[position], limits
             )
-    kept_measured = measured.select(kept_positions)
-    examples = [
-        _example(
-            tokenizer,
-            trained[k],
-            norm.source_index[position],
-            dict(zip(SEGMENTS, kept_measured[k]["truncated"])),
-            config,
-        )
-        for k, position in enumerate(kept_positions[:n_examples])
-    ]
-    token_lengths = {s: measured[s] for s in SEGMENTS}
+    return drop_examples
+
+
+def _trl_differences(measured: Dataset) -> dict[str, dict[str, int]]:
+    """Per layout: rows, rows whose tokens differ from TRL's, and how many for each TRL_DIFF_REASONS."""
     trl_differences: dict[str, dict[str, int]] = {}
     for layout, reason in zip(measured["layout"], measured["trl_diff"]):
         counts = trl_differences.setdefault(
@@ -378,24 +415,7 @@ def inspect_source(
         if reason:
             counts["differ"] += 1
             counts[reason] += 1
-    return InspectReport(
-        **_report_counts(report, name, tokenizer, tokenizer_name),
-        drop_examples=drop_examples,
-        chat_template_mode=config.chat_template_mode,
-        strings_templated=wrap,
-        nll_on_prompt=config.nll_on_prompt,
-        limits=asdict(limits),
-        lengths={s: percentiles(values) for s, values in token_lengths.items()},
-        truncated=dict(report.truncated),
-        no_room_for_response=report.dropped.get(DROP_NO_ROOM, 0),
-        boundary_retokenised=report.boundary_retokenised,
-        tokenization=tokenization,
-        trl_differences=trl_differences,
-        prompts_with_repeated_bos=sum(kept_measured["repeated_bos"]),
-        responses_without_final_eos=sum(kept_measured["bad_eos"]),
-        examples=examples,
-        token_lengths=token_lengths,
-    )
+    return trl_differences
 
 
 def _report_counts(report, name: str, tokenizer, tokenizer_name: str | None) -> dict:
@@ -414,10 +434,9 @@ def _report_counts(report, name: str, tokenizer, tokenizer_name: str | None) -> 
 
 
 def _inspect_examples(
-    raw, tokenizer, config, columns, fmt, name, n_examples, tokenizer_name
+    trained: Dataset, report, tokenizer, config, name: str, n_examples: int, tokenizer_name: str | None
 ) -> InspectReport:
     """``inspect_source`` for an unpaired objective (KTO): counts and lengths from the training rows."""
-    trained, report = prepare_dataset(raw, tokenizer, config, source_name=name, columns=columns, fmt=fmt)
     limits = Limits.from_config(config)
     bos_id, eos_id = tokenizer.bos_token_id, tokenizer.eos_token_id
     labels = trained["label"]
@@ -431,31 +450,9 @@ def _inspect_examples(
         limits.max_length is not None and len(p) + len(c) >= limits.max_length
         for p, c in zip(prompts, completions)
     ]
-    examples = []
-    for row, was_cut in list(zip(trained, cut))[:n_examples]:
-        # The completion on the side its label names; KTO has no NLL, so it is a log-prob target only.
-        ids = {
-            "chosen": [],
-            "rejected": [],
-            "chosen" if row["label"] else "rejected": row["chosen_input_ids"],
-        }
-        prompt = row["prompt_input_ids"]
-        examples.append(
-            Example(
-                source_row=row["source_row"],
-                prompt=tokenizer.decode(prompt),
-                chosen=tokenizer.decode(ids["chosen"]),
-                rejected=tokenizer.decode(ids["rejected"]),
-                prompt_tokens=_token_views(tokenizer, prompt, [MASKED] * len(prompt)),
-                chosen_tokens=_token_views(tokenizer, ids["chosen"], [LOGP] * len(ids["chosen"])),
-                rejected_tokens=_token_views(tokenizer, ids["rejected"], [LOGP] * len(ids["rejected"])),
-                truncated={
-                    "prompt": False,
-                    "chosen": was_cut and row["label"],
-                    "rejected": was_cut and not row["label"],
-                },
-            )
-        )
+    examples = [
+        _kto_example(tokenizer, row, was_cut) for row, was_cut in list(zip(trained, cut))[:n_examples]
+    ]
     return InspectReport(
         **_report_counts(report, name, tokenizer, tokenizer_name),
         drop_examples={},
@@ -478,6 +475,27 @@ def _inspect_examples(
         desirable=report.desirable,
         undesirable=report.undesirable,
         pairs_split=report.pairs_split,
+    )
+
+
+def _kto_example(tokenizer, row: dict, was_cut: bool) -> Example:
+    """One KTO training example: the completion on the side its label names, a log-prob target only
+    (KTO has no NLL)."""
+    ids = {"chosen": [], "rejected": [], "chosen" if row["label"] else "rejected": row["chosen_input_ids"]}
+    prompt = row["prompt_input_ids"]
+    return Example(
+        source_row=row["source_row"],
+        prompt=tokenizer.decode(prompt),
+        chosen=tokenizer.decode(ids["chosen"]),
+        rejected=tokenizer.decode(ids["rejected"]),
+        prompt_tokens=_token_views(tokenizer, prompt, [MASKED] * len(prompt)),
+        chosen_tokens=_token_views(tokenizer, ids["chosen"], [LOGP] * len(ids["chosen"])),
+        rejected_tokens=_token_views(tokenizer, ids["rejected"], [LOGP] * len(ids["rejected"])),
+        truncated={
+            "prompt": False,
+            "chosen": was_cut and row["label"],
+            "rejected": was_cut and not row["label"],
+        },
     )
 
 

@@ -138,28 +138,10 @@ def normalise(
     Raises ValueError when the layout is unknown, a mapped column does not exist, or no row is usable.
     """
     ds = as_dataset(dataset_or_rows, source_name)
-    if isinstance(columns, dict):
-        columns = ColumnMap.from_dict(columns)
-    names = columns.as_dict() if columns else {}
-    absent = {key: col for key, col in names.items() if col not in ds.column_names}
-    if absent:
-        raise ValueError(
-            f"`{source_name}`: columns mapping {absent} names column(s) that do not exist; "
-            f"the columns are {ds.column_names}"
-        )
+    names = _column_names(ds, columns, source_name)
     if len(ds) == 0:
         raise ValueError(f"`{source_name}`: the source has no rows")
-    if fmt is None:
-        per_row = _row_layouts(ds, names, source_name)
-        layouts = dict(Counter(per_row).most_common())
-        fmt = next(iter(layouts)) if len(layouts) == 1 else MIXED
-    elif fmt not in FORMATS:
-        raise ValueError(
-            f"`{source_name}`: unknown format {fmt!r}; use one of {list(FORMATS)} or leave it unset"
-        )
-    else:
-        layouts = {fmt: len(ds)}
-
+    fmt, layouts, per_row = _layouts(ds, names, fmt, source_name)
     mapped = ds.map(
         _normalise_example,
         with_indices=True,
@@ -176,18 +158,10 @@ def normalise(
     )
     # map keeps order and length, so a position in `mapped` is the source row number.
     reasons = mapped.with_format("arrow")["_drop"].to_pylist()
-    dropped: Counter[str] = Counter(r for r in reasons if r)
-    first_dropped: dict[str, list[int]] = {}
-    for i, reason in enumerate(reasons):
-        if reason and len(first_dropped.setdefault(reason, [])) < MAX_REPORTED_ROWS:
-            first_dropped[reason].append(i)
-    order = {reason: i for i, reason in enumerate(DROP_REASONS)}
-    dropped_sorted = dict(sorted(dropped.items(), key=lambda kv: order[kv[0]]))
-    examples = {r: f"row {rows[0]}: {mapped[rows[0]]['_detail']}" for r, rows in first_dropped.items()}
+    dropped, first_dropped, examples = _drops(mapped, reasons)
     source_index = [i for i, reason in enumerate(reasons) if not reason]
-
     if not source_index:
-        counts = ", ".join(f"{r}={n}" for r, n in dropped_sorted.items())
+        counts = ", ".join(f"{r}={n}" for r, n in dropped.items())
         first = f"; first: {examples[reasons[0]]}" if reasons else ""
         raise ValueError(
             f"`{source_name}`: no usable rows ({len(reasons)} dropped: {counts}){first}; "
@@ -203,7 +177,7 @@ def normalise(
         format=fmt,
         total=len(reasons),
         kept=len(source_index),
-        dropped=dropped_sorted,
+        dropped=dropped,
         first_dropped=first_dropped,
         duplicates=duplicates,
         source_name=source_name,
@@ -211,3 +185,50 @@ def normalise(
         source_index=source_index,
         layouts=layouts,
     )
+
+
+def _column_names(
+    ds: Dataset, columns: ColumnMap | dict[str, str] | None, source_name: str
+) -> dict[str, str]:
+    """The column mapping as canonical key -> column; a mapped column that does not exist is refused."""
+    if isinstance(columns, dict):
+        columns = ColumnMap.from_dict(columns)
+    names = columns.as_dict() if columns else {}
+    absent = {key: col for key, col in names.items() if col not in ds.column_names}
+    if absent:
+        raise ValueError(
+            f"`{source_name}`: columns mapping {absent} names column(s) that do not exist; "
+            f"the columns are {ds.column_names}"
+        )
+    return names
+
+
+def _layouts(
+    ds: Dataset, names: dict[str, str], fmt: str | None, source_name: str
+) -> tuple[str, dict[str, int], list[str] | None]:
+    """(the format: ``fmt``, the one detected layout or MIXED; layout -> rows; each row's layout when
+    detected)."""
+    if fmt is None:
+        per_row = _row_layouts(ds, names, source_name)
+        layouts = dict(Counter(per_row).most_common())
+        return (next(iter(layouts)) if len(layouts) == 1 else MIXED), layouts, per_row
+    if fmt not in FORMATS:
+        raise ValueError(
+            f"`{source_name}`: unknown format {fmt!r}; use one of {list(FORMATS)} or leave it unset"
+        )
+    return fmt, {fmt: len(ds)}, None
+
+
+def _drops(
+    mapped: Dataset, reasons: list[str]
+) -> tuple[dict[str, int], dict[str, list[int]], dict[str, str]]:
+    """(reason -> count in DROP_REASONS order, reason -> first row numbers, reason -> "row N: why")."""
+    dropped: Counter[str] = Counter(r for r in reasons if r)
+    first_dropped: dict[str, list[int]] = {}
+    for i, reason in enumerate(reasons):
+        if reason and len(first_dropped.setdefault(reason, [])) < MAX_REPORTED_ROWS:
+            first_dropped[reason].append(i)
+    order = {reason: i for i, reason in enumerate(DROP_REASONS)}
+    dropped_sorted = dict(sorted(dropped.items(), key=lambda kv: order[kv[0]]))
+    examples = {r: f"row {rows[0]}: {mapped[rows[0]]['_detail']}" for r, rows in first_dropped.items()}
+    return dropped_sorted, first_dropped, examples

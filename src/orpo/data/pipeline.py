@@ -1,8 +1,10 @@
 """From any preference data to the engine's token columns: normalise -> render -> tokenise -> filter.
 
-``prepare_dataset`` is the one entry point the trainer, the CLI and ``orpo data inspect`` use, so
-all three see exactly the same tokens. Each stage is a ``datasets.map`` (cached by fingerprint,
-parallel with ``num_proc``); rows that cannot train are dropped and counted by reason.
+``prepare_dataset`` is the one entry point the trainer and the CLI use; ``orpo data inspect`` runs its
+three stages itself (``normalise_source``, ``tokenise_rows`` with the per-row ``PairPass``,
+``keep_trainable``) to look at every row in between, so all of them see exactly the same tokens. Each
+stage is a ``datasets.map`` (cached by fingerprint, parallel with ``num_proc``); rows that cannot train
+are dropped and counted by reason.
 """
 
 from __future__ import annotations
@@ -14,8 +16,8 @@ from datasets import Dataset
 
 from orpo.data.formats import CANONICAL_FEATURES, NormaliseResult, describe_layouts
 from orpo.data.normalise import normalise
-from orpo.data.template import render_pair, resolve_chat_template, template_markers
-from orpo.data.tokenize import Limits, PairTokenizer
+from orpo.data.template import RenderedPair, render_pair, resolve_chat_template, template_markers
+from orpo.data.tokenize import Limits, PairTokenizer, TokenisedPair
 from orpo.data.unpaired import LABEL_COLUMN, ExampleTokenizer, unpair, with_kl_samples
 from orpo.engine.types import PAIR_COLUMNS, PROMPT_TAIL_COLUMNS
 from orpo.losses import get_objective
@@ -91,18 +93,72 @@ def prepare_dataset(
     ``dataset_num_proc`` and ``method``: an unpaired objective (KTO) gets examples (``orpo.data.unpaired``),
     the others pairs; unpaired rows with a paired objective are an error.
     A dataset that already holds the token columns passes through untouched.
+    The three stages (``normalise_source``, ``tokenise_rows``, ``keep_trainable``) are public so that
+    ``orpo data inspect`` can look at every row between the last two.
     """
     if is_tokenised(data):
         if LENGTH_COLUMN not in data.column_names:
             data = data.map(_with_length, desc=f"Measuring {source_name}")
         return data, DataReport(source_name, "tokenised", len(data), kept=len(data))
-    num_proc = config.dataset_num_proc
+    norm = normalise_source(data, config, source_name, columns, fmt)
+    return keep_trainable(tokenise_rows(norm, tokenizer, config, source_name), config, source_name)
+
+
+def normalise_source(
+    data, config, source_name: str = "train", columns=None, fmt: str | None = None
+) -> NormaliseResult:
+    """Stage 1: every row of ``data`` as a canonical pair (``orpo.data.normalise``), with the drop counts."""
     if isinstance(data, Dataset) and set(data.column_names) == set(CANONICAL_FEATURES):
         # Already normalised (``load_mixture`` output): normalising again would lose text_prompt.
         n = len(data)
-        norm = NormaliseResult(data, "canonical", n, n, {}, {}, 0, source_name, source_index=list(range(n)))
-    else:
-        norm = normalise(data, columns=columns, fmt=fmt, source_name=source_name, num_proc=num_proc)
+        return NormaliseResult(data, "canonical", n, n, {}, {}, 0, source_name, source_index=list(range(n)))
+    return normalise(
+        data, columns=columns, fmt=fmt, source_name=source_name, num_proc=config.dataset_num_proc
+    )
+
+
+class PairPass:
+    """The per-row pass of a paired method: render a canonical row, then tokenise it within the limits.
+
+    ``render`` applies the chat template as ``chat_template_mode`` says (``orpo.data.template``);
+    calling the pass returns the row's ``TokenisedPair`` (``orpo.data.tokenize``) within the config's
+    limits, with its drop reason. ``orpo data inspect`` renders with it again to measure each row.
+    """
+
+    def __init__(self, tokenizer, config):
+        self.tokenizer = tokenizer
+        self.tokenization = getattr(config, "tokenization", "orpo")
+        self.wrap = resolve_chat_template(tokenizer, None, config.chat_template_mode)
+        self.markers = template_markers(tokenizer) if self.wrap else ()
+        self.limits = Limits.from_config(config)
+        self.pairs = PairTokenizer(tokenizer, self.limits, self.tokenization)
+
+    def render(self, row: dict) -> RenderedPair:
+        return render_pair(row, self.tokenizer, self.wrap, self.markers, self.tokenization)
+
+    def __call__(self, row: dict) -> TokenisedPair:
+        return self.pairs(self.render(row))
+
+
+@dataclass
+class TokenisedRows:
+    """Stage 2's output: every normalised row (or example, for KTO) tokenised, in order.
+
+    ``rows`` holds the ``TokenisedPair`` fields (dropped rows too, ``drop_reason`` set), ``length`` and
+    ``source_row`` (and ``label`` when ``unpaired``); ``source_rows`` maps a position to the user's row;
+    ``report`` has the normalisation counts, which ``keep_trainable`` completes; ``pair_pass`` is the
+    pass that rendered and tokenised the rows (for KTO, each example as a pair of one completion).
+    """
+
+    rows: Dataset
+    source_rows: list[int]
+    report: DataReport
+    unpaired: bool
+    pair_pass: PairPass
+
+
+def tokenise_rows(norm: NormaliseResult, tokenizer, config, source_name: str = "train") -> TokenisedRows:
+    """Stage 2: render and tokenise every row of ``norm`` (pairs, or examples for an unpaired method)."""
     report = DataReport(
         source_name,
         norm.format,
@@ -112,19 +168,18 @@ def prepare_dataset(
         duplicates=norm.duplicates,
         layouts=dict(norm.layouts),
     )
-    tokenization = getattr(config, "tokenization", "orpo")
-    wrap = resolve_chat_template(tokenizer, None, config.chat_template_mode)
-    markers = template_markers(tokenizer) if wrap else ()
-    pair_tokenizer = PairTokenizer(tokenizer, Limits.from_config(config), tokenization)
+    pair_pass = PairPass(tokenizer, config)
     method = getattr(config, "method", "orpo")
     examples = get_objective(method).unpaired
     canonical, source_rows = norm.rows, norm.source_index  # normalised position -> the user's row number
     if not examples:
         _refuse_unpaired(canonical, source_name, method)
-        render = lambda row: pair_tokenizer(render_pair(row, tokenizer, wrap, markers, tokenization))  # noqa: E731
+        render = pair_pass
     else:
-        canonical, source_rows, report.pairs_split = unpair(canonical, tokenization, source_rows)
-        render = ExampleTokenizer(tokenizer, pair_tokenizer, tokenization, wrap, markers)
+        canonical, source_rows, report.pairs_split = unpair(canonical, pair_pass.tokenization, source_rows)
+        render = ExampleTokenizer(
+            tokenizer, pair_pass.pairs, pair_pass.tokenization, pair_pass.wrap, pair_pass.markers
+        )
 
     def tokenise(row: dict, index: int) -> dict:
         try:
@@ -142,22 +197,33 @@ def prepare_dataset(
         tokenise,
         with_indices=True,
         remove_columns=canonical.column_names,
-        num_proc=num_proc,
+        num_proc=config.dataset_num_proc,
         desc=f"Tokenising {source_name}",
     )
-    reasons = tokenised["drop_reason"]
+    return TokenisedRows(tokenised, source_rows, report, examples, pair_pass)
+
+
+def keep_trainable(
+    tokenised: TokenisedRows, config, source_name: str = "train"
+) -> tuple[Dataset, DataReport]:
+    """Stage 3: drop the rows that cannot train (counted by reason), the engine's columns of the rest.
+
+    Raises ValueError when no row is left. For an unpaired method each example gets its KL sample.
+    """
+    report, source_rows, num_proc = tokenised.report, tokenised.source_rows, config.dataset_num_proc
+    reasons = tokenised.rows["drop_reason"]
     for reason, count in Counter(r for r in reasons if r).items():
         report.dropped[reason] = report.dropped.get(reason, 0) + count
         rows = [source_rows[i] for i, r in enumerate(reasons) if r == reason]
         report.first_dropped[reason] = rows[:MAX_EXAMPLE_ROWS]
-    kept = tokenised.filter(lambda r: not r, input_columns="drop_reason", num_proc=num_proc)
+    kept = tokenised.rows.filter(lambda r: not r, input_columns="drop_reason", num_proc=num_proc)
     report.kept = len(kept)
     report.truncated = {c.removesuffix("_truncated"): sum(kept[c]) for c in FLAG_COLUMNS[:3]}
     report.boundary_retokenised = sum(kept["boundary_retokenised"])
     if report.kept == 0:
         raise ValueError(f"{source_name}: no usable rows after tokenisation ({report.summary()})")
     columns = [*PAIR_COLUMNS, *PROMPT_TAIL_COLUMNS, LENGTH_COLUMN, SOURCE_ROW_COLUMN]
-    if examples:
+    if tokenised.unpaired:
         report.desirable = sum(kept[LABEL_COLUMN])
         report.undesirable = report.kept - report.desirable
         # TRL pairs KL samples in blocks of the training batch size, for the eval set too.

@@ -2,7 +2,8 @@
 
 - ``padded``: padded chosen/rejected rows, full logits. Simple; the oracle in tests.
 - ``packed``: the shared prompt once per pair, pairs packed without padding, the output head applied in
-  chunks only where the loss needs it. The default when the model supports it.
+  chunks only where the loss needs it. The default when the model supports it; its collator, which
+  lays the pairs out, is ``packing``.
 """
 
 from __future__ import annotations
@@ -46,7 +47,7 @@ def _packed_counts(batch: dict[str, torch.Tensor], nll_on_prompt: bool) -> tuple
 
 def build_engine(name: str, model: torch.nn.Module, pad_token_id: int, args) -> tuple[Engine, str | None]:
     """The engine to use and, when 'auto' had to fall back to the padded engine, the reason why."""
-    from orpo.engine import packed
+    from orpo.engine import packed, packing
 
     reason = None
     if name in ("auto", "packed"):
@@ -58,7 +59,7 @@ def build_engine(name: str, model: torch.nn.Module, pad_token_id: int, args) -> 
             def packed_forward(model, batch, nll_on_prompt):
                 return packed.packed_forward(model, batch, nll_on_prompt, chunk, attention=attention)
 
-            collator = packed.PackedPairCollator(pad_token_id, args.max_tokens_per_batch)
+            collator = packing.PackedPairCollator(pad_token_id, args.max_tokens_per_batch)
             return Engine("packed", collator, packed_forward, _packed_counts), None
         if name == "packed":
             raise ValueError(f"engine='packed' cannot run this model: {reason}; use engine='padded'")

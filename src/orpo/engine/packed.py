@@ -36,7 +36,7 @@ the NLL. x_{P-1} predicts twice (z^w_0 and z^l_0): one extra head row per pair, 
 
 Attention. By default (``attention="segments"``) no mask exists: ``orpo.engine.attention`` runs each
 pair's two blocks ([x | z^w] causal; z^l against [x | z^l], causal aligned bottom-right) through
-causal kernels, from the ``segment_spans`` the collator emits; memory is linear in length, and
+causal kernels, from the ``segment_spans`` the collator (``orpo.engine.packing``) emits; memory is linear in length, and
 flash_attention_2/3 models take FlashAttention's varlen kernels on CUDA. The dense mask below is the
 fallback (``attention="mask"``, config ``packed_attention``) and the oracle in tests.
 
@@ -60,177 +60,19 @@ from __future__ import annotations
 import inspect
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
 from typing import Any
 
 import torch
 
 from orpo.engine.attention import FLASH_ATTENTION, SegmentLayout, choose_kernel, segments_active
 from orpo.engine.head import summed_token_logps, token_logps
-from orpo.engine.types import SequenceStats, prompt_tails
-
-# Token roles in the packed layout (``token_roles`` in the batch): the shared prompt, the chosen branch
-# (its prompt tail, then the response), the rejected branch, padding. Attention needs only these.
-PROMPT, CHOSEN, REJECTED, PAD = 0, 1, 2, 3
+from orpo.engine.packing import CHOSEN, PAD, REJECTED
+from orpo.engine.types import SequenceStats
 
 _MASKED_ATTENTION = ("sdpa", "eager")  # implementations that take a custom 4D mask
 ATTENTION_PATHS = ("segments", "mask")  # per-segment causal kernels (default), or the dense-mask oracle
 _LAYER_TYPES = ("full_attention", "sliding_attention")  # layer types whose mask we can build
-
-
-@dataclass
-class _Segment:
-    """One pair laid out as ``[shared prompt | chosen branch | rejected branch]``; indices are offsets
-    into the segment. ``*_predictors`` and the target lists beside them have equal lengths."""
-
-    tokens: list[int]
-    positions: list[int]
-    roles: list[int]
-    lengths: tuple[int, int, int]  # P, chosen branch, rejected branch
-    chosen_predictors: list[int]
-    rejected_predictors: list[int]
-    prompt_predictors: list[int]
-    chosen: list[int]
-    rejected: list[int]
-    prompt_targets: list[int]
-
-
-def _segment(row: dict, pair: int) -> _Segment:
-    prompt, chosen, rejected = (
-        list(row[k]) for k in ("prompt_input_ids", "chosen_input_ids", "rejected_input_ids")
-    )
-    for name, ids in (("prompt", prompt), ("chosen", chosen), ("rejected", rejected)):
-        if not ids:
-            raise ValueError(
-                f"pair {pair} of the batch has an empty {name}_input_ids; every pair needs a prompt and both "
-                "responses of at least one token (the data pipeline drops such rows; check a custom collator or dataset)"
-            )
-    chosen_tail, rejected_tail = prompt_tails(row)
-    p, c, r = len(prompt), len(chosen), len(rejected)
-    # Predictor of branch token k: the last shared prompt token for k = 0, else the branch's token k - 1.
-    # The rejected branch sits after the chosen one, so its first token looks back past it.
-    chosen_predictors = list(range(p - 1, p + c - 1))
-    rejected_predictors = [p - 1] + list(range(p + c, p + c + r - 1))
-    return _Segment(
-        tokens=prompt + chosen + rejected,
-        positions=list(range(p + c)) + list(range(p, p + r)),
-        roles=[PROMPT] * p + [CHOSEN] * c + [REJECTED] * r,
-        lengths=(p, c, r),
-        chosen_predictors=chosen_predictors[chosen_tail:],
-        rejected_predictors=rejected_predictors[rejected_tail:],
-        # The chosen sequence's prompt: shared tokens 1.., then the chosen tail (the rejected tail is
-        # the rejected sequence's prompt, which nothing scores).
-        prompt_predictors=list(range(p - 1)) + chosen_predictors[:chosen_tail],
-        chosen=chosen[chosen_tail:],
-        rejected=rejected[rejected_tail:],
-        prompt_targets=prompt[1:] + chosen[:chosen_tail],
-    )
-
-
-@dataclass
-class PackedPairCollator:
-    """Collates tokenised pairs into packed rows of ``[shared prompt | chosen branch | rejected branch]``
-    segments (module docstring).
-
-    Args:
-        pad_token_id: token id written into padding slots (never scored, never attended to).
-        max_tokens_per_row: token budget of one row; segments are placed first-fit by decreasing
-            length, and a segment longer than the budget gets a row of its own. None: one pair per
-            row, rows right-padded to the longest.
-
-    Output keys (all tensors; "flat" indices address the (R*L) grid of ``input_ids.view(-1)``):
-        pair_index (B,): 0..B-1, first so transformers' batch-size detection sees B.
-        input_ids, position_ids (R, L).
-        segment_ids (R, L): pair id of each token, -1 on padding. token_roles (R, L): PROMPT (shared),
-            CHOSEN / REJECTED (the branch, prompt tail included) or PAD. Together with position_ids these
-            describe the attention mask.
-        chosen_index, chosen_labels, chosen_pair (Nc,): flat predictor position, target token and pair
-            id of every chosen response token, EOS included. rejected_* (Nr,): same for rejected.
-        prompt_nll_index, prompt_nll_labels (Np,): the chosen sequence's prompt tokens 1.. (shared
-            prompt, then the chosen tail) and their predictors, for the NLL when it covers the prompt.
-        segment_spans (S, 5): per segment (row, start column, P, chosen branch, rejected branch
-            lengths), the layout the per-segment attention (``orpo.engine.attention``) runs on; S = B.
-    """
-
-    pad_token_id: int
-    max_tokens_per_row: int | None = None
-
-    def __post_init__(self) -> None:
-        if self.max_tokens_per_row is not None and self.max_tokens_per_row < 1:
-            raise ValueError(
-                f"max_tokens_per_row must be a positive int or None, got {self.max_tokens_per_row}"
-            )
-
-    def __call__(self, rows: list[dict]) -> dict[str, torch.Tensor]:
-        segments = [_segment(row, i) for i, row in enumerate(rows)]
-        packs = self._assign_rows([len(s.tokens) for s in segments])
-        width = max(sum(len(segments[i].tokens) for i in pack) for pack in packs)
-        shape = (len(packs), width)
-        input_ids = torch.full(shape, self.pad_token_id, dtype=torch.long)
-        position_ids = torch.zeros(shape, dtype=torch.long)
-        segment_ids = torch.full(shape, -1, dtype=torch.long)
-        token_roles = torch.full(shape, PAD, dtype=torch.long)
-        # Flat predictor positions, target tokens and pair ids, in row order (not pair order).
-        index: dict[str, list[int]] = {k: [] for k in ("chosen", "rejected", "prompt_nll")}
-        labels: dict[str, list[int]] = {k: [] for k in ("chosen", "rejected", "prompt_nll")}
-        pair_of: dict[str, list[int]] = {"chosen": [], "rejected": []}
-        spans: list[list[int]] = []  # (row, start column, P, branch lengths) per segment, for attention
-        for r, pack in enumerate(packs):
-            col = 0
-            for i in pack:
-                seg = segments[i]
-                span = slice(col, col + len(seg.tokens))
-                input_ids[r, span] = torch.tensor(seg.tokens)
-                position_ids[r, span] = torch.tensor(seg.positions)
-                segment_ids[r, span] = i
-                token_roles[r, span] = torch.tensor(seg.roles)
-                start = r * width + col
-                index["chosen"] += [start + o for o in seg.chosen_predictors]
-                index["rejected"] += [start + o for o in seg.rejected_predictors]
-                index["prompt_nll"] += [start + o for o in seg.prompt_predictors]
-                labels["chosen"] += seg.chosen
-                labels["rejected"] += seg.rejected
-                labels["prompt_nll"] += seg.prompt_targets
-                pair_of["chosen"] += [i] * len(seg.chosen)
-                pair_of["rejected"] += [i] * len(seg.rejected)
-                spans.append([r, col, *seg.lengths])
-                col += len(seg.tokens)
-
-        def longs(values: list[int]) -> torch.Tensor:
-            return torch.tensor(values, dtype=torch.long)
-
-        return {
-            "pair_index": torch.arange(len(rows)),
-            "input_ids": input_ids,
-            "position_ids": position_ids,
-            "segment_ids": segment_ids,
-            "token_roles": token_roles,
-            "chosen_index": longs(index["chosen"]),
-            "chosen_labels": longs(labels["chosen"]),
-            "chosen_pair": longs(pair_of["chosen"]),
-            "rejected_index": longs(index["rejected"]),
-            "rejected_labels": longs(labels["rejected"]),
-            "rejected_pair": longs(pair_of["rejected"]),
-            "prompt_nll_index": longs(index["prompt_nll"]),
-            "prompt_nll_labels": longs(labels["prompt_nll"]),
-            "segment_spans": torch.tensor(spans, dtype=torch.long).view(-1, 5),
-        }
-
-    def _assign_rows(self, lengths: list[int]) -> list[list[int]]:
-        """Pair ids per row: one per row without a budget, else first-fit decreasing."""
-        if self.max_tokens_per_row is None:
-            return [[i] for i in range(len(lengths))]
-        packs: list[list[int]] = []
-        free: list[int] = []
-        for i in sorted(range(len(lengths)), key=lambda i: -lengths[i]):
-            row = next((r for r, room in enumerate(free) if room >= lengths[i]), None)
-            if row is None:
-                packs.append([i])
-                free.append(self.max_tokens_per_row - lengths[i])
-            else:
-                packs[row].append(i)
-                free[row] -= lengths[i]
-        return packs
+_PARTS = ("chosen", "rejected")  # the response parts the head scores, in the order of its output
 
 
 def build_attention_mask(
@@ -407,7 +249,7 @@ def packed_forward(
 
     Args:
         model: a transformers causal LM, or a PEFT model wrapping one; see ``fast_path_support``.
-        batch: output of ``PackedPairCollator``, on the model's device.
+        batch: output of ``orpo.engine.packing.PackedPairCollator``, on the model's device.
         nll_on_prompt: whether the NLL also covers prompt tokens 1.. of the chosen sequence.
         chunk_size: positions per chunk in the output head (``orpo.engine.head.token_logps``).
         aux_loss: MoE router auxiliary loss; not available on this path (raises).
@@ -418,22 +260,36 @@ def packed_forward(
     if reason is not None:
         raise ValueError(f"engine='packed' cannot run this model: {reason}")
     lm = _causal_lm(model)
-    device = batch["input_ids"].device
+    sizes = [batch[f"{p}_index"].shape[0] for p in _PARTS]
+    inputs = {"input_ids": batch["input_ids"], "position_ids": batch["position_ids"], "use_cache": False}
+    with _head_pass_inside_forward(lm, _head_pass(lm, batch, nll_on_prompt, chunk_size)):
+        if _attention_path(lm, attention) == "segments":
+            kernel = choose_kernel(lm.config._attn_implementation, batch["input_ids"].device)
+            layout = SegmentLayout.from_batch(batch, kernel)
+            with segments_active(lm):
+                scores = model(**inputs, orpo_segments=layout).logits  # the head pass's output
+        else:
+            masks = _attention_masks(lm, batch, batch["input_ids"].device)
+            scores = model(**inputs, attention_mask=masks).logits
+    return _sequence_stats(scores, sizes, batch, nll_on_prompt)
+
+
+def _head_pass(
+    lm: Any, batch: dict[str, torch.Tensor], nll_on_prompt: bool, chunk_size: int
+) -> Callable[[torch.Tensor], torch.Tensor]:
+    """The output head's stand-in (``_head_pass_inside_forward``): scores only the batch's positions."""
     softcap = getattr(lm.config, "final_logit_softcapping", None)
     head = lm.get_output_embeddings()
-    parts = ("chosen", "rejected")
-    sizes = [batch[f"{p}_index"].shape[0] for p in parts]
-    n_scored = sum(sizes)
 
     def head_pass(hidden: torch.Tensor) -> torch.Tensor:
         """(R, L, H) final hidden states -> (2 * (Nc + Nr) + 1,) float32: the scored positions' log-probs,
         their vocab-mean logits, then the prompt tokens' summed log-prob (0 unless the NLL covers them)."""
         hidden = hidden.reshape(-1, hidden.shape[-1])  # (R*L, H): flat indices address this grid
         out = token_logps(
-            hidden.index_select(0, torch.cat([batch[f"{p}_index"] for p in parts])),  # (Nc + Nr, H)
+            hidden.index_select(0, torch.cat([batch[f"{p}_index"] for p in _PARTS])),  # (Nc + Nr, H)
             head.weight,
             head.bias,
-            torch.cat([batch[f"{p}_labels"] for p in parts]),  # (Nc + Nr,)
+            torch.cat([batch[f"{p}_labels"] for p in _PARTS]),  # (Nc + Nr,)
             chunk_size,
             softcap=softcap,
         )
@@ -450,14 +306,15 @@ def packed_forward(
             )
         return torch.cat([out.logps, out.vocab_mean_logits, prompt[None]])
 
-    inputs = {"input_ids": batch["input_ids"], "position_ids": batch["position_ids"], "use_cache": False}
-    with _head_pass_inside_forward(lm, head_pass):
-        if _attention_path(lm, attention) == "segments":
-            layout = SegmentLayout.from_batch(batch, choose_kernel(lm.config._attn_implementation, device))
-            with segments_active(lm):
-                scores = model(**inputs, orpo_segments=layout).logits  # head_pass's output
-        else:
-            scores = model(**inputs, attention_mask=_attention_masks(lm, batch, device)).logits
+    return head_pass
+
+
+def _sequence_stats(
+    scores: torch.Tensor, sizes: list[int], batch: dict[str, torch.Tensor], nll_on_prompt: bool
+) -> SequenceStats:
+    """Per-pair sums from the head pass's flat scores (chosen rows, rejected rows, then the prompt's sum)."""
+    device = batch["input_ids"].device
+    n_scored = sum(sizes)
     logps = scores[:n_scored].split(sizes)  # chosen (Nc,), rejected (Nr,)
     means = scores[n_scored : 2 * n_scored].detach().split(sizes)
     # The chosen response rows serve both chosen_sum_logps and the NLL: computed once, used twice.

@@ -177,8 +177,50 @@ def _train_locked(
     # The checkpoint to resume from is found (or refused) before anything is written.
     resume = checkpoints.resolve_resume(out, args.resume_from_checkpoint)
     previous = checkpoints.read_summary(out) if resume is not None else {}
-    # Data and model next: a wrong path or model name fails here and leaves no run behind, so fixing
-    # it and rerunning works.
+    trainer, has_eval, tiny_base = _build(recipe, args, out, progress, main, extra)
+    summary = _open_summary(recipe, trainer, out, resume, previous, changed, main)
+    if resume is not None:  # the first run's numbers (module docstring); never a second step-0 line
+        before = previous.get("before") or before_from_metrics(out)
+    else:
+        before = trainer.evaluate() if has_eval else {}
+    summary["before"] = before
+    # Steps skipped before the checkpoint this run resumes from (those after it are trained again).
+    earlier_skips = [s for s in previous.get("nonfinite_skipped_steps", []) if s <= summary["steps"]]
+    summary.update(_nonfinite_fields(trainer, earlier_skips))
+    if main:  # kept by a crash from here on, for the resume to find
+        checkpoints.write_summary(out, _finite(summary))
+    _train_recording_failure(trainer, resume, summary, earlier_skips, out, main)
+    summary["steps"] = trainer.state.global_step
+    summary.update(_nonfinite_fields(trainer, earlier_skips))
+    received = trainer.stop_on_signal.received
+    if received is not None:
+        summary.update(status="interrupted", signal=signal.Signals(received).name)
+        report = _finish(out, summary, main)
+        first, last = _first_last(trainer)
+        return RunResult(
+            output_dir=out,
+            before=before,
+            after={},
+            train_loss_first=first,
+            train_loss_last=last,
+            status="interrupted",
+            signal=received,
+            steps=trainer.state.global_step,
+            report=report,
+            data_reports=summary["data"],
+            nonfinite_skipped=summary["nonfinite_skipped"],
+        )
+    return _save_finished(trainer, args, out, summary, has_eval, tiny_base, main)
+
+
+def _build(
+    recipe: Recipe, args: ORPOConfig, out: Path, progress: bool, main: bool, extra: list
+) -> tuple[Any, bool, bool]:
+    """(the trainer, whether there is an eval set, whether the base is a tiny model staged into the run).
+
+    Data and model come before anything is written: a wrong path or model name fails here and leaves
+    no run behind, so fixing it and rerunning works. So does a run that would train zero steps.
+    """
     train_rows, eval_rows = load_data(recipe, args.seed)
     callbacks = [MetricsJsonlCallback(out / checkpoints.METRICS_FILE), CurrentIntervals(), *extra]
     trainer, tiny_base, staged_base = build_trainer(
@@ -191,6 +233,20 @@ def _train_locked(
         raise ValueError(reason)
     if staged_base is not None:
         checkpoints.publish(staged_base, out / BASE_MODEL_DIR)
+    return trainer, eval_rows is not None, tiny_base
+
+
+def _open_summary(
+    recipe: Recipe,
+    trainer,
+    out: Path,
+    resume: str | None,
+    previous: dict,
+    changed: dict[str, tuple[Any, Any]],
+    main: bool,
+) -> dict[str, Any]:
+    """summary.json at the start: status, steps, the resumes so far, the data reports and warnings;
+    the main process writes it with config.yaml and the data report."""
     summary: dict[str, Any] = {"status": "running", "steps": 0}
     if resume is not None:
         summary["steps"] = checkpoints.checkpoint_step(Path(resume))
@@ -217,17 +273,13 @@ def _train_locked(
             notice(
                 f"train: {len(rows)} pair(s) {WARNING_LABELS[kind]} (rows {shown}); see `orpo data inspect`"
             )
+    return summary
 
-    if resume is not None:  # the first run's numbers (module docstring); never a second step-0 line
-        before = previous.get("before") or before_from_metrics(out)
-    else:
-        before = trainer.evaluate() if eval_rows is not None else {}
-    summary["before"] = before
-    # Steps skipped before the checkpoint this run resumes from (those after it are trained again).
-    earlier_skips = [s for s in previous.get("nonfinite_skipped_steps", []) if s <= summary["steps"]]
-    summary.update(_nonfinite_fields(trainer, earlier_skips))
-    if main:  # kept by a crash from here on, for the resume to find
-        checkpoints.write_summary(out, _finite(summary))
+
+def _train_recording_failure(
+    trainer, resume: str | None, summary: dict, earlier_skips: list[int], out: Path, main: bool
+) -> None:
+    """``trainer.train``; when it raises, summary.json says how the run ended before the error goes on."""
     try:
         trainer.train(resume_from_checkpoint=resume)
     except NonFiniteError as err:
@@ -246,28 +298,13 @@ def _train_locked(
         if main:
             checkpoints.write_summary(out, _finite(summary))
         raise
-    summary["steps"] = trainer.state.global_step
-    summary.update(_nonfinite_fields(trainer, earlier_skips))
-    received = trainer.stop_on_signal.received
-    if received is not None:
-        summary.update(status="interrupted", signal=signal.Signals(received).name)
-        report = _finish(out, summary, main)
-        first, last = _first_last(trainer)
-        return RunResult(
-            output_dir=out,
-            before=before,
-            after={},
-            train_loss_first=first,
-            train_loss_last=last,
-            status="interrupted",
-            signal=received,
-            steps=trainer.state.global_step,
-            report=report,
-            data_reports=data_reports,
-            nonfinite_skipped=summary["nonfinite_skipped"],
-        )
 
-    after = _final_evaluation(trainer) if eval_rows is not None else {}
+
+def _save_finished(
+    trainer, args: ORPOConfig, out: Path, summary: dict, has_eval: bool, tiny_base: bool, main: bool
+) -> RunResult:
+    """After a finished training: the last evaluation, the model saved and published, the report."""
+    after = _final_evaluation(trainer) if has_eval else {}
     staged = checkpoints.staging_dir(out / "model")
     trainer.save_model(str(staged))
     if tiny_base and main:
@@ -287,14 +324,14 @@ def _train_locked(
     return RunResult(
         warnings=warnings,
         output_dir=out,
-        before=before,
+        before=summary["before"],
         after=after,
         train_loss_first=first,
         train_loss_last=last,
         status="finished",
         steps=trainer.state.global_step,
         report=report,
-        data_reports=data_reports,
+        data_reports=summary["data"],
         nonfinite_skipped=summary["nonfinite_skipped"],
     )
 

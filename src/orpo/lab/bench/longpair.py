@@ -19,7 +19,8 @@ import time
 import torch
 import transformers
 
-from orpo.engine.packed import PackedPairCollator, packed_forward
+from orpo.engine.packed import packed_forward
+from orpo.engine.packing import PackedPairCollator
 from orpo.lab.bench.profiles import Profile
 from orpo.losses import Knobs, PairLogps, get_objective
 

@@ -98,26 +98,9 @@ def run_bench(opts: BenchOptions, log: TextIO | None = None) -> dict:
     log = sys.stderr if log is None else log
     import torch
 
-    impls = list(opts.impls)
-    notes = []
-    if "trl" in impls and not trl_available():
-        print(TRL_MISSING, file=log, flush=True)
-        notes.append(TRL_MISSING)
-        impls.remove("trl")
-        if not impls:
-            raise ImportError(TRL_MISSING)
+    impls, notes = _available_impls(opts, log)
     torch.set_num_threads(opts.threads)
-    load_start = os.getloadavg()
-    if load_start[0] > 0.5 * (os.cpu_count() or 1):
-        notes.append(
-            f"machine busy: load average {load_start[0]:.2f} on {os.cpu_count()} CPUs at start; timings are noisy "
-            "(compare the 'steps s' spread)"
-        )
-        print(notes[-1], file=log, flush=True)
-    peaks = {}
-    for dtype in opts.dtypes:
-        peaks[dtype] = matmul_peak_flops(dtype)
-        print(f"matmul peak {dtype}: {peaks[dtype] / 1e9:.1f} GFLOP/s", file=log, flush=True)
+    load_start, peaks = _machine_load_and_peaks(opts, notes, log)
     results: dict = {
         "machine": {
             "cpus": os.cpu_count(),
@@ -152,40 +135,100 @@ def run_bench(opts: BenchOptions, log: TextIO | None = None) -> dict:
                     label = f"[{index}/{total}] {name} {dtype} {impl}" + (
                         f" round {repeat + 1}" if opts.repeats > 1 else ""
                     )
-                    cmd = [
-                        sys.executable, "-m", "orpo.lab.bench.worker",
-                        "--data", str(folder), "--impl", impl, "--dtype", dtype,
-                        "--steps", str(opts.steps), "--pairs-per-step", str(pairs),
-                        "--engine", opts.engine, "--learning-rate", str(opts.learning_rate),
-                        "--beta", str(opts.beta), "--seed", str(opts.seed), "--threads", str(opts.threads),
-                    ] + (["--gradient-checkpointing"] if opts.gradient_checkpointing else [])  # fmt: skip
-                    ran = run_in_process(cmd, timeout=opts.timeout, relay=Relay("bench: ", label, log))
-                    run = _worker_result(ran)
-                    run.update(profile=name, dtype=dtype, impl=impl, repeat=repeat, wall_seconds=ran.seconds)
+                    run = _bench_run(opts, folder, name, dtype, impl, repeat, pairs, peaks[dtype], label, log)
                     if "error" not in run:
                         results["profiles"][name]["model"] = run["model"]
-                        timed = [tuple(p) for batch in run["pair_lengths"][1:] for p in batch]
-                        run["useful_flops"] = useful_flops(timed, run["model"])
-                        run["peak_fraction"] = run["useful_flops"] / (run["seconds"] * peaks[dtype])
-                        run["executed_flops"] = executed_flops(timed, run["model"], impl)
-                        run["gflops_per_s"] = run["executed_flops"] / run["seconds"] / 1e9
-                        run["executed_peak_fraction"] = run["executed_flops"] / (
-                            run["seconds"] * peaks[dtype]
-                        )
-                        run["flop_limit"] = trl_flops(timed, run["model"]) / run["useful_flops"]
-                        summary = (
-                            f"{run['pairs_per_s']:.2f} pairs/s, peak RSS {run['peak_rss_mb'] / 1024:.2f} GiB, "
-                            f"loss {run['loss']:.4f}"
-                        )
-                    else:
-                        summary = f"FAILED: {run['error']}"
-                    print(f"{label}: {summary} ({run['wall_seconds']:.0f} s)", file=log, flush=True)
                     results["runs"].append(run)
                 if "trl" in impls and "orpo" in impls:
                     results["comparisons"].append(_compare(results["runs"], name, dtype))
     results["machine"]["load_average_end"] = os.getloadavg()
     results["targets"] = check_targets(results)
     return results
+
+
+def _bench_run(
+    opts: BenchOptions,
+    folder: Path,
+    name: str,
+    dtype: str,
+    impl: str,
+    repeat: int,
+    pairs: int,
+    peak: float,
+    label: str,
+    log: TextIO,
+) -> dict:
+    """One run in its own worker process: its result (or error), FLOP counts, one progress line."""
+    ran = run_in_process(
+        _worker_command(opts, folder, impl, dtype, pairs),
+        timeout=opts.timeout,
+        relay=Relay("bench: ", label, log),
+    )
+    run = _worker_result(ran)
+    run.update(profile=name, dtype=dtype, impl=impl, repeat=repeat, wall_seconds=ran.seconds)
+    if "error" not in run:
+        _add_flops(run, peak)
+        summary = (
+            f"{run['pairs_per_s']:.2f} pairs/s, peak RSS {run['peak_rss_mb'] / 1024:.2f} GiB, "
+            f"loss {run['loss']:.4f}"
+        )
+    else:
+        summary = f"FAILED: {run['error']}"
+    print(f"{label}: {summary} ({run['wall_seconds']:.0f} s)", file=log, flush=True)
+    return run
+
+
+def _machine_load_and_peaks(
+    opts: BenchOptions, notes: list[str], log: TextIO
+) -> tuple[tuple[float, float, float], dict[str, float]]:
+    """(the load average at the start, dtype -> matmul peak FLOP/s); a busy machine adds a note to ``notes``."""
+    load_start = os.getloadavg()
+    if load_start[0] > 0.5 * (os.cpu_count() or 1):
+        notes.append(
+            f"machine busy: load average {load_start[0]:.2f} on {os.cpu_count()} CPUs at start; timings are noisy "
+            "(compare the 'steps s' spread)"
+        )
+        print(notes[-1], file=log, flush=True)
+    peaks = {}
+    for dtype in opts.dtypes:
+        peaks[dtype] = matmul_peak_flops(dtype)
+        print(f"matmul peak {dtype}: {peaks[dtype] / 1e9:.1f} GFLOP/s", file=log, flush=True)
+    return load_start, peaks
+
+
+def _available_impls(opts: BenchOptions, log: TextIO) -> tuple[list[str], list[str]]:
+    """(the implementations to run, notes for the report): TRL is left out, with a note, when missing."""
+    impls = list(opts.impls)
+    notes = []
+    if "trl" in impls and not trl_available():
+        print(TRL_MISSING, file=log, flush=True)
+        notes.append(TRL_MISSING)
+        impls.remove("trl")
+        if not impls:
+            raise ImportError(TRL_MISSING)
+    return impls, notes
+
+
+def _worker_command(opts: BenchOptions, folder: Path, impl: str, dtype: str, pairs: int) -> list[str]:
+    """The command line of one run's worker process (``orpo.lab.bench.worker``)."""
+    return [
+        sys.executable, "-m", "orpo.lab.bench.worker",
+        "--data", str(folder), "--impl", impl, "--dtype", dtype,
+        "--steps", str(opts.steps), "--pairs-per-step", str(pairs),
+        "--engine", opts.engine, "--learning-rate", str(opts.learning_rate),
+        "--beta", str(opts.beta), "--seed", str(opts.seed), "--threads", str(opts.threads),
+    ] + (["--gradient-checkpointing"] if opts.gradient_checkpointing else [])  # fmt: skip
+
+
+def _add_flops(run: dict, peak: float) -> None:
+    """A finished run's FLOP counts over its timed steps, and their fractions of the matmul ``peak``."""
+    timed = [tuple(p) for batch in run["pair_lengths"][1:] for p in batch]
+    run["useful_flops"] = useful_flops(timed, run["model"])
+    run["peak_fraction"] = run["useful_flops"] / (run["seconds"] * peak)
+    run["executed_flops"] = executed_flops(timed, run["model"], run["impl"])
+    run["gflops_per_s"] = run["executed_flops"] / run["seconds"] / 1e9
+    run["executed_peak_fraction"] = run["executed_flops"] / (run["seconds"] * peak)
+    run["flop_limit"] = trl_flops(timed, run["model"]) / run["useful_flops"]
 
 
 def _version(package: str) -> str | None:

@@ -40,6 +40,80 @@ def run_compare(
 
     recipe = load_recipe(config, list(overrides))
     judge = resolve_judge(judge, recipe.data.train)
+    runs = _checked_plan(recipe, config, overrides, methods, grid, baseline, judge_prompts, tune)
+    root = Path(recipe.training_args().output_dir)
+    studies = {} if tune is None else plan_studies(config, overrides, runs, tune, root, judge, judge_prompts)
+    root.mkdir(parents=True, exist_ok=True)
+    tuned = run_studies(studies, log) if studies else {}
+    if tuned:
+        runs = with_chosen(runs, tuned)
+    results = _launch_all(config, overrides, runs, root, progress, judge, judge_prompts, tuned, log)
+    report = {
+        "config": config or "<embedded default>",
+        "overrides": list(overrides),
+        "grid": [[k, v] for k, v in grid],
+        "judge": judge,
+        "runs": results,
+        # Compact view: label -> headline numbers (and the final eval metrics), as before.
+        "methods": {
+            r["label"]: {**r["final"], **headline(r), "train_seconds": r["train_seconds"]} for r in results
+        },
+        "files": [str(root / n) for n in ("compare.json", "compare.md", "compare_logps.png")],
+    }
+    if tuned:
+        first = next(iter(tuned.values()))
+        report["tune"] = {
+            "trials": tune.trials,
+            "objective": first["objective"],
+            "direction": first["direction"],
+            "space": {label: [p.spec for p in s.params] for label, s in studies.items()},
+            "chosen": {label: t["params"] for label, t in tuned.items()},
+        }
+    _write(root, report, results)
+    return report
+
+
+def _launch_all(
+    config: str | None,
+    overrides: list[str],
+    runs: list[RunSpec],
+    root: Path,
+    progress: bool,
+    judge: str | None,
+    judge_prompts: int,
+    tuned: dict,
+    log: TextIO,
+) -> list[dict]:
+    """Every run, one after the other, each in its own process; a line on ``log`` before and after each."""
+    results = []
+    for i, run in enumerate(runs, 1):
+        print(f"compare: [{i}/{len(runs)}] {run.label} ...", file=log, flush=True)
+        result = launch(config, overrides, run, root / run.slug, progress, judge, judge_prompts)
+        if tuned:
+            result["tune"] = tune_of(run, tuned)
+        results.append(result)
+        ms = result.get("ms_per_pair")
+        print(
+            f"compare: [{i}/{len(runs)}] {run.label}: {ms:.1f} ms/pair, peak RSS {result['peak_rss_mb']:.0f} MiB",
+            file=log,
+            flush=True,
+        )
+    return results
+
+
+def _checked_plan(
+    recipe,
+    config: str | None,
+    overrides: list[str],
+    methods: list[tuple[str, str | None]],
+    grid: list[tuple[str, list[str]]],
+    baseline: str | None,
+    judge_prompts: int,
+    tune: TuneRequest | None,
+) -> list[RunSpec]:
+    """The runs to make, after every check that needs no training (each run's recipe included)."""
+    from orpo.run.recipe import load_recipe
+
     if judge_prompts < 1:
         raise ValueError(f"--judge-prompts {judge_prompts} must be >= 1")
     data = recipe.data
@@ -65,46 +139,11 @@ def run_compare(
                 f"{run.label}: the adapter-disabled reference needs an adapter; add adapter.r=16 "
                 "(applies to every method) or use dpo:model / dpo:precomputed"
             )
-    root = Path(recipe.training_args().output_dir)
-    studies = {} if tune is None else plan_studies(config, overrides, runs, tune, root, judge, judge_prompts)
-    root.mkdir(parents=True, exist_ok=True)
-    tuned = run_studies(studies, log) if studies else {}
-    if tuned:
-        runs = with_chosen(runs, tuned)
-    results = []
-    for i, run in enumerate(runs, 1):
-        print(f"compare: [{i}/{len(runs)}] {run.label} ...", file=log, flush=True)
-        result = launch(config, overrides, run, root / run.slug, progress, judge, judge_prompts)
-        if tuned:
-            result["tune"] = tune_of(run, tuned)
-        results.append(result)
-        ms = result.get("ms_per_pair")
-        print(
-            f"compare: [{i}/{len(runs)}] {run.label}: {ms:.1f} ms/pair, peak RSS {result['peak_rss_mb']:.0f} MiB",
-            file=log,
-            flush=True,
-        )
-    report = {
-        "config": config or "<embedded default>",
-        "overrides": list(overrides),
-        "grid": [[k, v] for k, v in grid],
-        "judge": judge,
-        "runs": results,
-        # Compact view: label -> headline numbers (and the final eval metrics), as before.
-        "methods": {
-            r["label"]: {**r["final"], **headline(r), "train_seconds": r["train_seconds"]} for r in results
-        },
-        "files": [str(root / n) for n in ("compare.json", "compare.md", "compare_logps.png")],
-    }
-    if tuned:
-        first = next(iter(tuned.values()))
-        report["tune"] = {
-            "trials": tune.trials,
-            "objective": first["objective"],
-            "direction": first["direction"],
-            "space": {label: [p.spec for p in s.params] for label, s in studies.items()},
-            "chosen": {label: t["params"] for label, t in tuned.items()},
-        }
+    return runs
+
+
+def _write(root: Path, report: dict, results: list[dict]) -> None:
+    """compare.json, compare.md and, when any run has a curve, compare_logps.png."""
     (root / "compare.json").write_text(json.dumps(report, indent=2))
     (root / "compare.md").write_text(format_markdown(results) + "\n")
     if any(r["curve"] for r in results):
@@ -113,7 +152,6 @@ def run_compare(
             root / "compare_logps.png",
             "Held-out log-probs: chosen (solid) vs rejected (dashed)",
         )
-    return report
 
 
 def launch(

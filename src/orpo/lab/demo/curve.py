@@ -47,43 +47,13 @@ def run_budget_curve(
         [(source, train)] = make_sources(s, budget, ["on-policy"], out, cache, progress)
         tuned = tune_sources(s, budget, list(BUDGET_METHODS), [(source, train)], cache, progress)[source.name]
         points_n = sorted({min(n, len(train.pairs)) for n in pairs})
-        jobs = []
-        for n in points_n:
-            for method in BUDGET_METHODS:
-                jobs += [
-                    DemoJob(
-                        method=method,
-                        seed=seed,
-                        params=tuned[method]["params"],
-                        label=method,
-                        base=base,
-                        budget=budget,
-                        train=train.first(n),
-                        data=s.data,
-                        out=out / "budget" / f"pairs{n}",
-                        engine=s.engine,
-                    )
-                    for seed in seeds
-                ]
+        jobs = _budget_jobs(s, budget, seeds, train, tuned, points_n, out)
         with clock.phase(
             "runs",
             f"{len(jobs)} runs ({len(BUDGET_METHODS)} methods x {len(points_n)} budgets x {len(seeds)} seeds)",
         ):
             done = run_jobs(jobs, progress)  # all at once: the workers stay busy across budgets
-        points: dict[str, list[dict[str, Any]]] = {m: [] for m in BUDGET_METHODS}
-        for n in points_n:
-            for method in BUDGET_METHODS:
-                runs = [r for job, r in zip(jobs, done) if job.method == method and len(job.train.pairs) == n]
-                points[method].append(
-                    {
-                        "pairs": n,
-                        "steps": runs[0]["steps"],
-                        "seeds": [r["seed"] for r in runs],
-                        "metrics": summarise([r["counts"] for r in runs], BOOTSTRAP_SEED),
-                        "train_seconds_mean": round(sum(r["train_seconds"] for r in runs) / len(runs), 2),
-                        "params": runs[0]["trained_with"],
-                    }
-                )
+        points = _budget_points(jobs, done, points_n)
         base_metrics = summarise([s.base_scored["counts"]], BOOTSTRAP_SEED)
         figure_path = out / "budget.png"
         plot_budget(
@@ -114,3 +84,49 @@ def run_budget_curve(
         results_path = out / "budget.json"
         results_path.write_text(json.dumps(results, indent=1))
         return DemoResult(output_dir=out, results_path=results_path, figure_path=figure_path, results=results)
+
+
+def _budget_jobs(
+    s, budget, seeds: list[int], train, tuned: dict, points_n: list[int], out: Path
+) -> list[DemoJob]:
+    """One job per (budget point, method, seed): the first n pairs, the method's tuned values."""
+    jobs = []
+    for n in points_n:
+        for method in BUDGET_METHODS:
+            jobs += [
+                DemoJob(
+                    method=method,
+                    seed=seed,
+                    params=tuned[method]["params"],
+                    label=method,
+                    base=s.base,
+                    budget=budget,
+                    train=train.first(n),
+                    data=s.data,
+                    out=out / "budget" / f"pairs{n}",
+                    engine=s.engine,
+                )
+                for seed in seeds
+            ]
+    return jobs
+
+
+def _budget_points(
+    jobs: list[DemoJob], done: list[dict], points_n: list[int]
+) -> dict[str, list[dict[str, Any]]]:
+    """Method -> one point per budget: the metrics over the seeds, steps, mean train time, values."""
+    points: dict[str, list[dict[str, Any]]] = {m: [] for m in BUDGET_METHODS}
+    for n in points_n:
+        for method in BUDGET_METHODS:
+            runs = [r for job, r in zip(jobs, done) if job.method == method and len(job.train.pairs) == n]
+            points[method].append(
+                {
+                    "pairs": n,
+                    "steps": runs[0]["steps"],
+                    "seeds": [r["seed"] for r in runs],
+                    "metrics": summarise([r["counts"] for r in runs], BOOTSTRAP_SEED),
+                    "train_seconds_mean": round(sum(r["train_seconds"] for r in runs) / len(runs), 2),
+                    "params": runs[0]["trained_with"],
+                }
+            )
+    return points

@@ -313,32 +313,11 @@ def _run(
     source_names: list[str],
 ) -> DemoResult:
     s = start(budget, base_seed, out, cache, progress)
-    data, base, base_scored, clock = s.data, s.base, s.base_scored, s.clock
     sources = make_sources(s, budget, source_names, out, cache, progress)
     tuned = tune_sources(s, budget, list(METHODS), sources, cache, progress)
-    labels: dict[str, tuple[str, str]] = {}  # label -> (method, source)
-    jobs = []
-    for source, train in sources:
-        for method in METHODS:
-            label = label_of(method, source.name, len(sources))
-            labels[label] = (method, source.name)
-            jobs += [
-                DemoJob(
-                    method=method,
-                    seed=seed,
-                    params=tuned[source.name][method]["params"],
-                    label=label,
-                    base=base,
-                    budget=budget,
-                    train=train,
-                    data=data,
-                    out=out,
-                    engine=s.engine,
-                )
-                for seed in seeds
-            ]
+    jobs, labels = _comparison_jobs(s, budget, seeds, sources, tuned, out)
     runs: dict[str, list[dict[str, Any]]] = {label: [] for label in labels}
-    with clock.phase(
+    with s.clock.phase(
         "comparison",
         f"{len(jobs)} runs ({len(labels)} methods x {len(seeds)} seeds) at each method's chosen values",
     ):
@@ -354,77 +333,119 @@ def _run(
         panels=True,
         xlabel="training step (from the base)",
     )
-
-    def summary(label: str, method_runs: list[dict]) -> dict[str, Any]:
-        method, source = labels[label]
-        chosen = tuned[source][method]
-        return {
-            "method": method,
-            "source": source,
-            "tuned": chosen["params"],
-            "val_f1": chosen["value"],
-            "metrics": summarise([r["counts"] for r in method_runs], BOOTSTRAP_SEED),
-            "steps": method_runs[0]["steps"],
-            "train_seconds_mean": round(sum(r["train_seconds"] for r in method_runs) / len(method_runs), 2),
-            "peak_rss_mb_max": max((r["peak_rss_mb"] or 0.0) for r in method_runs) or None,
-            "test_logps_chosen": sum(r["test_logps_chosen"] for r in method_runs) / len(method_runs),
-            "test_logps_rejected": sum(r["test_logps_rejected"] for r in method_runs) / len(method_runs),
-        }
-
     results: dict[str, Any] = {
-        "settings": {
-            "size": size,
-            "seeds": seeds,
-            "base_seed": base_seed,
-            "pairs": source_names,
-            **{k: v for k, v in asdict(budget).items() if k not in TINY_LLAMA},
-            "steps": {source.name: budget.steps(len(train.pairs)) for source, train in sources},
-            "base_steps": budget.base_steps,
-            "kto_batch_examples": batch_of("kto", budget.batch_size),
-            "base_learning_rate": BASE_LEARNING_RATE,
-            "learning_rate_space": LEARNING_RATE_SPACE,
-            "search_space": {m: search_space(m) for m in METHODS},
-            "objective": OBJECTIVE,
-            "tune_seed": TUNE_SEED,
-            "defaults": DEFAULT_PARAMS,
-            "lr_scheduler": "cosine",
-            "warmup": WARMUP,
-            "reference": "the base, log-probs precomputed (DPO, IPO, KTO)",
-            "p_miss": P_MISS,
-            "p_false": P_FALSE,
-            "nll_on_prompt": NLL_ON_PROMPT,
-            "bf16": BF16,
-            "max_length": MAX_LENGTH,
-            "max_new_tokens": data.max_new_tokens,
-            "torch_threads": NUM_THREADS,
-            "engine": s.engine,
-            "bootstrap": {"resamples": 1000, "level": 0.95, "over": ["seeds", "test snippets"]},
-            "model": {
-                "arch": ARCH,
-                **{k: v for k, v in asdict(budget).items() if k in TINY_LLAMA},
-                "tokenizer_vocab": len(s.tokenizer),
-                "parameters": sum(p.numel() for p in base.load()[1].parameters()),
-            },
-        },
-        "base": {
-            "path": str(base.path),
-            "key": base.key,
-            "cached": base.cached,
-            "train_seconds": base.seconds,
-            "corpus": base.corpus,
-            "metrics": summarise([base_scored["counts"]], BOOTSTRAP_SEED),
-            **{k: v for k, v in base_scored.items() if k != "counts"},
-            "counts": base_scored["counts"],
-        },
+        "settings": _settings_record(s, budget, size, seeds, base_seed, source_names, sources),
+        "base": _base_record(s.base, s.base_scored),
         "pairs": {source.name: {**source.report, "cached": source.cached} for source, _ in sources},
         "tuned": {
             label_of(m, name, len(sources)): chosen
             for name, per in tuned.items()
             for m, chosen in per.items()
         },
-        "methods": {label: {**summary(label, rs), "runs": rs} for label, rs in runs.items()},
-        "wall_time_s": {**clock.times, "total": round(clock.total(), 2)},
+        "methods": {
+            label: {**_method_summary(rs, *labels[label], tuned), "runs": rs} for label, rs in runs.items()
+        },
+        "wall_time_s": {**s.clock.times, "total": round(s.clock.total(), 2)},
     }
     results_path = out / "results.json"
     results_path.write_text(json.dumps(results, indent=1))
     return DemoResult(output_dir=out, results_path=results_path, figure_path=figure_path, results=results)
+
+
+def _comparison_jobs(
+    s, budget: DemoSize, seeds: list[int], sources: list, tuned: dict, out: Path
+) -> tuple[list[DemoJob], dict[str, tuple[str, str]]]:
+    """(one job per method, pair source and seed at the method's tuned values, label -> (method, source))."""
+    labels: dict[str, tuple[str, str]] = {}
+    jobs = []
+    for source, train in sources:
+        for method in METHODS:
+            label = label_of(method, source.name, len(sources))
+            labels[label] = (method, source.name)
+            jobs += [
+                DemoJob(
+                    method=method,
+                    seed=seed,
+                    params=tuned[source.name][method]["params"],
+                    label=label,
+                    base=s.base,
+                    budget=budget,
+                    train=train,
+                    data=s.data,
+                    out=out,
+                    engine=s.engine,
+                )
+                for seed in seeds
+            ]
+    return jobs, labels
+
+
+def _method_summary(method_runs: list[dict], method: str, source: str, tuned: dict) -> dict[str, Any]:
+    """results.json's record of one method on one pair source: its tuned values, metrics over the seeds."""
+    chosen = tuned[source][method]
+    return {
+        "method": method,
+        "source": source,
+        "tuned": chosen["params"],
+        "val_f1": chosen["value"],
+        "metrics": summarise([r["counts"] for r in method_runs], BOOTSTRAP_SEED),
+        "steps": method_runs[0]["steps"],
+        "train_seconds_mean": round(sum(r["train_seconds"] for r in method_runs) / len(method_runs), 2),
+        "peak_rss_mb_max": max((r["peak_rss_mb"] or 0.0) for r in method_runs) or None,
+        "test_logps_chosen": sum(r["test_logps_chosen"] for r in method_runs) / len(method_runs),
+        "test_logps_rejected": sum(r["test_logps_rejected"] for r in method_runs) / len(method_runs),
+    }
+
+
+def _settings_record(
+    s, budget: DemoSize, size: str, seeds: list[int], base_seed: int, source_names: list[str], sources: list
+) -> dict[str, Any]:
+    """results.json's "settings": everything the numbers depend on."""
+    return {
+        "size": size,
+        "seeds": seeds,
+        "base_seed": base_seed,
+        "pairs": source_names,
+        **{k: v for k, v in asdict(budget).items() if k not in TINY_LLAMA},
+        "steps": {source.name: budget.steps(len(train.pairs)) for source, train in sources},
+        "base_steps": budget.base_steps,
+        "kto_batch_examples": batch_of("kto", budget.batch_size),
+        "base_learning_rate": BASE_LEARNING_RATE,
+        "learning_rate_space": LEARNING_RATE_SPACE,
+        "search_space": {m: search_space(m) for m in METHODS},
+        "objective": OBJECTIVE,
+        "tune_seed": TUNE_SEED,
+        "defaults": DEFAULT_PARAMS,
+        "lr_scheduler": "cosine",
+        "warmup": WARMUP,
+        "reference": "the base, log-probs precomputed (DPO, IPO, KTO)",
+        "p_miss": P_MISS,
+        "p_false": P_FALSE,
+        "nll_on_prompt": NLL_ON_PROMPT,
+        "bf16": BF16,
+        "max_length": MAX_LENGTH,
+        "max_new_tokens": s.data.max_new_tokens,
+        "torch_threads": NUM_THREADS,
+        "engine": s.engine,
+        "bootstrap": {"resamples": 1000, "level": 0.95, "over": ["seeds", "test snippets"]},
+        "model": {
+            "arch": ARCH,
+            **{k: v for k, v in asdict(budget).items() if k in TINY_LLAMA},
+            "tokenizer_vocab": len(s.tokenizer),
+            "parameters": sum(p.numel() for p in s.base.load()[1].parameters()),
+        },
+    }
+
+
+def _base_record(base, base_scored: dict) -> dict[str, Any]:
+    """results.json's "base": where the base is, how it was trained, and its scores."""
+    return {
+        "path": str(base.path),
+        "key": base.key,
+        "cached": base.cached,
+        "train_seconds": base.seconds,
+        "corpus": base.corpus,
+        "metrics": summarise([base_scored["counts"]], BOOTSTRAP_SEED),
+        **{k: v for k, v in base_scored.items() if k != "counts"},
+        "counts": base_scored["counts"],
+    }
