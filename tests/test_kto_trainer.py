@@ -176,5 +176,9 @@ def test_kto_config_defaults_are_trls_and_bad_uses_are_one_line(tmp_path):
         assert ours[name] == theirs[name], name
     with pytest.raises(ValueError, match=r"^loss_type='apo_zero_unpaired': only 'kto'"):
         KTOConfig(output_dir=str(tmp_path), loss_type="apo_zero_unpaired", bf16=False)
+    with pytest.raises(ValueError, match=r"^method='orpo': a KTOConfig trains method='kto'"):
+        KTOConfig(output_dir=str(tmp_path), method="orpo", bf16=False)
+    with pytest.raises(ValueError, match=r"^learning_rate=-1\.0 must be >= 0\.0$"):
+        KTOConfig(output_dir=str(tmp_path), learning_rate=-1.0, bf16=False)
     with pytest.raises(ValueError, match=r"^KTOTrainer trains method='kto', and args.method is 'orpo'"):
         KTOTrainer(args=ORPOConfig(output_dir=str(tmp_path), bf16=False))

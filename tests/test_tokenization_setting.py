@@ -9,8 +9,8 @@ import pytest
 
 from helpers import tiny_args, toy_rows
 from orpo import ORPOConfig, ORPOTrainer
-from orpo.run.recipe import load_recipe
 from orpo.models.tiny import build_model
+from orpo.run.recipe import load_recipe
 
 
 def test_python_default_is_trl_and_the_embedded_recipe_is_orpo(tmp_path):

@@ -166,6 +166,8 @@ def test_defaults_follow_trl(tmp_path):
         ({"max_length": 16, "max_prompt_length": 16}, "leaves no room for a response"),
         ({"engine": "fast"}, "engine='fast' is not one of"),
         ({"method": "ppo"}, "method='ppo' is not one of"),
+        ({"learning_rate": -1.0}, r"^learning_rate=-1\.0 must be >= 0\.0$"),
+        ({"per_device_train_batch_size": 0}, r"^per_device_train_batch_size=0 must be >= 1$"),
     ],
 )
 def test_config_errors_are_one_line_and_name_the_value(tmp_path, fields, message):

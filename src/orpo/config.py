@@ -5,12 +5,17 @@ reference are generated from these strings. Defaults equal TRL's experimental ``
 (learning_rate 1e-6, logging_steps 10, gradient checkpointing on, bf16 on unless fp16) so a TRL
 script behaves the same after changing its import.
 
-Old names that tutorials still use are accepted with a one-line notice (see ``LEGACY_NAMES``).
+Every value is checked in ``__post_init__`` (``MINIMUMS``, the choices of the string fields, the
+checks across fields) before transformers reads it, so a Python script, a YAML recipe and a
+``key=value`` override of ``orpo train`` get the same one-line error naming the field.
+
+Old names that tutorials still use are accepted with a one-line notice (``_map_legacy_names``).
 """
 
 from __future__ import annotations
 
 import math
+import numbers
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -28,6 +33,34 @@ TEMPLATE_MODES = ("auto", "always", "never")
 TOKENIZATIONS = ("trl", "orpo")
 TRUNCATION_SIDES = ("left", "right")
 NONFINITE_ACTIONS = ("stop", "skip")
+
+
+@dataclass(frozen=True)
+class Minimum:
+    """The smallest valid value of a numeric field, and why when the number alone does not say it."""
+
+    low: float | int
+    why: str = ""
+
+
+# field -> its smallest valid value. The TrainingArguments fields are ranges transformers leaves
+# unchecked (a negative learning rate or a batch of 0 would fail mid-run, or train wrong); checked here,
+# so a Python script, a YAML recipe and a `key=value` override get the same one-line error.
+MINIMUMS: dict[str, Minimum] = {
+    "learning_rate": Minimum(0.0),
+    "num_train_epochs": Minimum(0.0),
+    "per_device_train_batch_size": Minimum(1),
+    "per_device_eval_batch_size": Minimum(1),
+    "gradient_accumulation_steps": Minimum(1),
+    "max_grad_norm": Minimum(0.0, "0: no clipping"),
+    "weight_decay": Minimum(0.0),
+    "warmup_steps": Minimum(0.0, "a step count, or a fraction of the steps when < 1"),
+    "min_response_tokens": Minimum(1, "an empty response has no log-prob"),
+    "generate_during_eval_prompts": Minimum(1),
+    "generate_during_eval_max_new_tokens": Minimum(1),
+    "logit_chunk_size": Minimum(1),
+    "max_nonfinite_steps": Minimum(1),
+}
 
 
 @dataclass
@@ -260,7 +293,7 @@ class ORPOConfig(TrainingArguments):
 
     def __post_init__(self) -> None:
         self._map_legacy_names()
-        self._check_orpo_fields()
+        self._check_fields()
         # TRL's default: bf16 unless fp16.
         if self.bf16 is None:
             self.bf16 = not self.fp16
@@ -312,7 +345,27 @@ class ORPOConfig(TrainingArguments):
                 notice(f"`{removed}` was removed in transformers 5 and is ignored")
                 setattr(self, removed, None)
 
-    def _check_orpo_fields(self) -> None:
+    def _check_fields(self) -> None:
+        """Every range and choice of the fields, then the checks across fields: one ValueError naming the
+        field, the value and the fix, before ``TrainingArguments.__post_init__`` reads any of them."""
+        self._check_minimums()
+        self._check_objective()
+        self._check_choices()
+        self._check_lengths()
+        self._check_combinations()
+
+    def _check_minimums(self) -> None:
+        for name, minimum in MINIMUMS.items():
+            value = getattr(self, name)
+            if value is None:  # left to transformers: some read None as "off" (max_grad_norm)
+                continue
+            if not isinstance(value, numbers.Real) or math.isnan(value):
+                raise ValueError(f"{name}={value!r} is not a number; give one >= {minimum.low}")
+            if value < minimum.low:
+                why = f" ({minimum.why})" if minimum.why else ""
+                raise ValueError(f"{name}={value!r} must be >= {minimum.low}{why}")
+
+    def _check_objective(self) -> None:
         if not math.isfinite(self.beta) or self.beta < 0:
             raise ValueError(f"beta={self.beta} must be a finite number >= 0 (the paper uses 0.1 to 0.5)")
         get_objective(self.method)  # raises on an unknown method, listing the registered ones
@@ -322,12 +375,9 @@ class ORPOConfig(TrainingArguments):
             value = getattr(self, name)
             if not (isinstance(value, (int, float)) and math.isfinite(value) and value > 0):
                 raise ValueError(f"{name}={value!r} must be a number > 0 (1.0: KTO's default)")
-        if get_objective(self.method).unpaired and self.per_device_train_batch_size < 2:
-            raise ValueError(
-                f"method={self.method!r} needs per_device_train_batch_size >= 2, got "
-                f"{self.per_device_train_batch_size}: each example's KL sample takes another example's completion "
-                "from its batch (with 1, the KL term equals the example's own reward)"
-            )
+
+    def _check_choices(self) -> None:
+        """The string fields, each one of its choices (old names mapped to the new ones first)."""
         if self.engine in ENGINE_ALIASES:
             notice(
                 f"engine={self.engine!r} is the old name of engine={ENGINE_ALIASES[self.engine]!r}; accepted"
@@ -344,22 +394,33 @@ class ORPOConfig(TrainingArguments):
             self.chat_template_mode = "never" if self.tokenization == "trl" else "auto"
         if self.chat_template_mode not in TEMPLATE_MODES:
             raise ValueError(f"chat_template_mode={self.chat_template_mode!r} is not one of {TEMPLATE_MODES}")
-        if self.tokenization == "trl" and self.chat_template_mode != "never":
-            raise ValueError(
-                f"chat_template_mode={self.chat_template_mode!r} templates string rows, which TRL does not; "
-                "set tokenization='orpo' to use it (tokenization='trl' renders string rows raw)"
-            )
         if self.prompt_truncation_side not in TRUNCATION_SIDES:
             raise ValueError(
                 f"prompt_truncation_side={self.prompt_truncation_side!r} is not 'left' or 'right'"
             )
+        if self.packed_attention not in ("segments", "mask"):
+            raise ValueError(f"packed_attention={self.packed_attention!r} must be 'segments' or 'mask'")
+        if self.on_nonfinite is not None and self.on_nonfinite not in NONFINITE_ACTIONS:
+            raise ValueError(f"on_nonfinite={self.on_nonfinite!r} is not one of {NONFINITE_ACTIONS}")
+
+    def _check_lengths(self) -> None:
         for name in ("max_length", "max_prompt_length", "max_completion_length", "max_tokens_per_batch"):
             value = getattr(self, name)
             if value is not None and (not isinstance(value, int) or value < 1):
                 raise ValueError(f"{name}={value!r} must be a positive integer or None")
-        if self.min_response_tokens < 1:
+
+    def _check_combinations(self) -> None:
+        """Checks across fields: each names every field it reads, so the recipe can say where each was set."""
+        if get_objective(self.method).unpaired and self.per_device_train_batch_size < 2:
             raise ValueError(
-                f"min_response_tokens={self.min_response_tokens} must be >= 1 (an empty response has no log-prob)"
+                f"method={self.method!r} needs per_device_train_batch_size >= 2, got "
+                f"{self.per_device_train_batch_size}: each example's KL sample takes another example's completion "
+                "from its batch (with 1, the KL term equals the example's own reward)"
+            )
+        if self.tokenization == "trl" and self.chat_template_mode != "never":
+            raise ValueError(
+                f"chat_template_mode={self.chat_template_mode!r} templates string rows, which TRL does not; "
+                "set tokenization='orpo' to use it (tokenization='trl' renders string rows raw)"
             )
         if self.max_length is not None and self.max_prompt_length is not None:
             if self.max_prompt_length + self.min_response_tokens > self.max_length:
@@ -367,17 +428,6 @@ class ORPOConfig(TrainingArguments):
                     f"max_prompt_length={self.max_prompt_length} leaves no room for a response within "
                     f"max_length={self.max_length}; lower max_prompt_length or raise max_length"
                 )
-        for name in ("generate_during_eval_prompts", "generate_during_eval_max_new_tokens"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"{name}={getattr(self, name)} must be >= 1")
-        if self.packed_attention not in ("segments", "mask"):
-            raise ValueError(f"packed_attention={self.packed_attention!r} must be 'segments' or 'mask'")
-        if self.logit_chunk_size < 1:
-            raise ValueError(f"logit_chunk_size={self.logit_chunk_size} must be >= 1")
-        if self.on_nonfinite is not None and self.on_nonfinite not in NONFINITE_ACTIONS:
-            raise ValueError(f"on_nonfinite={self.on_nonfinite!r} is not one of {NONFINITE_ACTIONS}")
-        if self.max_nonfinite_steps < 1:
-            raise ValueError(f"max_nonfinite_steps={self.max_nonfinite_steps} must be >= 1")
         if self.is_encoder_decoder:
             raise ValueError("is_encoder_decoder=True: orpo trains decoder-only causal LMs only")
 
@@ -407,7 +457,8 @@ class ORPOConfig(TrainingArguments):
 class KTOConfig(ORPOConfig):
     """TRL's ``KTOConfig`` for ``KTOTrainer``: an ``ORPOConfig`` whose ``method`` is ``"kto"``. The fields a
     KTO script sets (``beta``, ``desirable_weight``, ``undesirable_weight``, ``max_length``,
-    ``learning_rate``, ...) have TRL 1.16's KTOConfig defaults, which are ORPOConfig's."""
+    ``learning_rate``, ...) have TRL 1.16's KTOConfig defaults, which are ORPOConfig's; ``method`` stays
+    "kto" (another objective is an ``ORPOConfig(method=...)``)."""
 
     method: str = field(default="kto", metadata={"help": "The objective: kto (see ORPOConfig.method)."})
     loss_type: str = field(
@@ -422,5 +473,9 @@ class KTOConfig(ORPOConfig):
             raise ValueError(
                 f"loss_type={self.loss_type!r}: only 'kto' (the paper's loss) is supported; "
                 "TRL's 'apo_zero_unpaired' is not"
+            )
+        if self.method != "kto":
+            raise ValueError(
+                f"method={self.method!r}: a KTOConfig trains method='kto'; use ORPOConfig(method={self.method!r})"
             )
         super().__post_init__()

@@ -45,10 +45,10 @@ from orpo.data.pipeline import LENGTH_COLUMN, SOURCE_ROW_COLUMN, DataReport, pre
 from orpo.data.tokenize import describe_tokenization
 from orpo.data.unpaired import LABEL_COLUMN
 from orpo.engine import PAIR_COLUMNS, PROMPT_TAIL_COLUMNS, SequenceStats, build_engine
+from orpo.engine.refpass import REF_COLUMNS, RefColumnsCollator, precompute, resolve_reference
 from orpo.guard import NonFiniteGuard, StopOnSignal, assert_finite
 from orpo.losses import Knobs, PairLogps, get_objective
 from orpo.models.load import ensure_pad_token, load_model, load_tokenizer, prepare_model
-from orpo.engine.refpass import REF_COLUMNS, RefColumnsCollator, precompute, resolve_reference
 
 
 class ORPOTrainer(Trainer):

@@ -64,6 +64,11 @@ def test_overrides_reach_the_right_section(tmp_path):
         ("training: {betta: 0.1}", "unknown training field 'betta'; did you mean beta?"),
         ("adapter: {type: ia3}", "adapter.type='ia3' must be 'lora' or 'dora'"),
         ("optimizer: {}", "unknown key 'optimizer'; did you mean optim?"),
+        # checked by ORPOConfig, as in Python; the recipe says where the value came from
+        (
+            "training:\n  learning_rate: -1.0\n",
+            "bad.yaml:2 (training.learning_rate): training.learning_rate=-1.0 must be >= 0.0",
+        ),
     ],
 )
 def test_bad_config_is_a_one_line_error(tmp_path, capsys, content, message):

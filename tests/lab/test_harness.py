@@ -6,7 +6,8 @@ import os
 import sys
 from types import SimpleNamespace
 
-from orpo.lab.harness import Relay, StepTimer, run_all, run_in_process
+from orpo.lab.harness import StepTimer
+from orpo.launch import Relay, run_all, run_in_process
 
 CHILD = (
     "import sys\n"
@@ -86,3 +87,30 @@ def test_step_timer_pairs_begin_and_end_and_sums_the_steps():
     assert timer.step_seconds == [timer.end[i] - timer.begin[i] for i in range(2)]
     assert timer.seconds == sum(timer.step_seconds)
     assert [s for s, _ in seen] == [1, 2] and [x for _, x in seen] == timer.step_seconds
+
+
+def test_the_heartbeat_beats_while_the_child_sleeps():
+    """``beat`` is called at once and then every ``beat_seconds`` until the child exits, for a command
+    and for a callable; never after the run returned."""
+    import time
+
+    beats = []
+    ran = run_in_process(
+        [sys.executable, "-c", "import time; time.sleep(1.5)"], beat=lambda: beats.append(1), beat_seconds=0.2
+    )
+    assert ran.ok and len(beats) >= 4
+    after = len(beats)
+    time.sleep(0.5)
+    assert len(beats) == after
+    called = []
+    ran = run_in_process(functools.partial(time.sleep, 1.0), beat=lambda: called.append(1), beat_seconds=0.2)
+    assert ran.ok and len(called) >= 3
+
+
+def test_a_command_with_a_log_file_keeps_its_last_lines_for_the_caller(tmp_path):
+    """What ``orpo tune`` reads when a trial wrote no result: the log's last line, the exit code."""
+    log = tmp_path / "trial.log"
+    ran = run_in_process(
+        [sys.executable, "-c", "print('loading'); raise SystemExit('bad data')"], log_path=log
+    )
+    assert ran.code == 1 and ran.tail[-1] == "bad data" and "loading" in log.read_text()

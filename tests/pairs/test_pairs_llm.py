@@ -9,7 +9,7 @@ import json
 import pytest
 
 from orpo.cli.main import main
-from orpo.pairs.score import LLMScorer, ScoreItem
+from orpo.evaluation.judges.pointwise import LLMScorer, ScoreItem
 
 SECRET = "sk-pairs-test-7d1e-DO-NOT-LEAK"
 START, END = "[Assistant's answer - start]\n", "\n[Assistant's answer - end]"

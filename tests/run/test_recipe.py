@@ -85,13 +85,16 @@ def _in_tmp(tmp_path, monkeypatch):
     [
         (
             "model: {name: tiny:llama}\ntraining:\n  beta: -1\n",
-            "r.yaml:3 (training.beta): beta=-1.0 must be a finite number >= 0",
+            "r.yaml:3 (training.beta): training.beta=-1.0 must be a finite number >= 0",
         ),
-        ("training:\n  method: ppo\n", "r.yaml:2 (training.method): method='ppo' is not one of orpo"),
+        (
+            "training:\n  method: ppo\n",
+            "r.yaml:2 (training.method): training.method='ppo' is not one of orpo",
+        ),
         (
             "training:\n  max_length: 512\n  max_prompt_length: 600\n",
             "r.yaml:3 (training.max_prompt_length) and r.yaml:2 (training.max_length): "
-            "max_prompt_length=600 leaves no room for a response within max_length=512",
+            "training.max_prompt_length=600 leaves no room for a response within training.max_length=512",
         ),
         (
             "adapter:\n  r: 4\n  type: ia3\n",
@@ -129,14 +132,14 @@ def test_a_check_across_fields_names_where_each_value_came_from(tmp_path, overri
     path = _recipe(tmp_path, "training:\n  max_prompt_length: 600\n")
     with pytest.raises(ValueError) as info:
         load_recipe(path, overrides)
-    assert str(info.value).startswith(origins + ": max_prompt_length=")
+    assert str(info.value).startswith(origins + ": training.max_prompt_length=")
 
 
 def test_a_bad_value_set_by_an_override_is_blamed_on_that_override(tmp_path):
     from orpo.run.recipe import load_recipe
 
     path = _recipe(tmp_path, "training:\n  beta: 0.1\n")
-    with pytest.raises(ValueError, match=r"^override 'beta=-2': beta=-2.0 must be"):
+    with pytest.raises(ValueError, match=r"^override 'beta=-2': training\.beta=-2\.0 must be"):
         load_recipe(path, ["beta=-2", "max_steps=3"])
 
 
@@ -225,3 +228,30 @@ def test_a_source_list_with_a_malformed_mapping_is_one_line_at_load(tmp_path, tr
     path = _recipe(tmp_path, f"data:\n  train: {train}\n")
     with pytest.raises(ValueError, match=message):
         load_recipe(path, [])
+
+
+# ---- a recipe built from Python values
+
+
+def test_a_recipe_from_python_values_gets_the_yaml_defaults_and_keeps_the_values_as_typed():
+    from orpo.run.recipe import ModelSection, recipe_from
+
+    recipe = recipe_from(
+        {"num_train_epochs": 2, "beta": 0.2}, model=ModelSection(name="tiny:llama"), stem="x"
+    )
+    args = recipe.training_args()
+    assert (args.learning_rate, args.output_dir, args.logging_steps, args.tokenization) == (
+        1e-3,
+        "runs/x",
+        0.02,
+        "orpo",
+    )
+    assert args.num_train_epochs == 2 and type(args.num_train_epochs) is int  # not converted to 2.0
+    assert recipe_from({"learning_rate": 3e-5}).training_args().learning_rate == 3e-5
+
+
+def test_a_recipe_from_python_values_is_checked_by_the_config():
+    from orpo.run.recipe import recipe_from
+
+    with pytest.raises(ValueError, match=r"^learning_rate=-1\.0 must be >= 0\.0$"):
+        recipe_from({"learning_rate": -1.0}).training_args()

@@ -106,8 +106,8 @@ def test_direction_follows_the_metric_unless_told():
 def test_every_objective_ships_a_space_the_recipe_accepts():
     """The loss registry's per-objective knobs, with the shared learning rate, are valid --space specs
     for a recipe of that method (the default space of `orpo tune` without --space)."""
-    from orpo.tune.space import default_space
     from orpo.losses import OBJECTIVES
+    from orpo.tune.space import default_space
 
     for name in OBJECTIVES:
         specs = default_space(name)

@@ -111,19 +111,20 @@ def table(summary: dict) -> str:
 
 def run(args: argparse.Namespace) -> int:
     from orpo.evaluation.generate import read_generations
-    from orpo.evaluation.judges import build_judge
+    from orpo.evaluation.judges import parse_judge
     from orpo.evaluation.judges.base import pair_items
     from orpo.evaluation.stats import summarise
 
+    spec = parse_judge(args.judge)  # a bad --judge is one line before the files are read
     items = pair_items(read_generations(args.a), read_generations(args.b), args.a, args.b)
-    is_human = args.judge == "human"
+    is_human = spec.kind.name == "human"
     if is_human and bool(args.export_html) == bool(args.import_choices):
         raise ValueError(
             "--judge human needs one of --export-html PAGE.html (for raters) or --import CHOICES.json"
         )
     if not is_human and (args.export_html or args.import_choices):
         raise ValueError("--export-html and --import go with --judge human")
-    judge = build_judge(args.judge, args)
+    judge = spec.judge(args)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     if is_human and args.export_html:

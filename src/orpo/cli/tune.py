@@ -107,10 +107,10 @@ def run(args: argparse.Namespace) -> int:
     except ModuleNotFoundError:
         print("orpo: error: orpo tune needs Optuna: pip install 'orpo[tune]'", file=sys.stderr)
         return 2
+    from orpo.run.recipe import load_recipe
     from orpo.tune.results import write_outputs
     from orpo.tune.space import default_space, parse_space
     from orpo.tune.study import TuneSettings, run_study
-    from orpo.run.recipe import load_recipe
 
     config, overrides = args.config, list(args.overrides)
     if config is not None and "=" in config and not config.endswith((".yaml", ".yml")):

@@ -1,6 +1,6 @@
 """Measured experiments, each run in its own process: ``orpo compare``, ``orpo demo``, ``orpo bench``.
 
-harness       the one launcher of a run in its own process, the step timer, process memory
+harness       the step timer and process memory (runs launch through orpo.launch)
 plots         the held-out log-prob curves and the demo's budget plot
 trl_baseline  TRL's trainer for a method, on the same model and data as ours
 compare       one recipe trained once per method and grid value

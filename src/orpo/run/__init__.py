@@ -1,6 +1,7 @@
 """What ``orpo train`` writes and what ``orpo eval``, ``generate`` and ``export`` read back.
 
 recipe     the typed YAML recipe (sections model / adapter / quantization / data / training)
+learning_rates  the one table of default learning rates and search ranges (recipe, tune, demo, bench)
 build      recipe -> tokenizer, model, data, trainer (used by train, compare, the demo and the bench)
 train      the lifecycle of `orpo train`: claim and lock the folder, train, write its files
 evaluate   `orpo eval`: a run's (or checkpoint's) preference metrics on a dataset, with the run's config

@@ -12,8 +12,8 @@ from pathlib import Path
 
 from orpo.config import ORPOConfig
 from orpo.data.load import load_source
-from orpo.losses import get_objective
 from orpo.engine.refpass import is_peft
+from orpo.losses import get_objective
 from orpo.run.build import new_trainer
 from orpo.run.callbacks import quiet
 from orpo.run.folder import run_recipe

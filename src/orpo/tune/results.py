@@ -20,8 +20,8 @@ from typing import Any
 import yaml
 
 from orpo.checkpoints import write_text_atomic
-from orpo.tune.space import Param
 from orpo.run.recipe import load_recipe
+from orpo.tune.space import Param
 
 
 def state_of(trial) -> str:

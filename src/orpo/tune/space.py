@@ -25,12 +25,13 @@ from typing import Any, Union
 import yaml
 
 from orpo.config import ORPOConfig
+from orpo.run.learning_rates import learning_rate_space
 from orpo.run.recipe import SECTIONS, load_recipe
 
 EXAMPLES = "e.g. learning_rate=log:1e-6..1e-3, beta=0.05,0.1,0.2, num_train_epochs=int:1..3"
-# Without --space: the learning rate over the usual fine-tuning range, and the recipe's objective's
-# own knobs over their usual ranges (``Objective.search_space`` in the loss registry).
-LEARNING_RATE_SPACE = "learning_rate=log:1e-6..1e-3"
+# Without --space: the learning rate over the usual fine-tuning range (the table's `search` entry), and
+# the recipe's objective's own knobs over their usual ranges (``Objective.search_space`` in the loss registry).
+LEARNING_RATE_SPACE = learning_rate_space("search")
 
 
 def default_space(method: str) -> list[str]:

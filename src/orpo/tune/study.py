@@ -20,23 +20,16 @@ from __future__ import annotations
 
 import os
 import shutil
-import socket
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from orpo.checkpoints import _pid_alive  # the run lock's own liveness test
-from orpo.tune.backend import (
-    default_storage,
-    make_pruner,
-    make_sampler,
-    open_storage,
-    pruner_settings,
-)
+from orpo.evaluation.judges import parse_judge
+from orpo.run.recipe import load_recipe
+from orpo.tune.backend import default_storage, make_pruner, open_storage, pruner_settings
+from orpo.tune.loop import Outcome, run_trials
 from orpo.tune.space import Param, check_space, loss_knobs
 from orpo.tune.trial import launch
-from orpo.run.recipe import load_recipe
 
 KEEP = ("best", "all", "none")
 # Metrics where lower is better / higher is better, for --direction auto (by substring of the name).
@@ -77,15 +70,16 @@ def judge_of(objective: str) -> tuple[str, str] | None:
     if not objective.startswith("judge:"):
         return None
     judge, _, metric = objective.removeprefix("judge:").rpartition(":")
-    kind, _, name = judge.partition(":")
-    if kind != "rules" or not name or not metric:
+    try:
+        spec = parse_judge(judge)
+    except ValueError:
+        spec = None  # the objective's own message says what a judge objective looks like
+    if spec is None or spec.kind.name != "rules" or not metric:
         raise ValueError(
             f"--objective {objective}: a judge objective is judge:rules:NAME:METRIC "
             "(e.g. judge:rules:codereview:f1, judge:rules:my_rules.py:score)"
         )
-    from orpo.evaluation.judges.rules import load_rules
-
-    load_rules(name)
+    spec.scorer()  # loads the rules
     return judge, metric
 
 
@@ -96,10 +90,8 @@ def direction_of(metric: str, direction: str) -> str:
         raise ValueError(f"--direction {direction}: give minimize, maximize or auto")
     judged = judge_of(metric)
     if judged is not None:
-        from orpo.evaluation.judges.rules import RulesJudge
-
-        rules = RulesJudge(judged[0].partition(":")[2])
-        return "minimize" if judged[1] in rules.lower_is_better else "maximize"
+        lower = parse_judge(judged[0]).scorer().lower_is_better
+        return "minimize" if judged[1] in lower else "maximize"
     low = metric.lower()
     if any(w in low for w in MINIMIZE_WORDS):
         return "minimize"
@@ -110,39 +102,6 @@ def direction_of(metric: str, direction: str) -> str:
 
 def default_out(config: str | None) -> Path:
     return Path("runs") / f"tune-{Path(config).stem if config else 'default'}"
-
-
-def counts(trial) -> bool:
-    """Whether a trial counts towards ``--trials``: all but the ones failed without a reason of
-    ours (stale: their process died) or skipped (asked past the budget by a concurrent process)."""
-    from optuna.trial import TrialState
-
-    if trial.state == TrialState.FAIL:
-        return "fail_reason" in trial.user_attrs
-    return True
-
-
-def fail_stale(study) -> list[int]:
-    """Fail the running trials whose tune process is gone; return their numbers.
-
-    On this machine a dead process id says so at once; elsewhere the RDB storage's heartbeat does,
-    after its grace period (``optuna.storages.fail_stale_trials``).
-    """
-    import optuna
-    from optuna.trial import TrialState
-
-    before = {t.number for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))}
-    optuna.storages.fail_stale_trials(study)
-    host = socket.gethostname()
-    for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
-        pid = t.user_attrs.get("pid")
-        if t.user_attrs.get("host") == host and isinstance(pid, int) and not _pid_alive(pid):
-            try:
-                study._storage.set_trial_state_values(t._trial_id, state=TrialState.FAIL)
-            except optuna.exceptions.UpdateFinishedTrialError:
-                pass  # another process failed it first
-    running = {t.number for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))}
-    return sorted(before - running)
 
 
 def check_comparable(s: TuneSettings, flag: str = "--objective") -> None:
@@ -209,10 +168,8 @@ def best_number(study) -> int | None:
         return None
 
 
-def run_study(s: TuneSettings, say=print) -> dict[str, Any]:
-    """Run trials until the study holds ``s.trials`` counted ones; return the study and what was done."""
-    from optuna.trial import TrialState
-
+def check_settings(s: TuneSettings):
+    """Every one-line error a tune can find before its first trial; the base recipe."""
     if s.trials < 1:
         raise ValueError(f"--trials {s.trials}: give at least 1")
     if s.keep not in KEEP:
@@ -221,103 +178,90 @@ def run_study(s: TuneSettings, say=print) -> dict[str, Any]:
     check_space(s.params, s.config, s.overrides)
     judge_of(s.objective)  # a judge objective's rules load now
     check_comparable(s)
-    if (
-        recipe.data.eval is None
-        and not recipe.data.eval_split
-        and not (recipe.data.eval_fraction or recipe.data.eval_size)
-    ):
+    data = recipe.data
+    if data.eval is None and not data.eval_split and not (data.eval_fraction or data.eval_size):
         raise ValueError(
             "the recipe has no validation set to choose on: set data.eval, data.eval_split or data.eval_fraction > 0"
         )
+    return recipe
+
+
+def run_study(s: TuneSettings, say=print) -> dict[str, Any]:
+    """Run trials until the study holds ``s.trials`` counted ones; return the study and what was done."""
+    recipe = check_settings(s)
     out = Path(s.out) if s.out is not None else default_out(s.config)
     out.mkdir(parents=True, exist_ok=True)
     study, storage_url = open_study(s, out, recipe.training)
-    settings = pruner_settings(s.pruner, recipe.training)
-    distributions = {p.name: p.distribution() for p in s.params}
-    seed = int(recipe.training.get("seed", 42))
-    ran: list[int] = []
-    stale = fail_stale(study)
-    if stale:
-        say(f"tune: trial(s) {', '.join(map(str, stale))} stopped with their process; they do not count")
-    while True:
-        fail_stale(study)
-        trials = study.get_trials(deepcopy=False)
-        done = sum(counts(t) for t in trials)
-        if done >= s.trials:
-            break
-        study.sampler = make_sampler(seed, len(trials), s.trials)
-        trial = study.ask(distributions)
-        folder = out / f"trial-{trial.number:04d}"
-        trial.set_user_attr("host", socket.gethostname())
-        trial.set_user_attr("pid", os.getpid())
-        trial.set_user_attr("folder", str(folder))
-        earlier = [t for t in study.get_trials(deepcopy=False) if t.number < trial.number and counts(t)]
-        if len(earlier) >= s.trials:  # another process took the last trial between our count and ask
-            trial.set_user_attr("skipped", f"the study already had its {s.trials} trials")
-            study.tell(trial, state=TrialState.FAIL)
-            break
-        shown = ", ".join(f"{k}={_short(v)}" for k, v in trial.params.items())
-        say(f"tune: trial {trial.number} ({done + 1}/{s.trials}): {shown}")
+    runner = SubprocessRunner(s, out, study, storage_url, pruner_settings(s.pruner, recipe.training))
+    ran = run_trials(
+        study,
+        runner,
+        budget=s.trials,
+        distributions={p.name: p.distribution() for p in s.params},
+        seed=int(recipe.training.get("seed", 42)),
+        metric=metric_name(s.objective),
+        say=say,
+    )
+    return {"study": study, "out": out, "ran": ran, "storage": storage_url, "recipe": recipe}
+
+
+@dataclass
+class SubprocessRunner:
+    """``orpo tune``'s trial runner: each trial an ``orpo train`` run in a fresh process
+    (``orpo.tune.trial``), in ``out/trial-NNNN``, its spec, result and output in ``out/logs``."""
+
+    settings: TuneSettings
+    out: Path
+    study: Any
+    storage_url: str
+    pruner: dict[str, Any]
+
+    def spec(self, trial) -> dict[str, Any]:
+        """What the trial process reads: the recipe with the trial's values, the study, the objective."""
+        s = self.settings
         overrides = [
             *s.overrides,
             *(p.override(trial.params[p.name]) for p in s.params),
-            f"training.output_dir={folder}",
+            f"training.output_dir={self.out / f'trial-{trial.number:04d}'}",
         ]
-        logs = out / "logs"
-        spec = {
+        judge = judge_of(s.objective)
+        return {
             "config": s.config,
             "overrides": overrides,
-            "storage": storage_url,
-            "study": study.study_name,
+            "storage": self.storage_url,
+            "study": self.study.study_name,
             "trial_id": trial._trial_id,
             "metric": metric_name(s.objective),
-            "judge": judge_of(s.objective),
+            "judge": judge,
             "judge_prompts": s.judge_prompts,
             # Evaluations during training are eval metrics: they can feed the pruner only when the
             # objective is one of them (a judge scores generations once, after training).
-            "prune": s.pruner != "none" and judge_of(s.objective) is None,
-            "pruner": settings,
+            "prune": s.pruner != "none" and judge is None,
+            "pruner": self.pruner,
             "parent_pid": os.getpid(),
-            "result": str(logs / f"trial-{trial.number:04d}.result.json"),
+            "result": str(self.out / "logs" / f"trial-{trial.number:04d}.result.json"),
         }
-        start = time.perf_counter()
-        try:
-            result = launch(
-                spec,
-                logs / f"trial-{trial.number:04d}.json",
-                logs / f"trial-{trial.number:04d}.log",
-                beat=lambda t=trial: _beat(study, t),
-            )
-        except KeyboardInterrupt:
-            study.tell(trial, state=TrialState.FAIL)  # no reason: it does not count, a rerun replaces it
-            raise
-        trial.set_user_attr("seconds", round(time.perf_counter() - start, 1))
-        if result.get("steps") is not None:
-            trial.set_user_attr("steps", result["steps"])
-        ran.append(trial.number)
-        state = result.get("state")
-        if state == "complete":
-            study.tell(trial, result["value"])
-            say(f"tune: trial {trial.number}: {metric_name(s.objective)} = {result['value']:.4g}")
-        elif state == "pruned":
-            trial.set_user_attr("pruned_reason", result.get("reason", ""))
-            study.tell(trial, state=TrialState.PRUNED)
-            say(f"tune: trial {trial.number}: {result.get('reason', 'pruned')}")
-        elif state == "interrupted":
-            study.tell(trial, state=TrialState.FAIL)
-            raise KeyboardInterrupt
-        else:
-            reason = result.get("reason") or "failed"
-            trial.set_user_attr("fail_reason", reason)
-            study.tell(trial, state=TrialState.FAIL)
-            say(f"tune: trial {trial.number} failed: {reason}")
-            if not result.get("diverged"):
-                tidy_folders(study, out, s.keep)
-                raise ValueError(
-                    f"trial {trial.number} failed: {reason} (log: {logs / f'trial-{trial.number:04d}.log'})"
-                )
-        tidy_folders(study, out, s.keep)
-    return {"study": study, "out": out, "ran": ran, "storage": storage_url, "recipe": recipe}
+
+    def run(self, trial) -> Outcome:
+        trial.set_user_attr("folder", str(self.out / f"trial-{trial.number:04d}"))
+        logs, name = self.out / "logs", f"trial-{trial.number:04d}"
+        result = launch(
+            self.spec(trial),
+            logs / f"{name}.json",
+            logs / f"{name}.log",
+            beat=lambda: _beat(self.study, trial),
+        )
+        return Outcome(
+            state=result.get("state", "failed"),
+            value=result.get("value"),
+            reason=result.get("reason") or "",
+            diverged=bool(result.get("diverged")),
+            steps=result.get("steps"),
+            log=logs / f"{name}.log",
+        )
+
+    def finished(self, study, trial) -> None:
+        tidy_folders(study, self.out, self.settings.keep)
 
 
 def _beat(study, trial) -> None:
@@ -325,7 +269,3 @@ def _beat(study, trial) -> None:
     storage = study._storage
     if hasattr(storage, "record_heartbeat") and storage.get_heartbeat_interval():
         storage.record_heartbeat(trial._trial_id)
-
-
-def _short(value) -> str:
-    return f"{value:.4g}" if isinstance(value, float) else str(value)

@@ -19,7 +19,6 @@ from __future__ import annotations
 import json
 import math
 import os
-import subprocess
 import sys
 import threading
 import warnings
@@ -29,15 +28,11 @@ from typing import Any
 
 from transformers import TrainerCallback
 
+from orpo.launch import run_in_process
+from orpo.tune.loop import Pruned
+
 # Exit codes of a trial process: 3 = diverged (as `orpo train`), 2 = a user error, 1 = anything else.
 EXIT_DIVERGED = 3
-
-
-class Pruned(Exception):
-    """Raised from the Trainer's evaluation when the study prunes the trial; the run folder's
-    summary.json then says ``status: pruned``."""
-
-    run_status = "pruned"
 
 
 class ReportCallback(TrainerCallback):
@@ -101,9 +96,9 @@ def run_trial(spec: dict[str, Any]) -> int:
     import optuna
 
     from orpo.guard import NonFiniteError
-    from orpo.tune.backend import make_pruner, open_storage
     from orpo.run.recipe import load_recipe
     from orpo.run.train import train_from_recipe
+    from orpo.tune.backend import make_pruner, open_storage
 
     _exit_with_parent(spec["parent_pid"])
     optuna.logging.set_verbosity(optuna.logging.WARNING)
@@ -147,21 +142,22 @@ def run_trial(spec: dict[str, Any]) -> int:
 def _judge_result(spec: dict[str, Any], recipe, model_of: ModelCallback, steps: int) -> int:
     """Score the trained model's greedy answers to the eval prompts with the rules judge; the
     objective is the judge metric's mean over those prompts."""
-    from orpo.lab.compare.worker import Setup, judge_run
+    from orpo.evaluation.judged import judge_eval_set
     from orpo.run.build import load_data
 
     judge, name = spec["judge"]
     args = recipe.training_args()
-    train_rows, eval_rows = load_data(recipe, args.seed)  # the recipe's eval data: the validation split
-    setup = Setup(
-        recipe=recipe,
-        args=args,
-        train_rows=train_rows,
-        eval_rows=eval_rows,
-        tok=model_of.tokenizer,
-        model=model_of.model,
+    _, eval_rows = load_data(recipe, args.seed)  # the recipe's eval data: the validation split
+    judged = judge_eval_set(
+        model_of.model,
+        model_of.tokenizer,
+        args,
+        eval_rows,
+        columns=recipe.data.columns,
+        fmt=recipe.data.format,
+        judge=judge,
+        n_prompts=spec["judge_prompts"],
     )
-    judged = judge_run(model_of.model, setup, judge, spec["judge_prompts"])
     metrics = judged["metrics"]
     if name not in metrics:
         reason = f"--objective {spec['metric']}: {judge} has no metric {name!r} (it has {', '.join(metrics)})"
@@ -173,39 +169,24 @@ def _judge_result(spec: dict[str, Any], recipe, model_of: ModelCallback, steps: 
 
 
 def launch(spec: dict[str, Any], spec_path: Path, log_path: Path, beat: Callable[[], None]) -> dict:
-    """Run ``spec`` in a fresh ``python -m orpo.tune.trial`` process, calling ``beat`` every few
-    seconds while it trains; return its result (a failed one with the log's last line if it wrote none).
-    """
+    """Run ``spec`` in a fresh ``python -m orpo.tune.trial`` process (``orpo.launch``), calling ``beat``
+    every few seconds while it trains; return its result (a failed one with the log's last line if it
+    wrote none)."""
     from orpo.tune.backend import HEARTBEAT_SECONDS
 
     spec_path.parent.mkdir(parents=True, exist_ok=True)
     Path(spec["result"]).unlink(missing_ok=True)
     spec_path.write_text(json.dumps(spec, indent=2))
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in sys.path if p)}
-    with log_path.open("w") as log:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "orpo.tune.trial", str(spec_path)],
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            env=env,
-        )
-        try:
-            while True:
-                beat()
-                try:
-                    code = proc.wait(timeout=HEARTBEAT_SECONDS)
-                    break
-                except subprocess.TimeoutExpired:
-                    continue
-        except KeyboardInterrupt:
-            # Ctrl-C reached the trial too (same process group): it saves a checkpoint and stops.
-            proc.wait()
-            raise
+    ran = run_in_process(
+        [sys.executable, "-m", "orpo.tune.trial", str(spec_path)],
+        log_path=log_path,
+        beat=beat,
+        beat_seconds=HEARTBEAT_SECONDS,
+    )
     if Path(spec["result"]).is_file():
         return json.loads(Path(spec["result"]).read_text())
-    lines = [ln for ln in log_path.read_text().splitlines() if ln.strip()]
-    last = lines[-1].strip() if lines else "no output"
-    return {"state": "failed", "reason": f"exit {code}: {last}", "steps": None}
+    last = ran.tail[-1].strip() if ran.tail else "no output"
+    return {"state": "failed", "reason": f"exit {ran.code}: {last}", "steps": None}
 
 
 def main(argv: list[str] | None = None) -> int:

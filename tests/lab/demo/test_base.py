@@ -4,9 +4,9 @@ import dataclasses
 
 import pytest
 
+from orpo.engine.refpass import model_fingerprint
 from orpo.lab.demo.base import base_settings, settings_key, train_base
 from orpo.lab.demo.settings import SIZES
-from orpo.engine.refpass import model_fingerprint
 from orpo.tasks.codereview.generator import P_MISS, make_splits
 
 QUICK = SIZES["quick"]

@@ -8,7 +8,7 @@ import pytest
 import orpo.lab.demo.tune as tune
 from orpo.lab.demo.run import make_sources, start, tune_sources
 from orpo.lab.demo.settings import SIZES, torch_threads
-from orpo.lab.harness import ProcessResult
+from orpo.launch import ProcessResult
 
 QUICK = SIZES["quick"]
 

@@ -30,7 +30,8 @@ from typing import TextIO
 from orpo.lab.bench.flops import executed_flops, trl_flops, useful_flops
 from orpo.lab.bench.profiles import DEFAULT_PROFILES, PROFILES, materialise
 from orpo.lab.bench.worker import DTYPES, IMPLS, matmul_peak_flops
-from orpo.lab.harness import ProcessResult, Relay, run_in_process
+from orpo.launch import ProcessResult, Relay, run_in_process
+from orpo.run import learning_rates
 
 TRL_MISSING = "TRL not installed: pip install 'orpo[bench]'"
 
@@ -45,7 +46,7 @@ class BenchOptions:
     steps: int = 4
     pairs_per_step: int | None = None  # None: each profile's default
     engine: str = "auto"
-    learning_rate: float = 1e-4
+    learning_rate: float = learning_rates.learning_rate("bench")
     beta: float = 0.1
     seed: int = 0
     threads: int = field(default_factory=lambda: os.cpu_count() or 1)

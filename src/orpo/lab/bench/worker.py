@@ -132,8 +132,8 @@ def run(opts: argparse.Namespace) -> dict:
 
     from orpo import ORPOConfig
     from orpo.lab.bench.profiles import load_data
-    from orpo.run.build import new_trainer
     from orpo.models.tiny import build_model
+    from orpo.run.build import new_trainer
 
     torch.set_num_threads(opts.threads)
     folder = Path(opts.data)

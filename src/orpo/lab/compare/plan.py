@@ -12,9 +12,10 @@ from __future__ import annotations
 import itertools
 from dataclasses import dataclass
 
+from orpo.engine.refpass import MODES as REF_MODES
+from orpo.evaluation.judges import parse_judge
 from orpo.lab.trl_baseline import TRL_TRAINERS
 from orpo.losses import OBJECTIVES
-from orpo.engine.refpass import MODES as REF_MODES
 
 # Eval prompts a task judge scores per run by default.
 JUDGE_PROMPTS = 100
@@ -104,13 +105,11 @@ def resolve_judge(judge: str | None, train_source) -> str | None:
         return None
     if judge == "auto":
         return "rules:codereview" if train_source == "builtin:codereview" else None
-    kind, _, name = judge.partition(":")
-    if kind != "rules" or not name:
+    spec = parse_judge(judge)
+    if spec.kind.name != "rules":
         raise ValueError(
             f"--judge {judge}: compare scores each run on its own, so it takes a rules judge "
             "(rules:codereview or rules:FILE.py), auto or none; compare two runs pairwise with `orpo judge`"
         )
-    from orpo.evaluation.judges.rules import load_rules
-
-    load_rules(name)  # a missing file or a file without judge() is a one-line error now, not after training
+    spec.scorer()  # a missing file or a file without judge() is a one-line error now, not after training
     return judge

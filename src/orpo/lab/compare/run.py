@@ -13,8 +13,8 @@ from typing import TextIO
 from orpo.lab.compare.plan import JUDGE_PROMPTS, RunSpec, plan, resolve_judge
 from orpo.lab.compare.tables import format_markdown, headline
 from orpo.lab.compare.tuned import TuneRequest, plan_studies, run_studies, tune_of, with_chosen
-from orpo.lab.harness import run_in_process
 from orpo.lab.plots import plot_logp_curves
+from orpo.launch import run_in_process
 
 
 def run_compare(

@@ -25,6 +25,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, TextIO
 
+from orpo.evaluation.judges import parse_judge
 from orpo.evaluation.judges.rules import load_rules
 from orpo.lab.compare.plan import RunSpec
 from orpo.tune.results import write_outputs
@@ -55,7 +56,7 @@ def tune_objective(requested: str | None, judge: str | None) -> str:
         return requested
     if judge is None:
         return "eval_nll_loss"
-    metric = getattr(load_rules(judge.partition(":")[2]), "PAIRWISE_METRIC", None)
+    metric = getattr(load_rules(parse_judge(judge).arg), "PAIRWISE_METRIC", None)
     if metric is None:
         raise ValueError(
             f"--tune: {judge} sets no PAIRWISE_METRIC to choose on; give --tune-objective judge:{judge}:METRIC "

@@ -26,13 +26,11 @@ from typing import Any
 
 from transformers.trainer_callback import PrinterCallback
 
+from orpo.evaluation.judged import judge_eval_set
 from orpo.lab.harness import StepTimer, peak_rss_mb, reset_peak_rss, status_mb
 from orpo.lab.trl_baseline import TRL_MEAN_LOGPS, TRL_NLL, shared_settings, trl_trainer
 from orpo.losses import get_objective
 from orpo.run.callbacks import MetricsJsonlCallback, quiet
-
-# The cap on a judged completion's new tokens.
-JUDGE_MAX_NEW_TOKENS = 512
 
 
 def _curve(log_history: list[dict], names: tuple[str, str], first: dict | None) -> list[dict]:
@@ -45,61 +43,18 @@ def _curve(log_history: list[dict], names: tuple[str, str], first: dict | None) 
 
 
 def judge_run(model, setup: Setup, judge: str, n_prompts: int) -> dict:
-    """Greedy completions of the first ``n_prompts`` eval prompts, scored by the rules judge ``judge``.
-
-    Prompts are rendered and tokenised as training renders them (template, BOS, truncation); each
-    completion gets at most the longest reference (chosen) response's tokens + 8, capped at
-    ``JUDGE_MAX_NEW_TOKENS``. Returns metric -> mean and bootstrap 95% interval over the prompts.
-    """
-    import numpy as np
-    import torch
-
-    from orpo.data.normalise import normalise
-    from orpo.data.tokenize import Limits
-    from orpo.evaluation.generate import GenerationSettings, Prompt, generate_ids, prompt_ids
-    from orpo.evaluation.judges.base import Item
-    from orpo.evaluation.judges.rules import RulesJudge
-    from orpo.evaluation.stats import bootstrap_interval
-
-    start = time.perf_counter()
-    tok, args, recipe = setup.tok, setup.args, setup.recipe
-    rules = RulesJudge(judge.partition(":")[2])
-    canon = normalise(
-        setup.eval_rows, columns=recipe.data.columns, fmt=recipe.data.format, source_name="eval set"
+    """Greedy completions of the first ``n_prompts`` eval prompts, scored by the rules judge ``judge``
+    (``orpo.evaluation.judged.judge_eval_set``: metric -> mean and bootstrap 95% interval)."""
+    return judge_eval_set(
+        model,
+        setup.tok,
+        setup.args,
+        setup.eval_rows,
+        columns=setup.recipe.data.columns,
+        fmt=setup.recipe.data.format,
+        judge=judge,
+        n_prompts=n_prompts,
     )
-    rows = canon.rows.select(range(min(n_prompts, len(canon.rows))))
-    prompts = [
-        Prompt(str(i), list(r["prompt"]), r.get("text_prompt"), r["chosen"]) for i, r in enumerate(rows)
-    ]
-    ids = prompt_ids(prompts, tok, args.chat_template_mode, Limits.from_config(args), args.tokenization)
-    longest = max(len(tok(p.reference, add_special_tokens=False)["input_ids"]) for p in prompts)
-    settings = GenerationSettings(max_new_tokens=min(longest + 8, JUDGE_MAX_NEW_TOKENS), batch_size=16)
-    was_training = model.training
-    model.eval()
-    try:
-        with torch.autocast(
-            "cpu", dtype=torch.bfloat16, enabled=bool(args.bf16) and not torch.cuda.is_available()
-        ):
-            outputs = generate_ids(model, tok, ids, settings)
-    finally:
-        model.train(was_training)
-    scores = []
-    for p, samples in zip(prompts, outputs):
-        text = tok.decode(samples[0][0], skip_special_tokens=True)
-        scores.append(rules.score(Item(p.id, p.text, text, text, p.reference), text))
-    metrics = {}
-    for name in scores[0]:
-        values = np.array([s[name] for s in scores])
-        low, high = bootstrap_interval(values)
-        metrics[name] = {"mean": float(values.mean()), "ci_low": low, "ci_high": high}
-    return {
-        "judge": judge,
-        "prompts": len(prompts),
-        "max_new_tokens": settings.max_new_tokens,
-        "lower_is_better": sorted(rules.lower_is_better),
-        "seconds": time.perf_counter() - start,
-        "metrics": metrics,
-    }
 
 
 @dataclass

@@ -4,8 +4,9 @@ prepare_data   validation and test tokenised once, so every method is scored on 
 prepare_train  one pair source's training rows tokenised as pairs and (for KTO) as examples
 train_method   one (method, seed) from the base with its tuned values: the held-out log-prob curve,
                then the test scores
+judge_reviews  greedy reviews judged by rules:codereview (``orpo.evaluation.judged``, EOS kept)
 score_model    greedy reviews of the test snippets judged by the rules, preference accuracy, samples
-judged_f1      the rules' f1 of greedy reviews, per snippet (the studies' objective on validation)
+judged_f1      the rules' mean f1 of greedy reviews (the studies' objective on validation)
 run_jobs       every (method, seed) run, each in a fresh process, ``WORKERS`` at a time
 """
 
@@ -19,6 +20,8 @@ from typing import Any
 
 from transformers import TrainerCallback
 
+from orpo.evaluation.judged import AnswerSettings, JudgedPrompt, judge_answers
+from orpo.evaluation.judges import parse_judge
 from orpo.lab.demo.base import Base
 from orpo.lab.demo.settings import (
     BF16,
@@ -34,7 +37,8 @@ from orpo.lab.demo.settings import (
     torch_threads,
 )
 from orpo.lab.demo.table import snippet_counts
-from orpo.lab.harness import ProcessResult, reset_peak_rss, run_all, status_mb
+from orpo.lab.harness import reset_peak_rss, status_mb
+from orpo.launch import ProcessResult, run_all
 from orpo.losses import get_objective
 from orpo.run.callbacks import quiet
 from orpo.tasks.codereview.generator import ReviewExample, to_rows
@@ -132,23 +136,19 @@ def prepare_train(source: str, rows: list[dict], tok, config, kto_config) -> Tra
     )
 
 
-def generate_reviews(
-    model, tokenizer, prompt_ids: list[list[int]], max_new_tokens: int, bf16: bool
-) -> list[str]:
-    """Greedy reviews for tokenised prompts through the one generator (`orpo.evaluation.generate`).
-
-    Each review is decoded up to and including its first stop token, special tokens kept (the judge
-    cuts the review at the EOS marker; a review without one ran out of ``max_new_tokens``).
-    """
-    import torch
-
-    from orpo.evaluation.generate import GenerationSettings, generate_ids
-
-    settings = GenerationSettings(max_new_tokens=max_new_tokens, batch_size=GEN_BATCH_SIZE)
-    model.eval()
-    with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
-        results = generate_ids(model, tokenizer, prompt_ids, settings)
-    return [tokenizer.decode(samples[0][0], skip_special_tokens=False) for samples in results]
+def judge_reviews(
+    model, tok, prompt_ids: list[list[int]], examples: list[ReviewExample], max_new_tokens: int
+):
+    """Greedy reviews of these prompts judged by ``rules:codereview`` against each snippet's chosen
+    review (its true violations), through ``orpo.evaluation.judged``. Reviews are decoded with
+    special tokens kept: the judge cuts a review at the EOS marker, and a review without one ran out
+    of ``max_new_tokens``. The judge reads only the review (its prompt text is "")."""
+    prompts = [
+        JudgedPrompt(str(i), "", list(ids), example.chosen)
+        for i, (ids, example) in enumerate(zip(prompt_ids, examples))
+    ]
+    settings = AnswerSettings(max_new_tokens, batch_size=GEN_BATCH_SIZE, bf16=BF16, keep_special=True)
+    return judge_answers(model, tok, prompts, parse_judge("rules:codereview").scorer(), settings)
 
 
 def pair_mean_logps(engine, model, dataset) -> tuple[list[float], list[float]]:
@@ -177,25 +177,19 @@ def pair_mean_logps(engine, model, dataset) -> tuple[list[float], list[float]]:
     return chosen, rejected
 
 
-def snippet_f1(text: str, example: ReviewExample) -> float:
-    """``rules:codereview``'s f1 of one generated review (its convention for a snippet with nothing to
-    count: 1.0 for the exact approval, 0.0 for a reply that is no review)."""
-    from orpo.evaluation.judges.codereview import judge
-
-    return judge("", text, example.chosen)["f1"]  # the chosen review lists the true violations
-
-
 def judged_f1(model, tok, prompt_ids: list[list[int]], examples: list[ReviewExample], max_new_tokens: int):
-    """Mean f1 of the greedy reviews of these prompts (a study's objective: the validation split's)."""
-    reviews = generate_reviews(model, tok, prompt_ids, max_new_tokens, BF16)
-    return sum(snippet_f1(t, ex) for t, ex in zip(reviews, examples)) / len(examples)
+    """Mean f1 of the greedy reviews of these prompts (a study's objective: the validation split's).
+    The mean is summed in order, as the demo's cached studies were."""
+    judged = judge_reviews(model, tok, prompt_ids, examples, max_new_tokens)
+    return sum(s["f1"] for s in judged.scores) / len(examples)
 
 
 def score_model(engine, model, tok, data: DemoData) -> dict[str, Any]:
     """Per test snippet counts (`table.snippet_counts`), the mean test log-probs, and three samples."""
-    reviews = generate_reviews(model, tok, data.test["prompt_input_ids"], data.max_new_tokens, BF16)
+    judged = judge_reviews(model, tok, data.test["prompt_input_ids"], data.test_examples, data.max_new_tokens)
+    reviews = judged.texts
     scores = [score_review(text, ex.violations) for text, ex in zip(reviews, data.test_examples)]
-    f1 = [snippet_f1(text, ex) for text, ex in zip(reviews, data.test_examples)]
+    f1 = [s["f1"] for s in judged.scores]
     chosen, rejected = pair_mean_logps(engine, model, data.test)
     return {
         "counts": snippet_counts(scores, [c > r for c, r in zip(chosen, rejected)], f1),

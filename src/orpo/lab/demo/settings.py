@@ -17,17 +17,20 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
+from orpo.run.learning_rates import learning_rate, learning_rate_space
+
 METHODS = ("sft", "orpo", "dpo", "ipo", "kto", "simpo")
 ARCH = "llama"
 
-BASE_LEARNING_RATE = 1e-3  # random-init models of ~1M parameters learn at ~1e-3
-# Every method's study searches its learning rate over the same range, log-uniform: from 1e-6 (where a
-# tuned SimPO landed in `orpo compare --tune`) to 3e-3 (3x the base's own rate), and its own knobs over
-# the loss registry's ranges (``Objective.search_space``: ORPO's lambda 0.05-1.0 as the paper's appendix
-# sweeps it; the beta of DPO, IPO and KTO; SimPO's beta and gamma). SFT has no knob.
-LEARNING_RATE_SPACE = "learning_rate=log:1e-6..3e-3"
+# The learning rates come from the one table (``orpo.run.learning_rates``), where each says why.
+BASE_LEARNING_RATE = learning_rate("tiny")  # 1e-3: a random-init model of ~1M parameters
+# Every method's study searches its learning rate over the same range, log-uniform (1e-6..3e-3, wider
+# than `orpo tune`'s for this random-init model), and its own knobs over the loss registry's ranges
+# (``Objective.search_space``: ORPO's lambda 0.05-1.0 as the paper's appendix sweeps it; the beta of
+# DPO, IPO and KTO; SimPO's beta and gamma). SFT has no knob.
+LEARNING_RATE_SPACE = learning_rate_space("search_random_init")
 # The values a run takes where nothing chose them (scoring trainers; ``beta`` of SFT, which ignores it).
-DEFAULT_PARAMS = {"learning_rate": 1e-3, "beta": 0.1, "simpo_gamma": 0.5}
+DEFAULT_PARAMS = {"learning_rate": learning_rate("tiny"), "beta": 0.1, "simpo_gamma": 0.5}
 TUNE_SEED = 0  # every trial trains with this seed; the test table's seeds are 0 .. n_seeds - 1
 # On-policy pairs: K samples of the base per training prompt at temperature 1, scored by the rules;
 # chosen = the best sample, or the reference review when no sample scores as well; rejected = the worst.
@@ -182,34 +185,39 @@ def orpo_config(
 ):
     """One run's ORPOConfig; identical for every method except ``method`` and ``params`` (its learning
     rate and knobs; DEFAULT_PARAMS for the rest). ``batch_size`` is in pairs. No periodic evaluation if
-    ``eval_steps`` is None."""
-    from orpo.config import ORPOConfig
+    ``eval_steps`` is None.
 
-    return ORPOConfig(
-        output_dir=str(output_dir),
-        method=method,
-        **{**DEFAULT_PARAMS, **params},  # every chosen knob (config field names, as the search space's)
-        precompute_ref_log_probs=True,  # DPO, IPO, KTO: one model in memory (ignored by the others)
-        lr_scheduler_type="cosine",
-        warmup_steps=WARMUP,
-        num_train_epochs=epochs,
-        per_device_train_batch_size=batch_of(method, batch_size),
-        per_device_eval_batch_size=EVAL_BATCH_SIZE,
-        nll_on_prompt=NLL_ON_PROMPT,
-        tokenization="orpo",  # the CLI's tokenisation (chat template on string prompts, BOS as the tokenizer adds it)
-        engine=engine,
-        max_length=MAX_LENGTH,
-        bf16=BF16,
-        gradient_checkpointing=False,
-        eval_strategy="no" if eval_steps is None else "steps",
-        eval_steps=eval_steps,
-        logging_steps=eval_steps or 10,
-        save_strategy="no",
-        report_to="none",
-        disable_tqdm=True,
-        seed=seed,
-        data_seed=seed,
-    )
+    Built as `orpo train` builds its own (``recipe_from``: a recipe of a tiny Llama whose training
+    fields are these), so it gets a YAML run's defaults for what it leaves out (tokenization 'orpo':
+    chat template on string prompts, BOS as the tokenizer adds it) and ORPOConfig's checks."""
+    from orpo.run.recipe import TINY_PREFIX, ModelSection, recipe_from  # torch: not at import time
+
+    training = {
+        "output_dir": str(output_dir),
+        "method": method,
+        **DEFAULT_PARAMS,
+        **params,  # every chosen knob (config field names, as the search space's)
+        "precompute_ref_log_probs": True,  # DPO, IPO, KTO: one model in memory (ignored by the others)
+        "lr_scheduler_type": "cosine",
+        "warmup_steps": WARMUP,
+        "num_train_epochs": epochs,
+        "per_device_train_batch_size": batch_of(method, batch_size),
+        "per_device_eval_batch_size": EVAL_BATCH_SIZE,
+        "nll_on_prompt": NLL_ON_PROMPT,
+        "engine": engine,
+        "max_length": MAX_LENGTH,
+        "bf16": BF16,
+        "gradient_checkpointing": False,
+        "eval_strategy": "no" if eval_steps is None else "steps",
+        "eval_steps": eval_steps,
+        "logging_steps": eval_steps or 10,
+        "save_strategy": "no",
+        "report_to": "none",
+        "disable_tqdm": True,
+        "seed": seed,
+        "data_seed": seed,
+    }
+    return recipe_from(training, model=ModelSection(name=TINY_PREFIX + ARCH), stem="demo").training_args()
 
 
 def scoring_config(method: str, batch_size: int, output_dir: Path):

@@ -21,11 +21,8 @@ same.
 from __future__ import annotations
 
 import json
-import os
 import shutil
-import socket
 import sys
-import time
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -33,6 +30,7 @@ from typing import Any
 
 from transformers import TrainerCallback
 
+from orpo.guard import NonFiniteError
 from orpo.lab.demo.base import Base, settings_key
 from orpo.lab.demo.methods import TrainSet, judged_f1
 from orpo.lab.demo.settings import (
@@ -46,7 +44,8 @@ from orpo.lab.demo.settings import (
     search_space,
     torch_threads,
 )
-from orpo.lab.harness import run_all
+from orpo.launch import run_all
+from orpo.tune.loop import Outcome, Pruned
 
 TUNE_VERSION = 1  # bump when this stage's code changes what it computes (invalidates caches)
 OBJECTIVE = "validation f1 (rules:codereview, greedy reviews)"
@@ -111,8 +110,6 @@ class EpochJudge(TrainerCallback):
         self.reported: list[tuple[int, float]] = []
 
     def on_epoch_end(self, args, state, control, model=None, **kwargs):
-        from orpo.tune.trial import Pruned
-
         if round(state.epoch) >= self.epochs:
             return
         value = judged_f1(model, self.tok, self.data.prompt_ids, self.data.examples, self.data.max_new_tokens)
@@ -176,15 +173,13 @@ class Study:
         return judged_f1(trained, tok, self.data.prompt_ids, self.data.examples, self.data.max_new_tokens)
 
     def run(self) -> dict[str, Any]:
+        """Open (or resume) the study in its cache folder and run its trials through the one loop."""
         import optuna
         from optuna.pruners import MedianPruner
-        from optuna.trial import TrialState
 
-        from orpo.guard import NonFiniteError
-        from orpo.tune.backend import default_storage, make_sampler
+        from orpo.tune.backend import default_storage
+        from orpo.tune.loop import run_trials
         from orpo.tune.space import parse_space
-        from orpo.tune.study import counts, fail_stale
-        from orpo.tune.trial import Pruned
 
         optuna.logging.set_verbosity(optuna.logging.WARNING)
         self.folder.mkdir(parents=True, exist_ok=True)
@@ -199,30 +194,16 @@ class Study:
             pruner=MedianPruner(n_startup_trials=2, n_warmup_steps=0),
             load_if_exists=True,
         )
-        # A trial left running by a killed earlier demo (its process is gone) does not count: a new
-        # one replaces it, the finished ones are kept.
-        fail_stale(study)
-        distributions = {p.name: p.distribution() for p in parse_space(search_space(self.method))}
-        ran = []
-        while sum(counts(t) for t in study.get_trials(deepcopy=False)) < self.budget.trials:
-            study.sampler = make_sampler(TUNE_SEED, len(study.trials), self.budget.trials)
-            trial = study.ask(distributions)
-            trial.set_user_attr("host", socket.gethostname())
-            trial.set_user_attr("pid", os.getpid())
-            start = time.perf_counter()
-            value, state = None, TrialState.COMPLETE
-            try:
-                value = self.trial(trial, dict(trial.params))
-            except Pruned as err:
-                trial.set_user_attr("pruned_reason", str(err))
-                state = TrialState.PRUNED
-            except NonFiniteError as err:
-                trial.set_user_attr("fail_reason", f"diverged: {err}")
-                state = TrialState.FAIL
-            trial.set_user_attr("seconds", round(time.perf_counter() - start, 1))
-            study.tell(trial, value, state=state)
-            shutil.rmtree(self.folder / f"trial-{trial.number:04d}", ignore_errors=True)
-            ran.append(trial.number)
+        # A trial left running by a killed earlier demo (its process is gone) does not count: the loop
+        # fails it and a new one replaces it, the finished ones are kept.
+        ran = run_trials(
+            study,
+            InProcessRunner(self),
+            budget=self.budget.trials,
+            distributions={p.name: p.distribution() for p in parse_space(search_space(self.method))},
+            seed=TUNE_SEED,
+            say=lambda line: None,  # several studies share the terminal: tune_methods reports each end
+        )
         return self.outcome(study, ran)
 
     def outcome(self, study, ran: list[int]) -> dict[str, Any]:
@@ -262,6 +243,25 @@ class Study:
         }
         (self.folder / "chosen.json").write_text(json.dumps(chosen, indent=1))
         return chosen
+
+
+@dataclass(frozen=True)
+class InProcessRunner:
+    """The demo's trial runner: a trial trains from the base in this process (``Study.trial``); its
+    ``EpochJudge`` reports and prunes; its folder is removed when it ends."""
+
+    study: Study
+
+    def run(self, trial) -> Outcome:
+        try:
+            return Outcome("complete", value=self.study.trial(trial, dict(trial.params)))
+        except Pruned as err:
+            return Outcome("pruned", reason=str(err))
+        except NonFiniteError as err:
+            return Outcome("failed", reason=f"diverged: {err}", diverged=True)
+
+    def finished(self, study, trial) -> None:
+        shutil.rmtree(self.study.folder / f"trial-{trial.number:04d}", ignore_errors=True)
 
 
 def tune_methods(
