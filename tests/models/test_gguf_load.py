@@ -51,5 +51,7 @@ def test_real_file_converts_once_and_loads_as_a_plain_model(smollm2_gguf, smollm
     assert getattr(model.config, "quantization_config", None) is None
     assert sum(p.numel() for p in model.parameters()) == 134_515_008
     tok = load_tokenizer(str(smollm2_gguf))
-    text = tok.apply_chat_template([{"role": "user", "content": "hi"}], tokenize=False, add_generation_prompt=True)
+    text = tok.apply_chat_template(
+        [{"role": "user", "content": "hi"}], tokenize=False, add_generation_prompt=True
+    )
     assert text.endswith("<|im_start|>assistant\n") and "<|im_start|>system" in text
