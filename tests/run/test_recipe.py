@@ -255,3 +255,16 @@ def test_a_recipe_from_python_values_is_checked_by_the_config():
 
     with pytest.raises(ValueError, match=r"^learning_rate=-1\.0 must be >= 0\.0$"):
         recipe_from({"learning_rate": -1.0}).training_args()
+
+
+def test_a_gguf_file_in_a_folder_becomes_one_model_path(tmp_path):
+    """``model: {name: DIR, gguf_file: F}`` is ``name: DIR/F`` (what every loader takes and the resolved
+    config records); a gguf_file that is not a .gguf file is one line."""
+    from orpo.run.recipe import load_recipe
+
+    recipe = load_recipe(None, [f"model.name={tmp_path}", "model.gguf_file=m.Q4_1.gguf"])
+    assert recipe.model.name == str(tmp_path / "m.Q4_1.gguf") and recipe.model.gguf_file is None
+    again = load_recipe(None, [f"model.name={recipe.model.name}"])
+    assert again.model.name == recipe.model.name
+    with pytest.raises(ValueError, match=r"model.gguf_file='m.bin' is not a .gguf file"):
+        load_recipe(None, [f"model.name={tmp_path}", "model.gguf_file=m.bin"])

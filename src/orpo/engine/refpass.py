@@ -30,6 +30,7 @@ import torch
 from datasets import Dataset
 from torch.utils.data import DataLoader
 
+from orpo.cache import cache_root
 from orpo.engine.types import PAIR_COLUMNS, PROMPT_TAIL_COLUMNS
 
 # Dataset / batch columns of precomputed reference log-probs (TRL's names): summed, float32.
@@ -162,8 +163,7 @@ def data_fingerprint(dataset: Dataset) -> str:
 
 
 def cache_dir() -> Path:
-    root = os.environ.get("ORPO_CACHE_DIR") or os.path.join(os.path.expanduser("~"), ".cache", "orpo")
-    return Path(root) / "ref_logps"
+    return cache_root() / "ref_logps"
 
 
 def precompute(

@@ -1,4 +1,4 @@
-"""Load and prepare the policy model: from a name, quantised (QLoRA), wrapped with PEFT adapters.
+"""Load and prepare the policy model: from a name (a Hub id, a folder, a ``.gguf`` file), quantised (QLoRA), wrapped with PEFT adapters.
 
 One model in memory: ORPO needs no reference model. Everything here is a thin layer over
 transformers and PEFT; the choices it makes are the ones a CPU or GPU user expects:
@@ -16,6 +16,7 @@ import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer, BitsAndBytesConfig, PreTrainedModel
 
 from orpo._log import notice
+from orpo.models.gguf import gguf_folder, is_gguf
 
 CUDA_ONLY_ATTENTION = ("flash_attention_2", "flash_attention_3")
 
@@ -36,6 +37,8 @@ def load_model(
     name: str, init_kwargs: dict[str, Any] | None = None, trust_remote_code: bool = False
 ) -> PreTrainedModel:
     """``AutoModelForCausalLM.from_pretrained`` with CPU-safe defaults; kwargs as TRL's model_init_kwargs."""
+    if is_gguf(name):
+        name = str(gguf_folder(name))
     kwargs = dict(init_kwargs or {})
     if "torch_dtype" in kwargs:  # old name, still in many tutorials
         kwargs.setdefault("dtype", kwargs.pop("torch_dtype"))
@@ -57,6 +60,8 @@ def load_model(
 
 
 def load_tokenizer(name: str, trust_remote_code: bool = False, revision: str | None = None):
+    if is_gguf(name):
+        name = str(gguf_folder(name))
     try:
         return AutoTokenizer.from_pretrained(name, trust_remote_code=trust_remote_code, revision=revision)
     except OSError as err:

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import codecs
 from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
 from typing import Any
 
 from orpo.config import ORPOConfig
@@ -28,8 +29,16 @@ class ModelSection:
     name: str = field(
         default="tiny:llama",
         metadata={
-            "help": "Hub name or local path of a causal LM; 'tiny:ARCH' builds a tiny random model "
+            "help": "Hub name or local path of a causal LM, or a .gguf file (llama.cpp / Ollama; "
+            "dequantized once and cached); 'tiny:ARCH' builds a tiny random model "
             "(llama, qwen2, mistral, gemma, phi3) with a tokenizer trained on the training data."
+        },
+    )
+    gguf_file: str | None = field(
+        default=None,
+        metadata={
+            "help": "A .gguf file inside the folder `name` (as transformers' gguf_file); the same as "
+            "name: FOLDER/FILE.gguf, which is what the resolved config records."
         },
     )
     dtype: str = field(
@@ -54,6 +63,11 @@ class ModelSection:
     def __post_init__(self):
         if self.dtype not in DTYPES:
             raise ValueError(f"model.dtype={self.dtype!r} is not one of {', '.join(DTYPES)}")
+        if self.gguf_file is not None:
+            if not self.gguf_file.lower().endswith(".gguf"):
+                raise ValueError(f"model.gguf_file={self.gguf_file!r} is not a .gguf file name")
+            # One spelling from here on: every loader takes a .gguf path as the model name.
+            self.name, self.gguf_file = str(Path(self.name) / self.gguf_file), None
 
 
 @dataclass

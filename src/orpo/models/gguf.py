@@ -1,0 +1,116 @@
+"""Models from GGUF files (llama.cpp, Ollama): dequantized once, then cached as a safetensors folder.
+
+A ``.gguf`` file given as a model (``model.name`` in a recipe, ``ORPOTrainer(model="x.gguf")``, any
+command that takes a model) is read by transformers through the ``gguf`` package: the weights are
+dequantized to float32 and the tokenizer and chat template are rebuilt from the file's metadata.
+transformers marks such a model "quantized with gguf" and refuses to ``save_pretrained`` it, and the
+dequantization takes a minute for a 135M model, so it is done once:
+
+    x.gguf --sha256--> $ORPO_CACHE_DIR/gguf/<first 16 hex digits>/
+                         config.json, model.safetensors   the weights copied into a fresh model of the
+                                                          same config (no quantization_config)
+                         tokenizer files                  with the file's chat template
+                         source.json                      the file, its hash, architecture, versions
+
+The next load of the same file (any path, same bytes) reads that folder in seconds. A folder is
+published with one rename once complete, so a killed conversion leaves nothing half-written behind.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+from pathlib import Path
+
+from orpo._log import notice
+from orpo.cache import cache_root
+
+GGUF_SUFFIX = ".gguf"
+SOURCE_FILE = "source.json"
+_CHUNK = 1 << 20
+
+
+def is_gguf(name: object) -> bool:
+    """Whether a model name is a GGUF file path (by its suffix; the file is checked when loaded)."""
+    return isinstance(name, (str, os.PathLike)) and str(name).lower().endswith(GGUF_SUFFIX)
+
+
+def file_sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as f:
+        while chunk := f.read(_CHUNK):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def architecture_of(path: Path) -> str:
+    """The file's ``general.architecture`` (``llama``, ``qwen2``, ...), as llama.cpp names it."""
+    from gguf import GGUFReader
+
+    field = GGUFReader(str(path)).fields.get("general.architecture")
+    if field is None:
+        return "unknown"
+    return bytes(field.parts[field.data[0]]).decode("utf-8", errors="replace")
+
+
+def gguf_folder(path: str | os.PathLike) -> Path:
+    """The cached transformers folder of a GGUF file, converting it on first use."""
+    path = Path(path).expanduser()
+    if not path.is_file():
+        raise ValueError(f"model {str(path)!r}: no such GGUF file")
+    digest = file_sha256(path)
+    folder = cache_root() / "gguf" / digest[:16]
+    if (folder / SOURCE_FILE).is_file():
+        return folder
+    notice(f"{path.name}: dequantizing the GGUF file once into {folder} (later runs load that folder)")
+    staging = folder.with_name(f".{folder.name}.{os.getpid()}.partial")
+    shutil.rmtree(staging, ignore_errors=True)
+    try:
+        _convert(path, staging, digest)
+        folder.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            staging.rename(folder)
+        except OSError:  # another process published the same file first: theirs is as good
+            if not (folder / SOURCE_FILE).is_file():
+                raise
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return folder
+
+
+def _convert(path: Path, out: Path, digest: str) -> None:
+    """Read ``path`` with transformers and save it as a plain float32 safetensors folder at ``out``."""
+    import torch
+    import transformers
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from transformers.modeling_gguf_pytorch_utils import GGUF_SUPPORTED_ARCHITECTURES
+
+    architecture = architecture_of(path)
+    if architecture not in GGUF_SUPPORTED_ARCHITECTURES:
+        raise ValueError(
+            f"{path}: transformers {transformers.__version__} cannot read GGUF architecture {architecture!r} "
+            f"(it reads {', '.join(sorted(GGUF_SUPPORTED_ARCHITECTURES))}); give the model's Hub id or "
+            "safetensors folder instead"
+        )
+    where, name = str(path.parent), path.name
+    tokenizer = AutoTokenizer.from_pretrained(where, gguf_file=name)
+    loaded = AutoModelForCausalLM.from_pretrained(where, gguf_file=name, dtype=torch.float32)
+    config = loaded.config
+    if hasattr(config, "quantization_config"):
+        del config.quantization_config  # the weights are dequantized: the saved folder is a plain model
+    with torch.device("meta"):
+        model = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
+    model.load_state_dict(loaded.state_dict(), assign=True)
+    model.tie_weights()
+    out.mkdir(parents=True)
+    model.save_pretrained(out)
+    tokenizer.save_pretrained(out)
+    source = {
+        "file": str(path.resolve()),
+        "sha256": digest,
+        "architecture": architecture,
+        "transformers": transformers.__version__,
+    }
+    (out / SOURCE_FILE).write_text(json.dumps(source, indent=2))
