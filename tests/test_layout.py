@@ -25,6 +25,7 @@ ROOT_INIT = "__init__"  # the package root's own module: what `from orpo import 
 # experiments or the CLI.
 LIBRARY = {
     "_log",
+    "cache",
     "guard",
     "tasks",
     "resources",
@@ -44,12 +45,13 @@ LIBRARY = {
 # section "What each package may import" (a test below compares them).
 ALLOWED: dict[str, set[str]] = {
     "_log": set(),
+    "cache": set(),
     "resources": set(),
     "guard": {"_log"},
     "tasks": {"_log"},
     "losses": {"_log"},
-    "engine": {"_log"},
-    "models": {"_log"},
+    "engine": {"_log", "cache"},
+    "models": {"_log", "cache"},
     "checkpoints": {"_log"},
     "launch": {"_log", "guard", "checkpoints"},
     "config": {"_log", "losses"},
