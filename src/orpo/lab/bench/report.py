@@ -85,7 +85,9 @@ def _settings_lines(results: dict) -> list[str]:
         "matmul peak (torch.mm 2048x2048, best of 5): "
         + ", ".join(f"{d} {f / 1e9:.1f} GFLOP/s" for d, f in results["matmul_peak_flops"].items()),
         f"{o['steps']} timed steps after 1 warm-up; lr {o['learning_rate']:g}, beta {o['beta']:g}, "
-        f"gradient checkpointing {'on' if o['gradient_checkpointing'] else 'off'}, ours engine={o['engine']}",
+        f"gradient checkpointing {'on' if o['gradient_checkpointing'] else 'off'}, ours engine={o['engine']}, "
+        f"adapter {o.get('adapter', 'none')}"
+        + (" (FLOP figures count full fine-tuning's backward)" if o.get("adapter", "none") != "none" else ""),
         *results["notes"],
     ]
     for name, p in results["profiles"].items():

@@ -29,7 +29,7 @@ from typing import TextIO
 
 from orpo.lab.bench.flops import executed_flops, trl_flops, useful_flops
 from orpo.lab.bench.profiles import DEFAULT_PROFILES, PROFILES, materialise
-from orpo.lab.bench.worker import DTYPES, IMPLS, matmul_peak_flops
+from orpo.lab.bench.worker import ADAPTERS, DTYPES, IMPLS, matmul_peak_flops
 from orpo.launch import ProcessResult, Relay, run_in_process
 from orpo.run import learning_rates
 
@@ -52,6 +52,7 @@ class BenchOptions:
     threads: int = field(default_factory=lambda: os.cpu_count() or 1)
     repeats: int = 3
     gradient_checkpointing: bool = False
+    adapter: str = "none"
     timeout: float = 1800.0
 
     def __post_init__(self) -> None:
@@ -69,6 +70,8 @@ class BenchOptions:
             raise ValueError(f"--steps {self.steps}: give at least 1 timed step")
         if self.pairs_per_step is not None and self.pairs_per_step < 1:
             raise ValueError(f"--pairs-per-step {self.pairs_per_step}: give at least 1 pair")
+        if self.adapter not in ADAPTERS:
+            raise ValueError(f"--adapter {self.adapter}: choose {' or '.join(ADAPTERS)}")
         if self.engine not in ("auto", "packed", "padded"):
             raise ValueError(f"--engine {self.engine}: choose auto, packed or padded")
 
@@ -217,6 +220,7 @@ def _worker_command(opts: BenchOptions, folder: Path, impl: str, dtype: str, pai
         "--steps", str(opts.steps), "--pairs-per-step", str(pairs),
         "--engine", opts.engine, "--learning-rate", str(opts.learning_rate),
         "--beta", str(opts.beta), "--seed", str(opts.seed), "--threads", str(opts.threads),
+        "--adapter", opts.adapter,
     ] + (["--gradient-checkpointing"] if opts.gradient_checkpointing else [])  # fmt: skip
 
 

@@ -36,6 +36,9 @@ from orpo.lab.trl_baseline import trl_trainer
 
 IMPLS = ("orpo", "trl")
 DTYPES = ("fp32", "bf16")
+ADAPTERS = ("none", "lora")
+# The adapter of ``--adapter lora``, the same on both sides (TRL gets it as a peft LoraConfig).
+LORA = dict(type="lora", r=16, alpha=32, dropout=0.0, target_modules="all-linear")
 
 
 def progress(message: str) -> None:
@@ -132,8 +135,8 @@ def run(opts: argparse.Namespace) -> dict:
 
     from orpo import ORPOConfig
     from orpo.lab.bench.profiles import load_data
-    from orpo.models.tiny import build_model
-    from orpo.run.build import new_trainer
+    from orpo.run.build import new_trainer, peft_config_of
+    from orpo.run.recipe import AdapterSection
 
     torch.set_num_threads(opts.threads)
     folder = Path(opts.data)
@@ -143,30 +146,21 @@ def run(opts: argparse.Namespace) -> dict:
     if len(rows) < n_pairs:
         raise ValueError(f"{folder} holds {len(rows)} rows; this run needs {n_pairs}")
     dataset = Dataset.from_list(rows[:n_pairs])
-    progress("building the model")
-    overrides = {"vocab_size": profile["vocab_size"]} if profile["vocab_size"] else {}
-    model = build_model(
-        tokenizer,
-        "llama",
-        hidden_size=profile["hidden_size"],
-        num_layers=profile["num_layers"],
-        num_heads=profile["num_heads"],
-        num_kv_heads=profile["num_kv_heads"],
-        intermediate_size=profile["intermediate_size"],
-        max_position_embeddings=max(2048, meta["max_length"]),
-        seed=opts.seed,
-        **overrides,
-    )
+    model = _model(profile, tokenizer, meta["max_length"], opts.seed)
     shape = model_shape(model)
     timer = StepTimer(on_step=_report_step)
     with tempfile.TemporaryDirectory(prefix="orpo-bench-") as out:
         common = settings(opts, out, meta["max_length"])
         progress("preprocessing the dataset (untimed)")
-        if opts.impl == "orpo":  # our side is the trainer `orpo train` builds (no adapter, canonical rows)
+        if opts.impl == "orpo":  # our side is the trainer `orpo train` builds (canonical rows)
             args = ORPOConfig(**common, engine=opts.engine)
-            trainer = new_trainer(args, tokenizer, model, dataset, callbacks=[timer])
+            adapter = AdapterSection(**LORA) if opts.adapter == "lora" else None
+            trainer = new_trainer(args, tokenizer, model, dataset, callbacks=[timer], adapter=adapter)
         else:
-            trainer = trl_trainer("orpo", common, model, tokenizer, dataset, callbacks=[timer])
+            peft_config = peft_config_of(AdapterSection(**LORA)) if opts.adapter == "lora" else None
+            trainer = trl_trainer(
+                "orpo", common, model, tokenizer, dataset, callbacks=[timer], peft_config=peft_config
+            )
         recorder = RecordingCollator(trainer.data_collator, opts.impl)
         trainer.data_collator = recorder
         engine = trainer.engine.name if opts.impl == "orpo" else "trl"
@@ -175,6 +169,40 @@ def run(opts: argparse.Namespace) -> dict:
         progress(f"training {opts.steps + 1} steps ({opts.pairs_per_step} pairs each, engine {engine})")
         trainer.train()
         peak_after = peak_rss_mb()
+    return _result(
+        opts, profile, shape, engine, trainer, timer, recorder, (rss_before, peak_before, peak_after)
+    )
+
+
+def _model(profile: dict, tokenizer, max_length: int, seed: int):
+    """The profile's model: the real one it names (float32), else a Llama built from its shape (seeded)."""
+    from orpo.lab.bench.profiles import model_folder
+    from orpo.models.load import load_model
+    from orpo.models.tiny import build_model
+
+    progress("loading the model" if profile.get("model") else "building the model")
+    if profile.get("model"):
+        return load_model(str(model_folder(profile["model"])), {"dtype": "float32"})
+    overrides = {"vocab_size": profile["vocab_size"]} if profile["vocab_size"] else {}
+    return build_model(
+        tokenizer,
+        "llama",
+        hidden_size=profile["hidden_size"],
+        num_layers=profile["num_layers"],
+        num_heads=profile["num_heads"],
+        num_kv_heads=profile["num_kv_heads"],
+        intermediate_size=profile["intermediate_size"],
+        max_position_embeddings=max(2048, max_length),
+        seed=seed,
+        **overrides,
+    )
+
+
+def _result(opts, profile, shape, engine, trainer, timer, recorder, memory) -> dict:
+    """One run's JSON line: timed window, pairs and tokens, memory, losses."""
+    import torch
+
+    rss_before, peak_before, peak_after = memory
     logs = [h for h in trainer.state.log_history if "loss" in h and "train_runtime" not in h]
     timed = slice(1, opts.steps + 1)
     seconds = timer.end[opts.steps] - timer.end[0]
@@ -185,6 +213,7 @@ def run(opts: argparse.Namespace) -> dict:
         "engine": engine,
         "profile": profile["name"],
         "dtype": opts.dtype,
+        "adapter": opts.adapter,
         "threads": torch.get_num_threads(),
         "model": shape,
         "steps": opts.steps,
@@ -222,6 +251,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=os.cpu_count() or 1)
     p.add_argument("--gradient-checkpointing", action="store_true")
+    p.add_argument(
+        "--adapter", choices=ADAPTERS, default="none", help="lora: LoRA r=16 on every linear layer"
+    )
     return p.parse_args(argv)
 
 
