@@ -23,7 +23,8 @@ from datasets import Dataset
 from orpo import ORPOConfig, ORPOTrainer
 from orpo.cli.main import main
 from orpo.data.pipeline import prepare_dataset
-from orpo.engine.packed import PackedPairCollator, packed_forward
+from orpo.engine.packed import packed_forward
+from orpo.engine.packing import PackedPairCollator
 from orpo.engine.padded import PaddedPairCollator, padded_forward
 from orpo.engine.types import PAIR_COLUMNS, SequenceStats
 from orpo.models.load import load_model, load_tokenizer
