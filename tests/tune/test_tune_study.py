@@ -212,7 +212,7 @@ def test_a_trial_worse_than_the_median_is_pruned_at_its_first_evaluation(tmp_pat
     rows = _trials(out)
     assert [r["state"] for r in rows] == ["complete", "complete", "pruned"]
     assert rows[2]["steps"] == "1" and rows[2]["reason"].startswith(
-        "pruned by the study at step 1 (eval_loss="
+        "pruned by the study at step 1 (eval_nll_loss="
     )
     summary = json.loads((out / "trial-0002" / "summary.json").read_text())
     assert summary["status"] == "pruned" and summary["steps"] == 1

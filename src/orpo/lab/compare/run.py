@@ -39,7 +39,7 @@ def run_compare(
     from orpo.run.recipe import load_recipe
 
     recipe = load_recipe(config, list(overrides))
-    judge = resolve_judge(judge, recipe.data.train)
+    judge = resolve_judge(judge, recipe.data)
     if judge_prompts < 1:
         raise ValueError(f"--judge-prompts {judge_prompts} must be >= 1")
     data = recipe.data
