@@ -56,6 +56,7 @@ class TuneSettings:
     extra: dict[str, Any] = field(default_factory=dict)
     # What a rerun with other settings is told to do instead (compare's studies live in its output_dir).
     rerun_fix: str = "use another --out folder or --study name"
+    label: str = ""  # before "trial N" on each relayed progress line (compare: the method's run)
 
 
 def metric_name(objective: str) -> str:
@@ -314,6 +315,7 @@ class SubprocessRunner:
             logs / f"{name}.json",
             logs / f"{name}.log",
             beat=lambda: _beat(self.study, trial),
+            label=f"{self.settings.label} trial {trial.number}".strip(),
         )
         return Outcome(
             state=result.get("state", "failed"),
