@@ -9,6 +9,9 @@ counting      ``--trials N`` is the study's total, not this process's: trials th
               (``kill -9``, a lost machine) is marked failed on the next start (at once on the
               same machine, after the heartbeat's grace period elsewhere) and does not count:
               a new trial takes its place, the finished ones are not rerun.
+settings      the study records what its trials are (the base recipe field by field, the space,
+              the objective) when it is created; a rerun or another process with other settings
+              is refused in one line naming what changed, before any trial
 sharing       several ``orpo tune`` processes on one ``--storage`` and ``--study`` share the
               count; each runs its trials in its own ``--out`` (or one on a shared disk).
 failures      a diverged trial (non-finite loss, or a non-finite objective) is failed with its
@@ -194,11 +197,10 @@ def open_study(s: TuneSettings, out: Path, training: dict[str, Any]):
             f"--objective {s.objective} needs another --study name or --out folder"
         )
     study.set_user_attr("objective", metric_name(s.objective))
-    wanted = direction_of(metric_name(s.objective), s.direction)
-    if study.direction.name.lower() != wanted:
+    if study.direction.name.lower() != direction:
         raise ValueError(
             f"study {study.study_name!r} in {storage_url} was created to {study.direction.name.lower()}; "
-            f"--direction {wanted} needs another --study name"
+            f"--direction {direction} needs another --study name"
         )
     _check_same_settings(study, s, storage_url)
     return study, storage_url

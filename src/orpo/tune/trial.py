@@ -9,6 +9,10 @@
                    reports each evaluation the Trainer runs during training (``eval_steps``) to the
                    trial and stops at once when the pruner says so (the folder's status: pruned)
 
+The trial process writes its progress lines (``Progress``: started, model and data ready, training,
+steps, evaluations, judging, each with the seconds since launch) to its stderr, which the tune
+process relays to the terminal (``orpo.launch.Relay``); everything else it prints goes to its log.
+
 A fresh process per trial keeps a tune's peak memory that of one run, and a pruned or diverged
 trial gives all its memory back. The trial process exits when its tune process is gone (a
 ``kill -9`` of ``orpo tune`` does not leave a run training behind).
