@@ -223,3 +223,48 @@ def test_train_and_gguf_export_print_no_third_party_notices(tmp_path):
         output = result.stdout + result.stderr
         assert "Setting accelerator" not in output and "DeepSpeed" not in output
         assert "separator" not in output
+
+
+@pytest.mark.parametrize(
+    "name", ["runs/nosuch_run", "./nosuch", "~/nosuch_model", "nosuch/model.safetensors"]
+)
+def test_a_local_model_path_that_does_not_exist_is_named_not_the_hub(name, tmp_path, capsys, monkeypatch):
+    """A name that looks like a path (a separator, ./ or ~, a weights file) and is not here: the local
+    path is missing; the Hub (which the offline user cannot reach anyway) is not the story."""
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    (tmp_path / "runs").mkdir()
+    from orpo.models.load import load_model, load_tokenizer
+
+    for load in (load_model, load_tokenizer):
+        with pytest.raises(ValueError) as err:
+            load(name)
+        assert str(err.value).endswith(f"no such local path {name}"), err.value
+        assert "huggingface" not in str(err.value)
+    argv = [
+        "pairs",
+        name,
+        "--prompts",
+        "builtin:codereview",
+        "--judge",
+        "rules:codereview",
+        "--out",
+        "p.jsonl",
+    ]
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("orpo: error: ") and "\n" not in err and "huggingface" not in err, err
+    assert name in err and "no such" in err
+    assert not Path("p.jsonl").exists()
+
+
+def test_a_bare_model_name_that_is_neither_here_nor_reachable_says_both(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    from orpo.models.load import load_model
+
+    with pytest.raises(ValueError) as err:
+        load_model("nosuch_run")
+    message = str(err.value)
+    assert message.startswith("cannot load model 'nosuch_run': no local folder nosuch_run here, and as a ")
+    assert "\n" not in message

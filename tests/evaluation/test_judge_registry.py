@@ -91,3 +91,36 @@ def test_describe_lists_every_kind_of_the_registry():
     text = describe()
     for kind in JUDGES.values():
         assert kind.usage in text
+
+
+def test_a_rules_file_whose_judge_raises_is_one_line_naming_the_file_function_and_item(tmp_path):
+    """Every command scores through the registry's scorer (pairs, judge, compare, tune): a user's rule
+    that raises is the user's bug, named where it is, not a traceback from inside orpo."""
+    rules = tmp_path / "broken.py"
+    rules.write_text(
+        "def judge(prompt, completion, reference):\n    return {'ratio': len(completion) / len(reference)}\n"
+    )
+    scorer = parse_judge(f"rules:{rules}").scorer()
+    items = [ScoreItem("a", "p", "abc", "xyz"), ScoreItem("b-7", "p", "abc", "")]
+    with pytest.raises(ValueError) as err:
+        scorer.metrics(items)
+    assert str(err.value) == (
+        f"rules:{rules}: judge() raised ZeroDivisionError: division by zero on id b-7 "
+        f"({rules}, line 2); fix the rule or the row"
+    )
+    with pytest.raises(ValueError, match=r"judge\(\) raised ZeroDivisionError: division by zero on id b-7"):
+        scorer.score(items)
+    pairwise = parse_judge(f"rules:{rules}").judge(argparse.Namespace(metric=None))
+    from orpo.evaluation.judges.base import Item
+
+    with pytest.raises(ValueError, match=r"on id q1 \("):
+        pairwise.judge([Item("q1", "p", "a", "b", "")])
+
+
+def test_a_reward_model_path_that_does_not_exist_says_so(tmp_path):
+    missing = tmp_path / "nosuch"
+    with pytest.raises(ValueError) as err:
+        parse_judge(f"reward:{missing}").scorer()
+    assert str(err.value) == f"reward:{missing}: no such local path {missing}"
+    with pytest.raises(ValueError, match=r"^reward:\./nosuch: no such local path \./nosuch$"):
+        parse_judge("reward:./nosuch").scorer()

@@ -88,3 +88,26 @@ def test_orpo_judge_on_generations_that_are_not_reviews(tmp_path):
     assert summary["per_model"]["A"]["f1"]["mean"] == 0.0
     assert summary["per_model"]["A"]["valid_format"]["mean"] == 0.0
     assert summary["per_model"]["B"]["f1"]["mean"] == 1.0
+
+
+def test_orpo_judge_with_a_rule_that_raises_is_one_line_and_exit_2(tmp_path, capsys):
+    """A user's rule that fails on one item: one line naming the file, judge() and the item id, exit 2."""
+    rules = tmp_path / "picky.py"
+    rules.write_text(
+        "def judge(prompt, completion, reference):\n"
+        "    if prompt == 'p1':\n"
+        "        raise KeyError('verdict')\n"
+        "    return {'score': 1.0}\n"
+    )
+    paths = []
+    for name in ("a", "b"):
+        path = tmp_path / f"{name}.jsonl"
+        rows = [{"id": str(i), "prompt": f"p{i}", "completion": name} for i in range(2)]
+        path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+        paths.append(str(path))
+    assert main(["judge", *paths, "--judge", f"rules:{rules}", "--out", str(tmp_path / "j")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err == (
+        f"orpo: error: rules:{rules}: judge() raised KeyError: 'verdict' on id 1 ({rules}, line 3); "
+        "fix the rule or the row"
+    )

@@ -167,6 +167,11 @@ def test_a_rerun_with_the_same_n_runs_no_new_trial(tuned):
         (["--tune-space", "orpo:simpo_gamma=0.3..1.0"], "orpo does not read simpo_gamma"),
         (["--tune-space", "orpo:method=sft,dpo"], "the method is what compare varies"),
         (
+            ["--methods", "orpo,sft", "--tune-space", "sft:beta=0.1..0.5"],
+            "--tune-space sft:beta=0.1..0.5: sft does not read beta (its loss reads no knob: search the "
+            "learning rate or other training fields)",
+        ),
+        (
             ["--tune-space", "dpo:beta=0.1,0.2", "--tune-space", "dpo:beta=0.3,0.4"],
             "beta is already searched",
         ),
@@ -177,7 +182,8 @@ def test_a_rerun_with_the_same_n_runs_no_new_trial(tuned):
     ],
 )
 def test_bad_tune_input_is_one_line_before_any_trial(tmp_path, capsys, argv, message):
-    base = ["compare", *TINY, f"training.output_dir={tmp_path / 'cmp'}", "--methods", "orpo,dpo"]
+    base = ["compare", *TINY, f"training.output_dir={tmp_path / 'cmp'}"]
+    base += [] if "--methods" in argv else ["--methods", "orpo,dpo"]
     tune = [] if "--tune" in argv else ["--tune", "2"]
     assert main([*base, *tune, *argv]) == 2
     err = capsys.readouterr().err.strip()
@@ -188,3 +194,34 @@ def test_bad_tune_input_is_one_line_before_any_trial(tmp_path, capsys, argv, mes
 def test_tune_space_without_tune_is_refused(tmp_path, capsys):
     assert main(["compare", "--tune-space", "learning_rate=log:1e-5..1e-3"]) == 2
     assert "--tune-space and --tune-objective need --tune N" in capsys.readouterr().err
+
+
+def test_the_automatic_judge_comes_from_the_eval_prompts_and_tune_chooses_on_it(tmp_path):
+    """pairs -> compare: data.train is the user's pairs file, data.eval builtin:codereview. The judge
+    scores eval prompts, so the eval source decides it (not the train source), and --tune chooses on it."""
+    from orpo.lab.compare.plan import resolve_judge
+    from orpo.lab.compare.tuned import TuneRequest, plan_studies
+    from orpo.run.recipe import load_recipe
+
+    pairs = tmp_path / "pairs.jsonl"
+    pairs.write_text('{"prompt": "p", "chosen": "a", "rejected": "b"}\n')
+    workflow = [f"data.train={pairs}", "data.eval=builtin:codereview", "data.eval_split=val"]
+    assert resolve_judge("auto", load_recipe(None, workflow).data) == "rules:codereview"
+    listed = [f"data.train={pairs}", 'data.eval=[{path: "builtin:codereview", split: val, limit: 16}]']
+    assert resolve_judge("auto", load_recipe(None, listed).data) == "rules:codereview"
+    # eval carved from train: the train source decides; a user's eval file has no task judge
+    assert resolve_judge("auto", load_recipe(None, []).data) == "rules:codereview"
+    carved = ['data.train=[{path: "builtin:codereview", limit: 64}]', "data.eval=null"]
+    assert resolve_judge("auto", load_recipe(None, carved).data) == "rules:codereview"
+    assert resolve_judge("auto", load_recipe(None, [f"data.eval={pairs}"]).data) is None
+    assert resolve_judge("auto", load_recipe(None, [f"data.train={pairs}", "data.eval=null"]).data) is None
+    studies = plan_studies(
+        None,
+        listed,
+        plan(parse_methods("orpo"), [], None),
+        TuneRequest(trials=1, space=[]),
+        tmp_path / "cmp",
+        resolve_judge("auto", load_recipe(None, listed).data),
+        4,
+    )
+    assert studies["orpo"].objective == "judge:rules:codereview:f1"

@@ -156,7 +156,7 @@ def test_a_study_keeps_its_objective(tmp_path, capsys):
         f"orpo: error: study 'tune-x' in sqlite:///{(out / 'study.db').resolve()} chooses on eval_loss; "
         "--objective eval_nll_loss needs another --study name or --out folder"
     )
-    assert main([*argv, "--direction", "maximize"]) == 2
+    assert main([*argv, "--objective", "eval_loss", "--direction", "maximize"]) == 2
     assert (
         "was created to minimize; --direction maximize needs another --study name" in capsys.readouterr().err
     )
@@ -181,7 +181,7 @@ def test_eval_loss_is_refused_when_the_space_changes_the_loss(tmp_path, capsys):
     smallest beta. The tune stops before anything is written; eval_nll_loss is comparable."""
     out = tmp_path / "tune"
     argv = ["tune", "--space", "beta=0.1,0.5", "--space", "learning_rate=1e-3,2e-3", "--trials", "1"]
-    assert main([*argv, "--out", str(out)]) == 2
+    assert main([*argv, "--objective", "eval_loss", "--out", str(out)]) == 2
     assert capsys.readouterr().err.strip() == (
         "orpo: error: --objective eval_loss: its value depends on beta (searched), so trials would be "
         "ranked by that, not by quality; choose on eval_nll_loss, eval_rewards/accuracies or a judge "

@@ -8,6 +8,7 @@ studies here are 2-3 trials of 2-4 steps on 64 training pairs.
 import csv
 import json
 import os
+import re
 import signal
 import sqlite3
 import subprocess
@@ -112,6 +113,22 @@ def test_a_rerun_with_the_same_trials_runs_nothing_new(study, capsys):
     assert _trials(out) == before
 
 
+def test_a_rerun_with_other_overrides_is_refused_and_best_yaml_keeps_what_the_trials_trained(study, capsys):
+    """The study's trials trained 4 steps: a rerun with max_steps=3 would run nothing new (the budget
+    is full) and write a best.yaml claiming 3 steps. It is refused in one line, nothing is rewritten."""
+    argv, out, _ = study
+    best_before = (out / "best.yaml").read_text()
+    capsys.readouterr()
+    assert main([*argv, "max_steps=3"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith(f"orpo: error: study '{out.name}' in sqlite:///") and "\n" not in err
+    assert err.endswith(
+        "was run with other settings (training.max_steps: 4 -> 3); use another --out folder or --study name"
+    )
+    assert (out / "best.yaml").read_text() == best_before
+    assert yaml.safe_load(best_before)["training"]["max_steps"] == 4
+
+
 def test_best_yaml_trains_with_orpo_train_as_is(study, capsys):
     _, out, _ = study
     assert main(["train", str(out / "best.yaml"), "--no-progress"]) == 0
@@ -145,6 +162,16 @@ def test_a_judge_objective_scores_greedy_answers_to_eval_prompts(tmp_path, capsy
     argv = ["tune", *TINY, "max_steps=1", "--space", "learning_rate=1e-3,2e-3", "--trials", "1"]
     judged = ["--objective", "judge:rules:codereview:f1", "--judge-prompts", "4", "--out", str(out)]
     assert main([*argv, *judged]) == 0
+    # the trial's progress, relayed from its process: each phase with the seconds since it started
+    err = [line for line in capsys.readouterr().err.splitlines() if line.startswith("  trial 0: ")]
+    assert [line.removeprefix("  trial 0: ").rsplit(" (", 1)[0] for line in err] == [
+        "started",
+        "model and data ready",
+        "training 1 steps",
+        "step 1/1",
+        "judging greedy answers to 4 eval prompts",
+    ]
+    assert all(re.search(r" \(\d+\.\d s\)$", line) for line in err)
     (row,) = _trials(out)
     result = json.loads((out / "logs" / "trial-0000.result.json").read_text())
     assert result["judge"]["prompts"] == 4 and result["judge"]["judge"] == "rules:codereview"
@@ -214,7 +241,7 @@ def test_a_trial_worse_than_the_median_is_pruned_at_its_first_evaluation(tmp_pat
     rows = _trials(out)
     assert [r["state"] for r in rows] == ["complete", "complete", "pruned"]
     assert rows[2]["steps"] == "1" and rows[2]["reason"].startswith(
-        "pruned by the study at step 1 (eval_loss="
+        "pruned by the study at step 1 (eval_nll_loss="
     )
     summary = json.loads((out / "trial-0002" / "summary.json").read_text())
     assert summary["status"] == "pruned" and summary["steps"] == 1

@@ -10,9 +10,12 @@ Choose recipe fields (learning rate, beta, epochs, any field) on the validation 
 study: each trial is an ordinary `orpo train` run folder (tune folder/trial-NNNN/), trained in a fresh
 process, scored by --objective on the recipe's eval data after training (never on a test split).
 Evaluations during training (eval_steps) feed the pruner, which stops unpromising trials early.
-A judge objective (judge:rules:codereview:f1) scores greedy answers to the first --judge-prompts
-eval prompts once, after training; its trials are not pruned. eval_loss (the default) is refused
-when the space holds beta or another loss knob: the loss itself changes with them.
+The default objective is eval_nll_loss, the NLL of the chosen responses on the eval data: every
+method logs it alike and beta does not change it, so it works with the default space. A judge
+objective (judge:rules:codereview:f1) scores greedy answers to the first --judge-prompts eval
+prompts once, after training; its trials are not pruned. eval_loss is refused when the space holds
+beta or another loss knob (the loss itself changes with them), and so is a knob the method does
+not read (sft reads no beta).
 
 Search space, one --space per field (dotted name, or the short name of a training field):
   learning_rate=log:1e-6..1e-3   log-uniform        warmup_steps=0.0..0.2   uniform
@@ -63,10 +66,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--trials", type=int, required=True, metavar="N", help="trials in the study in all")
     p.add_argument(
         "--objective",
-        default="eval_loss",
+        default="eval_nll_loss",
         metavar="METRIC",
-        help="eval metric to choose on, as the runs log it (default eval_loss; e.g. eval_rewards/accuracies), "
-        "or a judge's metric on greedy answers to the eval prompts: judge:rules:codereview:f1",
+        help="eval metric to choose on, as the runs log it (default eval_nll_loss; e.g. "
+        "eval_rewards/accuracies), or a judge's metric on greedy answers to the eval prompts: "
+        "judge:rules:codereview:f1",
     )
     p.add_argument(
         "--judge-prompts",

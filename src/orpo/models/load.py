@@ -10,6 +10,7 @@ transformers and PEFT; the choices it makes are the ones a CPU or GPU user expec
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -19,6 +20,34 @@ from orpo._log import notice
 from orpo.models.gguf import gguf_folder, is_gguf
 
 CUDA_ONLY_ATTENTION = ("flash_attention_2", "flash_attention_3")
+# A name ending so is a weights file on disk, never a Hub name.
+MODEL_FILE_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth", ".gguf", ".ckpt")
+
+
+def missing_local_path(name: str) -> str | None:
+    """ "no such local path NAME" when ``name`` is not on disk and was meant as a local path (it
+    starts with ``.``, ``/`` or ``~``, has a backslash or two slashes, ends in a weights file's
+    suffix, or its parent folder exists here); None otherwise (on disk, or a Hub name such as
+    ``org/model``). Without it, transformers looks the typo up on the Hub and reports a network error."""
+    path = Path(name)
+    if path.exists():
+        return None
+    local = (
+        name.startswith((".", "/", "~"))
+        or "\\" in name
+        or name.count("/") >= 2
+        or name.endswith(MODEL_FILE_SUFFIXES)
+        or (str(path.parent) != "." and path.parent.is_dir())
+    )
+    return f"no such local path {name}" if local else None
+
+
+def load_cause(name: str, err: BaseException) -> str:
+    """One line on why ``name`` did not load: a name not on disk was also tried on the Hub, so say both."""
+    first = (str(err).strip().splitlines() or [type(err).__name__])[0]
+    if Path(name).exists():
+        return first
+    return f"no local folder {name} here, and as a Hugging Face Hub name: {first}"
 
 
 def _resolve_dtype(value: Any) -> Any:
@@ -53,19 +82,25 @@ def load_model(
         kwargs["quantization_config"] = BitsAndBytesConfig(**quant)
     if has_cuda:
         kwargs.setdefault("device_map", "auto")
+    missing = missing_local_path(name)
+    if missing is not None:
+        raise ValueError(f"cannot load model {name!r}: {missing}")
     try:
         return AutoModelForCausalLM.from_pretrained(name, **kwargs)
     except OSError as err:
-        raise ValueError(f"cannot load model {name!r}: {str(err).splitlines()[0]}") from err
+        raise ValueError(f"cannot load model {name!r}: {load_cause(name, err)}") from err
 
 
 def load_tokenizer(name: str, trust_remote_code: bool = False, revision: str | None = None):
     if is_gguf(name):
         name = str(gguf_folder(name))
+    missing = missing_local_path(name)
+    if missing is not None:
+        raise ValueError(f"cannot load tokenizer {name!r}: {missing}")
     try:
         return AutoTokenizer.from_pretrained(name, trust_remote_code=trust_remote_code, revision=revision)
     except OSError as err:
-        raise ValueError(f"cannot load tokenizer {name!r}: {str(err).splitlines()[0]}") from err
+        raise ValueError(f"cannot load tokenizer {name!r}: {load_cause(name, err)}") from err
 
 
 def ensure_pad_token(tokenizer, model: torch.nn.Module | None = None) -> None:

@@ -55,6 +55,50 @@ def open_storage(url: str):
     return optuna.storages.JournalStorage(JournalFileBackend(url))
 
 
+# Database drivers: SQLAlchemy's default per URL scheme, and the module of each driver name it takes
+# (``postgresql+psycopg://``).
+DEFAULT_DRIVER = {"postgresql": "psycopg2", "mysql": "mysqldb"}
+DRIVER_MODULES = {
+    "psycopg2": "psycopg2",
+    "psycopg": "psycopg",
+    "pg8000": "pg8000",
+    "mysqldb": "MySQLdb",
+    "pymysql": "pymysql",
+    "mysqlconnector": "mysql.connector",
+}
+
+
+def _importable(module: str) -> bool:
+    import importlib
+
+    try:
+        importlib.import_module(module)
+    except ImportError:
+        return False
+    return True
+
+
+def check_driver(url: str) -> None:
+    """Refuse an RDB URL whose database driver is not installed, before anything is created (Optuna
+    would fail deep in SQLAlchemy with an import error). The URL is not repeated: it may hold a password."""
+    scheme = url.partition("://")[0] if "://" in url else ""
+    base, _, named = scheme.partition("+")
+    if base not in DEFAULT_DRIVER:
+        return
+    driver = named or DEFAULT_DRIVER[base]
+    module = DRIVER_MODULES.get(driver)
+    if module is None or _importable(module):
+        return  # a driver we do not know: SQLAlchemy says what it needs
+    where = f"--storage {scheme}://..."
+    if base == "mysql":
+        raise ValueError(f"{where}: its driver {driver} is not installed: pip install {driver}")
+    if not named and _importable("psycopg"):
+        raise ValueError(f"{where}: psycopg2 is not installed but psycopg is: write postgresql+psycopg://...")
+    if named and named not in ("psycopg2", "psycopg"):
+        raise ValueError(f"{where}: its driver {driver} is not installed: pip install {driver}")
+    raise ValueError(f"{where}: PostgreSQL needs a driver (psycopg2 or psycopg): pip install 'orpo[tune]'")
+
+
 def default_storage(out: Path) -> str:
     return f"sqlite:///{(out / 'study.db').resolve()}"
 

@@ -200,6 +200,31 @@ def loss_knobs() -> set[str]:
     return {"method", "beta", *(k for o in OBJECTIVES.values() for k in o.knobs)}
 
 
+def knobs_read(method: str) -> tuple[str, ...]:
+    """The loss knobs objective ``method`` reads: ``beta`` (unless the registry says it is unused, as
+    for SFT, whose loss is the NLL alone) and its own ``knobs``."""
+    from orpo.losses import get_objective
+
+    objective = get_objective(method)
+    beta = () if objective.beta_means.startswith("unused") else ("beta",)
+    return (*beta, *objective.knobs)
+
+
+def refuse_unread(params: list[Param], method: str, flag: str = "--space") -> None:
+    """Refuse a searched loss knob that objective ``method`` does not read: its trials would train the
+    same model again and again, and the chosen value would mean nothing."""
+    knobs = loss_knobs() - {"method"}
+    reads = knobs_read(method)
+    for p in params:
+        if p.name in knobs and p.name not in reads:
+            them = (
+                f"it reads {', '.join(reads)}"
+                if reads
+                else "its loss reads no knob: search the learning rate or other training fields"
+            )
+            raise ValueError(f"{flag} {p.spec}: {method} does not read {p.name} ({them})")
+
+
 def method_spaces(methods: list[str], specs: list[str], flag: str = "--tune-space") -> dict[str, list[Param]]:
     """The space of each method of ``orpo compare --tune``: ``default_space(method)``, in which the
     specs replace a field's range or add a field.
@@ -212,8 +237,6 @@ def method_spaces(methods: list[str], specs: list[str], flag: str = "--tune-spac
 
     The syntax and its one-line errors are ``parse_param``'s; a field given twice at one level is refused.
     """
-    from orpo.losses import get_objective
-
     knobs = loss_knobs()
     every: list[Param] = []
     scoped: dict[str, list[Param]] = {m: [] for m in methods}
@@ -239,9 +262,7 @@ def method_spaces(methods: list[str], specs: list[str], flag: str = "--tune-spac
             raise ValueError(
                 f"{flag} {spec}: {method!r} is not a compared method (--methods {','.join(methods)})"
             )
-        reads = ("beta", *get_objective(method).knobs)
-        if p.name in knobs and p.name not in reads:
-            raise ValueError(f"{flag} {spec}: {method} does not read {p.name} (it reads {', '.join(reads)})")
+        refuse_unread([p], method, flag)
         scoped[method].append(p)
     _refuse_twice(every, flag)
     spaces = {}

@@ -9,6 +9,9 @@ counting      ``--trials N`` is the study's total, not this process's: trials th
               (``kill -9``, a lost machine) is marked failed on the next start (at once on the
               same machine, after the heartbeat's grace period elsewhere) and does not count:
               a new trial takes its place, the finished ones are not rerun.
+settings      the study records what its trials are (the base recipe field by field, the space,
+              the objective) when it is created; a rerun or another process with other settings
+              is refused in one line naming what changed, before any trial
 sharing       several ``orpo tune`` processes on one ``--storage`` and ``--study`` share the
               count; each runs its trials in its own ``--out`` (or one on a shared disk).
 failures      a diverged trial (non-finite loss, or a non-finite objective) is failed with its
@@ -26,9 +29,9 @@ from typing import Any
 
 from orpo.evaluation.judges import parse_judge
 from orpo.run.recipe import load_recipe
-from orpo.tune.backend import default_storage, make_pruner, open_storage, pruner_settings
+from orpo.tune.backend import check_driver, default_storage, make_pruner, open_storage, pruner_settings
 from orpo.tune.loop import Outcome, run_trials
-from orpo.tune.space import Param, check_space, loss_knobs
+from orpo.tune.space import Param, check_space, loss_knobs, refuse_unread
 from orpo.tune.trial import launch
 
 KEEP = ("best", "all", "none")
@@ -54,6 +57,9 @@ class TuneSettings:
     keep: str = "best"
     judge_prompts: int = 100
     extra: dict[str, Any] = field(default_factory=dict)
+    # What a rerun with other settings is told to do instead (compare's studies live in its output_dir).
+    rerun_fix: str = "use another --out folder or --study name"
+    label: str = ""  # before "trial N" on each relayed progress line (compare: the method's run)
 
 
 def metric_name(objective: str) -> str:
@@ -119,16 +125,68 @@ def check_comparable(s: TuneSettings, flag: str = "--objective") -> None:
         )
 
 
+def study_settings(s: TuneSettings) -> dict[str, Any]:
+    """What makes one trial of the study like another, as the study records it (``settings``): the
+    base recipe field by field (its output folder aside: each trial has its own), the space, the
+    objective and, for a judge objective, the prompts it answers. ``--keep``, ``--pruner`` and the
+    folders are free to change on a rerun."""
+    recipe = _flatten(load_recipe(s.config, s.overrides).to_dict())
+    recipe.pop("training.output_dir", None)
+    settings: dict[str, Any] = {
+        **recipe,
+        "space": " ".join(sorted(f"{p.name}={p.spec.split('=', 1)[1]}" for p in s.params)),
+        "objective": metric_name(s.objective),
+    }
+    if judge_of(s.objective) is not None:
+        settings["judge_prompts"] = s.judge_prompts
+    return settings
+
+
+def _flatten(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    flat: dict[str, Any] = {}
+    for key, value in tree.items():
+        if isinstance(value, dict) and value:
+            flat.update(_flatten(value, f"{prefix}{key}."))
+        else:
+            flat[f"{prefix}{key}"] = value
+    return flat
+
+
+def _check_same_settings(study, s: TuneSettings, storage_url: str) -> None:
+    """Refuse a rerun (or another process) with other settings than the study was created with: its
+    trials would rank runs that are not alike, and best.yaml would claim values the best trial did
+    not train with. A study without recorded settings (older, or made by hand) takes these."""
+    import json
+
+    new = json.loads(json.dumps(study_settings(s)))  # as the storage gives it back (lists, not tuples)
+    old = study.user_attrs.get("settings")
+    if old is None:
+        study.set_user_attr("settings", new)
+        return
+    if old != new:
+        changed = [k for k in dict.fromkeys([*old, *new]) if old.get(k) != new.get(k)]
+        diff = ", ".join(f"{k}: {_shown(old.get(k))} -> {_shown(new.get(k))}" for k in changed)
+        raise ValueError(
+            f"study {study.study_name!r} in {storage_url} was run with other settings ({diff}); {s.rerun_fix}"
+        )
+
+
+def _shown(value: Any) -> str:
+    return "unset" if value is None else str(value)
+
+
 def open_study(s: TuneSettings, out: Path, training: dict[str, Any]):
-    """Create the study, or load it when it exists (a rerun, another process)."""
+    """Create the study, or load it when it exists (a rerun, another process); a study created with
+    other settings is refused (``study_settings``)."""
     import optuna
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     storage_url = s.storage or default_storage(out)
+    direction = direction_of(metric_name(s.objective), s.direction)
     study = optuna.create_study(
         storage=open_storage(storage_url),
         study_name=s.study or out.name,
-        direction=direction_of(metric_name(s.objective), s.direction),
+        direction=direction,
         pruner=make_pruner(pruner_settings(s.pruner, training)),
         load_if_exists=True,
     )
@@ -139,12 +197,12 @@ def open_study(s: TuneSettings, out: Path, training: dict[str, Any]):
             f"--objective {s.objective} needs another --study name or --out folder"
         )
     study.set_user_attr("objective", metric_name(s.objective))
-    wanted = direction_of(metric_name(s.objective), s.direction)
-    if study.direction.name.lower() != wanted:
+    if study.direction.name.lower() != direction:
         raise ValueError(
             f"study {study.study_name!r} in {storage_url} was created to {study.direction.name.lower()}; "
-            f"--direction {wanted} needs another --study name"
+            f"--direction {direction} needs another --study name"
         )
+    _check_same_settings(study, s, storage_url)
     return study, storage_url
 
 
@@ -176,8 +234,17 @@ def check_settings(s: TuneSettings):
         raise ValueError(f"--keep {s.keep}: not one of {', '.join(KEEP)}")
     recipe = load_recipe(s.config, s.overrides)  # the base recipe is valid before any trial
     check_space(s.params, s.config, s.overrides)
-    judge_of(s.objective)  # a judge objective's rules load now
+    if not any(p.name == "method" for p in s.params):  # a searched method: each trial reads its own
+        refuse_unread(s.params, str(recipe.training.get("method", "orpo")))
+    if judge_of(s.objective) is not None and s.judge_prompts < 1:  # a judge objective's rules load now
+        raise ValueError(f"--judge-prompts {s.judge_prompts}: a judge objective needs at least 1 eval prompt")
+    direction_of(metric_name(s.objective), s.direction)  # before the storage is made
     check_comparable(s)
+    out = Path(s.out) if s.out is not None else default_out(s.config)
+    if out.exists() and not out.is_dir():
+        raise ValueError(f"--out {out}: is a file; give a folder (new or a tune folder)")
+    if s.storage is not None:
+        check_driver(s.storage)
     data = recipe.data
     if data.eval is None and not data.eval_split and not (data.eval_fraction or data.eval_size):
         raise ValueError(
@@ -250,6 +317,7 @@ class SubprocessRunner:
             logs / f"{name}.json",
             logs / f"{name}.log",
             beat=lambda: _beat(self.study, trial),
+            label=f"{self.settings.label} trial {trial.number}".strip(),
         )
         return Outcome(
             state=result.get("state", "failed"),

@@ -24,15 +24,18 @@ class RewardJudge:
             raise ValueError(f"--batch-size {batch_size} must be >= 1")
         from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
-        from orpo.models.load import ensure_pad_token
+        from orpo.models.load import ensure_pad_token, load_cause, missing_local_path
 
         self.name, self.batch_size = model, batch_size
+        missing = missing_local_path(model)
+        if missing is not None:
+            raise ValueError(f"reward:{model}: {missing}")
         try:
             self.tokenizer = AutoTokenizer.from_pretrained(model)
             self.model = AutoModelForSequenceClassification.from_pretrained(model).eval()
         except OSError as err:
             raise ValueError(
-                f"reward:{model}: cannot load a sequence-classification model: {str(err).splitlines()[0]}"
+                f"reward:{model}: cannot load a sequence-classification model: {load_cause(model, err)}"
             ) from err
         ensure_pad_token(self.tokenizer, self.model)
         self.tokenizer.padding_side = "right"

@@ -46,6 +46,22 @@ def load_rules(spec: str):
     return module
 
 
+def _first_line(err: BaseException) -> str:
+    return (str(err).strip().splitlines() or [""])[0]
+
+
+def _where(err: BaseException, module) -> str:
+    """``FILE, line N`` of the deepest frame of ``err`` in the rules file (else the file alone)."""
+    path = getattr(module, "__file__", None) or "?"
+    line = None
+    tb = err.__traceback__
+    while tb is not None:
+        if tb.tb_frame.f_code.co_filename == path:
+            line = tb.tb_lineno
+        tb = tb.tb_next
+    return f"{path}, line {line}" if line is not None else path
+
+
 class RulesJudge:
     """Scores A's and B's completion of each item with the rule function; compares one metric."""
 
@@ -60,7 +76,13 @@ class RulesJudge:
 
     def score(self, item: Item, completion: str) -> dict[str, float]:
         """The rule function's metrics of one completion of ``item``; one-line errors on bad returns."""
-        result = self.module.judge(item.prompt, completion, item.reference)
+        try:
+            result = self.module.judge(item.prompt, completion, item.reference)
+        except Exception as err:  # the user's rule failed on this item: name where, not our traceback
+            raise ValueError(
+                f"rules:{self.spec}: judge() raised {type(err).__name__}: {_first_line(err)} on id {item.id} "
+                f"({_where(err, self.module)}); fix the rule or the row"
+            ) from err
         if not isinstance(result, dict) or not result:
             raise ValueError(
                 f"rules:{self.spec}: judge() returned {result!r} for id {item.id}; return a dict of metrics"

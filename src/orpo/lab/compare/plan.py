@@ -3,8 +3,9 @@
 runs = methods x grid values; a method may name its reference mode: dpo:precomputed,
        dpo:adapter, dpo:model (see ``orpo.engine.refpass``); bare dpo uses the adapter-disabled base
        when the recipe has an adapter, else a frozen copy of the initial model
-judge = where the data has a task judge (builtin:codereview -> rules:codereview, or
-        ``judge="rules:FILE.py"``); checked here, before any run starts
+judge = where the eval prompts have a task judge (data.eval, or data.train when the eval set is
+        carved from it: builtin:codereview -> rules:codereview), or ``judge="rules:FILE.py"``;
+        checked here, before any run starts
 """
 
 from __future__ import annotations
@@ -99,12 +100,34 @@ def plan(
     return runs
 
 
-def resolve_judge(judge: str | None, train_source) -> str | None:
-    """The rules judge a comparison scores with (see ``run_compare``), checked before any run starts."""
+# The task judge of each builtin data source (``--judge auto``).
+TASK_JUDGES = {"builtin:codereview": "rules:codereview"}
+
+
+def _source_paths(sources) -> list[str]:
+    """The paths of a recipe's ``data.train`` or ``data.eval``: a path, or a list of paths and
+    ``{path: ...}`` mappings."""
+    items = sources if isinstance(sources, list) else [sources]
+    return [str(s.get("path") if isinstance(s, dict) else s) for s in items]
+
+
+def task_judge(data) -> str | None:
+    """The judge of the prompts a run answers for judging: the eval prompts, so the eval source's
+    task judge (``data.eval``; the train source when the eval set is carved from it). Every source
+    must share it: None otherwise (the pairs -> compare workflow trains on a user's pairs file and
+    evaluates on builtin:codereview, whose judge then applies)."""
+    sources = _source_paths(data.eval if data.eval is not None else data.train)
+    judges = {TASK_JUDGES.get(path) for path in sources}
+    return judges.pop() if len(judges) == 1 else None
+
+
+def resolve_judge(judge: str | None, data) -> str | None:
+    """The rules judge a comparison scores with (see ``run_compare``), checked before any run starts;
+    ``data`` is the recipe's data section (``auto``: its ``task_judge``)."""
     if judge is None or judge == "none":
         return None
     if judge == "auto":
-        return "rules:codereview" if train_source == "builtin:codereview" else None
+        return task_judge(data)
     spec = parse_judge(judge)
     if spec.kind.name != "rules":
         raise ValueError(

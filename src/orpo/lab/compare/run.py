@@ -39,7 +39,7 @@ def run_compare(
     from orpo.run.recipe import load_recipe
 
     recipe = load_recipe(config, list(overrides))
-    judge = resolve_judge(judge, recipe.data.train)
+    judge = resolve_judge(judge, recipe.data)
     runs = _checked_plan(recipe, config, overrides, methods, grid, baseline, judge_prompts, tune)
     root = Path(recipe.training_args().output_dir)
     studies = {} if tune is None else plan_studies(config, overrides, runs, tune, root, judge, judge_prompts)

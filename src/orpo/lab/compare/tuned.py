@@ -103,6 +103,8 @@ def plan_studies(
             out=root / f"tune-{run.slug}",
             keep="none",
             judge_prompts=judge_prompts,
+            rerun_fix="use another training.output_dir (or delete its tune-* folders)",
+            label=run.label,
         )
         check_comparable(settings, flag="--tune-objective")
         studies[run.label] = settings
