@@ -172,3 +172,27 @@ def test_a_bad_kto_label_names_the_file_and_its_row_not_the_split(tmp_path, caps
         f"orpo: error: `{data}` row 13: `label` is 'yes' (str); it must be true (desirable) or false "
         "(undesirable)"
     )
+
+
+def test_a_quantized_recipe_without_bitsandbytes_is_one_line_before_any_work(tmp_path, capsys, monkeypatch):
+    import sys
+
+    monkeypatch.setitem(sys.modules, "bitsandbytes", None)  # import bitsandbytes now raises ImportError
+    monkeypatch.setattr("orpo.run.build.build_tokenizer_and_model", _no_model)
+    monkeypatch.setattr("orpo.run.train.load_data", _no_model)
+    assert main(["train", str(_write(tmp_path)), "quantization.bits=4"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert (
+        err.startswith("orpo: error: orpo train needs bitsandbytes (quantization.bits=4)") and "\n" not in err
+    )
+    assert "pip install 'orpo[qlora]'" in err
+
+
+def test_optuna_comes_with_the_core_install():
+    """`pip install -e .` (the README's first command) brings what `orpo demo` and `orpo tune` need."""
+    from pathlib import Path
+
+    import tomllib
+
+    project = tomllib.loads(Path("pyproject.toml").read_text())["project"]
+    assert any(dep.startswith("optuna") for dep in project["dependencies"])
