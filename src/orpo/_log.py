@@ -10,7 +10,14 @@ import logging
 
 logger = logging.getLogger("orpo")
 
+# Notices given with once=True so far in this process (a recipe loaded per tune trial says it once).
+_said: set[str] = set()
 
-def notice(message: str) -> None:
-    """One-line user-facing notice (not a warning with a stack)."""
+
+def notice(message: str, once: bool = False) -> None:
+    """One-line user-facing notice (not a warning with a stack); ``once``: not again in this process."""
+    if once:
+        if message in _said:
+            return
+        _said.add(message)
     logger.warning("orpo: %s", message)

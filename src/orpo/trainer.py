@@ -281,6 +281,8 @@ class ORPOTrainer(Trainer):
             notice(report.summary())
         if report.unpairing():
             notice(report.unpairing())
+        if name == "train" and report.one_sided():  # a small eval set may be one-sided by chance
+            notice(report.one_sided())
         return prepared
 
     def _set_signature_columns_if_needed(self) -> None:

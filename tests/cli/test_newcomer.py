@@ -268,3 +268,51 @@ def test_a_bare_model_name_that_is_neither_here_nor_reachable_says_both(tmp_path
     message = str(err.value)
     assert message.startswith("cannot load model 'nosuch_run': no local folder nosuch_run here, and as a ")
     assert "\n" not in message
+
+
+def test_the_top_level_help_describes_the_demo_as_it_is(capsys):
+    with pytest.raises(SystemExit):
+        main(["--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    assert "SFT vs ORPO" not in text
+    for words in ("on-policy pairs", "tuned on validation", "over seeds", "95% intervals"):
+        assert words in text, words
+
+
+@pytest.mark.parametrize(("argv", "level"), [([], 40), (["--debug"], 0)])
+def test_third_party_loggers_are_quiet_unless_debug(argv, level):
+    import logging
+
+    try:
+        assert main([*argv, "train", "--help-config"]) == 0
+        assert [logging.getLogger(n).level for n in ("bitsandbytes", "kernels")] == [level, level]
+    finally:
+        main(["train", "--help-config"])  # quiet again for the tests after this one
+
+
+@pytest.mark.slow
+def test_a_run_offline_prints_no_kernel_hub_or_bitsandbytes_lines(tmp_path):
+    """With the extras (bitsandbytes, kernels) on a CPU with AVX512-BF16, importing bitsandbytes fetched a
+    kernel: "Skipping publisher trust check for 'kernels-community/...'" offline, then "Failed to load CPU
+    gemm_4bit_forward"; --debug shows such lines again."""
+    (tmp_path / "run.yaml").write_text(
+        TINY_MODEL + f"data: {{train: {FIXTURE}, eval_fraction: 0}}\ntraining: {{max_steps: 1}}\n"
+    )
+    env = {**__import__("os").environ, "HF_HUB_OFFLINE": "1"}
+    result = subprocess.run(
+        [sys.executable, "-m", "orpo.cli.main", "train", "run.yaml", "--no-progress"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env=env,
+    )
+    assert result.returncode == 0, result.stderr
+    output = result.stdout + result.stderr
+    for noise in (
+        "Skipping publisher trust check",
+        "gemm_4bit_forward",
+        "FutureWarning",
+        "Setting accelerator",
+    ):
+        assert noise not in output, output

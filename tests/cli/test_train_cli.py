@@ -128,3 +128,71 @@ def test_a_mixture_of_sources_with_their_own_mappings_trains(tmp_path):
     )
     report = json.loads((tmp_path / "run" / "data_report.json").read_text())
     assert report[0]["format"] == "canonical" and report[0]["kept"] == 2 + 3
+
+
+def _no_model(*args, **kwargs):
+    raise AssertionError("a model was built before the data was checked")
+
+
+@pytest.mark.parametrize("rows", [20, 1])
+def test_unknown_columns_are_one_line_naming_the_file_before_any_model(tmp_path, capsys, monkeypatch, rows):
+    data = tmp_path / "unknown.jsonl"
+    data.write_text('{"foo": "bar", "baz": 1}\n' * rows)
+    monkeypatch.setattr("orpo.run.build.build_tokenizer_and_model", _no_model)
+    path = _write(tmp_path, train=str(data))
+    assert main(["train", str(path), "data.eval_fraction=0.1", "--no-progress"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("orpo: error:") and "\n" not in err
+    assert f"`{data}`: cannot tell the data format from columns ['baz', 'foo']" in err
+    assert "prompt/chosen/rejected" in err
+    assert not (tmp_path / "run").exists()
+
+
+def test_a_one_row_file_says_it_is_too_small_to_hold_out_an_eval_set(tmp_path, capsys, monkeypatch):
+    data = tmp_path / "one.jsonl"
+    data.write_text('{"prompt": "p", "chosen": "a", "rejected": "b"}\n')
+    monkeypatch.setattr("orpo.run.build.build_tokenizer_and_model", _no_model)
+    assert main(["train", str(_write(tmp_path, train=str(data))), "data.eval_fraction=0.1"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "\n" not in err and "between 1 and 0" not in err
+    assert f"`{data}` has 1 usable row, too few to hold out an eval set" in err
+    assert "data.eval_fraction=0" in err and "more rows" in err
+
+
+def test_a_bad_kto_label_names_the_file_and_its_row_not_the_split(tmp_path, capsys, monkeypatch):
+    data = tmp_path / "thumbs.jsonl"
+    rows = [{"prompt": f"q{i}?", "completion": f"a{i}", "label": i % 2 == 0} for i in range(20)]
+    rows[13]["label"] = "yes"
+    data.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    monkeypatch.setattr("orpo.run.build.build_tokenizer_and_model", _no_model)
+    path = _write(tmp_path, train=str(data))
+    assert main(["train", str(path), "method=kto", "data.eval_fraction=0.2", "--no-progress"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err == (
+        f"orpo: error: `{data}` row 13: `label` is 'yes' (str); it must be true (desirable) or false "
+        "(undesirable)"
+    )
+
+
+def test_a_quantized_recipe_without_bitsandbytes_is_one_line_before_any_work(tmp_path, capsys, monkeypatch):
+    import sys
+
+    monkeypatch.setitem(sys.modules, "bitsandbytes", None)  # import bitsandbytes now raises ImportError
+    monkeypatch.setattr("orpo.run.build.build_tokenizer_and_model", _no_model)
+    monkeypatch.setattr("orpo.run.train.load_data", _no_model)
+    assert main(["train", str(_write(tmp_path)), "quantization.bits=4"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert (
+        err.startswith("orpo: error: orpo train needs bitsandbytes (quantization.bits=4)") and "\n" not in err
+    )
+    assert "pip install 'orpo[qlora]'" in err
+
+
+def test_optuna_comes_with_the_core_install():
+    """`pip install -e .` (the README's first command) brings what `orpo demo` and `orpo tune` need."""
+    from pathlib import Path
+
+    import tomllib
+
+    project = tomllib.loads(Path("pyproject.toml").read_text())["project"]
+    assert any(dep.startswith("optuna") for dep in project["dependencies"])

@@ -202,3 +202,55 @@ def test_inspect_shows_the_layout_and_the_examples_by_label(tmp_path, capsys):
         err
         == f"orpo: error: `{tmp_path / 'bad.jsonl'}` row 4: `label` is 'no' (str); it must be true (desirable) or false (undesirable)"
     )
+
+
+def test_a_file_mixing_pairs_and_unpaired_rows_is_read_in_both_layouts(tmp_path, tokenizer):
+    """With method kto, a pair gives two examples and an unpaired row one; a paired method refuses
+    with the count of each layout."""
+    rows = [
+        {"prompt": "a?", "chosen": "yes", "rejected": "no"},
+        {"prompt": "b?", "completion": "fine", "label": True},
+        {"prompt": "c?", "chosen": "up", "rejected": "down"},
+        {"prompt": "d?", "completion": "bad", "label": False},
+        {"prompt": "e?", "completion": "ok", "label": True},
+    ]
+    path = write_jsonl(tmp_path / "mixed.jsonl", rows)
+    norm = normalise(load_source(path), source_name="mixed.jsonl")
+    assert (norm.kept, norm.dropped, norm.layouts) == (5, {}, {UNPAIRED: 3, "prompt_strings": 2})
+    data, report = prepare_dataset(load_source(path), tokenizer, tiny_args(tmp_path, method="kto"))
+    assert (report.kept, report.desirable, report.undesirable, report.pairs_split) == (7, 4, 3, 2)
+    with pytest.raises(ValueError) as err:
+        prepare_dataset(load_source(path), tokenizer, tiny_args(tmp_path, method="orpo"))
+    assert "3 of 5 rows are in the unpaired layout" in str(err.value) and "2 are pairs" in str(err.value)
+
+
+@pytest.mark.parametrize("desirable", [True, False])
+def test_a_one_sided_kto_set_is_one_warning_with_the_counts(tmp_path, tokenizer, caplog, desirable):
+    from orpo import ORPOTrainer
+    from orpo.models.tiny import build_model
+
+    rows = [{"prompt": f"q{i}?", "completion": f"a{i}", "label": desirable} for i in range(6)]
+    ORPOTrainer(
+        model=build_model(tokenizer, "llama", hidden_size=16, num_layers=1),
+        args=tiny_args(tmp_path, method="kto"),
+        train_dataset=rows,
+        eval_dataset=rows[:2],
+        processing_class=tokenizer,
+    )
+    side, other = ("desirable", "undesirable") if desirable else ("undesirable", "desirable")
+    lines = [r.getMessage() for r in caplog.records if "examples are" in r.getMessage()]
+    assert lines == [
+        f"orpo: train: all 6 examples are {side}, none {other}: KTO learns from one side only; "
+        f"add {other} examples (label {str(not desirable).lower()})"
+    ]
+
+
+def test_inspect_of_an_unpaired_file_says_nothing_about_pairs(tmp_path, capsys):
+    from orpo.cli.main import main
+
+    rows = [{"prompt": f"What is 2+{i}?", "completion": f" {2 + i}.", "label": i % 2 == 0} for i in range(6)]
+    path = write_jsonl(tmp_path / "thumbs.jsonl", [*rows, rows[0]])
+    assert main(["data", "inspect", path, "--rows", "1"]) == 0
+    header = " ".join(capsys.readouterr().out.split())
+    assert "format unpaired, 7 rows, 7 kept, 0 dropped, 1 exact duplicate row(s)" in header
+    assert "duplicate pair" not in header

@@ -95,3 +95,33 @@ def test_unscored_candidates_take_no_part():
 def test_bad_pairing_settings(field, value, message):
     with pytest.raises(ValueError, match=message):
         PairingSettings(**{field: value})
+
+
+class _BlindScorer:
+    """A judge that scores nothing (an LLM whose replies never match the score pattern)."""
+
+    def score(self, items):
+        return [None] * len(items)
+
+    def settings(self):
+        return {"kind": "blind"}
+
+    def counters(self):
+        return {}
+
+
+def test_no_pairs_because_the_judge_scored_nothing_is_an_error_and_writes_no_file(tmp_path, monkeypatch):
+    from orpo.evaluation.generate import Prompt
+    from orpo.pairs import make
+
+    prompts = [Prompt(id=str(i), messages=[{"role": "user", "content": f"q{i}"}]) for i in range(3)]
+    records = [{"id": p.id, "completion": f"answer {k}", "sample": k} for p in prompts for k in range(4)]
+    monkeypatch.setattr(make, "build_scorer", lambda *a, **k: _BlindScorer())
+    monkeypatch.setattr(make, "_sample", lambda *a, **k: (records, len(records), 0))
+    out = tmp_path / "pairs.jsonl"
+    with pytest.raises(ValueError) as err:
+        make.make_pairs("no-model", prompts, "openai", out)
+    message = str(err.value)
+    assert "\n" not in message and message.startswith(f"{out}: no pairs from 3 prompts")
+    assert "the judge scored none of the 12 samples" in message and "no_score 3" in message
+    assert not out.exists() and not out.with_suffix(".summary.json").exists()

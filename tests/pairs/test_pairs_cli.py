@@ -20,8 +20,11 @@ training: {{output_dir: {out}, max_steps: 1, per_device_train_batch_size: 2, lea
            gradient_checkpointing: false, bf16: false, report_to: none, save_strategy: "no", logging_steps: 1}}
 """
 CODE = "builtin:codereview"
-# Sampling kept small: 5 test prompts, 4 samples of at most 8 new tokens, batches of 2 prompts.
+# Sampling kept small: 5 test prompts, 4 samples of at most 8 new tokens, batches of 2 prompts. `orpo pairs`
+# also at the temperature and chosen side these tests were written for (a later flag on the line wins),
+# not its defaults, which are the docs' (0.7, best-or-reference).
 SMALL = ["--split", "test", "--limit", "5", "--max-new-tokens", "8", "--batch-size", "2", "--no-progress"]
+PAIRS_SMALL = [*SMALL, "--temperature", "1.0", "--chosen", "best"]
 # A rules file whose scores vary between random samples: fewer non-alphanumeric characters is better.
 JUNK_RULES = """
 PAIRWISE_METRIC = "junk"
@@ -47,7 +50,7 @@ def _rows(path):
 
 
 def _pairs(run_dir, out, *extra):
-    assert main(["pairs", run_dir, "--prompts", CODE, "--out", str(out), *SMALL, *extra]) == 0
+    assert main(["pairs", run_dir, "--prompts", CODE, "--out", str(out), *PAIRS_SMALL, *extra]) == 0
     return _rows(out), json.loads(out.with_suffix(".summary.json").read_text())
 
 
@@ -225,7 +228,7 @@ def test_output_of_other_settings_is_refused(run_dir, tmp_path, capsys):
     _pairs(run_dir, out, "--judge", "rules:codereview")
     capsys.readouterr()
     # Before the model is opened (a missing model path would fail otherwise).
-    argv = ["pairs", str(tmp_path / "no-model"), "--prompts", CODE, "--out", str(out), *SMALL]
+    argv = ["pairs", str(tmp_path / "no-model"), "--prompts", CODE, "--out", str(out), *PAIRS_SMALL]
     err = _bad([*argv, "--judge", "rules:codereview"], capsys)
     assert "model:" in err and "use another --out" in err
     err = _bad(
@@ -236,7 +239,7 @@ def test_output_of_other_settings_is_refused(run_dir, tmp_path, capsys):
             CODE,
             "--out",
             str(out),
-            *SMALL,
+            *PAIRS_SMALL,
             "--judge",
             "rules:codereview",
             "--temperature",
@@ -248,7 +251,17 @@ def test_output_of_other_settings_is_refused(run_dir, tmp_path, capsys):
     foreign = tmp_path / "mine.jsonl"
     foreign.write_text("{}\n")
     err = _bad(
-        ["pairs", run_dir, "--prompts", CODE, "--out", str(foreign), *SMALL, "--judge", "rules:codereview"],
+        [
+            "pairs",
+            run_dir,
+            "--prompts",
+            CODE,
+            "--out",
+            str(foreign),
+            *PAIRS_SMALL,
+            "--judge",
+            "rules:codereview",
+        ],
         capsys,
     )
     assert "not from orpo pairs" in err
@@ -348,7 +361,8 @@ def test_server_backend_samples_prompts_as_training_renders_them_and_resumes(
     part.with_suffix(".summary.json").unlink()
     part.unlink()
     err = _bad(
-        ["pairs", run_dir, "--prompts", CODE, "--out", str(part), *SMALL, "--judge", f"rules:{rules}"], capsys
+        ["pairs", run_dir, "--prompts", CODE, "--out", str(part), *PAIRS_SMALL, "--judge", f"rules:{rules}"],
+        capsys,
     )
     assert "part.samples.jsonl holds samples" in err and "use another --out" in err
 
@@ -359,7 +373,7 @@ def test_server_that_does_not_answer_is_one_line(run_dir, tmp_path, capsys):
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]  # closed again: nothing listens there
-    argv = ["pairs", run_dir, "--prompts", CODE, "--out", str(tmp_path / "p.jsonl"), *SMALL]
+    argv = ["pairs", run_dir, "--prompts", CODE, "--out", str(tmp_path / "p.jsonl"), *PAIRS_SMALL]
     err = _bad([*argv, "--judge", "rules:codereview", "--server", f"http://127.0.0.1:{port}/v1"], capsys)
     assert f"127.0.0.1:{port}/v1/completions: no answer after 3 retries" in err and "rerun to resume" in err
     assert "--server localhost:8000" in _bad(
@@ -377,7 +391,7 @@ def test_a_server_that_takes_no_token_ids_is_one_line_at_the_first_request(
         "'msg': 'Input should be a valid string', 'input': [1, 5, 6, 7]}"
     )
     server = scripted_server(lambda body: (500, {"error": {"message": detail}}))
-    argv = ["pairs", run_dir, "--prompts", CODE, "--out", str(tmp_path / "p.jsonl"), *SMALL]
+    argv = ["pairs", run_dir, "--prompts", CODE, "--out", str(tmp_path / "p.jsonl"), *PAIRS_SMALL]
     err = _bad([*argv, "--judge", "rules:codereview", "--server", server.url, "--server-model", "m"], capsys)
     assert "does not take token ids as the prompt" in err and "llama-server" in err
     assert "Input should be a valid string" in err
@@ -423,3 +437,18 @@ def test_reward_model_scores_each_sample(run_dir, tmp_path):
             pytest.approx(row["chosen_score"], abs=1e-5),
             pytest.approx(row["rejected_score"], abs=1e-5),
         )
+
+
+def test_help_shows_every_default_and_the_defaults_are_the_docs():
+    """Every option with a default says it in --help; the defaults are what docs/pairs.md's examples
+    all use (--temperature 0.7, --chosen best-or-reference)."""
+    import argparse
+
+    parser = build_parser()
+    pairs = parser._subparsers._group_actions[0].choices["pairs"]
+    for action in pairs._actions:
+        if action.default not in (None, False, argparse.SUPPRESS):
+            assert action.help and "default" in pairs._get_formatter()._expand_help(action), action.dest
+    argv = ["pairs", "runs/x", "--prompts", CODE, "--judge", "rules:codereview", "--out", "p.jsonl"]
+    args = parser.parse_args(argv)
+    assert (args.temperature, args.chosen, args.samples) == (0.7, "best-or-reference", 4)

@@ -268,3 +268,26 @@ def test_a_gguf_file_in_a_folder_becomes_one_model_path(tmp_path):
     assert again.model.name == recipe.model.name
     with pytest.raises(ValueError, match=r"model.gguf_file='m.bin' is not a .gguf file"):
         load_recipe(None, [f"model.name={tmp_path}", "model.gguf_file=m.bin"])
+
+
+@pytest.mark.parametrize(
+    ("training", "strategy", "said"),
+    [
+        ("{eval_steps: 37}", "steps", True),  # eval_steps alone: evaluate every 37 steps, and say so
+        ("{eval_steps: 37, eval_strategy: epoch}", "epoch", False),  # an explicit strategy wins
+        ("{eval_steps: 37, eval_strategy: 'no'}", "no", False),
+        ("{}", "no", False),
+    ],
+)
+def test_eval_steps_implies_the_steps_strategy_with_one_notice(tmp_path, caplog, training, strategy, said):
+    from orpo.run.recipe import load_recipe
+
+    path = tmp_path / "r.yaml"
+    path.write_text(f"training: {training}\n")
+    for _ in range(2):  # loaded twice in one process (tune's trials): one notice
+        assert load_recipe(path).training_args().eval_strategy == strategy
+    lines = [r.getMessage() for r in caplog.records if "eval_steps" in r.getMessage()]
+    expected = (
+        "orpo: training.eval_steps=37 without eval_strategy: evaluating every 37 steps (eval_strategy: steps)"
+    )
+    assert lines == ([expected] if said else [])

@@ -209,14 +209,15 @@ def _print_header(console, data: dict) -> None:
     """Source, format and counts; the layouts of a mixed source; KTO's examples; tokenizer and settings."""
     from rich.text import Text
 
-    from orpo.data.formats import describe_layouts
+    from orpo.data.formats import UNPAIRED, describe_layouts
 
     total_dropped = sum(data["dropped"].values())
+    unit = "row" if data["format"] == UNPAIRED else "pair"  # an unpaired file holds no pair
     console.print(
         Text.assemble(
             (data["source"], "bold"),
             f": format {data['format']}, {data['rows']} rows, {data['kept']} kept, {total_dropped} dropped, "
-            f"{data['duplicates']} exact duplicate pair(s)",
+            f"{data['duplicates']} exact duplicate {unit}(s)",
         )
     )
     mixed = describe_layouts(data["layouts"])

@@ -1,4 +1,4 @@
-"""`orpo demo [--quick | --size SIZE] [--pairs SOURCE] [--seeds N|LIST] [--output-dir DIR] [--json]`: from
+"""`orpo demo [--quick | --size SIZE] [--pairs SOURCE] [--seeds LIST|N] [--output-dir DIR] [--json]`: from
 an imperfect base reviewer, pairs from its own samples, SFT / ORPO / DPO / IPO / KTO / SimPO each tuned
 on validation, several seeds on the test split, 95% intervals; offline."""
 
@@ -81,7 +81,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--seeds",
         default=None,
-        help="comparison seeds: a count (3 -> 0,1,2) or a list (0,4,7); default: the size's (3; --quick: 2)",
+        help='comparison seeds: a list (0,4,7), one seed ("0" is the seed 0) or a count (3 -> 0,1,2); '
+        "default: the size's (3; --quick: 2)",
     )
     p.add_argument(
         "--base-seed",
@@ -99,13 +100,15 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--budget-curve",
         action="store_true",
-        help="instead of the comparison: SFT and ORPO from the same base on 200, 600 and all on-policy "
-        "pairs, at the values tuned on all of them; writes DIR/budget.json and DIR/budget.png",
+        help="instead of the comparison: SFT and ORPO from the same base on 200, 600 and all the pairs "
+        "(--pairs on-policy or synthetic), at the values tuned on all of them; writes DIR/budget.json and "
+        "DIR/budget.png",
     )
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
+    from orpo.cli.main import require
     from orpo.lab.demo.curve import BUDGET_PAIRS, run_budget_curve
     from orpo.lab.demo.run import parse_seeds, run_demo
 
@@ -115,12 +118,21 @@ def run(args: argparse.Namespace) -> int:
     except ValueError as err:
         print(f"orpo demo: {err}")
         return 2
+    if args.budget_curve and args.pairs == "both":
+        raise ValueError("--budget-curve takes one pair source: --pairs on-policy or --pairs synthetic")
+    # Checked before the base trains: the tune stage needs it a minute in.
+    require(
+        "orpo demo",
+        "optuna",
+        "each method is tuned on validation by a study",
+        "pip install 'optuna>=4.0' (a dependency of orpo: `pip install -e .` brings it)",
+    )
     common = dict(
         seeds=seeds, output_dir=args.output_dir, progress=not args.no_progress, base_seed=args.base_seed
     )
     if args.budget_curve:
         pairs = BUDGET_PAIRS if size != "quick" else (16, 48)
-        result = run_budget_curve(size=size, pairs=pairs, **common)
+        result = run_budget_curve(size=size, pairs=pairs, source=args.pairs, **common)
     else:
         sources = ["on-policy", "synthetic"] if args.pairs == "both" else [args.pairs]
         result = run_demo(size=size, pairs=sources, **common)

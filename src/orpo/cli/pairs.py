@@ -13,7 +13,7 @@ training, as `orpo generate` does), score each with a judge, and pair a good one
 one (rejected): on-policy preference data, or the next round's pairs of an iterative ORPO run.
 
   orpo pairs runs/x --prompts builtin:codereview --judge rules:codereview --out pairs.jsonl --limit 200
-  orpo pairs runs/x --prompts builtin:codereview --judge rules:codereview --out pairs.jsonl --chosen best-or-reference --samples 8
+  orpo pairs runs/x --prompts builtin:codereview --judge rules:codereview --out pairs.jsonl --chosen best --samples 8
   orpo pairs runs/x --prompts prompts.jsonl --judge reward:my-reward-model --out pairs.jsonl --min-margin 0.5
   orpo pairs runs/x --prompts prompts.jsonl --judge openai --base-url http://localhost:8000/v1 --judge-model qwen --out pairs.jsonl
   orpo pairs runs/x --server http://127.0.0.1:8000/v1 --prompts builtin:codereview --judge rules:codereview --out pairs.jsonl
@@ -29,8 +29,8 @@ Judges (--judge), one score per completion, higher is better:
                                      are cached in OUT.cache/ (a rerun costs nothing)
 
 Pairing, per prompt: identical completions are collapsed; --chosen best takes the top-scoring sample,
-reference the prompt's reference answer, best-or-reference the reference when no sample scores at least
-as well; --rejected worst (or random-lower) takes samples scoring below the chosen by more than 0 and at
+reference the prompt's reference answer, best-or-reference (the default) the reference when no sample
+scores at least as well; --rejected worst (or random-lower) takes samples scoring below the chosen by more than 0 and at
 least --min-margin, --pairs-per-prompt of them. A prompt with no such sample (all samples tie, ...) is
 dropped and counted by reason.
 
@@ -64,12 +64,12 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="rules:FILE.py, rules:codereview, reward:MODEL or openai",
     )
     p.add_argument("--out", required=True, metavar="FILE.jsonl", help="the pairs (companion files beside it)")
-    p.add_argument("--split", default="train", help="split of --prompts (default: train)")
+    p.add_argument("--split", default="train", help="split of --prompts (default: %(default)s)")
     p.add_argument("--limit", type=int, default=None, help="first N prompts only")
     sampling = p.add_argument_group("sampling")
     sampling.add_argument("--samples", type=int, default=4, help="completions per prompt, >= 2 (default: 4)")
     sampling.add_argument(
-        "--temperature", type=float, default=1.0, help="sampling temperature (default: 1.0)"
+        "--temperature", type=float, default=0.7, help="sampling temperature (default: %(default)s)"
     )
     sampling.add_argument("--top-p", type=float, default=1.0, help="nucleus sampling mass (default: 1.0)")
     sampling.add_argument("--seed", type=int, default=0, help="sampling and random-lower seed (default: 0)")
@@ -96,8 +96,19 @@ def register(sub: argparse._SubParsersAction) -> None:
     sampling.add_argument("--tokenizer", help="tokenizer location when the model folder has none")
     sampling.add_argument("--dtype", help="weights dtype (default: the run's, else float32)")
     pairing = p.add_argument_group("pairing")
-    pairing.add_argument("--chosen", default="best", choices=("best", "reference", "best-or-reference"))
-    pairing.add_argument("--rejected", default="worst", choices=("worst", "random-lower"))
+    pairing.add_argument(
+        "--chosen",
+        default="best-or-reference",
+        choices=("best", "reference", "best-or-reference"),
+        help="the top sample, the reference answer, or the reference when no sample scores at least as "
+        "well (the best sample where a prompt has no reference) (default: %(default)s)",
+    )
+    pairing.add_argument(
+        "--rejected",
+        default="worst",
+        choices=("worst", "random-lower"),
+        help="the lowest-scoring sample, or a random one scoring lower (default: %(default)s)",
+    )
     pairing.add_argument(
         "--min-margin",
         type=float,

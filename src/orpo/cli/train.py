@@ -50,6 +50,15 @@ def run(args: argparse.Namespace) -> int:
     if config is not None and "=" in config and not config.endswith((".yaml", ".yml")):
         config, overrides = None, [config, *overrides]
     recipe = load_recipe(config, overrides)  # every field checked before anything is written
+    if recipe.quantization is not None:
+        from orpo.cli.main import require
+
+        require(
+            "orpo train",
+            "bitsandbytes",
+            f"quantization.bits={recipe.quantization.bits}",
+            "pip install 'orpo[qlora]', or quantization: null",
+        )
     from orpo.guard import NonFiniteError
     from orpo.run.resume import ResumeRefused
     from orpo.run.train import is_main_process, train_from_recipe

@@ -84,6 +84,7 @@ FORMATS = (
     IMPLICIT_STRINGS,
     UNPAIRED,
 )
+UNPAIRED_FIELDS = frozenset({"prompt", "completion", "label"})  # the columns of the unpaired layout
 # Layouts whose prompt is extracted from chosen/rejected rather than given.
 IMPLICIT_STRING_LAYOUTS = (TRANSCRIPT, IMPLICIT_STRINGS)
 MIXED = "mixed"  # the format of a source whose rows are in more than one layout
@@ -549,11 +550,14 @@ def row_layout(columns: set[str], row: dict) -> str | None:
 
     Columns decide between layouts told apart by their fields (``conversations``, an instruction
     column, ``prompt``); the row's own values decide between layouts told apart by type (a message
-    list or a string), so a file may hold rows of several layouts. None when a value the choice rests
-    on is null or of no layout's type: such a row cannot train in any layout.
+    list or a string), and between a pair and an unpaired row when the file has the columns of both
+    (a null ``chosen`` with a ``completion``), so a file may hold rows of several layouts. None when a
+    value the choice rests on is null or of no layout's type: such a row cannot train in any layout.
     """
     if not {"chosen", "rejected"} <= columns:
-        return UNPAIRED if {"prompt", "completion", "label"} <= columns else None
+        return UNPAIRED if UNPAIRED_FIELDS <= columns else None
+    if UNPAIRED_FIELDS <= columns and row.get("chosen") is None and row.get("completion") is not None:
+        return UNPAIRED  # a file mixing pairs with unpaired rows (a KTO set): this row is a half pair
     if "conversations" in columns:
         return SHAREGPT
     chosen = row.get("chosen")

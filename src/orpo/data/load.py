@@ -411,17 +411,33 @@ def load_mixture(
 
 
 def train_eval_split(
-    ds: Dataset, eval_fraction: float | None = None, eval_size: int | None = None, seed: int = 0
+    ds: Dataset,
+    eval_fraction: float | None = None,
+    eval_size: int | None = None,
+    seed: int = 0,
+    source_name: str = "<data>",
+    usable: int | None = None,
 ) -> tuple[Dataset, Dataset]:
-    """Split off a seeded random eval set; give exactly one of ``eval_fraction`` or ``eval_size``."""
+    """Split off a seeded random eval set; give exactly one of ``eval_fraction`` or ``eval_size``.
+
+    ``usable``: how many of the rows normalise (the caller counts them), for the refusal of a split
+    that leaves one side empty; the split itself is of all rows.
+    """
     if (eval_fraction is None) == (eval_size is None):
         raise ValueError("give exactly one of eval_fraction or eval_size")
     if eval_fraction is not None and not 0 < eval_fraction < 1:
         raise ValueError(f"eval_fraction must be in (0, 1), got {eval_fraction!r}")
     size = round(eval_fraction * len(ds)) if eval_fraction is not None else int(eval_size or 0)
+    if len(ds) < 2 or (usable is not None and usable < 2):
+        count = len(ds) if usable is None else usable
+        raise ValueError(
+            f"`{source_name}` has {count} {'usable ' * (usable is not None)}row{'s' * (count != 1)}, too few to "
+            "hold out an eval set and train on the rest; set data.eval_fraction=0 for no eval set, or give "
+            "more rows"
+        )
     if not 1 <= size < len(ds):
         raise ValueError(
-            f"an eval set of {size} rows out of {len(ds)} leaves an empty train or eval set; "
+            f"`{source_name}`: an eval set of {size} rows out of {len(ds)} leaves an empty train or eval set; "
             f"set data.eval_size (rows) between 1 and {len(ds) - 1}, or data.eval_fraction=0 for no "
             f"eval set (eval_fraction={eval_fraction})"
         )

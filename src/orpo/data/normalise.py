@@ -23,10 +23,14 @@ from orpo.data.formats import (
     FORMATS,
     MAX_REPORTED_ROWS,
     MIXED,
+    UNPAIRED,
+    UNPAIRED_FIELDS,
     BadValue,
     ColumnMap,
     Drop,
     NormaliseResult,
+    _Fields,
+    _label,
     _show,
     detect_layouts,
     normalise_row,
@@ -107,18 +111,60 @@ def _normalise_example(
 def _row_layouts(ds: Dataset, names: dict[str, str], source_name: str) -> list[str]:
     """``detect_layouts`` over every row of ``ds``, reading only the columns the choice rests on."""
     visible = [*ds.column_names, *names]
-    wanted = [names.get(key, key) for key in ("prompt", "chosen") if names.get(key, key) in ds.column_names]
-    if "prompt" in visible and all(ds.features[c] in _STRING_FEATURES for c in wanted):
+    # A completion tells an unpaired row from a pair only in a file with the columns of both.
+    keys = ("prompt", "chosen", *(("completion",) if UNPAIRED_FIELDS <= set(visible) else ()))
+    wanted = [names.get(key, key) for key in keys if names.get(key, key) in ds.column_names]
+    if (
+        "prompt" in visible
+        and "completion" not in keys
+        and all(ds.features[c] in _STRING_FEATURES for c in wanted)
+    ):
         # String columns: every row with both values is prompt strings and a row with a null is of no
         # layout (so it takes that one too); no need to read a million rows to learn it.
         return detect_layouts(visible, [{"prompt": "", "chosen": ""}], source_name) * len(ds)
+    if not wanted:
+        # No column the choice reads: every row looks the same (and datasets cannot iterate a split
+        # dataset through zero columns).
+        return detect_layouts(visible, [{"prompt": None, "chosen": None}], source_name) * len(ds)
     columns = ds.select_columns(wanted)
     rows = (
-        {key: row.get(names.get(key, key)) for key in ("prompt", "chosen")}
+        {key: row.get(names.get(key, key)) for key in keys}
         for batch in columns.iter(batch_size=DETECTION_BATCH)
         for row in (dict(zip(batch, values)) for values in zip(*batch.values()))
     )
     return detect_layouts(visible, rows, source_name)
+
+
+def check_layouts(
+    dataset_or_rows: Dataset | list[dict],
+    columns: ColumnMap | dict[str, str] | None = None,
+    fmt: str | None = None,
+    source_name: str = "<data>",
+) -> dict[str, int]:
+    """Layout -> rows of a source, without normalising it: the one-line ValueError of ``normalise`` for
+    a source of no known layout, an unknown ``fmt`` or a mapped column that does not exist, early (before
+    a model is built) and naming the source."""
+    ds = as_dataset(dataset_or_rows, source_name)
+    names = _column_names(ds, columns, source_name)
+    if len(ds) == 0:
+        raise ValueError(f"`{source_name}`: the source has no rows")
+    fmt, layouts, per_row = _layouts(ds, names, fmt, source_name)
+    if UNPAIRED in layouts:
+        _check_labels(ds, names, per_row, source_name)
+    return layouts
+
+
+def _check_labels(ds: Dataset, names: dict[str, str], per_row: list[str] | None, source_name: str) -> None:
+    """The first unpaired row whose label is not a bool, as ``normalise`` refuses it (``BadValue``)."""
+    column = names.get("label", "label")
+    labels = ds[column] if column in ds.column_names else [None] * len(ds)
+    for index, label in enumerate(labels):
+        if per_row is not None and per_row[index] != UNPAIRED:
+            continue
+        try:
+            _label(_Fields({column: label}, names))
+        except BadValue as err:
+            raise ValueError(f"`{source_name}` row {index}: {err}") from None
 
 
 def _keep_batch(reasons: list[str]) -> list[bool]:

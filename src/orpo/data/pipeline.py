@@ -67,6 +67,18 @@ class DataReport:
             line += f"; examples: {self.desirable} desirable, {self.undesirable} undesirable"
         return f"{line}; {mixed}" if mixed else line
 
+    def one_sided(self) -> str:
+        """ "all N examples are desirable, none undesirable: ..." for KTO examples of one label, else ""."""
+        if not self.kept or (self.desirable and self.undesirable) or not (self.desirable or self.undesirable):
+            return ""
+        side, other, label = ("desirable", "undesirable", "false")
+        if not self.desirable:
+            side, other, label = ("undesirable", "desirable", "true")
+        return (
+            f"{self.source}: all {self.kept} examples are {side}, none {other}: KTO learns from one side "
+            f"only; add {other} examples (label {label})"
+        )
+
     def unpairing(self) -> str:
         """ "N pairs -> 2N examples: ..." when pairs were split for an unpaired objective, else ""."""
         if not self.pairs_split:
@@ -234,11 +246,18 @@ def keep_trainable(
 
 
 def _refuse_unpaired(rows: Dataset, source_name: str, method: str) -> None:
-    """One line when unpaired rows meet an objective that trains on pairs."""
+    """One line when unpaired rows meet an objective that trains on pairs, with the count of each layout."""
     unpaired = sum(label is not None for label in rows["label"])
-    if unpaired:
+    if not unpaired:
+        return
+    if unpaired == len(rows):
         raise ValueError(
             f"{source_name}: {unpaired} rows are in the unpaired layout (prompt, completion, label), which only "
             f"method=kto trains on; method={method!r} needs pairs (prompt, chosen, rejected): set method: kto "
             "or give paired data"
         )
+    raise ValueError(
+        f"{source_name}: {unpaired} of {len(rows)} rows are in the unpaired layout (prompt, completion, label), "
+        f"which only method=kto trains on, and {len(rows) - unpaired} are pairs; method={method!r} needs "
+        "pairs: set method: kto (it trains on both) or remove the unpaired rows"
+    )

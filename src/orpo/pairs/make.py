@@ -108,14 +108,14 @@ def make_pairs(
     out: str | Path,
     *,
     samples: int = 4,
-    temperature: float = 1.0,
+    temperature: float = 0.7,
     top_p: float = 1.0,
     seed: int = 0,
     max_new_tokens: int = 256,
     batch_size: int = 16,
     split: str = "train",
     limit: int | None = None,
-    chosen: str = "best",
+    chosen: str = "best-or-reference",
     rejected: str = "worst",
     min_margin: float = 0.0,
     pairs_per_prompt: int = 1,
@@ -167,6 +167,7 @@ def make_pairs(
     by_prompt, reference_scores = _score(prompts, records, scorer, pairing)
     rows, results = _pair(prompts, by_prompt, reference_scores, pairing)
     summary = _summary(paths, settings, prompts, records, by_prompt, results, rows, scorer, written, kept)
+    _refuse_unscored(paths["out"], summary, judge)
     _write(paths, rows, summary, by_prompt, judge)
     return PairsResult(rows, summary)
 
@@ -286,6 +287,27 @@ def _pair(
         results[p.id] = result
         rows += [_row(p, pair, p.reference) for pair in result.pairs]
     return rows, results
+
+
+def _refuse_unscored(out: Path, summary: dict, judge: str) -> None:
+    """No pair because the judge could not score the samples: one line with the counts by reason, and no
+    OUT written (an empty file would read as a finished, if fruitless, run). No pair for a judged reason
+    (every sample ties) is a result: written, and the summary says why."""
+    counts = summary["counts"]
+    if counts["pairs"] or "no_score" not in counts["dropped"]:
+        return
+    unscored, total = counts["unscored_samples"], counts["samples"]
+    scored = (
+        f"the judge scored none of the {total} samples"
+        if unscored == total
+        else f"the judge could not score {unscored} of the {total} samples"
+    )
+    reasons = ", ".join(f"{reason} {n}" for reason, n in counts["dropped"].items())
+    raise ValueError(
+        f"{out}: no pairs from {counts['prompts']} prompts: {scored} (dropped prompts: {reasons}); check that "
+        f"--judge {judge} can score these prompts (an LLM judge's replies against --score-pattern); nothing "
+        f"written but the samples, {summary['files']['samples']}, which a rerun reuses"
+    )
 
 
 def _write(

@@ -112,22 +112,49 @@ def _load(source, split: str | None, seed: int, encoding: str = "utf-8"):
 
 
 def load_data(recipe: Recipe, seed: int):
-    """(train rows, eval rows or None) as the recipe's data section asks."""
-    from orpo.data.load import train_eval_split
+    """(train rows, eval rows or None) as the recipe's data section asks.
 
+    A file of no known layout is refused here, naming it, before a model is built (a list of sources
+    is normalised, and so checked, as it loads).
+    """
     data = recipe.data
     train = _load(data.train, data.split, seed, data.encoding)
+    _check_layouts(train, data, data.train)
     if data.eval is not None:
-        return train, _load(data.eval, data.eval_split, seed, data.encoding)
+        eval_rows = _load(data.eval, data.eval_split, seed, data.encoding)
+        _check_layouts(eval_rows, data, data.eval)
+        return train, eval_rows
     if data.eval_split is not None:
         return train, _load(data.train, data.eval_split, seed, data.encoding)
     if data.eval_size is not None or (data.eval_fraction and data.eval_fraction > 0):
-        from orpo.data.normalise import as_dataset
-
-        if data.eval_size is not None:
-            return train_eval_split(as_dataset(train), eval_size=data.eval_size, seed=seed)
-        return train_eval_split(as_dataset(train), eval_fraction=data.eval_fraction, seed=seed)
+        return _split(train, data, seed)
     return train, None
+
+
+def _check_layouts(rows, data: DataSection, source) -> None:
+    if isinstance(source, list):  # a mixture: normalised as it loaded
+        return
+    from orpo.data.normalise import check_layouts
+
+    check_layouts(rows, data.columns, data.format, str(source))
+
+
+def _split(train, data: DataSection, seed: int):
+    """(train, eval): the eval set carved out of the train source (data.eval_size or eval_fraction)."""
+    from orpo.data.load import train_eval_split
+    from orpo.data.normalise import as_dataset, normalise
+
+    label = "<the mixture>" if isinstance(data.train, list) else str(data.train)
+    rows = as_dataset(train, label)
+    size = (
+        {"eval_size": data.eval_size} if data.eval_size is not None else {"eval_fraction": data.eval_fraction}
+    )
+    try:
+        return train_eval_split(rows, seed=seed, source_name=label, **size)
+    except ValueError:
+        # Refused: the message counts the rows that would train, normalised only on this path.
+        usable = normalise(rows, data.columns, data.format, label).kept
+        return train_eval_split(rows, seed=seed, source_name=label, usable=usable, **size)
 
 
 def tokenizer_and_model_of(recipe: Recipe, args: ORPOConfig, train_rows):

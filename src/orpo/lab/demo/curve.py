@@ -1,5 +1,6 @@
 """The demo's budget curve (``orpo demo --budget-curve``): judged recall and precision against training
-pairs for SFT and ORPO, from the same base and on the same on-policy pairs as the demo.
+pairs for SFT and ORPO, from the same base and on the same pairs as the demo (on-policy, or synthetic
+with ``--pairs synthetic``).
 
 Each method is tuned once, on all the pairs (the demo's own study: its cached values are reused), and
 those values are kept at every budget (stated in budget.json). For each ``n`` in ``pairs`` (the first
@@ -32,9 +33,10 @@ def run_budget_curve(
     base_seed: int = 0,
     pairs: tuple[int, ...] = BUDGET_PAIRS,
     cache: Path | None = None,
+    source: str = "on-policy",
 ) -> DemoResult:
-    """Train and score every (n in ``pairs``, method, seed) from the base; write budget.json and
-    budget.png (see the module docstring)."""
+    """Train and score every (n in ``pairs``, method, seed) from the base on the pairs of ``source``
+    ("on-policy" or "synthetic"); write budget.json and budget.png (see the module docstring)."""
     budget = size_of(size)
     seeds = list(range(budget.n_seeds)) if seeds is None else seeds
     bad = [n for n in pairs if n < 1]
@@ -44,8 +46,8 @@ def run_budget_curve(
         out = Path(output_dir)
         s = start(budget, base_seed, out, cache, progress)
         base, clock = s.base, s.clock
-        [(source, train)] = make_sources(s, budget, ["on-policy"], out, cache, progress)
-        tuned = tune_sources(s, budget, list(BUDGET_METHODS), [(source, train)], cache, progress)[source.name]
+        [(made, train)] = make_sources(s, budget, [source], out, cache, progress)
+        tuned = tune_sources(s, budget, list(BUDGET_METHODS), [(made, train)], cache, progress)[made.name]
         points_n = sorted({min(n, len(train.pairs)) for n in pairs})
         jobs = _budget_jobs(s, budget, seeds, train, tuned, points_n, out)
         with clock.phase(
@@ -61,7 +63,7 @@ def run_budget_curve(
             base_metrics,
             figure_path,
             f"From the base, seeds {', '.join(map(str, seeds))}; each method at its values tuned on all the pairs",
-            xlabel=f"on-policy training pairs ({budget.epochs} epochs)",
+            xlabel=f"{made.name} training pairs ({budget.epochs} epochs)",
         )
         results = {
             "settings": {
@@ -71,7 +73,7 @@ def run_budget_curve(
                 "pairs": points_n,
                 "pairs_asked": list(pairs),
                 "pairs_available": len(train.pairs),
-                "pair_source": source.name,
+                "pair_source": made.name,
                 "batch_size": budget.batch_size,
                 "epochs": budget.epochs,
                 "tuned": {m: tuned[m]["params"] for m in BUDGET_METHODS},

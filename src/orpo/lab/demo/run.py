@@ -113,12 +113,13 @@ class Phase:
 
 
 def parse_seeds(text: str) -> list[int]:
-    """``"3"`` -> seeds 0, 1, 2; ``"0,4,7"`` -> those seeds."""
+    """``"3"`` -> seeds 0, 1, 2; ``"0,4,7"`` -> those seeds; ``"0"`` -> the seed 0 (a count of no seed
+    means nothing, and the docs write seeds as a list)."""
     try:
         if "," in text:
             seeds = [int(s) for s in text.split(",") if s.strip()]
         else:
-            seeds = list(range(int(text)))
+            seeds = list(range(max(int(text), 1))) if int(text) >= 0 else [int(text)]
     except ValueError:
         raise ValueError(f"--seeds {text!r}: give a count (3) or a comma-separated list (0,1,2)") from None
     if not seeds or len(set(seeds)) != len(seeds) or min(seeds) < 0:

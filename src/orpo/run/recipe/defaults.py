@@ -11,6 +11,7 @@ from __future__ import annotations
 from dataclasses import MISSING, dataclass, fields
 from typing import Any
 
+from orpo._log import notice
 from orpo.config import ORPOConfig
 from orpo.run.learning_rates import LEARNING_RATES, RECIPE_RATES, learning_rate
 from orpo.run.recipe.schema import SECTIONS, TINY_PREFIX, AdapterSection, ModelSection
@@ -71,6 +72,21 @@ def recipe_defaults(model: ModelSection, adapter: AdapterSection | None, stem: s
         "logging_steps": LOGGING_RATIO,
         "tokenization": "orpo",
     }
+
+
+def imply_eval_strategy(training: dict[str, Any]) -> None:
+    """``eval_steps`` set without an eval strategy means evaluating every ``eval_steps`` (TRL's default
+    strategy, "no", would evaluate only before and after, silently): set ``eval_strategy: steps`` in
+    ``training``, and say so once."""
+    steps = training.get("eval_steps")
+    if steps is None or "eval_strategy" in training or "evaluation_strategy" in training:
+        return
+    training["eval_strategy"] = "steps"
+    every = f"{steps:g} steps" if steps >= 1 else f"{steps:g} of the run's steps"
+    notice(
+        f"training.eval_steps={steps:g} without eval_strategy: evaluating every {every} (eval_strategy: steps)",
+        once=True,
+    )
 
 
 def _default_of(f) -> Any:

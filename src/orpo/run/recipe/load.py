@@ -1,7 +1,8 @@
 """Building a ``Recipe``: from a YAML file (or the embedded default) with ``key=value`` overrides
 (``load_recipe``), or from Python values (``recipe_from``, the demo's runs).
 
-Either way the training fields left out get ``RECIPE_DEFAULTS`` and every value is checked by its
+Either way the training fields left out get ``RECIPE_DEFAULTS`` (``eval_steps`` without a strategy
+implies ``eval_strategy: steps``) and every value is checked by its
 section's dataclass or by ``ORPOConfig``; a file's errors also say where the value came from
 (``FILE:LINE (section.field)``, ``override 'key=value'``, or the default).
 """
@@ -17,7 +18,7 @@ from typing import Any
 import yaml
 
 from orpo.run.recipe.convert import check_path, convert_section, parse_override, training_values
-from orpo.run.recipe.defaults import recipe_defaults
+from orpo.run.recipe.defaults import imply_eval_strategy, recipe_defaults
 from orpo.run.recipe.origins import Origins, key_lines, qualify
 from orpo.run.recipe.schema import (
     TRAINING_FIELDS,
@@ -71,6 +72,7 @@ def recipe_from(
     """
     model = model or ModelSection()
     values = dict(training)
+    imply_eval_strategy(values)
     for key, value in recipe_defaults(model, adapter, stem).items():
         values.setdefault(key, value)
     return Recipe(
@@ -119,6 +121,7 @@ def _build(raw: dict, origins: Origins, stem: str) -> Recipe:
     quantization = _section("quantization", QuantSection, raw.get("quantization"), origins)
     data = _section("data", DataSection, raw.get("data", {}), origins) or DataSection()
     training = training_values(raw.get("training") or {}, origins)
+    imply_eval_strategy(training)
     for key, value in recipe_defaults(model, adapter, stem).items():
         training.setdefault(key, value)
     recipe = Recipe(model=model, adapter=adapter, quantization=quantization, data=data, training=training)

@@ -1,0 +1,55 @@
+"""`orpo demo`'s command line, without running the demo: the seeds, the budget curve's pair source,
+and what it needs checked before any work."""
+
+import sys
+
+import pytest
+
+from orpo.cli.main import build_parser, main
+from orpo.lab.demo.run import parse_seeds
+
+
+@pytest.mark.parametrize(
+    ("text", "seeds"), [("0", [0]), ("1", [0]), ("3", [0, 1, 2]), ("0,4,7", [0, 4, 7]), ("5,", [5])]
+)
+def test_seeds_are_a_list_one_seed_or_a_count(text, seeds):
+    assert parse_seeds(text) == seeds
+
+
+def test_the_help_says_how_seeds_are_read(capsys):
+    with pytest.raises(SystemExit):
+        build_parser().parse_args(["demo", "--help"])
+    help_text = " ".join(capsys.readouterr().out.split())
+    assert '"0" is the seed 0' in help_text
+
+
+def _never(**kwargs):
+    raise AssertionError("the demo started")
+
+
+def test_the_budget_curve_runs_on_the_pairs_asked_for(monkeypatch, capsys):
+    asked = {}
+
+    def fake(**kwargs):
+        asked.update(kwargs)
+        raise SystemExit(0)
+
+    monkeypatch.setattr("orpo.lab.demo.curve.run_budget_curve", fake)
+    with pytest.raises(SystemExit):
+        main(["demo", "--quick", "--budget-curve", "--pairs", "synthetic", "--no-progress"])
+    assert asked["source"] == "synthetic"
+    monkeypatch.setattr("orpo.lab.demo.curve.run_budget_curve", _never)
+    assert main(["demo", "--budget-curve", "--pairs", "both"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err == "orpo: error: --budget-curve takes one pair source: --pairs on-policy or --pairs synthetic"
+
+
+def test_a_missing_optuna_is_one_line_before_any_work(monkeypatch, capsys):
+    monkeypatch.setitem(sys.modules, "optuna", None)  # import optuna now raises ImportError
+    monkeypatch.setattr("orpo.lab.demo.run.run_demo", _never)
+    monkeypatch.setattr("orpo.lab.demo.curve.run_budget_curve", _never)
+    for argv in (["demo", "--quick"], ["demo", "--quick", "--budget-curve"]):
+        assert main(argv) == 2
+        err = capsys.readouterr().err.strip()
+        assert err.startswith("orpo: error: orpo demo needs optuna") and "\n" not in err
+        assert "pip install" in err
