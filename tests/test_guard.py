@@ -9,7 +9,7 @@ from safetensors.torch import load_file
 
 from helpers import tiny_args
 from orpo import ORPOTrainer
-from orpo.guard import NonFiniteError
+from orpo.guard import LossScaler, NonFiniteError
 from orpo.models.tiny import build_model
 
 FIXTURE = Path(__file__).parent / "fixtures" / "data" / "prompt_strings.jsonl"
@@ -193,3 +193,109 @@ def test_skipped_steps_are_in_the_summary_and_the_report(tmp_path, tokenizer, mo
     assert summary["nonfinite_skipped"] == 1 and summary["nonfinite_skipped_steps"] == [2]
     report = (tmp_path / "run" / "report.html").read_text()
     assert "Non-finite steps skipped (on_nonfinite=skip): 1 (step 2)." in report
+
+
+# ---- float16 weights without AMP: our own dynamic loss scale (GradScaler's rules) ----
+
+
+def _param(grad: list[float], dtype=torch.float16) -> torch.nn.Parameter:
+    param = torch.nn.Parameter(torch.zeros(len(grad), dtype=dtype))
+    param.grad = torch.tensor(grad, dtype=dtype)
+    return param
+
+
+def test_loss_scaler_backs_off_on_overflow_and_grows_after_a_run_of_finite_steps():
+    scaler = LossScaler(growth_interval=3)
+    assert scaler.scale == 1.0
+    norm = scaler.unscale_([_param([float("inf"), 1.0])], max_norm=1.0)
+    assert not torch.isfinite(norm)  # the step must be skipped
+    scaler.update(skipped=True)
+    scaler.update(skipped=True)
+    assert scaler.scale == 0.25
+    scaler.update(skipped=False)
+    scaler.update(skipped=False)
+    assert scaler.scale == 0.25  # 2 finite steps: not yet a run of 3
+    scaler.update(skipped=True)  # an overflow halves the scale and resets the run
+    assert scaler.scale == 0.125
+    for _ in range(3):
+        scaler.update(skipped=False)
+    assert scaler.scale == 0.25 and scaler.finite_in_a_row == 0
+    for _ in range(3):
+        scaler.update(skipped=False)
+    assert scaler.scale == 0.5
+
+
+def test_loss_scaler_scales_the_backward_and_unscales_exactly_before_clipping():
+    weight = torch.nn.Parameter(torch.tensor([3.0, 4.0]))
+    scaler = LossScaler(scale=8.0)
+    loss = (weight * weight).sum() / 2  # d(loss)/d(weight) = weight
+    loss.register_hook(scaler.scale_grad)
+    loss.backward()
+    assert weight.grad.tolist() == [24.0, 32.0]  # scaled by 8
+    norm = scaler.unscale_([weight], max_norm=None)
+    assert float(norm) == 5.0 and weight.grad.tolist() == [3.0, 4.0]  # unscaled, no clipping
+    weight.grad = torch.tensor([24.0, 32.0])
+    norm = scaler.unscale_([weight], max_norm=1.0)
+    assert float(norm) == 5.0  # the true norm, before clipping
+    torch.testing.assert_close(weight.grad, torch.tensor([0.6, 0.8]))
+
+
+def test_loss_scaler_clips_a_gradient_that_only_fits_float16_once_clipped():
+    """A true gradient of 98304 (beyond float16's 65504) scaled by 1/2 fits; unscaling alone would
+    overflow to inf, so unscaling and clipping are one multiplication."""
+    param = _param([49152.0, 0.0])
+    scaler = LossScaler(scale=0.5)
+    norm = scaler.unscale_([param], max_norm=1.0)
+    assert float(norm) == 98304.0
+    assert torch.isfinite(param.grad).all() and float(param.grad[0]) == pytest.approx(1.0, rel=1e-3)
+    param = _param([49152.0, 0.0])
+    assert not torch.isfinite(scaler.unscale_([param], max_norm=None))  # 98304 does not fit: skip
+
+
+def _gradient_beyond_float16(trainer, model) -> None:
+    """The fault, injected from the test: one weight's true gradient is 1e5 per element, beyond float16's
+    65504, so at loss scale 1 its float16 gradient overflows; at scale 1/2 it fits (and, clipped, so does
+    the unscaled update)."""
+    weight = model.model.layers[0].mlp.up_proj.weight
+
+    def huge(grad):
+        scaler = getattr(trainer, "loss_scaler", None)
+        value = 1e5 * (scaler.scale if scaler is not None else 1.0)
+        return torch.full_like(grad, value, dtype=torch.float32).to(grad.dtype)  # inf where it overflows
+
+    weight.register_hook(huge)
+
+
+def test_float16_weights_without_amp_back_off_the_loss_scale_and_train_on(tmp_path, tokenizer, rows):
+    """Without a loss scale every step overflows at the same size and the run stops after 3; with ours,
+    step 1 overflows and is skipped (counted, as the guard counts), the scale halves, and the run trains
+    to finite, changed weights."""
+    model = _model(tokenizer).half()
+    before = {n: p.detach().clone() for n, p in model.named_parameters()}
+    trainer = _trainer(tmp_path, tokenizer, rows, model=model, max_steps=4, max_grad_norm=1.0)
+    _gradient_beyond_float16(trainer, model)
+    trainer.train()
+    assert trainer.state.global_step == 4
+    assert trainer.guard.skipped_steps == [1]
+    assert trainer.loss_scaler.scale == 0.5
+    for name, param in trainer.model.named_parameters():
+        assert param.dtype == torch.float16 and torch.isfinite(param).all(), name
+    weight = "model.layers.0.mlp.up_proj.weight"
+    assert not torch.equal(before[weight], trainer.model.get_parameter(weight))
+
+
+@pytest.mark.parametrize(
+    ("dtype", "overrides"),
+    [
+        (torch.float32, {}),
+        (torch.float16, {"on_nonfinite": "stop"}),  # the user asked that a non-finite step end the run
+        # bfloat16 has float32's exponent range: its gradients do not overflow where float32's would not.
+        (torch.bfloat16, {}),
+    ],
+)
+def test_no_loss_scale_for_float32_or_bfloat16_weights_or_in_stop_mode(
+    tmp_path, tokenizer, rows, dtype, overrides
+):
+    model = _model(tokenizer).to(dtype)
+    assert _trainer(tmp_path, tokenizer, rows, model=model, **overrides).loss_scaler is None
+    assert _trainer(tmp_path, tokenizer, rows, model=_model(tokenizer).half()).loss_scaler is not None

@@ -16,6 +16,13 @@ loss by the running mean, so a diverged run logs plausible losses, saves NaN wei
 Under float16 (``fp16=True`` or float16 weights) an overflowing step is routine, so ``skip`` is the
 default there (``ORPOConfig.resolved_on_nonfinite``); bf16 and float32 default to ``stop``.
 
+``LossScaler``: float16 weights trained without AMP have no ``GradScaler``, so a step that overflows
+would be skipped again and again at the same size and the run would stop. The trainer gives such runs
+(in ``skip`` mode) a dynamic loss scale of its own with GradScaler's rules: the loss's gradient is
+scaled, the gradients are unscaled before clipping, an overflowing step is skipped (the guard counts
+it, as above) and halves the scale, and a run of finite steps doubles it. bfloat16 has float32's
+range and needs none.
+
 ``assert_finite`` refuses to save a model holding a NaN or inf parameter (the final save and every
 checkpoint). ``StopOnSignal`` turns SIGINT / SIGTERM into "save a checkpoint, then stop".
 """
@@ -26,6 +33,8 @@ import contextlib
 import math
 import signal
 import threading
+from collections.abc import Iterable
+from dataclasses import dataclass
 
 import torch
 from transformers import TrainerCallback
@@ -116,6 +125,67 @@ class NonFiniteGuard:
     def skipped(self) -> int:
         """Optimizer steps dropped in total."""
         return len(self.skipped_steps)
+
+
+@dataclass
+class LossScaler:
+    """A dynamic loss scale for float16 weights trained without AMP: torch's ``GradScaler`` rules, kept here.
+
+    Use: ``scale_grad`` as a hook on the loss (the gradient flowing back is ``scale`` times the
+    loss's; the loss value itself is untouched), then ``unscale_`` before the optimizer step (it
+    clips too), then ``update`` with whether the step was skipped.
+
+    ``scale`` starts at 1, not GradScaler's 2**16: the gradients are float16 themselves and are
+    unscaled back into float16, so a large scale buys little against underflow, while starting high
+    would overflow (and skip) the first steps of every run; at 1, a run that never overflows trains
+    exactly as without a scaler. Scales stay powers of two, so scaling and unscaling are exact.
+    """
+
+    scale: float = 1.0
+    growth_interval: int = 2000  # finite steps in a row before the scale doubles (GradScaler's default)
+    backoff_factor: float = 0.5
+    growth_factor: float = 2.0
+    finite_in_a_row: int = 0
+
+    def scale_grad(self, grad: torch.Tensor) -> torch.Tensor:
+        """The loss's backward hook: scale the gradient entering the backward pass."""
+        return grad * self.scale
+
+    def unscale_(self, parameters: Iterable[torch.nn.Parameter], max_norm: float | None) -> torch.Tensor:
+        """Unscale the gradients in place and clip them to ``max_norm`` (None or 0: no clipping).
+
+        Returns their true L2 norm (float32, before clipping), or a non-finite value when any scaled
+        gradient overflowed or an unscaled one does not fit in its dtype: the step must be skipped.
+        Unscaling and clipping are one multiplication, so a gradient that only fits once clipped is
+        never written unclipped (in float16 it would overflow)."""
+        grads = [p.grad for p in parameters if p.grad is not None]
+        if not grads:
+            return torch.zeros(())
+        device = grads[0].device
+        scaled = torch.stack([torch.linalg.vector_norm(g, dtype=torch.float32).to(device) for g in grads])
+        norm = torch.linalg.vector_norm(scaled) / self.scale
+        if not torch.isfinite(norm):
+            return norm
+        factor = torch.full((), 1.0 / self.scale, dtype=torch.float32, device=device)
+        if max_norm:  # torch's clip coefficient, on the true norm
+            factor = factor * torch.clamp(max_norm / (norm + 1e-6), max=1.0)
+        if self.scale != 1.0 or bool(factor < 1.0):
+            for grad in grads:
+                grad.mul_(factor)
+            if not all(torch.isfinite(g).all() for g in grads):
+                return torch.full((), float("inf"), device=device)
+        return norm
+
+    def update(self, skipped: bool) -> None:
+        """After the step: back off when it was skipped, grow after ``growth_interval`` finite steps."""
+        if skipped:
+            self.scale *= self.backoff_factor
+            self.finite_in_a_row = 0
+            return
+        self.finite_in_a_row += 1
+        if self.finite_in_a_row >= self.growth_interval:
+            self.scale *= self.growth_factor
+            self.finite_in_a_row = 0
 
 
 def nonfinite_parameters(model: torch.nn.Module) -> list[str]:

@@ -10,6 +10,11 @@ Drop-in for ``trl.experimental.orpo.ORPOTrainer``: same constructor arguments (p
 - ``prediction_step`` / ``log``: evaluation returns the same metrics with the ``eval_`` prefix.
 - ``_clip_grad_norm`` / ``_get_grad_norm``: float16 gradients (a float16 model, no scaler) get their
   norm reduced in float32; in float16 it overflows to inf once it passes 256.
+- ``compute_loss`` / ``_clip_grad_norm`` / ``_get_grad_norm``: float16 weights trained without AMP (no
+  ``fp16=True``, so no ``GradScaler``) get a dynamic loss scale of ours (``orpo.guard.LossScaler``, in
+  ``on_nonfinite='skip'``, the float16 default): without it an overflowing step is skipped at the same
+  size every time and the run stops after ``max_nonfinite_steps``; with it the step is skipped, the
+  scale halves and the next step fits, as AMP's scaler does. bfloat16 has float32's range: no scaler.
 - ``training_step`` / ``_get_grad_norm`` / ``_save`` / ``_save_checkpoint`` / ``train``: the
   reliability hooks (logic in ``orpo.guard`` and ``orpo.checkpoints``): a non-finite loss or gradient
   norm stops the run before the optimizer step (under float16 it skips the step, as AMP's GradScaler
@@ -46,7 +51,7 @@ from orpo.data.tokenize import describe_tokenization
 from orpo.data.unpaired import LABEL_COLUMN
 from orpo.engine import PAIR_COLUMNS, PROMPT_TAIL_COLUMNS, SequenceStats, build_engine
 from orpo.engine.refpass import REF_COLUMNS, RefColumnsCollator, precompute, resolve_reference
-from orpo.guard import NonFiniteGuard, StopOnSignal, assert_finite
+from orpo.guard import LossScaler, NonFiniteGuard, StopOnSignal, assert_finite
 from orpo.losses import Knobs, PairLogps, get_objective
 from orpo.models.load import ensure_pad_token, load_model, load_tokenizer, prepare_model
 
@@ -196,13 +201,17 @@ class ORPOTrainer(Trainer):
     def _setup_reliability(self, args: ORPOConfig) -> None:
         """Reliability (orpo.guard, orpo.checkpoints): non-finite checks, signals, atomic checkpoints.
 
-        Under float16 an overflowing step is routine: skipped by default, through AMP's scaler if any.
+        Under float16 an overflowing step is routine: skipped by default, through AMP's scaler if any,
+        else through our own loss scale when the weights are float16 (``LossScaler``).
         """
+        dtype = _weights_dtype(self.model)
+        amp_scaler = getattr(self.accelerator, "scaler", None) is not None
         self.guard = NonFiniteGuard(
-            args.resolved_on_nonfinite(_weights_dtype(self.model)),
-            args.max_nonfinite_steps,
-            scaler_skips=getattr(self.accelerator, "scaler", None) is not None,
+            args.resolved_on_nonfinite(dtype), args.max_nonfinite_steps, scaler_skips=amp_scaler
         )
+        # In 'stop' mode the user asked that a non-finite step end the run: no scale to probe with.
+        own_scale = dtype == torch.float16 and not amp_scaler and self.guard.action == "skip"
+        self.loss_scaler = LossScaler() if own_scale and self._own_grad_norm() else None
         self.stop_on_signal = StopOnSignal()
         self.add_callback(self.stop_on_signal)
         self._staging_root: Path | None = None
@@ -418,6 +427,8 @@ class ORPOTrainer(Trainer):
         return loss
 
     def _clip_grad_norm(self, model):
+        if self.loss_scaler is not None:
+            return self.loss_scaler.unscale_(model.parameters(), self.args.max_grad_norm)
         grads = self._float16_grads(model)
         if grads is None:
             return super()._clip_grad_norm(model)
@@ -428,11 +439,15 @@ class ORPOTrainer(Trainer):
         return norm
 
     def _get_grad_norm(self, model, grad_norm=None):
+        if grad_norm is None and self.loss_scaler is not None:  # no clipping: unscale only
+            grad_norm = self.loss_scaler.unscale_(model.parameters(), None)
         grads = self._float16_grads(model) if grad_norm is None else None
         if grads is not None:
             grad_norm = _float32_norm(grads)
         grad_norm = super()._get_grad_norm(model, grad_norm=grad_norm)
-        self.guard.check_grad_norm(grad_norm, self.state.global_step + 1, model)
+        skipped = self.guard.check_grad_norm(grad_norm, self.state.global_step + 1, model)
+        if self.loss_scaler is not None:
+            self.loss_scaler.update(skipped)
         return grad_norm
 
     def _float16_grads(self, model) -> list[torch.Tensor] | None:
@@ -443,14 +458,20 @@ class ORPOTrainer(Trainer):
         every element is finite, and clipping by an inf norm zeroes the update. Float16 weights trained
         without a scaler (a float16 model) hit this; AMP's master gradients are float32, and FSDP and
         DeepSpeed compute their own norms, so those keep Trainer's path."""
-        if getattr(self.accelerator, "scaler", None) is not None or self.accelerator.distributed_type not in (
-            DistributedType.NO,
-            DistributedType.MULTI_CPU,
-            DistributedType.MULTI_GPU,
-        ):
+        if getattr(self.accelerator, "scaler", None) is not None or not self._own_grad_norm():
             return None
         grads = [p.grad for p in model.parameters() if p.grad is not None]
         return grads if any(g.dtype == torch.float16 for g in grads) else None
+
+    def _own_grad_norm(self) -> bool:
+        """Whether the gradients are whole on this process, so their norm (and any unscaling) is ours to
+        compute: single process or DDP (all-reduced gradients, the same on every process). FSDP and
+        DeepSpeed shard them and compute norms and scales themselves."""
+        return self.accelerator.distributed_type in (
+            DistributedType.NO,
+            DistributedType.MULTI_CPU,
+            DistributedType.MULTI_GPU,
+        )
 
     def _get_output_dir(self, trial) -> str:
         # During a checkpoint save, Trainer writes under the staging folder (see _save_checkpoint).
@@ -512,6 +533,9 @@ class ORPOTrainer(Trainer):
         labels = inputs.pop(LABEL_COLUMN, None)
         stats = self.engine.forward(model, inputs, self._nll_on_prompt(model.training))
         loss, metrics = self._objective(stats, num_items_in_batch, ref, labels)
+        if self.loss_scaler is not None and model.training and loss.requires_grad:
+            # The backward pass starts from scale x d(loss) (a hook, so the logged loss stays the loss).
+            loss.register_hook(self.loss_scaler.scale_grad)
         self._store(metrics, "train" if model.training else "eval")
         return (loss, metrics) if return_outputs else loss
 
