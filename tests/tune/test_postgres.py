@@ -157,6 +157,8 @@ def test_two_workers_share_one_postgresql_study_without_losing_or_repeating_a_tr
     import optuna
     from optuna.trial import TrialState
 
+    from orpo.tune.backend import open_storage
+
     outs = [tmp_path / "worker-a", tmp_path / "worker-b"]
     procs = [
         subprocess.Popen(
@@ -167,7 +169,7 @@ def test_two_workers_share_one_postgresql_study_without_losing_or_repeating_a_tr
     outputs = [p.communicate(timeout=1800) for p in procs]
     assert [p.returncode for p in procs] == [0, 0], [err[-2000:] for _, err in outputs]
 
-    study = optuna.load_study(study_name="shared", storage=postgres_url)
+    study = optuna.load_study(study_name="shared", storage=open_storage(postgres_url))
     complete = sorted(t.number for t in study.get_trials(states=(TrialState.COMPLETE,)))
     assert len(complete) == TRIALS, [(t.number, t.state.name, t.user_attrs) for t in study.trials]
     # Nothing else is left: no trial still running, none failed but the ones a worker asked past the
@@ -184,3 +186,20 @@ def test_two_workers_share_one_postgresql_study_without_losing_or_repeating_a_tr
     # The study's best is reported: the worker that ended last saw every trial finished.
     best = study.best_trial.number
     assert any(f"best: trial {best}," in stdout for stdout, _ in outputs), [o for o, _ in outputs]
+
+
+def test_a_plain_postgresql_url_names_the_installed_driver(monkeypatch):
+    """SQLAlchemy 2.1 reads a plain postgresql:// as psycopg 3, 2.0 as psycopg2: the URL gets the one
+    installed, so the documented URL works with either; other URLs pass through."""
+    from orpo.tune import backend
+
+    monkeypatch.setattr(backend, "_importable", lambda module: module == "psycopg")
+    assert backend.with_driver("postgresql://me@127.0.0.1:5/db") == "postgresql+psycopg://me@127.0.0.1:5/db"
+    backend.check_driver("postgresql://me@127.0.0.1:5/db")  # psycopg is enough
+    monkeypatch.setattr(backend, "_importable", lambda module: True)
+    assert backend.with_driver("postgresql://me@h/db").startswith("postgresql+psycopg2://")
+    assert backend.with_driver("postgresql+pg8000://me@h/db") == "postgresql+pg8000://me@h/db"
+    assert backend.with_driver("sqlite:///x.db") == "sqlite:///x.db"
+    monkeypatch.setattr(backend, "_importable", lambda module: False)
+    with pytest.raises(ValueError, match=r"PostgreSQL needs a driver"):
+        backend.check_driver("postgresql://me@h/db")

@@ -31,6 +31,7 @@ def open_storage(url: str):
     import optuna
 
     if "://" in url:
+        url = with_driver(url)
         # SQLite: wait for another process's write instead of failing with "database is locked".
         engine = {"connect_args": {"timeout": 60}} if url.startswith("sqlite") else None
         from sqlalchemy.exc import SQLAlchemyError
@@ -78,6 +79,21 @@ def _importable(module: str) -> bool:
     return True
 
 
+def with_driver(url: str) -> str:
+    """A plain ``postgresql://`` URL with the PostgreSQL driver that is installed named in it.
+
+    SQLAlchemy's default driver for a plain URL changed (psycopg2 up to 2.0, psycopg 3 from 2.1), so
+    the same documented URL would need a different package on each; naming the installed one makes
+    ``postgresql://`` work with either. Any other URL is returned as given."""
+    scheme, sep, rest = url.partition("://")
+    if scheme != "postgresql" or not sep:
+        return url
+    for driver in ("psycopg2", "psycopg"):
+        if _importable(driver):
+            return f"postgresql+{driver}://{rest}"
+    return url
+
+
 def check_driver(url: str) -> None:
     """Refuse an RDB URL whose database driver is not installed, before anything is created (Optuna
     would fail deep in SQLAlchemy with an import error). The URL is not repeated: it may hold a password."""
@@ -90,10 +106,10 @@ def check_driver(url: str) -> None:
     if module is None or _importable(module):
         return  # a driver we do not know: SQLAlchemy says what it needs
     where = f"--storage {scheme}://..."
+    if not named and base == "postgresql" and _importable("psycopg"):
+        return  # with_driver names it
     if base == "mysql":
         raise ValueError(f"{where}: its driver {driver} is not installed: pip install {driver}")
-    if not named and _importable("psycopg"):
-        raise ValueError(f"{where}: psycopg2 is not installed but psycopg is: write postgresql+psycopg://...")
     if named and named not in ("psycopg2", "psycopg"):
         raise ValueError(f"{where}: its driver {driver} is not installed: pip install {driver}")
     raise ValueError(f"{where}: PostgreSQL needs a driver (psycopg2 or psycopg): pip install 'orpo[tune]'")
