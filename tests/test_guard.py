@@ -68,6 +68,7 @@ def test_a_bad_step_is_stopped_before_the_optimizer_changes_anything(tmp_path, t
             torch.testing.assert_close(param.detach(), saved[name], rtol=0, atol=0)
 
 
+@pytest.mark.slow
 def test_skip_drops_the_bad_step_and_stops_after_n_in_a_row(tmp_path, tokenizer, rows):
     trainer = _trainer(tmp_path, tokenizer, rows, max_steps=4, on_nonfinite="skip", max_nonfinite_steps=2)
     compute_loss = trainer.compute_loss
@@ -100,6 +101,7 @@ def test_skip_drops_the_bad_step_and_stops_after_n_in_a_row(tmp_path, tokenizer,
         trainer.train()
 
 
+@pytest.mark.slow
 def test_resume_true_skips_an_incomplete_checkpoint(tmp_path, tokenizer, rows, caplog):
     """A checkpoint-N folder without its completeness marker (a partial save by an older version or
     another tool) is named and skipped; the newest complete one is used."""
@@ -164,6 +166,7 @@ def test_float16_overflow_on_every_step_stops_after_max_nonfinite_steps(tmp_path
         torch.testing.assert_close(tensor, before[name], rtol=0, atol=0)
 
 
+@pytest.mark.slow
 def test_skipped_steps_are_in_the_summary_and_the_report(tmp_path, tokenizer, monkeypatch):
     """`orpo train` on float16 weights: a NaN loss at step 2 is skipped (the float16 default), the run
     finishes, and summary.json and report.html name the skipped step."""

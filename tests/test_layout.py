@@ -200,6 +200,7 @@ def test_the_documented_table_is_the_enforced_one():
     assert documented_table() == ALLOWED
 
 
+@pytest.mark.slow
 def test_the_drop_in_import_loads_no_recipe_or_experiment_code():
     """`from orpo import ORPOTrainer` is what a TRL user runs: it must not pull the YAML recipe layer
     (``orpo.run``) or the experiments (``orpo.lab``), which would tie the library to the CLI."""

@@ -22,6 +22,7 @@ def base(tokenizer):
     return build_model(tokenizer, "llama", hidden_size=32, num_layers=2, seed=0)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("method", list(OBJECTIVES))
 def test_each_method_lowers_its_own_loss(tmp_path, tokenizer, base, method):
     """A few steps on the learnable toy set lower the objective's own held-out loss."""
@@ -56,6 +57,7 @@ def _first_steps(tmp_path, tokenizer, base, name, peft: bool, **kwargs):
     return trainer, first, trainer.evaluate()["eval_loss"]
 
 
+@pytest.mark.slow
 def test_reference_modes_agree(tmp_path, tokenizer, base, monkeypatch):
     """Precomputed, adapter-disabled and separate-model references: same first-step loss, and the
     same loss after two steps (each reference stayed frozen while the adapter moved)."""
@@ -77,6 +79,7 @@ def test_reference_modes_agree(tmp_path, tokenizer, base, monkeypatch):
     assert len(list((tmp_path / "cache" / "ref_logps").glob("*.pt"))) == 1  # train and eval share the rows
 
 
+@pytest.mark.slow
 def test_precomputed_cache_is_reused_and_keyed_by_the_reference(tmp_path, tokenizer, base, monkeypatch):
     """A second run with the same reference reads the cache; another reference model computes anew."""
     monkeypatch.setenv("ORPO_CACHE_DIR", str(tmp_path / "cache"))

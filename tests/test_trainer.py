@@ -106,6 +106,7 @@ def test_gradient_accumulation_does_not_change_the_update(tmp_path, tokenizer):
         torch.testing.assert_close(results[0][key], results[1][key], atol=1e-6, rtol=1e-5)
 
 
+@pytest.mark.slow
 def test_resume_matches_uninterrupted_run(tmp_path, tokenizer):
     rows = toy_rows(24)
     full = _trainer(tmp_path / "full", tokenizer, rows, max_steps=6)

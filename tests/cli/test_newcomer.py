@@ -162,6 +162,7 @@ def test_version_comes_from_the_package_metadata(capsys):
     assert capsys.readouterr().out.strip() == f"orpo {importlib.metadata.version('orpo')}"
 
 
+@pytest.mark.slow
 def test_a_minimal_recipe_learns(tmp_path, monkeypatch):
     """`data: {train: x.jsonl}` and nothing else about training: the loss moves, logged through the run,
     into runs/<recipe name>. (With the Python API's defaults, TRL's, it ran at learning rate 1e-6 and

@@ -149,6 +149,7 @@ def test_metrics_record_non_finite_values_as_null_with_a_flag(tmp_path):
 # ---- run folders ----
 
 
+@pytest.mark.slow
 def test_a_second_run_into_a_finished_run_is_refused_and_changes_nothing(tmp_path, capsys):
     path = _write(tmp_path)
     assert main(["train", str(path), "--no-progress"]) == 0
@@ -326,6 +327,7 @@ def test_a_resume_that_changes_what_is_trained_is_refused_and_touches_nothing(tm
     assert {p: p.read_bytes() for p in run.rglob("*") if p.is_file()} == files
 
 
+@pytest.mark.slow
 def test_a_resume_may_change_how_it_saves_logs_and_how_long_it_trains(tmp_path, capsys):
     """save_steps, logging_steps and max_steps may change on resume: the run continues from its
     checkpoint and summary.json and config.yaml record what changed at which step."""
@@ -391,6 +393,7 @@ def test_a_run_whose_loss_did_not_move_ends_with_a_warning(tmp_path, capsys):
     assert "over 3 steps" in warning and "num_train_epochs, max_steps" in warning
 
 
+@pytest.mark.slow
 def test_sigterm_saves_a_loadable_checkpoint_and_stops(tmp_path, rows, tokenizer):
     from transformers import AutoModelForCausalLM, TrainerCallback
 

@@ -49,6 +49,7 @@ def test_eval_json_reports_preference_metrics(run_dir, capsys):
     assert metrics["eval_loss"] > metrics["eval_nll_loss"]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("adapter", [True, False], ids=["lora", "full"])
 def test_eval_of_a_dpo_run_scores_against_the_starting_model(tmp_path, capsys, adapter):
     """DPO's reward is beta * (log pi(y|x) - log pi_ref(y|x)). Scored against a copy of the trained

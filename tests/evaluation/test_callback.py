@@ -3,6 +3,7 @@ TensorBoard and report.html."""
 
 import json
 
+import pytest
 from transformers.integrations import TensorBoardCallback
 
 from orpo.cli.main import main
@@ -18,6 +19,7 @@ training: {{output_dir: {out}, max_steps: 4, per_device_train_batch_size: 2, lea
 """
 
 
+@pytest.mark.slow
 def test_generations_at_each_evaluation_land_in_the_run_folder_and_report(tmp_path):
     (tmp_path / "run.yaml").write_text(YAML.format(data=FIXTURE, out=tmp_path / "run"))
     assert main(["train", str(tmp_path / "run.yaml"), "--no-progress"]) == 0

@@ -146,6 +146,7 @@ def test_processing_class_is_loaded_from_the_model(tmp_path, model):
     assert trainer.state.log_history[-1]["train_loss"] is not None
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("layout", LAYOUTS)
 def test_orpo_trainer_with_lora_trains_the_adapter(tmp_path, model, tokenizer, layout):
     from peft import LoraConfig
@@ -163,6 +164,7 @@ def test_orpo_trainer_with_lora_trains_the_adapter(tmp_path, model, tokenizer, l
     train_and_check(trainer, only="lora")
 
 
+@pytest.mark.slow
 def test_compute_metrics_reach_the_eval_logs(tmp_path, model, tokenizer):
     data = preference_data("standard")
     args = config(
@@ -186,6 +188,7 @@ def test_compute_metrics_reach_the_eval_logs(tmp_path, model, tokenizer):
     assert trainer.state.log_history[-2]["eval_test"] == 0.0
 
 
+@pytest.mark.slow
 def test_train_model_dtype(tmp_path, qwen_path):
     """A model given by name with ``model_init_kwargs={"dtype": float16}`` trains in float16: TRL's run
     (lr 0.1, the default batch of 8 and 3 epochs: 6 steps over 12 rows) ends, every weight finite.
@@ -212,6 +215,7 @@ def test_train_model_dtype(tmp_path, qwen_path):
     assert all("layernorm" in n for n in changed(before, trainer.model))
 
 
+@pytest.mark.slow
 def test_train_with_eval_logs_eval_loss_first(tmp_path, qwen_path):
     data = preference_data("standard")
     args = config(tmp_path, eval_strategy="steps", eval_steps=3)
