@@ -83,11 +83,12 @@ def gguf_folder(path: str | os.PathLike) -> Path:
     folder = cache_root() / "gguf" / digest[:16]
     if (folder / SOURCE_FILE).is_file():
         return folder
+    architecture = readable_architecture(path)
     notice(f"{path.name}: dequantizing the GGUF file once into {folder} (later runs load that folder)")
     staging = folder.with_name(f".{folder.name}.{os.getpid()}.partial")
     shutil.rmtree(staging, ignore_errors=True)
     try:
-        _convert(path, staging, digest)
+        _convert(path, staging, digest, architecture)
         folder.parent.mkdir(parents=True, exist_ok=True)
         try:
             staging.rename(folder)
@@ -99,20 +100,28 @@ def gguf_folder(path: str | os.PathLike) -> Path:
     return folder
 
 
-def _convert(path: Path, out: Path, digest: str) -> None:
+def readable_architecture(path: Path) -> str:
+    """The file's architecture, or a one-line error when this transformers cannot read it."""
+    import transformers
+    from transformers.modeling_gguf_pytorch_utils import GGUF_SUPPORTED_ARCHITECTURES
+
+    architecture = architecture_of(path)
+    # The table also holds the metadata sections "general" and "tokenizer": not architectures.
+    readable = sorted(set(GGUF_SUPPORTED_ARCHITECTURES) - {"general", "tokenizer"})
+    if architecture not in readable:
+        raise ValueError(
+            f"{path}: transformers {transformers.__version__} cannot read GGUF architecture {architecture!r} "
+            f"(it reads {', '.join(readable)}); give the model's Hub id or safetensors folder instead"
+        )
+    return architecture
+
+
+def _convert(path: Path, out: Path, digest: str, architecture: str) -> None:
     """Read ``path`` with transformers and save it as a plain float32 safetensors folder at ``out``."""
     import torch
     import transformers
     from transformers import AutoModelForCausalLM, AutoTokenizer
-    from transformers.modeling_gguf_pytorch_utils import GGUF_SUPPORTED_ARCHITECTURES
 
-    architecture = architecture_of(path)
-    if architecture not in GGUF_SUPPORTED_ARCHITECTURES:
-        raise ValueError(
-            f"{path}: transformers {transformers.__version__} cannot read GGUF architecture {architecture!r} "
-            f"(it reads {', '.join(sorted(GGUF_SUPPORTED_ARCHITECTURES))}); give the model's Hub id or "
-            "safetensors folder instead"
-        )
     where, name = str(path.parent), path.name
     tokenizer = AutoTokenizer.from_pretrained(where, gguf_file=name)
     loaded = AutoModelForCausalLM.from_pretrained(where, gguf_file=name, dtype=torch.float32)
