@@ -42,6 +42,21 @@ def toy_rows(n: int = 32, seed: int = 0) -> list[dict]:
     return rows
 
 
+# The ORPO eval metrics compared with TRL's (``logits/*`` differ by design: docs/drop-in.md).
+ORPO_EVAL_METRICS = [
+    "eval_loss",
+    "eval_nll_loss",
+    "eval_log_odds_ratio",
+    "eval_log_odds_chosen",
+    "eval_rewards/chosen",
+    "eval_rewards/rejected",
+    "eval_rewards/accuracies",
+    "eval_rewards/margins",
+    "eval_logps/chosen",
+    "eval_logps/rejected",
+]
+
+
 def tiny_args(tmp_path, **overrides):
     """ORPOConfig for fast CPU tests: fp32, no checkpointing, no saving, no reporting."""
     from orpo import ORPOConfig

@@ -19,7 +19,7 @@ import pytest
 from accelerate import PartialState
 from datasets import Dataset
 
-from helpers import MERGE_ROWS, MERGE_TAILS, merge_tokenizer, toy_rows
+from helpers import MERGE_ROWS, MERGE_TAILS, ORPO_EVAL_METRICS, merge_tokenizer, toy_rows
 from orpo import ORPOConfig, ORPOTrainer
 from orpo.data.normalise import normalise
 from orpo.data.template import render_pair
@@ -29,18 +29,7 @@ from orpo.models.tiny import build_model, build_tokenizer
 trl_orpo = pytest.importorskip("trl.experimental.orpo")
 trl_data = pytest.importorskip("trl.data_utils")
 
-COMPARED = [
-    "eval_loss",
-    "eval_nll_loss",
-    "eval_log_odds_ratio",
-    "eval_log_odds_chosen",
-    "eval_rewards/chosen",
-    "eval_rewards/rejected",
-    "eval_rewards/accuracies",
-    "eval_rewards/margins",
-    "eval_logps/chosen",
-    "eval_logps/rejected",
-]
+COMPARED = ORPO_EVAL_METRICS  # every metric TRL logs that we compute alike (not logits/*)
 
 CHAT_ROWS = [
     {

@@ -21,6 +21,7 @@ import pytest
 import torch
 from datasets import Dataset
 
+from helpers import ORPO_EVAL_METRICS
 from orpo import ORPOConfig, ORPOTrainer
 from orpo.cli.main import main
 from orpo.data.pipeline import prepare_dataset
@@ -68,18 +69,7 @@ STRING_ROWS = [
     {"prompt": "The opposite of hot is", "chosen": " cold.", "rejected": " warm, probably."},
     {"prompt": "Name a primary colour:", "chosen": " red", "rejected": " purple"},
 ]
-COMPARED = [
-    "eval_loss",
-    "eval_nll_loss",
-    "eval_log_odds_ratio",
-    "eval_log_odds_chosen",
-    "eval_rewards/chosen",
-    "eval_rewards/rejected",
-    "eval_rewards/accuracies",
-    "eval_rewards/margins",
-    "eval_logps/chosen",
-    "eval_logps/rejected",
-]
+COMPARED = ORPO_EVAL_METRICS  # every metric TRL logs that we compute alike (not logits/*)
 
 
 @pytest.fixture(scope="module")
