@@ -8,8 +8,8 @@
     Relay                    which stderr lines of a command are progress to show while it runs
 
 A fresh process per run is what makes a run's peak memory its own and gives all its memory back when
-it ends: ``orpo tune`` runs each trial through here, and so do ``orpo compare``, ``orpo demo`` and
-``orpo bench`` (through ``orpo.lab.harness``) each of their runs.
+it ends: ``orpo tune`` runs each trial through here, and ``orpo compare``, ``orpo demo`` and ``orpo
+bench`` each of their runs.
 """
 
 from __future__ import annotations
@@ -28,6 +28,8 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TextIO
+
+from orpo._log import notice
 
 # Lines of a run's error output kept to say why it failed.
 TAIL_LINES = 15
@@ -130,8 +132,14 @@ def _beating(beat: Callable[[], None] | None, seconds: float) -> Iterator[None]:
     stop = threading.Event()
 
     def loop() -> None:
+        failed = False
         while True:
-            beat()
+            try:
+                beat()
+            except Exception as err:  # a lost database connection: say so once, keep trying
+                if not failed:
+                    notice(f"heartbeat failed ({type(err).__name__}: {err}); retrying every {seconds:.0f} s")
+                failed = True
             if stop.wait(seconds):
                 return
 

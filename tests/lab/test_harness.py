@@ -104,13 +104,25 @@ def test_the_heartbeat_beats_while_the_child_sleeps():
     ran = run_in_process(
         [sys.executable, "-c", "import time; time.sleep(1.5)"], beat=lambda: beats.append(1), beat_seconds=0.2
     )
-    assert ran.ok and len(beats) >= 4
+    assert ran.ok and len(beats) >= 2  # at once, then again while the child runs (7 on a quiet machine)
     after = len(beats)
     time.sleep(0.5)
     assert len(beats) == after
     called = []
     ran = run_in_process(functools.partial(time.sleep, 1.0), beat=lambda: called.append(1), beat_seconds=0.2)
-    assert ran.ok and len(called) >= 3
+    assert ran.ok and len(called) >= 2
+
+
+def test_a_heartbeat_that_fails_is_said_once_and_the_run_goes_on(caplog):
+    """A beat that raises (a lost database connection) neither kills the beating nor the run: one notice."""
+
+    def beat():
+        raise ConnectionError("server closed the connection")
+
+    ran = run_in_process([sys.executable, "-c", "import time; time.sleep(0.8)"], beat=beat, beat_seconds=0.1)
+    assert ran.ok
+    said = [r.getMessage() for r in caplog.records if "heartbeat failed" in r.getMessage()]
+    assert len(said) == 1 and "server closed the connection" in said[0]
 
 
 def test_a_command_with_a_log_file_keeps_its_last_lines_for_the_caller(tmp_path):

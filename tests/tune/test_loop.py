@@ -112,3 +112,22 @@ def test_an_interrupted_trial_fails_without_a_reason_and_stops(study):
         _loop(study, FakeRunner([Outcome("interrupted", steps=1)]), 2)
     (trial,) = study.get_trials()
     assert trial.state == TrialState.FAIL and "fail_reason" not in trial.user_attrs
+
+
+def test_two_workers_on_one_study_draw_different_parameters(tmp_path):
+    """Each trial's sampler is seeded by its own (storage-unique) number: two workers that ask at the same
+    time get different parameters, and a single worker draws what it drew before (seed + trial number)."""
+    from optuna.distributions import FloatDistribution
+
+    from orpo.tune.backend import make_sampler
+    from orpo.tune.loop import _ask
+
+    space = {"learning_rate": FloatDistribution(1e-6, 1e-3, log=True)}
+    url = f"sqlite:///{tmp_path / 'shared.db'}"
+    first = optuna.create_study(storage=url, study_name="s")
+    second = optuna.load_study(storage=url, study_name="s")
+    a, b = _ask(first, space, 0, 4), _ask(second, space, 0, 4)
+    assert (a.number, b.number) == (0, 1) and a.params != b.params
+    alone = optuna.create_study()
+    alone.sampler = make_sampler(0, 0, 4)
+    assert alone.ask(space).params == a.params

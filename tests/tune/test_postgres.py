@@ -109,8 +109,10 @@ def postgres_url():
                 f"listen_addresses = '127.0.0.1'\nport = {port}\nunix_socket_directories = ''\nfsync = off\n"
             )
         start = [*prefix, str(bin_dir / "pg_ctl"), "-D", str(data), "-l", str(log), "-w", "-t", "60", "start"]
-        _run(start, "starting PostgreSQL", log)
         try:
+            _run(
+                start, "starting PostgreSQL", log
+            )  # inside: a server still starting at the timeout is stopped too
             connection = driver.connect(host="127.0.0.1", port=port, user="postgres", dbname="postgres")
             connection.autocommit = True  # CREATE DATABASE cannot run in a transaction
             with connection.cursor() as cursor:
@@ -118,10 +120,10 @@ def postgres_url():
             connection.close()
             yield f"postgresql://postgres@127.0.0.1:{port}/{DATABASE}"
         finally:
-            _run(
+            subprocess.run(
                 [*prefix, str(bin_dir / "pg_ctl"), "-D", str(data), "-m", "immediate", "-w", "stop"],
-                "pg_ctl stop",
-            )
+                capture_output=True,
+            )  # errors ignored: nothing to stop when the start failed early
     finally:
         shutil.rmtree(root, ignore_errors=True)
 
@@ -160,13 +162,23 @@ def test_two_workers_share_one_postgresql_study_without_losing_or_repeating_a_tr
     from orpo.tune.backend import open_storage
 
     outs = [tmp_path / "worker-a", tmp_path / "worker-b"]
-    procs = [
-        subprocess.Popen(
-            _worker(out, postgres_url, "shared"), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
-        )
-        for out in outs
-    ]
-    outputs = [p.communicate(timeout=1800) for p in procs]
+    # Output to files, not pipes: a worker blocked on a full pipe nobody reads would never finish.
+    files = [(tmp_path / f"{out.name}.out", tmp_path / f"{out.name}.err") for out in outs]
+    procs = []
+    try:
+        for out, (o, e) in zip(outs, files):
+            with o.open("w") as stdout, e.open("w") as stderr:
+                procs.append(
+                    subprocess.Popen(_worker(out, postgres_url, "shared"), stdout=stdout, stderr=stderr)
+                )
+        for p in procs:
+            p.wait(timeout=1800)
+    finally:
+        for p in procs:  # a timeout or an error above: no worker (and its trial process) outlives the test
+            if p.poll() is None:
+                p.kill()
+                p.wait()
+    outputs = [(o.read_text(), e.read_text()) for o, e in files]
     assert [p.returncode for p in procs] == [0, 0], [err[-2000:] for _, err in outputs]
 
     study = optuna.load_study(study_name="shared", storage=open_storage(postgres_url))
@@ -186,20 +198,3 @@ def test_two_workers_share_one_postgresql_study_without_losing_or_repeating_a_tr
     # The study's best is reported: the worker that ended last saw every trial finished.
     best = study.best_trial.number
     assert any(f"best: trial {best}," in stdout for stdout, _ in outputs), [o for o, _ in outputs]
-
-
-def test_a_plain_postgresql_url_names_the_installed_driver(monkeypatch):
-    """SQLAlchemy 2.1 reads a plain postgresql:// as psycopg 3, 2.0 as psycopg2: the URL gets the one
-    installed, so the documented URL works with either; other URLs pass through."""
-    from orpo.tune import backend
-
-    monkeypatch.setattr(backend, "_importable", lambda module: module == "psycopg")
-    assert backend.with_driver("postgresql://me@127.0.0.1:5/db") == "postgresql+psycopg://me@127.0.0.1:5/db"
-    backend.check_driver("postgresql://me@127.0.0.1:5/db")  # psycopg is enough
-    monkeypatch.setattr(backend, "_importable", lambda module: True)
-    assert backend.with_driver("postgresql://me@h/db").startswith("postgresql+psycopg2://")
-    assert backend.with_driver("postgresql+pg8000://me@h/db") == "postgresql+pg8000://me@h/db"
-    assert backend.with_driver("sqlite:///x.db") == "sqlite:///x.db"
-    monkeypatch.setattr(backend, "_importable", lambda module: False)
-    with pytest.raises(ValueError, match=r"PostgreSQL needs a driver"):
-        backend.check_driver("postgresql://me@h/db")

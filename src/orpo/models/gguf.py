@@ -85,6 +85,7 @@ def gguf_folder(path: str | os.PathLike) -> Path:
         return folder
     architecture = readable_architecture(path)
     notice(f"{path.name}: dequantizing the GGUF file once into {folder} (later runs load that folder)")
+    _remove_abandoned(folder)
     staging = folder.with_name(f".{folder.name}.{os.getpid()}.partial")
     shutil.rmtree(staging, ignore_errors=True)
     try:
@@ -114,6 +115,25 @@ def readable_architecture(path: Path) -> str:
             f"(it reads {', '.join(readable)}); give the model's Hub id or safetensors folder instead"
         )
     return architecture
+
+
+def _remove_abandoned(folder: Path) -> None:
+    """Delete staging folders of this file whose converting process is gone (a kill -9 mid-conversion
+    leaves a model-sized ``.<key>.<pid>.partial`` folder; a live one belongs to a concurrent conversion)."""
+    for partial in folder.parent.glob(f".{folder.name}.*.partial"):
+        pid = partial.name.removeprefix(f".{folder.name}.").removesuffix(".partial")
+        if pid.isdigit() and not _alive(int(pid)):
+            shutil.rmtree(partial, ignore_errors=True)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's live process
+        return True
+    return True
 
 
 def _convert(path: Path, out: Path, digest: str, architecture: str) -> None:

@@ -110,7 +110,9 @@ def check_driver(url: str) -> None:
         return  # with_driver names it
     if base == "mysql":
         raise ValueError(f"{where}: its driver {driver} is not installed: pip install {driver}")
-    if named and named not in ("psycopg2", "psycopg"):
+    if named == "psycopg":
+        raise ValueError(f"{where}: its driver psycopg (3) is not installed: pip install 'psycopg[binary]'")
+    if named and named != "psycopg2":
         raise ValueError(f"{where}: its driver {driver} is not installed: pip install {driver}")
     raise ValueError(f"{where}: PostgreSQL needs a driver (psycopg2 or psycopg): pip install 'orpo[tune]'")
 

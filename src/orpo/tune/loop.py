@@ -128,8 +128,7 @@ def run_trials(
         done = sum(counts(t) for t in trials)
         if done >= budget:
             return ran
-        study.sampler = make_sampler(seed, len(trials), budget)
-        trial = study.ask(distributions)
+        trial = _ask(study, distributions, seed, budget)
         if _past_budget(study, trial, budget):
             return ran
         shown = ", ".join(f"{k}={_short(v)}" for k, v in trial.params.items())
@@ -141,6 +140,19 @@ def run_trials(
         if outcome.state == "failed" and not outcome.diverged:
             where = f" (log: {outcome.log})" if outcome.log is not None else ""
             raise ValueError(f"trial {trial.number} failed: {outcome.reason or 'failed'}{where}")
+
+
+def _ask(study, distributions: dict[str, Any], seed: int, budget: int):
+    """A new trial, its parameters drawn by a sampler seeded with ``seed`` + the trial's own number.
+
+    The number is the storage's, unique across processes: two workers sharing a study never draw with
+    the same seed (seeding by a count taken before ``ask`` gave both the same parameters). One worker
+    draws exactly as before (its trial number is the count of earlier trials)."""
+    trial = study.ask()
+    study.sampler = make_sampler(seed, trial.number, budget)
+    for name, distribution in distributions.items():
+        trial._suggest(name, distribution)  # Optuna's one entry point for a distribution object
+    return trial
 
 
 def _past_budget(study, trial, budget: int) -> bool:

@@ -23,10 +23,12 @@ from __future__ import annotations
 
 import os
 import shutil
+import socket
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from orpo.checkpoints import _pid_alive  # the run lock's own liveness test
 from orpo.evaluation.judges import parse_judge
 from orpo.run.recipe import load_recipe
 from orpo.tune.backend import check_driver, default_storage, make_pruner, open_storage, pruner_settings
@@ -212,10 +214,19 @@ def tidy_folders(study, out: Path, keep: str) -> None:
         return
     from optuna.trial import TrialState
 
-    best = best_number(study) if keep == "best" else None
+    host, pid = socket.gethostname(), os.getpid()
     for t in study.get_trials(deepcopy=False):
         folder = out / f"trial-{t.number:04d}"
-        if t.state != TrialState.RUNNING and t.number != best and folder.is_dir():
+        # Only this process's trials (or a dead one's on this machine): on a shared --out another live
+        # worker's best may be newer than what we read.
+        owner = t.user_attrs.get("pid")
+        mine = t.user_attrs.get("host") == host and (
+            owner == pid or (isinstance(owner, int) and not _pid_alive(owner))
+        )
+        if not mine or t.state == TrialState.RUNNING or not folder.is_dir():
+            continue
+        best = best_number(study) if keep == "best" else None  # read again: others may have finished since
+        if t.number != best:
             shutil.rmtree(folder, ignore_errors=True)
 
 
