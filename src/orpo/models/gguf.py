@@ -18,6 +18,7 @@ published with one rename once complete, so a killed conversion leaves nothing h
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import os
@@ -57,8 +58,16 @@ def smollm2_file() -> Path:
 
 
 def file_sha256(path: Path) -> str:
+    """The file's sha256; hashed once per process while its size and modification time stay the same
+    (the tokenizer and the model of one run both ask, and a 5 GB file takes seconds to hash)."""
+    stat = path.stat()
+    return _sha256(str(path.resolve()), stat.st_size, stat.st_mtime_ns)
+
+
+@functools.lru_cache(maxsize=16)
+def _sha256(path: str, size: int, mtime_ns: int) -> str:
     digest = hashlib.sha256()
-    with path.open("rb") as f:
+    with open(path, "rb") as f:
         while chunk := f.read(_CHUNK):
             digest.update(chunk)
     return digest.hexdigest()
