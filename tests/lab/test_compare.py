@@ -147,3 +147,12 @@ def test_trl_baseline_sft_runs_trls_sft_trainer_and_both_are_judged(tmp_path, ca
     # the same NLL (prompt + chosen, nll_on_prompt's default) from the same weights, 1 step apart
     assert trl["eval_nll"] == pytest.approx(ours["eval_nll"], rel=0.05)
     assert ours["judge"]["prompts"] == trl["judge"]["prompts"] == 4
+
+
+def test_an_output_dir_that_is_a_file_is_one_line_and_left_alone(tmp_path, capsys):
+    taken = tmp_path / "results.txt"
+    taken.write_text("mine")
+    assert main(["compare", "--methods", "orpo,sft", f"training.output_dir={taken}"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("orpo: error:") and "is a file, not a folder" in err and "\n" not in err
+    assert taken.read_text() == "mine"

@@ -42,6 +42,10 @@ def run_compare(
     judge = resolve_judge(judge, recipe.data)
     runs = _checked_plan(recipe, config, overrides, methods, grid, baseline, judge_prompts, tune)
     root = Path(recipe.training_args().output_dir)
+    if root.exists() and not root.is_dir():
+        raise ValueError(
+            f"training.output_dir={root} is a file, not a folder; give a folder for the comparison"
+        )
     studies = {} if tune is None else plan_studies(config, overrides, runs, tune, root, judge, judge_prompts)
     root.mkdir(parents=True, exist_ok=True)
     tuned = run_studies(studies, log) if studies else {}
