@@ -63,8 +63,9 @@ ALLOWED: dict[str, set[str]] = {
     "export": LIBRARY | {"run"},
     "pairs": LIBRARY | {"run"},
     "tune": LIBRARY | {"run"},
-    "lab": LIBRARY | {"run", "export", "pairs", "tune"},
-    "cli": LIBRARY | {"run", "export", "pairs", "tune", "lab"},
+    "iterate": LIBRARY | {"run", "export", "pairs"},
+    "lab": LIBRARY | {"run", "export", "pairs", "tune", "iterate"},
+    "cli": LIBRARY | {"run", "export", "pairs", "tune", "lab", "iterate"},
 }
 
 

@@ -24,6 +24,7 @@ SUBCOMMANDS = (
     "eval",
     "generate",
     "pairs",
+    "iterate",
     "judge",
     "compare",
     "tune",
@@ -45,6 +46,7 @@ beta times an odds-ratio penalty that pushes the rejected response down. No refe
   orpo eval RUN --data SOURCE    preference metrics of a trained run on a dataset
   orpo generate RUN --prompt T   generate with a trained run (chat template applied)
   orpo pairs RUN --prompts SRC   sample K answers per prompt, score them, write (chosen, rejected) pairs
+  orpo iterate --prompts SRC     rounds of pairs, training and judged held-out answers, with control arms
   orpo judge A.jsonl B.jsonl     win rate of B over A with an interval (rules, reward model, LLM, humans)
   orpo compare [CONFIG.yaml]     train SFT, ORPO, DPO, SimPO, ... on one recipe: memory, time, quality
   orpo tune CONFIG.yaml --trials N  search learning rate, beta, ... on validation (Optuna; resumable)

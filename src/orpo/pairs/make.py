@@ -313,10 +313,9 @@ def _refuse_unscored(out: Path, summary: dict, judge: str) -> None:
 def _write(
     paths: dict[str, Path], rows: list[dict], summary: dict, by_prompt: dict[str, list[Candidate]], judge: str
 ) -> None:
-    """OUT (replaced whole, so a killed write leaves the old file), the histogram and the summary."""
-    tmp = paths["out"].with_suffix(".jsonl.tmp")
-    tmp.write_text("".join(json.dumps(r) + "\n" for r in rows))
-    os.replace(tmp, paths["out"])
+    """The histogram, the summary, then OUT (replaced whole, so a killed write leaves the old file). OUT
+    last: a run killed before it leaves no OUT, so a rerun (which refuses an OUT without its summary)
+    redoes the pairing from the kept samples."""
     histogram(
         paths["histogram"],
         [c.score for cs in by_prompt.values() for c in cs for _ in c.samples if c.score is not None],
@@ -325,6 +324,9 @@ def _write(
         judge,
     )
     paths["summary"].write_text(json.dumps(summary, indent=2) + "\n")
+    tmp = paths["out"].with_suffix(".jsonl.tmp")
+    tmp.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    os.replace(tmp, paths["out"])
 
 
 def _summary(
