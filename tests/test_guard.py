@@ -1,5 +1,6 @@
 """The non-finite guard through the Python API (``ORPOTrainer`` used directly, no CLI)."""
 
+import copy
 import json
 from pathlib import Path
 
@@ -9,7 +10,7 @@ from safetensors.torch import load_file
 
 from helpers import tiny_args
 from orpo import ORPOTrainer
-from orpo.guard import LossScaler, NonFiniteError
+from orpo.guard import MASTERS_KEY, Float32Masters, LossScaler, NonFiniteError
 from orpo.models.tiny import build_model
 
 FIXTURE = Path(__file__).parent / "fixtures" / "data" / "prompt_strings.jsonl"
@@ -302,3 +303,108 @@ def test_no_loss_scale_for_float32_or_bfloat16_weights_or_in_stop_mode(
     model = _model(tokenizer).to(dtype)
     assert _trainer(tmp_path, tokenizer, rows, model=model, **overrides).loss_scaler is None
     assert _trainer(tmp_path, tokenizer, rows, model=_model(tokenizer).half()).loss_scaler is not None
+
+
+# ---- float16 weights without AMP: the optimizer steps float32 masters (Adam's moments in float32) ----
+
+
+def _linear(dtype: torch.dtype, grads: dict[str, torch.Tensor]) -> torch.nn.Linear:
+    """The same 4 -> 3 Linear (values float16-representable) in ``dtype``, with ``grads`` set by name."""
+    torch.manual_seed(0)
+    layer = torch.nn.Linear(4, 3).half().to(dtype)
+    for name, param in layer.named_parameters():
+        param.grad = grads[name].to(dtype) if name in grads else None
+    return layer
+
+
+def test_float32_masters_step_as_float32_adamw_does():
+    """One AdamW step through ``Float32Masters`` on float16 weights is float32 AdamW's step on the same
+    values and gradients: the masters equal it exactly, the weights are it rounded to float16.
+
+    Why it matters, by hand: AdamW's first step is ``w - lr x m_hat / (sqrt(v_hat) + eps)`` with
+    ``m = 0.1 g``, ``v = 0.001 g^2`` (then divided by the bias corrections 0.1 and 0.001), so about
+    ``w - lr x sign(g)``. With ``|g| <= 4e-3`` in float16, ``v = 0.001 g^2 <= 1.6e-8`` rounds to 0
+    (the smallest float16 is 6e-8) and so does ``eps`` = 1e-8: plain AdamW on float16 weights divides
+    by 0 and writes inf. The bias has no gradient: its weight and its master stay put, with no state."""
+    torch.manual_seed(1)
+    grads = {"weight": (torch.rand(3, 4) * 2 - 1).mul(4e-3).half()}  # |g| <= 4e-3, float16 values
+    full, half, plain = (_linear(d, grads) for d in (torch.float32, torch.float16, torch.float16))
+    before = {n: p.detach().clone() for n, p in half.named_parameters()}
+
+    torch.optim.AdamW(full.parameters(), lr=0.1, weight_decay=0.01).step()
+    masters = Float32Masters(torch.optim.AdamW(half.parameters(), lr=0.1, weight_decay=0.01))
+    masters.step()
+    torch.optim.AdamW(plain.parameters(), lr=0.1, weight_decay=0.01).step()
+
+    (weight, weight_master), (bias, bias_master) = masters.pairs
+    torch.testing.assert_close(weight_master, full.weight.detach(), rtol=0, atol=0)
+    assert weight.dtype == torch.float16
+    torch.testing.assert_close(weight.detach(), full.weight.detach().half(), rtol=0, atol=0)
+    moved = (weight.detach().float() - before["weight"].float()).abs()
+    assert 0.09 < moved.min() and moved.max() < 0.11  # about lr x sign(g), as derived above
+    assert torch.equal(bias.detach(), before["bias"]) and torch.equal(bias_master.half(), before["bias"])
+    assert list(masters.state) == [weight_master]
+    assert masters.state[weight_master]["exp_avg_sq"].dtype == torch.float32
+    assert not torch.isfinite(plain.weight).any()  # float16 moments: v and eps round to 0
+
+
+def test_float32_masters_state_dict_holds_the_masters_and_resumes_from_them():
+    """After a step the state dict holds the float32 masters, and a fresh wrapper that loads it takes the
+    same second step (float16 weights alone would have lost the masters' low bits). A state without
+    masters takes them from the weights at the next step; one with a different count is refused."""
+    grads = {"weight": torch.full((3, 4), 1e-3).half(), "bias": torch.full((3,), -2e-3).half()}
+    first = Float32Masters(torch.optim.AdamW(_linear(torch.float16, grads).parameters(), lr=0.01))
+    assert MASTERS_KEY not in first.state_dict()  # not taken yet: the weights may still be loaded
+    first.step()
+    state = copy.deepcopy(first.state_dict())  # as saved: torch's state_dict shares the live tensors
+    assert [m.dtype for m in state[MASTERS_KEY]] == [torch.float32, torch.float32]
+
+    layer = _linear(torch.float16, grads)
+    with torch.no_grad():
+        for param, (old, _) in zip(layer.parameters(), first.pairs):
+            param.copy_(old)  # the checkpoint's float16 weights
+    resumed = Float32Masters(torch.optim.AdamW(layer.parameters(), lr=0.01))
+    resumed.load_state_dict(state)
+    first.step()
+    resumed.step()
+    for (a, master_a), (b, master_b) in zip(first.pairs, resumed.pairs):
+        assert torch.equal(master_a, master_b) and torch.equal(a, b)
+
+    without = {k: v for k, v in state.items() if k != MASTERS_KEY}
+    resumed.load_state_dict(without)
+    assert not resumed.masters_taken
+    resumed.step()
+    assert torch.equal(resumed.pairs[0][1].half(), resumed.pairs[0][0])
+    with pytest.raises(ValueError, match="holds 1 float32 master copies and this model trains 2"):
+        resumed.load_state_dict({**state, MASTERS_KEY: state[MASTERS_KEY][:1]})
+
+
+def test_float16_weights_without_amp_train_through_float32_masters(tmp_path, tokenizer, rows):
+    """The trainer wraps its optimizer for float16 weights (not for float32 or bfloat16, where the moments
+    fit), and a run resumed from a checkpoint (optimizer.pt holds the masters) ends on the weights of the
+    uninterrupted run exactly."""
+
+    def trainer(folder, dtype=torch.float16, **overrides):
+        return _trainer(
+            folder,
+            tokenizer,
+            rows,
+            model=_model(tokenizer).to(dtype),
+            max_steps=6,
+            learning_rate=0.05,
+            **overrides,
+        )
+
+    for dtype in (torch.float32, torch.bfloat16):
+        assert not isinstance(trainer(tmp_path / str(dtype), dtype).create_optimizer(), Float32Masters)
+    full = trainer(tmp_path / "full")
+    full.train()
+    assert isinstance(full.optimizer.optimizer, Float32Masters)  # inside accelerate's wrapper
+    part = trainer(tmp_path / "part", save_strategy="steps", save_steps=3)
+    part.train()
+    resumed = trainer(tmp_path / "part")
+    resumed.train(resume_from_checkpoint=str(tmp_path / "part" / "out" / "checkpoint-3"))
+    assert resumed.state.global_step == 6
+    for name, param in full.model.named_parameters():
+        assert param.dtype == torch.float16 and torch.isfinite(param).all(), name
+        assert torch.equal(resumed.model.get_parameter(name), param), name

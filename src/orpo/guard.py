@@ -23,6 +23,10 @@ scaled, the gradients are unscaled before clipping, an overflowing step is skipp
 it, as above) and halves the scale, and a run of finite steps doubles it. bfloat16 has float32's
 range and needs none.
 
+``Float32Masters``: the same float16 weights (without AMP) are stepped through float32 master copies,
+so the optimizer's moments are float32: Adam's second moment in float16 underflows to 0 and its steps
+blow the weights up, a loss scale or not. A dropped step (``grad = None``) leaves the masters untouched.
+
 ``assert_finite`` refuses to save a model holding a NaN or inf parameter (the final save and every
 checkpoint). ``StopOnSignal`` turns SIGINT / SIGTERM into "save a checkpoint, then stop".
 """
@@ -186,6 +190,142 @@ class LossScaler:
         if self.finite_in_a_row >= self.growth_interval:
             self.scale *= self.growth_factor
             self.finite_in_a_row = 0
+
+
+MASTERS_KEY = "float32_masters"  # the masters' values in the optimizer's state dict (checkpoints)
+
+
+class Float32Masters(torch.optim.Optimizer):
+    """An optimizer that steps float32 master copies of the float16 parameters it was given.
+
+    For float16 weights trained without AMP (``orpo.trainer`` wraps its optimizer in this): the
+    optimizer's state is kept in its parameters' dtype, and Adam's second moment in float16 underflows
+    to 0 for gradients below about 5e-3 (0.001 x g^2 is under float16's smallest value, 6e-8) while the
+    first moment does not, so ``lr x m / (sqrt(v) + eps)`` takes steps of lr / eps x m and the weights
+    blow up. Here the wrapped optimizer holds float32 masters in place of the float16 parameters (other
+    parameters pass through as themselves), so its moments are float32; AMP keeps float32 weights for
+    the same reason.
+
+    ``step``: each float16 gradient (unscaled and clipped already, see ``LossScaler``) is upcast into
+    its master's ``.grad``, the wrapped optimizer steps, and the float16 weights are written from the
+    masters. A parameter whose ``.grad`` is None (a step the guard dropped) leaves its master, and its
+    moments, untouched. Cost: 4 bytes per float16 parameter for the master, 4 more per moment.
+
+    The masters are taken from the weights at the first ``step``, so weights loaded after this is built
+    are the ones trained. ``state_dict`` holds them (``MASTERS_KEY``) once taken, so a resumed run
+    continues from the exact float32 values; a state without them (a checkpoint written before this
+    existed) takes them again from the weights.
+
+    Like accelerate's ``AcceleratedOptimizer``, a wrapper that is an ``Optimizer`` without running its
+    ``__init__``: ``param_groups``, ``state`` and ``defaults`` are the wrapped optimizer's, so a learning
+    rate scheduler drives the same groups.
+    """
+
+    def __init__(self, optimizer: torch.optim.Optimizer):
+        if optimizer.state:
+            raise ValueError(
+                "Float32Masters needs an optimizer that has not stepped yet (its moments would be "
+                "float16); wrap it before training"
+            )
+        self.optimizer = optimizer
+        self.pairs: list[tuple[torch.Tensor, torch.Tensor]] = []  # (float16 parameter, float32 master)
+        self.masters_taken = False
+        for group in optimizer.param_groups:
+            group["params"] = [self._master_of(p) for p in group["params"]]
+
+    def _master_of(self, param: torch.Tensor) -> torch.Tensor:
+        if param.dtype != torch.float16:
+            return param
+        master = param.detach().to(torch.float32, copy=True).requires_grad_(param.requires_grad)
+        self.pairs.append((param, master))
+        return master
+
+    @property
+    def param_groups(self) -> list[dict]:
+        return self.optimizer.param_groups
+
+    @param_groups.setter
+    def param_groups(self, groups: list[dict]) -> None:
+        self.optimizer.param_groups = groups
+
+    @property
+    def state(self):
+        return self.optimizer.state
+
+    @state.setter
+    def state(self, state) -> None:
+        self.optimizer.state = state
+
+    @property
+    def defaults(self) -> dict:
+        return self.optimizer.defaults
+
+    @defaults.setter
+    def defaults(self, defaults: dict) -> None:
+        self.optimizer.defaults = defaults
+
+    def add_param_group(self, param_group: dict) -> None:
+        params = param_group["params"]
+        params = [params] if isinstance(params, torch.Tensor) else list(params)
+        self.optimizer.add_param_group({**param_group, "params": [self._master_of(p) for p in params]})
+
+    @torch.no_grad()
+    def _take_masters(self) -> None:
+        for param, master in self.pairs:
+            master.copy_(param)
+        self.masters_taken = True
+
+    def step(self, closure=None):
+        """Gradients into the masters (float32), the wrapped optimizer's step, masters into the weights."""
+        loss = None
+        if closure is not None:  # evaluated here, once: the wrapped optimizer sees the masters' gradients
+            with torch.enable_grad():
+                loss = closure()
+        if not self.masters_taken:
+            self._take_masters()
+        for param, master in self.pairs:
+            master.grad = None if param.grad is None else param.grad.detach().to(torch.float32)
+        self.optimizer.step()
+        with torch.no_grad():
+            for param, master in self.pairs:
+                param.copy_(master)  # the float16 weights are the masters, rounded
+                master.grad = None  # a float32 copy of every gradient is only needed during the step
+        return loss
+
+    def zero_grad(self, set_to_none: bool = True) -> None:
+        self.optimizer.zero_grad(set_to_none=set_to_none)
+        for param, _ in self.pairs:
+            if set_to_none:
+                param.grad = None
+            elif param.grad is not None:
+                param.grad.zero_()
+
+    def state_dict(self) -> dict:
+        state = self.optimizer.state_dict()
+        if self.masters_taken:
+            state[MASTERS_KEY] = [master for _, master in self.pairs]
+        return state
+
+    def load_state_dict(self, state_dict: dict) -> None:
+        state_dict = dict(state_dict)
+        masters = state_dict.pop(MASTERS_KEY, None)
+        if masters is not None and len(masters) != len(self.pairs):
+            raise ValueError(
+                f"the optimizer state holds {len(masters)} float32 master copies and this model trains "
+                f"{len(self.pairs)} float16 parameters; resume with the model and trainable parameters "
+                "that wrote it"
+            )
+        self.optimizer.load_state_dict(state_dict)
+        if masters is None:
+            self.masters_taken = False  # taken again from the weights at the next step
+            return
+        with torch.no_grad():
+            for (_, master), saved in zip(self.pairs, masters):
+                master.copy_(saved)
+        self.masters_taken = True
+
+    def __repr__(self) -> str:
+        return f"Float32Masters({self.optimizer!r})"
 
 
 def nonfinite_parameters(model: torch.nn.Module) -> list[str]:

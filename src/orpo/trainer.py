@@ -15,6 +15,9 @@ Drop-in for ``trl.experimental.orpo.ORPOTrainer``: same constructor arguments (p
   ``on_nonfinite='skip'``, the float16 default): without it an overflowing step is skipped at the same
   size every time and the run stops after ``max_nonfinite_steps``; with it the step is skipped, the
   scale halves and the next step fits, as AMP's scaler does. bfloat16 has float32's range: no scaler.
+- ``create_optimizer``: the same float16 weights without AMP are stepped through float32 master copies
+  (``orpo.guard.Float32Masters``), so Adam's moments are float32: in float16 its second moment
+  underflows to 0 and the steps blow the weights up (TRL's float16 test ends with every weight NaN).
 - ``training_step`` / ``_get_grad_norm`` / ``_save`` / ``_save_checkpoint`` / ``train``: the
   reliability hooks (logic in ``orpo.guard`` and ``orpo.checkpoints``): a non-finite loss or gradient
   norm stops the run before the optimizer step (under float16 it skips the step, as AMP's GradScaler
@@ -51,7 +54,7 @@ from orpo.data.tokenize import describe_tokenization
 from orpo.data.unpaired import LABEL_COLUMN
 from orpo.engine import PAIR_COLUMNS, PROMPT_TAIL_COLUMNS, SequenceStats, build_engine
 from orpo.engine.refpass import REF_COLUMNS, RefColumnsCollator, precompute, resolve_reference
-from orpo.guard import LossScaler, NonFiniteGuard, StopOnSignal, assert_finite
+from orpo.guard import Float32Masters, LossScaler, NonFiniteGuard, StopOnSignal, assert_finite
 from orpo.losses import Knobs, PairLogps, get_objective
 from orpo.models.load import ensure_pad_token, load_model, load_tokenizer, prepare_model
 
@@ -408,6 +411,21 @@ class ORPOTrainer(Trainer):
             running[1] += count
 
     # ---- reliability hooks (logic in orpo.guard and orpo.checkpoints) ----
+
+    def create_optimizer(self, model=None):
+        """``Trainer``'s optimizer (or the one passed in), stepping float32 masters of float16 weights
+        trained without AMP (``Float32Masters``). FSDP and DeepSpeed keep their own mixed precision."""
+        optimizer = super().create_optimizer(model)
+        if isinstance(optimizer, Float32Masters) or getattr(self.accelerator, "scaler", None) is not None:
+            return optimizer
+        trained = [p for group in optimizer.param_groups for p in group["params"]]
+        if not self._own_grad_norm() or not any(p.dtype == torch.float16 for p in trained):
+            return optimizer
+        if optimizer.state:  # an optimizer passed in that has stepped: its moments are float16 already
+            notice("the optimizer passed in has stepped already; its float16 state stays float16")
+            return optimizer
+        self.optimizer = Float32Masters(optimizer)
+        return self.optimizer
 
     def train(self, resume_from_checkpoint=None, trial=None, ignore_keys_for_eval=None, **kwargs):
         """``Trainer.train``; ``resume_from_checkpoint=True`` takes the newest complete checkpoint, and

@@ -12,11 +12,14 @@ Departure: the model is tagged "orpo" only (our trainer is not TRL, so no "trl" 
 
 from __future__ import annotations
 
+import math
+
 import pytest
 import torch
 from datasets import Dataset
 
 from orpo import ORPOConfig, ORPOTrainer
+from orpo.guard import Float32Masters
 from orpo.models.tiny import build_model, build_tokenizer
 
 QUESTIONS = [
@@ -59,16 +62,20 @@ def preference_data(layout: str) -> dict[str, Dataset]:
     return {"train": Dataset.from_list(rows[:8]), "test": Dataset.from_list(rows[8:])}
 
 
-@pytest.fixture(scope="module")
-def qwen_path(tmp_path_factory):
-    """A tiny Qwen2 and its tokenizer saved to a folder: the local stand-in for TRL's Hub model."""
+def save_tiny_qwen(folder, seed: int = 0) -> str:
+    """A tiny Qwen2 (weights drawn with ``seed``) and its tokenizer saved to ``folder``."""
     corpus = [" ".join(q) for q in QUESTIONS] * 10
     tokenizer = build_tokenizer(corpus, vocab_size=300, with_bos=False)
-    model = build_model(tokenizer, "qwen2", hidden_size=32, num_layers=2)
-    folder = tmp_path_factory.mktemp("tiny-qwen2")
+    model = build_model(tokenizer, "qwen2", hidden_size=32, num_layers=2, seed=seed)
     model.save_pretrained(folder)
     tokenizer.save_pretrained(folder)
     return str(folder)
+
+
+@pytest.fixture(scope="module")
+def qwen_path(tmp_path_factory):
+    """The local stand-in for TRL's Hub model (``save_tiny_qwen``, seed 0)."""
+    return save_tiny_qwen(tmp_path_factory.mktemp("tiny-qwen2"))
 
 
 @pytest.fixture
@@ -189,25 +196,31 @@ def test_compute_metrics_reach_the_eval_logs(tmp_path, model, tokenizer):
 
 
 @pytest.mark.slow
-def test_train_model_dtype(tmp_path, qwen_path):
+@pytest.mark.parametrize("seed", range(8))
+def test_train_model_dtype(tmp_path, seed):
     """A model given by name with ``model_init_kwargs={"dtype": float16}`` trains in float16: TRL's run
     (lr 0.1, the default batch of 8 and 3 epochs: 6 steps over 12 rows) ends, every weight finite.
 
-    Beyond TRL's test: the weights are finite at the end (TRL's own trainer ends this run with every
-    parameter NaN or inf). Float16 weights without AMP get our dynamic loss scale (``LossScaler``): a
-    step whose float16 gradients overflow is skipped (``on_nonfinite`` defaults to 'skip' under float16)
-    and halves the scale. The gradient norm is reduced in float32 (in float16 it is inf past 256, and
-    clipping by it would zero the update). What blows up here is AdamW's float16 second moment
-    (docs/reliability.md): it underflows to 0, and by step 3 the weights reach ~1e4, so the last steps
-    overflow and are skipped; on some other seeds of this tiny model the guard stops after 3 in a row."""
+    Beyond TRL's test: the weights are finite at the end and the loss went down, for 8 draws of the tiny
+    model (TRL's own trainer ends this run with every parameter NaN or inf). Float16 weights without AMP
+    are stepped through float32 masters (``Float32Masters``): in float16, AdamW's second moment
+    underflows to 0 and by step 3 the weights reach ~1e4 (docs/reliability.md); before the masters, 3 of
+    these 8 seeds stopped on the guard after 3 non-finite steps in a row and the other 5 ended at losses of
+    7e4 to 1e7. They also get our dynamic loss scale (``LossScaler``): a step whose float16 gradients
+    overflow is skipped (``on_nonfinite`` defaults to 'skip' under float16) and halves the scale."""
     rows = Dataset.from_list([_row("standard", *q) for q in QUESTIONS])
-    args = config(tmp_path, model_init_kwargs={"dtype": torch.float16}, learning_rate=0.1)
-    trainer = ORPOTrainer(model=qwen_path, args=args, train_dataset=rows)
+    model_path = save_tiny_qwen(tmp_path / "model", seed)
+    args = config(
+        tmp_path / "out", model_init_kwargs={"dtype": torch.float16}, learning_rate=0.1, logging_steps=1
+    )
+    trainer = ORPOTrainer(model=model_path, args=args, train_dataset=rows)
     assert trainer.loss_scaler is not None  # float16 weights, no AMP scaler
     before = snapshot(trainer.model)
     trainer.train()
     assert trainer.state.global_step == 6
-    assert trainer.state.log_history[-1]["train_loss"] is not None
+    assert isinstance(trainer.optimizer.optimizer, Float32Masters)  # inside accelerate's wrapper
+    losses = [h["loss"] for h in trainer.state.log_history if "loss" in h]
+    assert len(losses) == 6 and all(math.isfinite(x) for x in losses) and losses[-1] < losses[0]
     for name, param in trainer.model.named_parameters():
         assert param.dtype == torch.float16, name
         assert torch.isfinite(param).all(), name
