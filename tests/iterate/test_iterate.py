@@ -21,7 +21,7 @@ RECIPE = """
 model: {name: "tiny:llama", tiny: {hidden_size: 32, num_layers: 1, num_heads: 2, num_kv_heads: 1, vocab_size: 400}}
 adapter: null
 data: {train: builtin:codereview, eval_fraction: 0.0}
-training: {max_steps: 2, per_device_train_batch_size: 4, learning_rate: 1.0e-3, gradient_checkpointing: false,
+training: {num_train_epochs: 1, per_device_train_batch_size: 4, learning_rate: 1.0e-3, gradient_checkpointing: false,
            bf16: false, report_to: none, save_strategy: "no", logging_steps: 1, eval_strategy: "no"}
 """
 SMALL = [
@@ -57,33 +57,43 @@ def test_held_out_prompts_come_from_the_eval_split_or_the_end_of_the_training_sp
 
 
 def test_a_held_out_prompt_that_a_round_could_train_on_is_refused(tmp_path):
-    rows = [{"prompt": f"question {i}", "reference": "r"} for i in range(6)] + [{"prompt": "question 0"}]
-    source = tmp_path / "prompts.jsonl"
-    source.write_text("".join(json.dumps(r) + "\n" for r in rows))
-    settings = IterateSettings(
-        str(source), "rules:codereview", 1, tmp_path / "o", eval_split="train", eval_prompts=1
+    """From another split: refused. From the training split itself: its copies earlier in the split are
+    held out with it."""
+    folder = tmp_path / "prompts"
+    folder.mkdir()
+    train = [{"prompt": f"question {i}", "reference": "r"} for i in range(6)]
+    (folder / "train.jsonl").write_text("".join(json.dumps(r) + "\n" for r in train))
+    (folder / "test.jsonl").write_text(
+        json.dumps({"prompt": "question 9"}) + "\n" + json.dumps(train[2]) + "\n"
     )
-    with pytest.raises(ValueError, match=r"1 of its 1 prompts are also training prompts .*id 6"):
+    settings = IterateSettings(str(folder), "rules:codereview", 1, tmp_path / "o", eval_prompts=2)
+    with pytest.raises(
+        ValueError, match=r"--eval-split test: 1 of its 2 prompts are also training prompts .*id 1"
+    ):
         plan_prompts(settings)
+    (folder / "train.jsonl").write_text("".join(json.dumps(r) + "\n" for r in [*train, train[0]]))
+    same = plan_prompts(
+        IterateSettings(
+            str(folder), "rules:codereview", 1, tmp_path / "o", eval_split="train", eval_prompts=1
+        )
+    )
+    assert [p.text for p in same.held_out] == ["question 0"]
+    assert [p.text for p in same.pool] == [f"question {i}" for i in range(1, 6)]
 
 
 def test_a_rerun_may_add_rounds_but_not_change_what_the_rounds_did(tmp_path):
-    first = IterateSettings(
-        CODE, "rules:codereview", 2, tmp_path / "o", samples=2, overrides=("max_steps=6",)
+    recipe = {"training": {"max_steps": 6, "beta": 0.1}}
+    check_out(IterateSettings(CODE, "rules:codereview", 2, tmp_path / "o", samples=2), recipe)
+    # More rounds, another batch size, the same recipe written otherwise: the same run, continued.
+    more = IterateSettings(
+        CODE, "rules:codereview", 5, tmp_path / "o", samples=2, batch_size=4, overrides=("x=1",)
     )
-    check_out(first)
-    check_out(
-        IterateSettings(CODE, "rules:codereview", 5, tmp_path / "o", samples=2, overrides=("max_steps=6",))
-    )
+    check_out(more, recipe)
+    changed = {"training": {"max_steps": 7, "beta": 0.1}}
     with pytest.raises(
-        ValueError,
-        match=r"other settings \(overrides: \['max_steps=6'\] -> \['max_steps=7'\], samples: 2 -> 3\)",
+        ValueError, match=r"other settings \(the recipe: training.max_steps: 6 -> 7, samples: 2 -> 3\)"
     ):
-        check_out(
-            IterateSettings(
-                CODE, "rules:codereview", 2, tmp_path / "o", samples=3, overrides=("max_steps=7",)
-            )
-        )
+        check_out(IterateSettings(CODE, "rules:codereview", 2, tmp_path / "o", samples=3), changed)
     (tmp_path / "f").write_text("x")
     with pytest.raises(ValueError, match="is a file"):
         check_out(IterateSettings(CODE, "rules:codereview", 2, tmp_path / "f"))
@@ -133,9 +143,16 @@ def test_no_gain_means_not_above_the_previous_interval():
             "leaves none to train on",
         ),
         (["--rounds", "1", "beta=-1"], "training.beta=-1"),
+        (["--rounds", "1", "--temperature", "-1"], "temperature=-1.0 must be >= 0"),
+        (["--rounds", "1", "--temperature", "0"], "greedy decoding gives 4 identical completions"),
+        (["--rounds", "1", "--top-p", "2"], "top_p=2.0 must be in (0, 1]"),
+        (["--rounds", "1", "--min-margin", "-1"], "--min-margin -1.0 must be >= 0"),
+        (["--rounds", "1", "--batch-size", "0"], "--batch-size 0 must be >= 1"),
+        (["--rounds", "1", "--eval-split", "nosuch"], "nosuch"),
     ],
 )
 def test_bad_input_is_one_line_and_writes_nothing(tmp_path, capsys, extra, message):
+    """Each refused before the base is built or anything is written."""
     out = tmp_path / "it"
     argv = ["iterate", "--prompts", CODE, "--judge", "rules:codereview", "--out", str(out), *extra]
     # The last --judge on the line wins (argparse), so the human case replaces the rules judge.
@@ -143,6 +160,15 @@ def test_bad_input_is_one_line_and_writes_nothing(tmp_path, capsys, extra, messa
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and message in err[0], err
     assert not out.exists()
+
+
+def test_an_out_that_is_a_file_is_one_line(tmp_path, capsys):
+    out = tmp_path / "it"
+    out.write_text("mine")
+    argv = ["iterate", "--prompts", CODE, "--judge", "rules:codereview", "--rounds", "1", "--out", str(out)]
+    assert main(argv) == 2
+    assert capsys.readouterr().err.strip() == f"orpo: error: --out {out} is a file; give a folder"
+    assert out.read_text() == "mine"
 
 
 # ---- end to end (tiny model) ----
@@ -188,7 +214,14 @@ def test_two_rounds_with_both_controls_write_every_round_and_its_interval(finish
     main_, steps, sft = (summary["arms"][k] for k in ("main", "steps", "sft"))
     # Round 1 of the steps arm is the main arm's; its round 2 trains round 1's pairs for as many steps.
     assert steps[1] == main_[1]
-    assert steps[2]["train"]["steps"] == main_[2]["train"]["steps"] == 2
+    # One epoch each: the main arm's round 2 (both rounds' pairs) takes more steps than one epoch on
+    # round 1's pairs, and the control is given exactly as many.
+    assert main_[2]["train"]["steps"] > main_[1]["train"]["steps"]
+    assert steps[2]["train"]["steps"] == main_[2]["train"]["steps"]
+    assert (
+        "max_steps: " + str(main_[2]["train"]["steps"])
+        in (out / "control-steps" / "round-2" / "run" / "config.yaml").read_text()
+    )
     assert steps[2]["train"]["data"] == [str(out / "round-1" / "pairs.jsonl")]
     # --replay all: round 2 trains on both rounds' pairs, from round 1's model.
     assert main_[2]["train"]["data"] == [str(out / f"round-{k}" / "pairs.jsonl") for k in (1, 2)]
@@ -258,3 +291,21 @@ def test_kill_9_then_rerun_completes_the_same_rounds(finished, tmp_path):
     for name in ("round-2/eval.json", "sft/round-2/eval.json", "control-steps/round-2/eval.json"):
         answers = [[i["answer"] for i in json.loads((d / name).read_text())["items"]] for d in (out, ref)]
         assert answers[0] == answers[1], name
+
+
+@pytest.mark.slow
+def test_until_no_gain_stops_at_the_first_round_inside_the_previous_interval(tmp_path):
+    """A few training steps of a random tiny model write no review: f1 stays 0, inside the base's interval
+    [0, 0], so round 1 is the last of 3, and the summary says why."""
+    from orpo.iterate import IterateSettings, run_iterate
+
+    recipe = tmp_path / "tiny.yaml"
+    recipe.write_text(RECIPE)
+    settings = IterateSettings(
+        CODE, "rules:codereview", 3, tmp_path / "it", recipe=str(recipe), samples=2, max_prompts=4,
+        eval_prompts=3, max_new_tokens=8, batch_size=8, until_no_gain=True,
+    )  # fmt: skip
+    summary = run_iterate(settings, progress=False, say=lambda _: None)
+    assert [r["round"] for r in summary["arms"]["main"]] == [0, 1]
+    assert summary["stopped"].startswith("round 1's f1 0.000 is not above round 0's interval [0.000, 0.000]")
+    assert not (tmp_path / "it" / "round-2").exists()

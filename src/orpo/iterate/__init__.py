@@ -32,8 +32,8 @@ from pathlib import Path
 from orpo.iterate.plan import (
     IterateSettings,
     PromptPlan,
-    check_flags,
     check_out,
+    check_out_path,
     check_overrides,
     plan_prompts,
 )
@@ -88,6 +88,15 @@ class Iteration:
             bf16=bool(args.bf16) and not torch.cuda.is_available(),
         )
         self.recipe = recipe
+        # How the base's prompts are rendered: as the recipe will train it (a run renders as it trained).
+        from orpo.data.tokenize import Limits
+
+        self.rendering = {
+            "chat_template_mode": args.chat_template_mode,
+            "limits": Limits.from_config(args),
+            "tokenization": args.tokenization,
+        }
+        self.lower_is_better = metric in getattr(scorer, "lower_is_better", set())
         self.base = ""
         self.evals: dict[tuple[str, int], dict] = {}
         self.records: dict[str, list[RoundRecord]] = {}
@@ -139,7 +148,9 @@ class Iteration:
             path = self.round_dir(arm, r) / EVAL_FILE
             if not path.is_file():
                 self.say(f"{_label(arm, r)}: judging {len(self.plan.held_out)} held-out answers of {model}")
-            self.evals[key] = evaluate(model, self.plan.held_out, self.scorer, path, self.answer)
+            self.evals[key] = evaluate(
+                model, self.rendering, self.plan.held_out, self.scorer, path, self.answer
+            )
         return self.evals[key]
 
     def run_round(self, arm: Arm, r: int, progress: bool) -> RoundRecord:
@@ -157,6 +168,7 @@ class Iteration:
             summary = round_pairs(
                 self.s,
                 self.sampler(arm, r),
+                self.rendering,
                 self.plan.window(r, self.s.max_prompts),
                 path,
                 self.s.seed + r - 1,
@@ -174,6 +186,11 @@ class Iteration:
             extra.append(f"training.method={arm.method}")
         if arm.name == "steps":
             steps = self.records["main"][r].train["steps"]
+            if not steps or steps < 1:  # max_steps=0 would mean "train by epochs": no longer a control
+                raise ValueError(
+                    f"round {r}: the main arm's run records {steps} steps, so the steps control cannot match "
+                    f"it; delete {self.round_dir(self.arms[0], r)} and rerun"
+                )
             extra.append(f"training.max_steps={steps}")
         round_dir = self.round_dir(arm, r)
         if not (round_dir / "train.json").is_file():
@@ -195,6 +212,7 @@ class Iteration:
             "settings": self.s.record(),
             "base": self.base,
             "metric": self.metric,
+            "method": self.recipe_method,
             "judge": self.s.judge,
             "held_out_prompts": len(self.plan.held_out),
             "arms": {name: [r.row() for r in rounds] for name, rounds in self.records.items()},
@@ -203,7 +221,7 @@ class Iteration:
 
 
 def _train_view(record: dict) -> dict:
-    return {k: record[k] for k in ("steps", "seconds", "data", "start", "nonfinite_skipped")}
+    return {k: record.get(k) for k in ("steps", "seconds", "resumed", "data", "start", "nonfinite_skipped")}
 
 
 def _label(arm: Arm, r: int) -> str:
@@ -226,10 +244,16 @@ def prepare(settings: IterateSettings):
     from orpo.evaluation.judges.pointwise import ScoreItem
     from orpo.run.recipe import load_recipe
 
-    check_flags(settings)
+    check_out_path(settings.out)
     check_overrides(settings.overrides)
     recipe = load_recipe(settings.recipe, list(settings.overrides))  # every field checked, nothing written
     method = recipe.training_args().method
+    if "steps" in settings.controls and settings.rounds == 1:
+        from orpo._log import notice
+
+        notice(
+            "--control steps with --rounds 1: the steps arm starts at round 2 (its round 1 is the main arm's)"
+        )
     if "sft" in settings.controls and method == "sft":
         raise ValueError("--control sft: the recipe's method is already sft; drop the sft arm")
     spec = parse_judge(settings.judge, pointwise=True)
@@ -247,6 +271,14 @@ def prepare(settings: IterateSettings):
     return recipe, plan, scorer, metric
 
 
+def _resolved(recipe) -> dict:
+    """The recipe as every round resolves it, without what iterate sets itself (the rerun check)."""
+    data = recipe.to_dict()
+    data.get("training", {}).pop("output_dir", None)
+    data.get("data", {}).pop("train", None)
+    return json.loads(json.dumps(data, default=str))
+
+
 def run_iterate(settings: IterateSettings, progress: bool = True, say=_say) -> dict:
     """Run (or resume) every round of every arm; returns the summary (also OUT/summary.json)."""
     from orpo.checkpoints import run_lock
@@ -255,7 +287,7 @@ def run_iterate(settings: IterateSettings, progress: bool = True, say=_say) -> d
     recipe, plan, scorer, metric = prepare(settings)
     it = Iteration(settings, plan, scorer, metric, recipe, say)
     with run_lock(settings.out):
-        check_out(settings)
+        check_out(settings, _resolved(recipe))
         seed = recipe.training_args().seed
         it.base = ensure_base(
             recipe.model.name, recipe.model, settings.prompts, settings.split, seed, settings.out
@@ -280,8 +312,9 @@ def run_iterate(settings: IterateSettings, progress: bool = True, say=_say) -> d
                 it.evaluation(it.arms[0], r - 1), it.evaluation(it.arms[0], r)
             ):
                 earlier = it.records["main"][-2].eval["metric"]
+                better = "below" if it.lower_is_better else "above"
                 stopped = (
-                    f"round {r}'s {metric} {last.eval['metric']['mean']:.3f} is not above round {r - 1}'s "
+                    f"round {r}'s {metric} {last.eval['metric']['mean']:.3f} is not {better} round {r - 1}'s "
                     f"interval [{earlier['ci_low']:.3f}, {earlier['ci_high']:.3f}] (--until-no-gain)"
                 )
                 break

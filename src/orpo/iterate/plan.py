@@ -14,8 +14,10 @@ from orpo.evaluation.generate import Prompt, load_prompts
 
 SETTINGS_FILE = "iterate.json"
 # Settings a rerun may change without changing what any finished stage holds: more rounds continue the
-# run, --until-no-gain only decides when to stop, batch sizes and the server address only how fast.
-RERUN_FREE = ("rounds", "until_no_gain", "batch_size", "server")
+# run, --until-no-gain only decides when to stop, batch sizes and the server address only how fast (the
+# samples already drawn are kept), the folder may move; the recipe file and overrides are compared by
+# what they resolve to (``resolved_recipe``), not as written.
+RERUN_FREE = ("rounds", "until_no_gain", "batch_size", "server", "out", "recipe", "overrides")
 FROM = ("previous", "base")
 REPLAY = ("all", "last", "none")
 CONTROLS = ("steps", "sft")
@@ -80,6 +82,12 @@ class IterateSettings:
     seed: int = 0
     server: str | None = None
 
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "out", Path(self.out))
+        object.__setattr__(self, "overrides", tuple(self.overrides))
+        object.__setattr__(self, "controls", tuple(self.controls))
+        check_flags(self)
+
     def record(self) -> dict:
         """The settings as OUT/iterate.json keeps them (paths as strings)."""
         data = asdict(self)
@@ -105,6 +113,22 @@ def check_flags(s: IterateSettings) -> None:
         raise ValueError(f"--from {s.start}: choose one of {', '.join(FROM)}")
     if s.replay not in REPLAY:
         raise ValueError(f"--replay {s.replay}: choose one of {', '.join(REPLAY)}")
+    if s.batch_size < 1:
+        raise ValueError(f"--batch-size {s.batch_size} must be >= 1")
+    from orpo.evaluation.generate import GenerationSettings
+    from orpo.pairs.pairing import PairingSettings
+
+    # The objects make_pairs builds, built now: a bad --temperature, --top-p, --chosen or --min-margin
+    # fails before the base is built or judged.
+    GenerationSettings(
+        max_new_tokens=s.max_new_tokens,
+        temperature=s.temperature,
+        top_p=s.top_p,
+        seed=s.seed,
+        num_samples=s.samples,
+        batch_size=s.batch_size,
+    )
+    PairingSettings(s.chosen, s.rejected, s.min_margin, 1, s.seed)
     unknown = [c for c in s.controls if c not in CONTROLS]
     if unknown:
         raise ValueError(f"--control {','.join(unknown)}: choose among {', '.join(CONTROLS)}")
@@ -148,8 +172,15 @@ def plan_prompts(s: IterateSettings) -> PromptPlan:
                 f"holding out {s.eval_prompts} leaves none to train on; lower --eval-prompts"
             )
         pool, held_out = pool[: -s.eval_prompts], pool[-s.eval_prompts :]
+        # A held-out prompt repeated earlier in the split is held out too, not trained on.
+        kept = {_key(p) for p in held_out}
+        pool = [p for p in pool if _key(p) not in kept]
     else:
         held_out = load_prompts(s.prompts, split=s.eval_split, limit=s.eval_prompts)
+    if not held_out:
+        raise ValueError(
+            f"{s.prompts} (split {s.eval_split}): no held-out prompts; give another --eval-split"
+        )
     if not pool:
         raise ValueError(f"{s.prompts} (split {s.split}): no prompts to make pairs from")
     trained = {_key(p): p for p in pool}
@@ -170,26 +201,43 @@ def _key(p: Prompt) -> str:
     return json.dumps([p.text_prompt, p.messages], sort_keys=True)
 
 
-def check_out(s: IterateSettings) -> None:
-    """Refuse an OUT that is a file, that holds something else, or that was written with other settings
-    (naming each change); record the settings on a new OUT."""
-    out = s.out
+def check_out_path(out: Path) -> None:
     if out.exists() and not out.is_dir():
         raise ValueError(f"--out {out} is a file; give a folder")
+
+
+def check_out(s: IterateSettings, resolved_recipe: dict | None = None) -> None:
+    """Refuse an OUT that is a file, that holds something else, or that was written with other settings
+    (naming each change); record the settings (and the recipe as resolved) on a new OUT."""
+    out = s.out
+    check_out_path(out)
     path = out / SETTINGS_FILE
     others = [p for p in out.iterdir() if p.name != LOCK_FILE] if out.is_dir() else []
     if others and not path.is_file():
         raise ValueError(f"--out {out} holds other files and no {SETTINGS_FILE}; give a new or empty folder")
-    new = s.record()
+    new = s.record() | {"resolved_recipe": resolved_recipe}
     if path.is_file():
         old = json.loads(path.read_text())
         changed = sorted(
             k for k in old.keys() | new.keys() if k not in RERUN_FREE and old.get(k) != new.get(k)
         )
         if changed:
-            diff = ", ".join(f"{k}: {old.get(k)} -> {new.get(k)}" for k in changed)
+            diff = ", ".join(_change(k, old.get(k), new.get(k)) for k in changed)
             raise ValueError(
                 f"--out {out} was written with other settings ({diff}); rerun with them, or give another --out"
             )
     out.mkdir(parents=True, exist_ok=True)
     write_text_atomic(path, json.dumps(new, indent=2) + "\n")
+
+
+def _change(key: str, old, new) -> str:
+    """``key: old -> new``; for the recipe, each field that differs."""
+    if key == "resolved_recipe" and isinstance(old, dict) and isinstance(new, dict):
+        fields = [
+            f"{section}.{name}: {(old.get(section) or {}).get(name)} -> {(new.get(section) or {}).get(name)}"
+            for section in sorted(old.keys() | new.keys())
+            for name in sorted(((old.get(section) or {}) | (new.get(section) or {})).keys())
+            if (old.get(section) or {}).get(name) != (new.get(section) or {}).get(name)
+        ]
+        return "the recipe: " + ", ".join(fields)
+    return f"{key}: {old} -> {new}"

@@ -123,6 +123,14 @@ def table(summary: dict) -> str:
     return "\n".join(lines)
 
 
+def _legend(arm: str, method: str | None) -> str:
+    return {
+        "main": f"{method or 'main'}: new pairs each round",
+        "steps": "control: round 1's pairs, same steps",
+        "sft": "sft on the chosen (rejection sampling)",
+    }.get(arm, arm)
+
+
 def plot(out: Path, summary: dict) -> Path:
     """OUT/rounds.png: the judged metric per round with its interval, one line per arm."""
     import matplotlib
@@ -142,7 +150,7 @@ def plot(out: Path, summary: dict) -> Path:
         errors = np.array(
             [[m["mean"] - m["ci_low"] for _, m in points], [m["ci_high"] - m["mean"] for _, m in points]]
         )
-        ax.errorbar(xs, means, yerr=errors, marker="o", capsize=3, label=arm)
+        ax.errorbar(xs, means, yerr=errors, marker="o", capsize=3, label=_legend(arm, summary.get("method")))
     ax.set_xlabel("round (0: the base)")
     ax.set_ylabel(f"held-out {metric} (95% interval)")
     ax.xaxis.get_major_locator().set_params(integer=True)

@@ -43,7 +43,10 @@ def ensure_base(name: str, model_section, prompts: str, split: str, seed: int, o
     from orpo.run.recipe import TINY_PREFIX
 
     if not name.startswith(TINY_PREFIX):
-        return name
+        from orpo.models.gguf import gguf_folder, is_gguf
+
+        # A GGUF file trains as named (dequantized once, cached); sampling and judging open its folder.
+        return str(gguf_folder(name)) if is_gguf(name) else name
     folder = out / "base"
     if is_complete(folder):
         return str(folder)
@@ -62,7 +65,24 @@ def ensure_base(name: str, model_section, prompts: str, split: str, seed: int, o
     return str(folder)
 
 
-def round_pairs(settings, model: str, prompts: list[Prompt], path: Path, seed: int, progress: bool) -> dict:
+def open_round_model(model: str, rendering: dict | None, weights: bool = True):
+    """``model`` opened to sample or answer from (``orpo.run.loading.open_model``). A run folder renders
+    prompts as it trained; any other model (the base) as the recipe will train it (``rendering``: its
+    chat_template_mode, limits and tokenization), so round 1's pairs and the base's answers are the
+    prompts training sees."""
+    from dataclasses import replace
+
+    from orpo.run.loading import kind_of, open_model
+
+    loaded = open_model(model, weights=weights)
+    if rendering is not None and kind_of(model) not in ("run", "checkpoint"):
+        loaded = replace(loaded, **rendering)
+    return loaded
+
+
+def round_pairs(
+    settings, model: str, rendering: dict | None, prompts: list[Prompt], path: Path, seed: int, progress: bool
+) -> dict:
     """The round's pairs from ``model`` (see ``orpo.pairs.make_pairs``); returns their summary."""
     summary = path.with_suffix(".summary.json")
     if path.is_file() and summary.is_file():
@@ -70,8 +90,11 @@ def round_pairs(settings, model: str, prompts: list[Prompt], path: Path, seed: i
     from orpo.pairs import Server, make_pairs
 
     path.parent.mkdir(parents=True, exist_ok=True)
+    server = Server(settings.server, model) if settings.server else None
+    if server is not None:
+        check_served(server, model)
     result = make_pairs(
-        model,
+        open_round_model(model, rendering, weights=server is None),
         prompts,
         settings.judge,
         path,
@@ -85,10 +108,28 @@ def round_pairs(settings, model: str, prompts: list[Prompt], path: Path, seed: i
         rejected=settings.rejected,
         min_margin=settings.min_margin,
         metric=settings.metric,
-        server=Server(settings.server, model) if settings.server else None,
+        server=server,
         progress=progress,
     )
     return result.summary
+
+
+def check_served(server, model: str) -> None:
+    """Refuse to sample a round through a server that does not serve its model: a server that answers
+    with whatever it loaded (llama.cpp's ignores the name) would make the round off-policy unseen."""
+    import urllib.request
+
+    try:
+        with urllib.request.urlopen(server.url.rstrip("/") + "/models", timeout=30) as reply:
+            served = [m.get("id") for m in json.loads(reply.read()).get("data", [])]
+    except (OSError, ValueError) as err:
+        raise ValueError(f"--server {server.url}: cannot list its models ({err}); is it running?") from None
+    if model not in served:
+        raise ValueError(
+            f"--server {server.url} serves {', '.join(map(str, served)) or 'no model'}, not this round's "
+            f"model {model}: serve it under that name (e.g. `vllm serve {model}`), then rerun; finished stages "
+            "are kept"
+        )
 
 
 def train_round(
@@ -110,13 +151,14 @@ def train_round(
 
     run = round_dir / "run"
     resume = False
-    if run.exists() and not has_final_model(run):
+    finished = read_summary(run).get("status") == "finished" and has_final_model(run)
+    if run.exists() and not finished:
         if latest_checkpoint(run)[0] is not None:
             resume = True
-        else:  # killed before its first checkpoint: nothing in it is worth keeping
+        else:  # killed before its first checkpoint (or while saving the model): nothing to keep
             shutil.rmtree(run)
     seconds = None
-    if not has_final_model(run):
+    if not finished:
         again = ["training.resume_from_checkpoint=true"] if resume else []
         recipe = load_recipe(
             settings.recipe, [*settings.overrides, *_round_overrides(start, data, run, extra), *again]
@@ -133,6 +175,7 @@ def train_round(
         "overrides": extra,
         "steps": summary.get("steps"),
         "seconds": seconds,
+        "resumed": resume,  # seconds then count the last stretch only
         "before": summary.get("before", {}),
         "after": summary.get("after", {}),
         "nonfinite_skipped": summary.get("nonfinite_skipped", 0),
@@ -146,6 +189,11 @@ def _round_overrides(start: str, data: list[Path], run: Path, extra: list[str]) 
         f"model.name={start}",
         "model.gguf_file=null",  # `start` is a whole path (a recipe's gguf_file is joined into its name)
         f"data.train={json.dumps([str(p) for p in data])}",
+        # The pairs files are iterate's own layout: the recipe's column map or forced format (for the data
+        # it was written for) must not apply to them.
+        "data.split=train",
+        "data.columns=null",
+        "data.format=null",
         f"training.output_dir={run}",
         *extra,
     ]
@@ -160,21 +208,19 @@ def merged_model(round_dir: Path) -> str:
         return str(run)
     folder = round_dir / "model"
     if not is_complete(folder):
-        from orpo.export.merged import merged_model as merge
+        from orpo.export.merged import write_merged
 
-        model, tokenizer, _ = merge(run)
         staged = staging_dir(folder)
         shutil.rmtree(staged, ignore_errors=True)
-        model.save_pretrained(staged, safe_serialization=True)
-        tokenizer.save_pretrained(staged)
+        write_merged(run, staged, force=True)
         publish(staged, folder)
-        del model
         gc.collect()
     return str(folder)
 
 
 def evaluate(
     model: str,
+    rendering: dict | None,
     held_out: list[Prompt],
     scorer,
     path: Path,
@@ -185,10 +231,9 @@ def evaluate(
     if path.is_file():
         return json.loads(path.read_text())
     from orpo.evaluation.generate import prompt_ids
-    from orpo.run.loading import open_model
 
     begin = time.perf_counter()
-    loaded = open_model(model)
+    loaded = open_round_model(model, rendering)
     ids = prompt_ids(
         held_out, loaded.tokenizer, loaded.chat_template_mode, loaded.limits, loaded.tokenization
     )

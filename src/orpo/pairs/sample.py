@@ -43,6 +43,22 @@ def read_samples(path: Path, model: str, settings: dict) -> dict[tuple[str, int]
     return done
 
 
+def _drop_partial_line(path: Path) -> None:
+    """Cut a last line without its newline (the process was killed while writing it): its samples are
+    drawn again, the same ones (each batch is seeded by its place in the list)."""
+    if not path.is_file() or path.stat().st_size == 0:
+        return
+    data = path.read_bytes()
+    if data.endswith(b"\n"):
+        return
+    keep = data.rfind(b"\n") + 1
+    with path.open("r+b") as fh:
+        fh.truncate(keep)
+    from orpo._log import notice
+
+    notice(f"{path}: dropped a cut last line (a killed run); its batch is sampled again")
+
+
 def sample_file(
     loaded, prompts: list[Prompt], settings: GenerationSettings, path: str | Path, progress: bool = False
 ) -> tuple[list[dict], int, int]:
@@ -53,6 +69,7 @@ def sample_file(
     lines written now, lines kept from an earlier run).
     """
     path = Path(path)
+    _drop_partial_line(path)
     done = read_samples(path, loaded.name, settings.record())
     kept = len(done)
     k_all = range(settings.num_samples)
@@ -77,29 +94,31 @@ def sample_file(
         # One batch per call, seeded as the generator seeds batch b of the whole list.
         one_batch = replace(settings, seed=settings.seed + b, batch_size=len(batch))
         results = generate_ids(loaded.model, loaded.tokenizer, [ids[i] for i in batch], one_batch)
-        with path.open("a") as fh:
-            for i, samples in zip(batch, results):
-                p = prompts[i]
-                for k, (new_ids, finished) in enumerate(samples):
-                    if (p.id, k) in done:
-                        continue
-                    record = asdict(
-                        GenerationRecord(
-                            id=p.id,
-                            sample=k,
-                            prompt=p.text,
-                            completion=loaded.tokenizer.decode(new_ids, skip_special_tokens=True),
-                            reference=p.reference,
-                            model=loaded.name,
-                            settings=settings.record(),
-                            prompt_tokens=len(ids[i]),
-                            completion_tokens=len(new_ids),
-                            finished=finished,
-                        )
+        lines = []
+        for i, samples in zip(batch, results):
+            p = prompts[i]
+            for k, (new_ids, finished) in enumerate(samples):
+                if (p.id, k) in done:
+                    continue
+                record = asdict(
+                    GenerationRecord(
+                        id=p.id,
+                        sample=k,
+                        prompt=p.text,
+                        completion=loaded.tokenizer.decode(new_ids, skip_special_tokens=True),
+                        reference=p.reference,
+                        model=loaded.name,
+                        settings=settings.record(),
+                        prompt_tokens=len(ids[i]),
+                        completion_tokens=len(new_ids),
+                        finished=finished,
                     )
-                    fh.write(json.dumps(record) + "\n")
-                    done[(p.id, k)] = record
-                    written += 1
+                )
+                lines.append(json.dumps(record) + "\n")
+                done[(p.id, k)] = record
+                written += 1
+        with path.open("a") as fh:  # the batch in one write: a kill leaves whole batches, or a cut last line
+            fh.write("".join(lines))
         if bar is not None:
             bar.update(len(batch))
     if bar is not None:
