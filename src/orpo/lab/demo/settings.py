@@ -163,8 +163,14 @@ SIZES: dict[str, DemoSize] = {
 # `orpo demo --size full`: the case study's 1,800 training prompts, otherwise the default.
 SIZES["full"] = dataclasses.replace(SIZES["default"], n_train=1800)
 
+# The real model's budgets (`--base smollm2`), planned from costs measured on the 2-core CPU (2026-12-07,
+# one thread, CPU seconds, other jobs on the machine): a LoRA r=16 step of 8 pairs (prompts ~310 tokens,
+# reviews <= 25) in bf16 10.5 s; a greedy review (at most 33 new tokens; the base's prose runs to the cap)
+# 0.47 s; a held-out evaluation 0.5 s per pair, test log-probs 0.33 s per pair; a sample ~0.5 s. Runs and
+# studies go 2 at a time (WORKERS, one thread each).
 SMOLLM2_SIZES: dict[str, DemoSize] = {
-    # For tests: the whole loop on the real model in about a minute of compute; the numbers mean nothing.
+    # For tests: the whole loop on the real model (2 steps per run, 1 trial, 1 seed): ~3 minutes on the
+    # shared 2-core machine, most of it loading and generating; the numbers mean nothing.
     "quick": DemoSize(
         n_train=4,
         n_val=2,
@@ -177,6 +183,15 @@ SMOLLM2_SIZES: dict[str, DemoSize] = {
         n_curve_points=1,
         methods=("sft", "orpo", "dpo"),
     ),
+    # `orpo demo --base smollm2`: about an hour on a quiet 2-core CPU. A run is 2 epochs x 64 pairs / 8 =
+    # 16 steps (168 s) + 3 held-out evaluations of 32 pairs (48 s) + 64 greedy test reviews (30 s) + test
+    # log-probs (21 s) = ~270 s (DPO: +21 s, its reference pass): 4 methods x 3 seeds = 12 runs, 2 at a
+    # time, ~1,660 s. A trial is 16 steps + 32 validation reviews after each epoch (30 s) = ~200 s: 4
+    # studies x 2 trials, 2 at a time, ~840 s. The base's scores (96 greedy reviews, 96 pairs' log-probs)
+    # ~80 s; the pairs (64 prompts x 4 samples, 2 threads) ~80-130 s. Sum ~2,700 s (45 min); with two
+    # processes sharing the memory bus and the loads, about an hour. Not six methods: IPO (as DPO) and
+    # KTO (2x a run: a KL pass, two examples per pair) would add ~25 min, and fewer seeds or test snippets
+    # to pay for them would widen every interval. On one GPU the same run is minutes (estimated, not run).
     "default": DemoSize(
         n_train=64,
         n_val=32,
