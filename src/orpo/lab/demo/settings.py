@@ -169,8 +169,8 @@ SIZES["full"] = dataclasses.replace(SIZES["default"], n_train=1800)
 # 0.47 s; a held-out evaluation 0.5 s per pair, test log-probs 0.33 s per pair; a sample ~0.5 s. Runs and
 # studies go 2 at a time (WORKERS, one thread each).
 SMOLLM2_SIZES: dict[str, DemoSize] = {
-    # For tests: the whole loop on the real model (2 steps per run, 1 trial, 1 seed): ~3 minutes on the
-    # shared 2-core machine, most of it loading and generating; the numbers mean nothing.
+    # For tests: the whole loop on the real model (2 steps per run, 1 trial, 1 seed): 2.5 minutes on the
+    # 2-core machine with other jobs running, most of it loading and generating; the numbers mean nothing.
     "quick": DemoSize(
         n_train=4,
         n_val=2,
