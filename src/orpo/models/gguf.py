@@ -83,13 +83,19 @@ def architecture_of(path: Path) -> str:
     return bytes(field.parts[field.data[0]]).decode("utf-8", errors="replace")
 
 
+def converted_folder(digest: str) -> Path:
+    """Where the converted folder of the GGUF file with this sha256 lives (complete once it holds
+    ``SOURCE_FILE``)."""
+    return cache_root() / "gguf" / digest[:16]
+
+
 def gguf_folder(path: str | os.PathLike) -> Path:
     """The cached transformers folder of a GGUF file, converting it on first use."""
     path = Path(path).expanduser()
     if not path.is_file():
         raise ValueError(f"model {str(path)!r}: no such GGUF file")
     digest = file_sha256(path)
-    folder = cache_root() / "gguf" / digest[:16]
+    folder = converted_folder(digest)
     if (folder / SOURCE_FILE).is_file():
         return folder
     architecture = readable_architecture(path)

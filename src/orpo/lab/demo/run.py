@@ -35,7 +35,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from orpo.lab.demo.base import Base, cache_root, train_base
+from orpo.lab.demo.base import Base, cache_root, make_base
 from orpo.lab.demo.methods import (
     DemoData,
     DemoJob,
@@ -49,19 +49,18 @@ from orpo.lab.demo.pairs import PairSource, on_policy_pairs, synthetic_pairs
 from orpo.lab.demo.settings import (
     ARCH,
     BASE_LEARNING_RATE,
+    BASES,
     BF16,
     BOOTSTRAP_SEED,
     DEFAULT_PARAMS,
-    LEARNING_RATE_SPACE,
-    MAX_LENGTH,
-    METHODS,
     NLL_ON_PROMPT,
     NUM_THREADS,
     PAIR_SOURCES,
-    SIZES,
+    TINY,
     TINY_LLAMA,
     TUNE_SEED,
     WARMUP,
+    BaseSpec,
     DemoSize,
     batch_of,
     scoring_config,
@@ -127,10 +126,15 @@ def parse_seeds(text: str) -> list[int]:
     return seeds
 
 
-def size_of(size: str) -> DemoSize:
-    if size not in SIZES:
-        raise ValueError(f"demo size {size!r} is not one of {', '.join(SIZES)}")
-    return SIZES[size]
+def spec_of(base: str) -> BaseSpec:
+    if base not in BASES:
+        raise ValueError(f"demo base {base!r} is not one of {', '.join(BASES)}")
+    return BASES[base]
+
+
+def size_of(size: str, base: str = TINY.name) -> DemoSize:
+    """The budget named ``size`` of the base named ``base``."""
+    return spec_of(base).size(size)
 
 
 def stage_root(stage: str, cache: Path | None) -> Path:
@@ -145,6 +149,7 @@ class Start:
 
     Attributes:
         clock: the wall time of every phase so far.
+        base_seed: the seed of the splits (and of the tiny base).
         splits: the train / validation / test snippets.
         base: the base model on disk.
         tokenizer: the base's tokenizer.
@@ -155,6 +160,7 @@ class Start:
     """
 
     clock: Clock
+    base_seed: int
     splits: dict[str, list]
     base: Base
     tokenizer: Any
@@ -164,15 +170,21 @@ class Start:
     engine: str
 
 
-def start(budget: DemoSize, base_seed: int, out: Path, cache: Path | None, progress: bool) -> Start:
-    """Splits, the base (trained, or reused from the cache), the tokenised splits, the base's scores."""
+def start(
+    budget: DemoSize, base_seed: int, out: Path, cache: Path | None, progress: bool, spec: BaseSpec = TINY
+) -> Start:
+    """Splits, the base (trained, or reused from the cache; or the pretrained one), the tokenised
+    splits, the base's scores."""
     out.mkdir(parents=True, exist_ok=True)
     clock = Clock(progress)
     splits = make_splits(budget.n_train, budget.n_val, budget.n_test, base_seed)
-    with clock.phase(
-        "base", f"base stage: SFT on {budget.n_base} noisy reviews x {budget.base_epochs} epochs"
-    ):
-        base = train_base(budget, base_seed, splits, stage_root("base", cache), progress=progress)
+    what = (
+        f"base stage: SFT on {budget.n_base} noisy reviews x {budget.base_epochs} epochs"
+        if spec.name == TINY.name
+        else f"base: {spec.name}, as it ships (no base stage)"
+    )
+    with clock.phase("base", what):
+        base = make_base(spec, budget, base_seed, splits, stage_root("base", cache), progress)
     if progress:
         print(f"[demo] base {'reused from' if base.cached else 'saved to'} {base.path}", file=sys.stderr)
     tok, _ = base.load()
@@ -180,14 +192,19 @@ def start(budget: DemoSize, base_seed: int, out: Path, cache: Path | None, progr
         data = prepare_data(
             splits,
             tok,
-            scoring_config("orpo", budget.batch_size, out),
-            scoring_config("kto", budget.batch_size, out),
+            scoring_config("orpo", budget.batch_size, out, spec),
+            scoring_config("kto", budget.batch_size, out, spec),
+            spec.system(),
+            spec.gen_batch_size,
         )
     with clock.phase("base_score", f"scoring the base on {budget.n_test} test snippets"):
         base_scored, engine = score_base(base, budget, data, out)
-    tune_data = TuneData(list(data.val["prompt_input_ids"]), list(splits["val"]), data.max_new_tokens)
+    tune_data = TuneData(
+        list(data.val["prompt_input_ids"]), list(splits["val"]), data.max_new_tokens, data.gen_batch_size
+    )
     return Start(
         clock=clock,
+        base_seed=base_seed,
         splits=splits,
         base=base,
         tokenizer=tok,
@@ -221,14 +238,14 @@ def make_sources(
                     progress,
                 )
         else:
-            source = synthetic_pairs(s.splits["train"], s.base.settings["seed"])
+            source = synthetic_pairs(s.splits["train"], s.base_seed, s.base.spec.system())
         with s.clock.phase(f"setup_{name}", f"tokenising the {len(source.rows)} {name} pairs"):
             train = prepare_train(
                 name,
                 source.rows,
                 s.tokenizer,
-                scoring_config("orpo", budget.batch_size, out),
-                scoring_config("kto", budget.batch_size, out),
+                scoring_config("orpo", budget.batch_size, out, s.base.spec),
+                scoring_config("kto", budget.batch_size, out, s.base.spec),
             )
         # Every method must train on the pairs the table counts: a row the tokeniser drops is said.
         source.report["trained_pairs"] = len(train.pairs)
@@ -289,18 +306,24 @@ def run_demo(
     base_seed: int = 0,
     cache: Path | None = None,
     pairs: list[str] | None = None,
+    base: str = TINY.name,
 ) -> DemoResult:
     """The base (or reuse it), the pairs, each method's study, then every method for every seed; write
     results.json and logps.png.
 
-    See the module docstring for the protocol and `SIZES` for the budgets. ``seeds`` defaults to
-    ``0 .. n_seeds - 1`` of the size; ``base_seed`` seeds the splits, the noisy corpus and the base;
-    ``pairs`` is the pair sources (default on-policy); ``cache`` the root of the stages' caches.
+    See the module docstring for the protocol and `settings.BASES` for the bases and their budgets.
+    ``base`` names what the demo starts from (tiny: trained here; smollm2: SmolLM2-135M-Instruct);
+    ``seeds`` defaults to ``0 .. n_seeds - 1`` of the size; ``base_seed`` seeds the splits (and the tiny
+    base's noisy corpus and weights); ``pairs`` is the pair sources (default on-policy); ``cache`` the
+    root of the stages' caches.
     """
-    budget = size_of(size)
+    spec = spec_of(base)
+    budget = spec.size(size)
     seeds = list(range(budget.n_seeds)) if seeds is None else seeds
     with torch_threads(NUM_THREADS):
-        return _run(budget, size, seeds, base_seed, Path(output_dir), cache, progress, pairs or ["on-policy"])
+        return _run(
+            budget, size, seeds, base_seed, Path(output_dir), cache, progress, pairs or ["on-policy"], spec
+        )
 
 
 def _run(
@@ -312,10 +335,11 @@ def _run(
     cache: Path | None,
     progress: bool,
     source_names: list[str],
+    spec: BaseSpec,
 ) -> DemoResult:
-    s = start(budget, base_seed, out, cache, progress)
+    s = start(budget, base_seed, out, cache, progress, spec)
     sources = make_sources(s, budget, source_names, out, cache, progress)
-    tuned = tune_sources(s, budget, list(METHODS), sources, cache, progress)
+    tuned = tune_sources(s, budget, list(budget.methods), sources, cache, progress)
     jobs, labels = _comparison_jobs(s, budget, seeds, sources, tuned, out)
     runs: dict[str, list[dict[str, Any]]] = {label: [] for label in labels}
     with s.clock.phase(
@@ -360,7 +384,7 @@ def _comparison_jobs(
     labels: dict[str, tuple[str, str]] = {}
     jobs = []
     for source, train in sources:
-        for method in METHODS:
+        for method in budget.methods:
             label = label_of(method, source.name, len(sources))
             labels[label] = (method, source.name)
             jobs += [
@@ -402,39 +426,57 @@ def _settings_record(
     s, budget: DemoSize, size: str, seeds: list[int], base_seed: int, source_names: list[str], sources: list
 ) -> dict[str, Any]:
     """results.json's "settings": everything the numbers depend on."""
+    spec = s.base.spec
+    tiny = spec.name == TINY.name
+    base_stage = ("n_base", "base_epochs", *TINY_LLAMA)  # the tiny base's budget: none for a pretrained one
     return {
+        "base": spec.name,
         "size": size,
         "seeds": seeds,
         "base_seed": base_seed,
         "pairs": source_names,
-        **{k: v for k, v in asdict(budget).items() if k not in TINY_LLAMA},
+        **{k: v for k, v in asdict(budget).items() if k not in (TINY_LLAMA if tiny else base_stage)},
         "steps": {source.name: budget.steps(len(train.pairs)) for source, train in sources},
-        "base_steps": budget.base_steps,
+        **({"base_steps": budget.base_steps} if tiny else {}),
         "kto_batch_examples": batch_of("kto", budget.batch_size),
-        "base_learning_rate": BASE_LEARNING_RATE,
-        "learning_rate_space": LEARNING_RATE_SPACE,
-        "search_space": {m: search_space(m) for m in METHODS},
+        **({"base_learning_rate": BASE_LEARNING_RATE} if tiny else {}),
+        "learning_rate_space": spec.learning_rate_space,
+        "search_space": {m: search_space(m, spec) for m in budget.methods},
         "objective": OBJECTIVE,
         "tune_seed": TUNE_SEED,
         "defaults": DEFAULT_PARAMS,
         "lr_scheduler": "cosine",
         "warmup": WARMUP,
         "reference": "the base, log-probs precomputed (DPO, IPO, KTO)",
-        "p_miss": P_MISS,
-        "p_false": P_FALSE,
+        **({"p_miss": P_MISS, "p_false": P_FALSE} if tiny else {"system_prompt": spec.system()}),
         "nll_on_prompt": NLL_ON_PROMPT,
         "bf16": BF16,
-        "max_length": MAX_LENGTH,
+        "max_length": spec.max_length,
         "max_new_tokens": s.data.max_new_tokens,
         "torch_threads": NUM_THREADS,
         "engine": s.engine,
         "bootstrap": {"resamples": 1000, "level": 0.95, "over": ["seeds", "test snippets"]},
-        "model": {
-            "arch": ARCH,
-            **{k: v for k, v in asdict(budget).items() if k in TINY_LLAMA},
-            "tokenizer_vocab": len(s.tokenizer),
-            "parameters": sum(p.numel() for p in s.base.load()[1].parameters()),
-        },
+        "model": _model_record(s, budget),
+    }
+
+
+def _model_record(s, budget: DemoSize) -> dict[str, Any]:
+    """results.json's "model": the tiny Llama's shape, or the pretrained model's file and adapter."""
+    adapter = s.base.spec.adapter()
+    shape = (
+        {"arch": ARCH, **{k: v for k, v in asdict(budget).items() if k in TINY_LLAMA}}
+        if s.base.spec.name == TINY.name
+        else {
+            "name": s.base.spec.name,
+            "file": s.base.settings["file"],
+            "folder": str(s.base.path),
+            "adapter": None if adapter is None else asdict(adapter),
+        }
+    )
+    return {
+        **shape,
+        "tokenizer_vocab": len(s.tokenizer),
+        "parameters": sum(p.numel() for p in s.base.load()[1].parameters()),
     }
 
 

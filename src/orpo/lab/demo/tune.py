@@ -35,6 +35,7 @@ from orpo.lab.demo.base import Base, settings_key
 from orpo.lab.demo.methods import TrainSet, judged_f1
 from orpo.lab.demo.settings import (
     DEFAULT_PARAMS,
+    GEN_BATCH_SIZE,
     NUM_THREADS,
     TUNE_SEED,
     WORKERS,
@@ -59,11 +60,17 @@ class TuneData:
         prompt_ids: the validation prompts, tokenised as every run's prompts are.
         examples: the validation snippets with their true violations, aligned with ``prompt_ids``.
         max_new_tokens: the generation budget of every judged review.
+        gen_batch_size: prompts per generation batch (the base's).
     """
 
     prompt_ids: list[list[int]]
     examples: list[Any]
     max_new_tokens: int
+    gen_batch_size: int = GEN_BATCH_SIZE
+
+    def f1(self, model, tok) -> float:
+        """The mean f1 of ``model``'s greedy reviews of the validation prompts (``methods.judged_f1``)."""
+        return judged_f1(model, tok, self.prompt_ids, self.examples, self.max_new_tokens, self.gen_batch_size)
 
 
 def tune_settings(
@@ -80,6 +87,7 @@ def tune_settings(
         output_dir=Path("."),
         eval_steps=None,
         engine=engine,
+        max_length=base.spec.max_length,
     ).to_dict()
     training = {
         k: v
@@ -91,7 +99,7 @@ def tune_settings(
         "method": method,
         "base": base.key,
         "pairs": source_key,
-        "space": search_space(method),
+        "space": search_space(method, base.spec),
         "trials": budget.trials,
         "rows_per_step": batch_of(method, budget.batch_size),
         "training": json.loads(json.dumps(training, default=str)),
@@ -112,7 +120,7 @@ class EpochJudge(TrainerCallback):
     def on_epoch_end(self, args, state, control, model=None, **kwargs):
         if round(state.epoch) >= self.epochs:
             return
-        value = judged_f1(model, self.tok, self.data.prompt_ids, self.data.examples, self.data.max_new_tokens)
+        value = self.data.f1(model, self.tok)
         model.train()
         self.trial.report(value, state.global_step)
         self.reported.append((state.global_step, value))
@@ -164,13 +172,21 @@ class Study:
             output_dir=self.folder / f"trial-{trial.number:04d}",
             eval_steps=None,
             engine=self.engine,
+            max_length=self.base.spec.max_length,
         )
         judge = EpochJudge(trial, tok, self.data, self.budget.epochs)
-        trainer = new_trainer(args, tok, model, self.train.for_method(self.method), None, [judge])
+        trainer = new_trainer(
+            args,
+            tok,
+            model,
+            self.train.for_method(self.method),
+            None,
+            [judge],
+            adapter=self.base.spec.adapter(),
+        )
         quiet(trainer)
         trainer.train()
-        trained = trainer.accelerator.unwrap_model(trainer.model)
-        return judged_f1(trained, tok, self.data.prompt_ids, self.data.examples, self.data.max_new_tokens)
+        return self.data.f1(trainer.accelerator.unwrap_model(trainer.model), tok)
 
     def run(self) -> dict[str, Any]:
         """Open (or resume) the study in its cache folder and run its trials through the one loop."""
@@ -200,7 +216,9 @@ class Study:
             study,
             InProcessRunner(self),
             budget=self.budget.trials,
-            distributions={p.name: p.distribution() for p in parse_space(search_space(self.method))},
+            distributions={
+                p.name: p.distribution() for p in parse_space(search_space(self.method, self.base.spec))
+            },
             seed=TUNE_SEED,
             say=lambda line: None,  # several studies share the terminal: tune_methods reports each end
         )

@@ -90,9 +90,31 @@ def prompt_for(snippet: str) -> str:
     return f"{PROMPT_HEADER}{numbered}\n{PROMPT_FOOTER}"
 
 
-def to_rows(examples: list[ReviewExample]) -> list[dict[str, str]]:
-    """Preference rows ``{"prompt", "chosen", "rejected"}`` (data format 1 of the spec)."""
-    return [{"prompt": prompt_for(e.snippet), "chosen": e.chosen, "rejected": e.rejected} for e in examples]
+def system_prompt() -> str:
+    """The rulebook and the review format, written for a model that was not trained on them (the
+    system turn of a pretrained chat model's prompt): every rule with its id, name and what it forbids,
+    the finding line ``L<line> <rule id> <rule name>`` with an example, and the clean answer."""
+    rules = "\n".join(f"{r.id} {r.name} ({r.severity}): {r.description}" for r in RULES)
+    example = format_review([Violation("R2", 3), Violation("R5", 5)])
+    return (
+        "You review Python code against the team's rulebook. The rules:\n"
+        f"{rules}\n"
+        "Each code line starts with its number (L1, L2, ...). Answer with one finding per broken rule, "
+        "one per line, sorted by line number, each written exactly as `L<line> <rule id> <rule name>`, "
+        f"for example:\n{example}\n"
+        f"If the code breaks no rule, answer exactly: {NO_VIOLATIONS}\n"
+        "Write nothing else."
+    )
+
+
+def to_rows(examples: list[ReviewExample], system: str | None = None) -> list[dict[str, str]]:
+    """Preference rows ``{"prompt", "chosen", "rejected"}`` (data format 1 of the spec), with a
+    ``system`` column first when ``system`` is given (format 2: a chat model's system turn)."""
+    head = {"system": system} if system is not None else {}
+    return [
+        {**head, "prompt": prompt_for(e.snippet), "chosen": e.chosen, "rejected": e.rejected}
+        for e in examples
+    ]
 
 
 # --- statement blocks: each returns its lines, clean or breaking the block's rule -------------
