@@ -121,12 +121,11 @@ def run(args: argparse.Namespace) -> int:
         print(list_methods())
         return 0
     # Deferred: the launcher and the trainers' callbacks import transformers, which takes seconds.
+    from orpo.cli.train import recipe_and_overrides
     from orpo.lab.compare.run import run_compare
     from orpo.lab.compare.tables import format_table
 
-    config, overrides = args.config, list(args.overrides)
-    if config is not None and "=" in config:  # `orpo compare beta=0.2`: an override, no config
-        config, overrides = None, [config, *overrides]
+    config, overrides = recipe_and_overrides(args.config, args.overrides)
     methods = parse_methods(args.methods)
     grid = parse_grid(args.grid)
     tune = None

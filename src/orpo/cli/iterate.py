@@ -85,31 +85,11 @@ def register(sub: argparse._SubParsersAction) -> None:
         action="store_true",
         help="stop once a round's metric is not above the previous round's interval",
     )
+    from orpo.cli.pairs import add_pairing_arguments, add_sampling_arguments
+
     sampling = p.add_argument_group("sampling and pairing (as orpo pairs)")
-    sampling.add_argument("--samples", type=int, default=4, help="completions per prompt, >= 2 (default: 4)")
-    sampling.add_argument("--temperature", type=float, default=0.7, help="(default: 0.7)")
-    sampling.add_argument("--top-p", type=float, default=1.0, help="(default: 1.0)")
-    sampling.add_argument(
-        "--seed", type=int, default=0, help="round r samples with seed + r - 1 (default: 0)"
-    )
-    sampling.add_argument(
-        "--max-new-tokens", type=int, default=256, help="samples' and held-out answers' cap (default: 256)"
-    )
-    sampling.add_argument(
-        "--batch-size", type=int, default=16, help="prompts per generate call (default: 16)"
-    )
-    sampling.add_argument(
-        "--chosen",
-        default="best-or-reference",
-        choices=("best", "reference", "best-or-reference"),
-        help="(default: %(default)s)",
-    )
-    sampling.add_argument(
-        "--rejected", default="worst", choices=("worst", "random-lower"), help="(default: %(default)s)"
-    )
-    sampling.add_argument(
-        "--min-margin", type=float, default=0.0, help="least score gap of a pair (default: 0)"
-    )
+    add_sampling_arguments(sampling, seed_help="round r samples with seed + r - 1 (default: 0)")
+    add_pairing_arguments(sampling)
     sampling.add_argument("--metric", help="the rules metric samples are ranked and rounds judged on")
     sampling.add_argument(
         "--server",
@@ -123,11 +103,10 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from orpo.cli.train import recipe_and_overrides
     from orpo.iterate import IterateSettings, run_iterate, table
 
-    recipe, overrides = args.recipe, list(args.overrides)
-    if recipe is not None and "=" in recipe and not recipe.endswith((".yaml", ".yml")):
-        recipe, overrides = None, [recipe, *overrides]
+    recipe, overrides = recipe_and_overrides(args.recipe, args.overrides)
     settings = IterateSettings(
         prompts=args.prompts,
         judge=args.judge,
@@ -145,6 +124,7 @@ def run(args: argparse.Namespace) -> int:
         chosen=args.chosen,
         rejected=args.rejected,
         min_margin=args.min_margin,
+        pairs_per_prompt=args.pairs_per_prompt,
         metric=args.metric,
         start=args.start,
         replay=args.replay,

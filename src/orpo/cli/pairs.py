@@ -46,6 +46,44 @@ token ids to URL/completions, one request per sample with a seed of its own; sam
 """
 
 
+def add_sampling_arguments(group, seed_help: str) -> None:
+    """The sampling flags `orpo pairs` and `orpo iterate` share (the same names, defaults and help)."""
+    group.add_argument("--samples", type=int, default=4, help="completions per prompt, >= 2 (default: 4)")
+    group.add_argument(
+        "--temperature", type=float, default=0.7, help="sampling temperature (default: %(default)s)"
+    )
+    group.add_argument("--top-p", type=float, default=1.0, help="nucleus sampling mass (default: 1.0)")
+    group.add_argument("--seed", type=int, default=0, help=seed_help)
+    group.add_argument("--max-new-tokens", type=int, default=256, help="completion length cap (default: 256)")
+    group.add_argument("--batch-size", type=int, default=16, help="prompts per generate call (default: 16)")
+
+
+def add_pairing_arguments(group) -> None:
+    """The pairing flags `orpo pairs` and `orpo iterate` share."""
+    group.add_argument(
+        "--chosen",
+        default="best-or-reference",
+        choices=("best", "reference", "best-or-reference"),
+        help="the top sample, the reference answer, or the reference when no sample scores at least as "
+        "well (the best sample where a prompt has no reference) (default: %(default)s)",
+    )
+    group.add_argument(
+        "--rejected",
+        default="worst",
+        choices=("worst", "random-lower"),
+        help="the lowest-scoring sample, or a random one scoring lower (default: %(default)s)",
+    )
+    group.add_argument(
+        "--min-margin",
+        type=float,
+        default=0.0,
+        help="least score gap of a pair (default: 0, strictly better)",
+    )
+    group.add_argument(
+        "--pairs-per-prompt", type=int, default=1, help="pairs per prompt, one chosen (default: 1)"
+    )
+
+
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "pairs",
@@ -67,18 +105,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--split", default="train", help="split of --prompts (default: %(default)s)")
     p.add_argument("--limit", type=int, default=None, help="first N prompts only")
     sampling = p.add_argument_group("sampling")
-    sampling.add_argument("--samples", type=int, default=4, help="completions per prompt, >= 2 (default: 4)")
-    sampling.add_argument(
-        "--temperature", type=float, default=0.7, help="sampling temperature (default: %(default)s)"
-    )
-    sampling.add_argument("--top-p", type=float, default=1.0, help="nucleus sampling mass (default: 1.0)")
-    sampling.add_argument("--seed", type=int, default=0, help="sampling and random-lower seed (default: 0)")
-    sampling.add_argument(
-        "--max-new-tokens", type=int, default=256, help="completion length cap (default: 256)"
-    )
-    sampling.add_argument(
-        "--batch-size", type=int, default=16, help="prompts per generate call (default: 16)"
-    )
+    add_sampling_arguments(sampling, seed_help="sampling and random-lower seed (default: 0)")
     sampling.add_argument(
         "--server",
         metavar="URL",
@@ -96,28 +123,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     sampling.add_argument("--tokenizer", help="tokenizer location when the model folder has none")
     sampling.add_argument("--dtype", help="weights dtype (default: the run's, else float32)")
     pairing = p.add_argument_group("pairing")
-    pairing.add_argument(
-        "--chosen",
-        default="best-or-reference",
-        choices=("best", "reference", "best-or-reference"),
-        help="the top sample, the reference answer, or the reference when no sample scores at least as "
-        "well (the best sample where a prompt has no reference) (default: %(default)s)",
-    )
-    pairing.add_argument(
-        "--rejected",
-        default="worst",
-        choices=("worst", "random-lower"),
-        help="the lowest-scoring sample, or a random one scoring lower (default: %(default)s)",
-    )
-    pairing.add_argument(
-        "--min-margin",
-        type=float,
-        default=0.0,
-        help="least score gap of a pair (default: 0, strictly better)",
-    )
-    pairing.add_argument(
-        "--pairs-per-prompt", type=int, default=1, help="pairs per prompt, one chosen (default: 1)"
-    )
+    add_pairing_arguments(pairing)
     rules = p.add_argument_group("rules")
     rules.add_argument("--metric", help="metric that scores a completion (default: the rules file's choice)")
     reward = p.add_argument_group("reward")

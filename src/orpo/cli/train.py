@@ -40,15 +40,22 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=run)
 
 
+def recipe_and_overrides(config: str | None, overrides: list[str]) -> tuple[str | None, list[str]]:
+    """(the YAML recipe or None, the key=value overrides): the optional positional CONFIG may be the first
+    override instead (`orpo train beta=0.2`), since argparse cannot tell them apart."""
+    overrides = list(overrides)
+    if config is not None and "=" in config and not config.endswith((".yaml", ".yml")):
+        return None, [config, *overrides]
+    return config, overrides
+
+
 def run(args: argparse.Namespace) -> int:
     from orpo.run.recipe import describe_fields, load_recipe
 
     if args.help_config:
         print(describe_fields())
         return 0
-    config, overrides = args.config, list(args.overrides)
-    if config is not None and "=" in config and not config.endswith((".yaml", ".yml")):
-        config, overrides = None, [config, *overrides]
+    config, overrides = recipe_and_overrides(args.config, args.overrides)
     recipe = load_recipe(config, overrides)  # every field checked before anything is written
     if recipe.quantization is not None:
         from orpo.cli.main import require

@@ -111,14 +111,13 @@ def run(args: argparse.Namespace) -> int:
     except ModuleNotFoundError:
         print("orpo: error: orpo tune needs Optuna: pip install 'orpo[tune]'", file=sys.stderr)
         return 2
+    from orpo.cli.train import recipe_and_overrides
     from orpo.run.recipe import load_recipe
     from orpo.tune.results import write_outputs
     from orpo.tune.space import default_space, parse_space
     from orpo.tune.study import TuneSettings, run_study
 
-    config, overrides = args.config, list(args.overrides)
-    if config is not None and "=" in config and not config.endswith((".yaml", ".yml")):
-        config, overrides = None, [config, *overrides]
+    config, overrides = recipe_and_overrides(args.config, args.overrides)
     space = args.space
     if not space:
         method = load_recipe(config, overrides).training.get("method", "orpo")

@@ -43,7 +43,8 @@ class IterateSettings:
         recipe, overrides: the training recipe (None: the embedded default) and its key=value overrides.
         max_prompts: prompts per round (None: every training prompt each round); round r takes the
             r-th window of this many, wrapping round the pool.
-        samples, temperature, top_p, max_new_tokens, batch_size, chosen, rejected, min_margin, metric:
+        samples, temperature, top_p, max_new_tokens, batch_size, chosen, rejected, min_margin,
+            pairs_per_prompt, metric:
             as ``orpo pairs``; ``max_new_tokens`` also caps the held-out answers.
         start: 'previous' (round r trains from round r-1's model) or 'base'.
         replay: which rounds' pairs round r trains on: 'all', 'last' (r-1 and r) or 'none' (r only).
@@ -72,6 +73,7 @@ class IterateSettings:
     chosen: str = "best-or-reference"
     rejected: str = "worst"
     min_margin: float = 0.0
+    pairs_per_prompt: int = 1
     metric: str | None = None
     start: str = "previous"
     replay: str = "all"
@@ -128,7 +130,7 @@ def check_flags(s: IterateSettings) -> None:
         num_samples=s.samples,
         batch_size=s.batch_size,
     )
-    PairingSettings(s.chosen, s.rejected, s.min_margin, 1, s.seed)
+    PairingSettings(s.chosen, s.rejected, s.min_margin, s.pairs_per_prompt, s.seed)
     unknown = [c for c in s.controls if c not in CONTROLS]
     if unknown:
         raise ValueError(f"--control {','.join(unknown)}: choose among {', '.join(CONTROLS)}")

@@ -107,6 +107,7 @@ def round_pairs(
         chosen=settings.chosen,
         rejected=settings.rejected,
         min_margin=settings.min_margin,
+        pairs_per_prompt=settings.pairs_per_prompt,
         metric=settings.metric,
         server=server,
         progress=progress,
