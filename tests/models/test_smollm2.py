@@ -251,6 +251,33 @@ def test_train_from_the_gguf_then_generate_equals_transformers(smollm2_gguf, smo
             full = model.generate(**ids, max_new_tokens=12, do_sample=False)
         theirs = tok.decode(full[0, ids["input_ids"].shape[1] :], skip_special_tokens=True)
         assert line["completion"] == theirs, (line["completion"], theirs)
+    # orpo judge on the real model's answers: the fine-tuned run (B) against the base (A), with a rules
+    # file; its counts are the hand count over the two files.
+    base_out = tmp_path / "base.jsonl"
+    argv = [
+        "generate",
+        str(smollm2),
+        "--prompts",
+        str(prompts),
+        "--out",
+        str(base_out),
+        "--max-new-tokens",
+        "12",
+    ]
+    assert main([*argv, "--no-progress"]) == 0
+    rules = tmp_path / "words.py"
+    rules.write_text(
+        'PAIRWISE_METRIC = "words"\n\ndef judge(prompt, completion, reference):\n'
+        "    return {'words': float(len(completion.split()))}\n"
+    )
+    judged = tmp_path / "judged"
+    assert main(["judge", str(base_out), str(out), "--judge", f"rules:{rules}", "--out", str(judged)]) == 0
+    report = json.loads((judged / "summary.json").read_text())
+    base = {line["id"]: line for line in map(json.loads, base_out.read_text().splitlines())}
+    words = {i: (len(base[i]["completion"].split()), len(ours[i]["completion"].split())) for i in ours}
+    assert report["n"] == len(CHAT_ROWS)
+    assert report["wins"] == sum(b > a for a, b in words.values())
+    assert report["ties"] == sum(b == a for a, b in words.values())
     # GGUF out: the fine-tuned model exported for llama.cpp, read back (here by transformers' GGUF
     # reader, which dequantizes it anew), answers the same greedy tokens.
     exported = tmp_path / "smol-orpo.f32.gguf"
