@@ -8,7 +8,10 @@ from orpo.pairs.sample import _drop_partial_line, read_samples
 
 def test_a_cut_last_line_is_dropped_and_whole_lines_are_kept(tmp_path):
     path = tmp_path / "p.samples.jsonl"
-    whole = [json.dumps({"id": str(i), "sample": 0, "completion": "c", "model": "m", "settings": {}}) + "\n" for i in range(2)]
+    whole = [
+        json.dumps({"id": str(i), "sample": 0, "completion": "c", "model": "m", "settings": {}}) + "\n"
+        for i in range(2)
+    ]
     path.write_text("".join(whole) + '{"id": "2", "samp')
     _drop_partial_line(path)
     assert path.read_text() == "".join(whole)
