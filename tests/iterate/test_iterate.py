@@ -149,6 +149,7 @@ def test_no_gain_means_not_above_the_previous_interval():
         (["--rounds", "1", "--min-margin", "-1"], "--min-margin -1.0 must be >= 0"),
         (["--rounds", "1", "--batch-size", "0"], "--batch-size 0 must be >= 1"),
         (["--rounds", "1", "--eval-split", "nosuch"], "nosuch"),
+        (["--rounds", "1", "model.name=nosuch/base"], "nosuch/base"),
     ],
 )
 def test_bad_input_is_one_line_and_writes_nothing(tmp_path, capsys, extra, message):

@@ -282,11 +282,22 @@ def _resolved(recipe) -> dict:
 def run_iterate(settings: IterateSettings, progress: bool = True, say=_say) -> dict:
     """Run (or resume) every round of every arm; returns the summary (also OUT/summary.json)."""
     from orpo.checkpoints import run_lock
-    from orpo.iterate.stages import ensure_base
+    from orpo.iterate.stages import ensure_base, open_round_model
+    from orpo.run.recipe import TINY_PREFIX
 
     recipe, plan, scorer, metric = prepare(settings)
     it = Iteration(settings, plan, scorer, metric, recipe, say)
     with run_lock(settings.out):
+        if not recipe.model.name.startswith(TINY_PREFIX):
+            # A base that cannot be opened fails now, before OUT records settings a corrected rerun
+            # would then be refused against (its tokenizer is enough to know; a .gguf is converted once).
+            open_round_model(
+                ensure_base(
+                    recipe.model.name, recipe.model, settings.prompts, settings.split, 0, settings.out
+                ),
+                None,
+                weights=False,
+            )
         check_out(settings, _resolved(recipe))
         seed = recipe.training_args().seed
         it.base = ensure_base(
