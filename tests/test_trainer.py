@@ -82,6 +82,27 @@ def test_lora_trains_only_adapters(tmp_path, tokenizer):
     assert after["eval_loss"] < before["eval_loss"]
 
 
+def test_adapter_init_follows_the_seed_not_the_process_rng(tmp_path, tokenizer, rows):
+    """A fresh process's torch RNG differs run to run; the adapter's random init must come from
+    args.seed (as TRL's), so the same recipe gives the same LoRA run."""
+    from peft import LoraConfig
+
+    def lora_a(rng_state: int, seed: int) -> list[torch.Tensor]:
+        lora = LoraConfig(r=4, lora_alpha=8, target_modules="all-linear", task_type="CAUSAL_LM")
+        model = build_model(tokenizer, "llama", hidden_size=32, num_layers=2, seed=0)
+        torch.manual_seed(rng_state)  # what the process did before constructing the trainer
+        trainer = ORPOTrainer(
+            model=model, args=tiny_args(tmp_path, seed=seed), train_dataset=rows, processing_class=tokenizer,
+            peft_config=lora,
+        )  # fmt: skip
+        return [p.detach().clone() for n, p in trainer.model.named_parameters() if "lora_A" in n]
+
+    same = lora_a(1, seed=0), lora_a(2, seed=0)
+    assert len(same[0]) > 0 and all(torch.equal(a, b) for a, b in zip(*same))
+    other = lora_a(1, seed=1)
+    assert not all(torch.equal(a, b) for a, b in zip(same[0], other))
+
+
 def test_gradient_accumulation_does_not_change_the_update(tmp_path, tokenizer):
     """4 pairs x 1 micro-batch and 2 pairs x 2 micro-batches see the same rows in the same order;
     with ragged lengths the per-token NLL and per-pair OR means must give identical updates."""
