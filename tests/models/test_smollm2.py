@@ -252,11 +252,12 @@ def test_train_from_the_gguf_then_generate_equals_transformers(smollm2_gguf, smo
         theirs = tok.decode(full[0, ids["input_ids"].shape[1] :], skip_special_tokens=True)
         assert line["completion"] == theirs, (line["completion"], theirs)
     # orpo judge on the real model's answers: the fine-tuned run (B) against the base (A), with a rules
-    # file; its counts are the hand count over the two files.
+    # file; its counts are the hand count over the two files. The base answers from the .gguf file
+    # itself (its cached folder), as a llama.cpp user would name it.
     base_out = tmp_path / "base.jsonl"
     argv = [
         "generate",
-        str(smollm2),
+        str(smollm2_gguf),
         "--prompts",
         str(prompts),
         "--out",
@@ -274,6 +275,7 @@ def test_train_from_the_gguf_then_generate_equals_transformers(smollm2_gguf, smo
     assert main(["judge", str(base_out), str(out), "--judge", f"rules:{rules}", "--out", str(judged)]) == 0
     report = json.loads((judged / "summary.json").read_text())
     base = {line["id"]: line for line in map(json.loads, base_out.read_text().splitlines())}
+    assert {line["model"] for line in base.values()} == {str(smollm2_gguf)}
     words = {i: (len(base[i]["completion"].split()), len(ours[i]["completion"].split())) for i in ours}
     assert report["n"] == len(CHAT_ROWS)
     assert report["wins"] == sum(b > a for a, b in words.values())

@@ -33,7 +33,9 @@ def register(sub: argparse._SubParsersAction) -> None:
         description=HELP,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    p.add_argument("run_dir", metavar="RUN_OR_MODEL", help="run folder, checkpoint, adapter folder or model")
+    p.add_argument(
+        "run_dir", metavar="RUN_OR_MODEL", help="run folder, checkpoint, adapter folder, model or .gguf file"
+    )
     src = p.add_mutually_exclusive_group(required=True)
     src.add_argument("--prompt", help="one prompt (a user message); prints the completion")
     src.add_argument(

@@ -9,7 +9,8 @@ model and a tuned one are loaded (and then prompted) the same way:
   checkpoint  RUN/checkpoint-N/ (model or adapter, tokenizer), and       the parent run's config
               config.yaml in its parent RUN/
   adapter     adapter_config.json (+ adapter weights), no config.yaml   defaults (chat template 'auto')
-  model       config.json + weights, or a Hub name                      defaults
+  model       config.json + weights, a Hub name, or a .gguf file         defaults
+              (dequantized once into its cached folder, ``orpo.models.gguf``)
 
 The reference of a DPO/IPO/hinge run (``open_reference``, for ``orpo eval``) is the model the run
 started from: for an adapter, the same base with the adapter disabled (nothing to load); for a full
@@ -82,7 +83,7 @@ def kind_of(path: str | Path) -> str:
         return "model"  # a Hub name
     if not p.is_dir():
         raise ValueError(
-            f"{path} is a file; pass a run folder, a checkpoint, an adapter folder or a model folder"
+            f"{path} is a file; pass a run folder, a checkpoint, an adapter folder, a model folder or a .gguf file"
         )
     if (p / CONFIG_FILE).is_file():
         return "run"
@@ -171,8 +172,12 @@ def open_model(
     weights' dtype (default: the run's, else float32). ``weights=False`` loads no model (``model`` is
     None): the tokenizer and prompt rendering of a model that a server already serves.
     """
+    from orpo.models.gguf import gguf_folder, is_gguf
     from orpo.models.load import ensure_pad_token, load_model, load_tokenizer
 
+    name = str(path)
+    if is_gguf(path) and Path(path).is_file():  # llama.cpp's file: its folder, dequantized once and cached
+        path = gguf_folder(path)
     kind = kind_of(path)
     folder = Path(path)
     run = folder if kind == "run" else folder.parent if kind == "checkpoint" else None
@@ -214,7 +219,7 @@ def open_model(
     return LoadedModel(
         model=model,
         tokenizer=tok,
-        name=str(path),
+        name=name,
         kind=kind,
         chat_template_mode=mode,
         limits=limits,
