@@ -64,6 +64,26 @@ def test_summary_counts_and_too_few_items_for_lc():
     assert (summary.n, summary.wins, summary.ties, summary.losses) == (4, 2, 1, 1)
     assert summary.win_rate == pytest.approx(62.5)
     assert summary.lc_win_rate is None  # 5-fold cross-validation needs 5 items
+    assert summary.lc_note == "4 items; its 5-fold cross-validation needs 5"
+
+
+def test_lc_is_undefined_when_b_is_shorter_on_every_item_by_about_as_much():
+    """Seen on SmolLM2 (a tuned run's short reviews against the base's 48-token prose): every
+    length difference ~7 std above 0, so every t_i = tanh(d_i / std) is 1.0000 and the length weight is
+    collinear with the model weight; the fit printed "55.5 +- 14612.9". Now: undefined, with why."""
+    rng = np.random.default_rng(0)
+    len_a = np.full(100, 200)
+    len_b = len_a - rng.normal(178, 25, size=100).round().astype(int)
+    verdicts = ["B"] * 11 + ["tie"] * 89
+    summary = summarise(verdicts, list(len_a), list(len_b))
+    assert summary.win_rate == pytest.approx(55.5)
+    assert summary.lc_win_rate is None and summary.lc_standard_error is None
+    assert summary.lc_note.startswith("B's answers are shorter than A's on every item by about as much")
+    # Equal lengths everywhere are not that case: the LC rate is the plain one (no length term).
+    same = summarise(verdicts, [40] * 100, [40] * 100)
+    assert same.lc_note is None and same.lc_win_rate == pytest.approx(55.5, abs=0.5)
+    # B longer on every item by exactly the same amount: no spread at all, also undefined.
+    assert "longer" in summarise(verdicts, [40] * 100, [90] * 100).lc_note
 
 
 def _annotations(n=120, seed=0):

@@ -103,6 +103,8 @@ def table(summary: dict) -> str:
                 for m in (per_model["A"][name], per_model["B"][name])
             ]
             lines.append(f"{name:<24}{cells[0]:<24}{cells[1]:<24}".rstrip())
+    if lc is None and summary.get("lc_note"):
+        lines += ["", f"LC win rate undefined: {summary['lc_note']}"]
     counters = summary.get("judge_counters")
     if counters:
         lines += ["", "judge: " + ", ".join(f"{k} {v}" for k, v in counters.items())]

@@ -30,6 +30,12 @@ Per item the judge's verdict becomes a score ``s_i``: 1 when B wins, 0.5 for a t
   covariance of the fitted weights, ``H^-1 (sum_i g_i g_i^T) H^-1`` with ``g_i = (s_i - p_i) x_i``
   and ``H = sum_i p_i (1 - p_i) x_i x_i^T``; with no length differences it reduces to the standard
   error of the mean score.
+
+  Undefined (None, with the reason in ``Summary.lc_note``) under 5 items, and when the length term
+  cannot be told apart from the model term: B's answers are longer (or shorter) than A's on every
+  item by about as much, so every ``t_i`` is the same (``std(t) < 0.01``; tanh saturates once
+  ``|mean(d)|`` is several times ``std(d)``). The fit would then split one effect between two collinear
+  weights at random and report a standard error of thousands of points.
 """
 
 from __future__ import annotations
@@ -44,6 +50,7 @@ N_RESAMPLES = 1000
 CV_FOLDS = 5
 C_GRID = np.logspace(-4, 4, 10)  # scikit-learn's LogisticRegressionCV default grid (Cs=10)
 GLM_SEED = 123  # liblinear's random_state in alpaca_eval's fit
+MIN_LENGTH_SPREAD = 0.01  # std of t_i below which length and model effects are inseparable
 
 
 def scores_of(verdicts: list[str]) -> np.ndarray:
@@ -166,11 +173,28 @@ def _folds(n: int, k: int) -> list[np.ndarray]:
     return [held for _, held in GroupKFold(n_splits=k).split(items, groups=items)]
 
 
+def lc_undefined_reason(len_a, len_b) -> str | None:
+    """Why the length-controlled win rate of these answer lengths is undefined, or None."""
+    d = np.asarray(len_a, dtype=np.float64) - np.asarray(len_b, dtype=np.float64)
+    if len(d) < CV_FOLDS:
+        return f"{len(d)} items; its 5-fold cross-validation needs 5"
+    sd = d.std(ddof=1)
+    same = np.std(np.tanh(d / sd), ddof=1) < MIN_LENGTH_SPREAD if sd > 0 else bool(d.any())
+    if not same:
+        return None
+    side = "shorter" if d.mean() > 0 else "longer"
+    return (
+        f"B's answers are {side} than A's on every item by about as much (mean {abs(d.mean()):.0f} characters, "
+        f"std {sd:.0f}): length and model cannot be told apart"
+    )
+
+
 def length_controlled(scores: np.ndarray, len_a: np.ndarray, len_b: np.ndarray) -> LengthControlled | None:
-    """AlpacaEval 2's length-controlled win rate of B (see the module docstring); None under 5 items."""
+    """AlpacaEval 2's length-controlled win rate of B (see the module docstring); None under 5 items
+    or when length and model cannot be told apart (``lc_undefined_reason``)."""
     s = np.asarray(scores, dtype=np.float64)
     n = len(s)
-    if n < CV_FOLDS:
+    if lc_undefined_reason(len_a, len_b) is not None:
         return None
     d = np.asarray(len_a, dtype=np.float64) - np.asarray(len_b, dtype=np.float64)
     sd = d.std(ddof=1)
@@ -218,6 +242,7 @@ class Summary:
     win_rate_ci: tuple[float, float]
     lc_win_rate: float | None
     lc_standard_error: float | None
+    lc_note: str | None = None  # why lc_win_rate is None
 
     def to_dict(self) -> dict:
         return {
@@ -229,6 +254,7 @@ class Summary:
             "win_rate_ci": list(self.win_rate_ci),
             "lc_win_rate": self.lc_win_rate,
             "lc_standard_error": self.lc_standard_error,
+            "lc_note": self.lc_note,
         }
 
 
@@ -246,4 +272,5 @@ def summarise(verdicts: list[str], len_a: list[int], len_b: list[int], seed: int
         win_rate_ci=(low, high),
         lc_win_rate=None if lc is None else lc.win_rate,
         lc_standard_error=None if lc is None else lc.standard_error,
+        lc_note=lc_undefined_reason(len_a, len_b),
     )
