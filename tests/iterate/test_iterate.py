@@ -196,8 +196,17 @@ def recipe(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="session")
 def finished(tmp_path_factory, recipe) -> tuple[Path, list[str]]:
+    import orpo.pairs.make
+
     out = tmp_path_factory.mktemp("iterate") / "it"
-    return out, _iterate(out, recipe=recipe)
+    built: list[str] = []
+    real = orpo.pairs.make.build_scorer
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(orpo.pairs.make, "build_scorer", lambda spec, **kw: built.append(spec) or real(spec, **kw))
+        said = _iterate(out, recipe=recipe)
+    # The judge is built once for the whole run (a reward model is not loaded again per round).
+    assert built == []
+    return out, said
 
 
 @pytest.mark.slow

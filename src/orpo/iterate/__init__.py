@@ -173,6 +173,7 @@ class Iteration:
                 path,
                 self.s.seed + r - 1,
                 progress,
+                self.scorer,
             )
             record.pairs_file = str(path)
             record.pairs = pairs_record(summary, shared_from="main" if shared else None)

@@ -81,9 +81,17 @@ def open_round_model(model: str, rendering: dict | None, weights: bool = True):
 
 
 def round_pairs(
-    settings, model: str, rendering: dict | None, prompts: list[Prompt], path: Path, seed: int, progress: bool
+    settings,
+    model: str,
+    rendering: dict | None,
+    prompts: list[Prompt],
+    path: Path,
+    seed: int,
+    progress: bool,
+    scorer,
 ) -> dict:
-    """The round's pairs from ``model`` (see ``orpo.pairs.make_pairs``); returns their summary."""
+    """The round's pairs from ``model`` (see ``orpo.pairs.make_pairs``), scored by the run's one
+    ``scorer``; returns their summary."""
     summary = path.with_suffix(".summary.json")
     if path.is_file() and summary.is_file():
         return json.loads(summary.read_text())
@@ -111,6 +119,7 @@ def round_pairs(
         metric=settings.metric,
         server=server,
         progress=progress,
+        scorer=scorer,
     )
     return result.summary
 

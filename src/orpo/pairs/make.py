@@ -126,6 +126,7 @@ def make_pairs(
     open_model_options: dict | None = None,
     server: Server | None = None,
     progress: bool = False,
+    scorer=None,
 ) -> PairsResult:
     """Sample, score and pair (see the package docstring); write OUT and its companions.
 
@@ -135,6 +136,8 @@ def make_pairs(
     ``reward:MODEL`` or ``openai`` (``llm``: the ``LLMScorer`` options). With ``server`` the samples come
     from that endpoint (``orpo.pairs.server``) and only the tokenizer of ``model`` is opened. Every
     check that needs no model runs before the model is opened, so a bad input costs no sampling.
+    ``scorer``: ``judge``'s scorer when the caller has built it already (``orpo iterate`` builds it
+    once for every round, so a reward model is not loaded again per round).
     """
     if samples < 2:
         raise ValueError(f"--samples {samples}: pairs need at least 2 samples per prompt")
@@ -151,7 +154,7 @@ def make_pairs(
     if paths["out"].suffix != ".jsonl":
         raise ValueError(f"--out {out}: give a .jsonl file")
     source, prompts = _load_prompts(prompts, split, limit, pairing)
-    scorer = _scorer(
+    scorer = scorer or _scorer(
         judge,
         prompts,
         metric=metric,
