@@ -43,7 +43,7 @@ from typing import Any
 import torch
 from accelerate.utils import DistributedType
 from datasets import Dataset, DatasetDict
-from transformers import PreTrainedModel, Trainer, TrainingArguments, set_seed
+from transformers import PreTrainedModel, Trainer, TrainingArguments, enable_full_determinism, set_seed
 from transformers.trainer_utils import rotate_checkpoints
 
 from orpo import checkpoints
@@ -147,7 +147,10 @@ class ORPOTrainer(Trainer):
             raise ValueError("pass a model (a name, a path or a module) or a model_init")
         # The adapter's random init (and a model_init's) comes from the seed, as TRL's does: torch seeds
         # a fresh process at random, so without this a LoRA run on a loaded model differs run to run.
-        set_seed(args.seed)
+        if args.full_determinism:
+            enable_full_determinism(args.seed)
+        else:
+            set_seed(args.seed)
         if isinstance(model, str):
             model = load_model(model, args.model_init_kwargs, args.trust_remote_code)
         elif args.model_init_kwargs:

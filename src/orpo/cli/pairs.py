@@ -91,7 +91,9 @@ def register(sub: argparse._SubParsersAction) -> None:
         description=HELP,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    p.add_argument("run_dir", metavar="RUN_OR_MODEL", help="run folder, checkpoint, adapter folder or model")
+    p.add_argument(
+        "run_dir", metavar="RUN_OR_MODEL", help="run folder, checkpoint, adapter folder, model or .gguf file"
+    )
     p.add_argument(
         "--prompts", required=True, metavar="SOURCE", help="file, folder, hub name or builtin:NAME"
     )

@@ -179,7 +179,11 @@ def lc_undefined_reason(len_a, len_b) -> str | None:
     if len(d) < CV_FOLDS:
         return f"{len(d)} items; its 5-fold cross-validation needs 5"
     sd = d.std(ddof=1)
-    same = np.std(np.tanh(d / sd), ddof=1) < MIN_LENGTH_SPREAD if sd > 0 else bool(d.any())
+    if sd > 0:
+        t = np.tanh(d / sd)
+        same = np.std(t, ddof=1) < MIN_LENGTH_SPREAD and abs(t.mean()) > 0.5  # saturated, one side
+    else:
+        same = bool(d.any())  # every difference equal and not zero
     if not same:
         return None
     side = "shorter" if d.mean() > 0 else "longer"

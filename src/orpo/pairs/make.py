@@ -136,8 +136,9 @@ def make_pairs(
     ``reward:MODEL`` or ``openai`` (``llm``: the ``LLMScorer`` options). With ``server`` the samples come
     from that endpoint (``orpo.pairs.server``) and only the tokenizer of ``model`` is opened. Every
     check that needs no model runs before the model is opened, so a bad input costs no sampling.
-    ``scorer``: ``judge``'s scorer when the caller has built it already (``orpo iterate`` builds it
-    once for every round, so a reward model is not loaded again per round).
+    ``scorer``: ``judge``'s scorer when the caller has built (and probed) it already; ``metric``,
+    ``reward_batch_size``, ``llm`` and ``cache_dir`` are then the caller's business (``orpo iterate``
+    builds it once for every round, so a reward model is not loaded again per round).
     """
     if samples < 2:
         raise ValueError(f"--samples {samples}: pairs need at least 2 samples per prompt")
@@ -154,14 +155,15 @@ def make_pairs(
     if paths["out"].suffix != ".jsonl":
         raise ValueError(f"--out {out}: give a .jsonl file")
     source, prompts = _load_prompts(prompts, split, limit, pairing)
-    scorer = scorer or _scorer(
-        judge,
-        prompts,
-        metric=metric,
-        reward_batch_size=reward_batch_size,
-        llm=llm,
-        cache_dir=cache_dir or paths["cache"],
-    )
+    if scorer is None:
+        scorer = _scorer(
+            judge,
+            prompts,
+            metric=metric,
+            reward_batch_size=reward_batch_size,
+            llm=llm,
+            cache_dir=cache_dir or paths["cache"],
+        )
     settings = _settings(model, source, split, limit, sampling, server, scorer, pairing)
     _check_out(paths, settings)
     records, written, kept = _sample(

@@ -176,7 +176,7 @@ def open_model(
     from orpo.models.load import ensure_pad_token, load_model, load_tokenizer
 
     name = str(path)
-    if is_gguf(path) and Path(path).is_file():  # llama.cpp's file: its folder, dequantized once and cached
+    if is_gguf(path) and not Path(path).is_dir():  # llama.cpp's file: its folder, dequantized once and cached
         path = gguf_folder(path)
     kind = kind_of(path)
     folder = Path(path)
